@@ -1,0 +1,510 @@
+"""Lazy whole-slide TIFF reader: one chunked dask array per pyramid level.
+
+Design (see the module docstring of :class:`LevelReader`): the graph holds a small picklable
+description of each level (path, series, level, file fingerprint); each process opens the file
+itself on first use and reads tile bytes with ``os.pread``, so reads are lock-free across
+threads and graphs run unchanged on ``dask.distributed`` process workers. tifffile's Zarr store
+is not used because it cannot be pickled and decodes on one thread.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import tifffile
+from dask.base import tokenize
+
+from slidemask.errors import SlideError, TileError
+from slidemask.io.metadata import slide_mpp, vendor_of, vendor_properties
+
+DEFAULT_CHUNK_SIZE = 2048
+"""Default working chunk edge in pixels: chunks are whole tiles merged to about this size."""
+
+
+@dataclass(frozen=True)
+class LevelGeometry:
+    """How one pyramid level is laid out in the file (all sizes in level pixels)."""
+
+    shape: tuple[int, int, int]  # rows, cols, channels
+    dtype: str
+    tiled: bool
+    segment_rows: int  # tile height, or rows per strip
+    segment_cols: int  # tile width, or the full width for strips
+    raw_rows: bool  # uncompressed strips: any row range can be read without decoding
+    strip_rows: int  # rows per strip as stored (tile height for tiled levels)
+    compression: str
+
+
+class LevelReader:
+    """Picklable reader of one pyramid level, sliced like an array: ``reader[y0:y1, x0:x1, :]``.
+
+    Pickling keeps only the path, series and level indices and the file's size and
+    modification time; the file is (re)opened once per process on first read. A file changed
+    since opening is an error rather than silently mixed data.
+    """
+
+    def __init__(
+        self, path: str, series: int, level: int, fingerprint: tuple[int, int], geometry: LevelGeometry
+    ) -> None:
+        self.path = path
+        self.series = series
+        self.level = level
+        self.fingerprint = fingerprint
+        self.geometry = geometry
+        self.shape = geometry.shape
+        self.dtype = np.dtype(geometry.dtype)
+        self.ndim = 3
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LevelReader, (self.path, self.series, self.level, self.fingerprint, self.geometry))
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        rows, cols, chans = (list(key) + [slice(None)] * 3)[:3]
+        y0, y1, _ = rows.indices(self.shape[0])
+        x0, x1, _ = cols.indices(self.shape[1])
+        handle = _handle(self.path, self.series, self.level, self.fingerprint)
+        out = handle.read(y0, y1, x0, x1)
+        return out[:, :, chans]
+
+
+def _pread(fd: int, count: int, offset: int) -> bytes:
+    """Read ``count`` bytes at ``offset`` (thread-safe; one place for tests to observe reads)."""
+    return os.pread(fd, count, offset)
+
+
+@dataclass
+class _PageCodec:
+    offsets: np.ndarray
+    counts: np.ndarray
+    decode: Any
+    jpegtables: bytes | None
+    jpegheader: bytes | None
+    separate_samples: int
+    contig_samples: int
+    segments_y: int
+    segments_x: int
+
+
+@dataclass
+class _LevelHandle:
+    """Per-process open state of one level: file descriptor and tifffile decode closures."""
+
+    path: str
+    level: int
+    geometry: LevelGeometry
+    fd: int
+    tiff: tifffile.TiffFile
+    pages: list[_PageCodec] = field(default_factory=list)
+    byteorder: str = "<"
+    row_bytes: int = 0
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        geo = self.geometry
+        out = np.zeros((y1 - y0, x1 - x0, geo.shape[2]), dtype=np.dtype(geo.dtype))
+        if out.size == 0:
+            return out
+        channel = 0
+        for page in self.pages:
+            width = page.separate_samples * page.contig_samples
+            target = out[:, :, channel : channel + width]
+            if geo.raw_rows:
+                self._read_raw(page, target, y0, y1, x0, x1)
+            else:
+                self._read_segments(page, target, y0, y1, x0, x1)
+            channel += width
+        return out
+
+    def _read_raw(
+        self, page: _PageCodec, target: np.ndarray, y0: int, y1: int, x0: int, x1: int
+    ) -> np.ndarray:
+        rps = self.geometry.strip_rows
+        dtype = np.dtype(self.geometry.dtype).newbyteorder(self.byteorder)
+        width = self.geometry.shape[1]
+        y = y0
+        while y < y1:
+            strip = y // rps
+            stop = min(y1, (strip + 1) * rps)
+            offset = int(page.offsets[strip]) + (y - strip * rps) * self.row_bytes
+            count = (stop - y) * self.row_bytes
+            try:
+                data = _pread(self.fd, count, offset)
+                if len(data) != count:
+                    raise OSError(f"short read ({len(data)} of {count} bytes)")
+                rows = np.frombuffer(data, dtype=dtype).reshape(stop - y, width, -1)
+            except Exception as exc:  # noqa: BLE001 - re-raised with the tile named
+                raise TileError(self.path, self.level, y, 0, f"{type(exc).__name__}: {exc}") from exc
+            target[y - y0 : stop - y0] = rows[:, x0:x1]
+            y = stop
+        return target
+
+    def _read_segments(
+        self, page: _PageCodec, target: np.ndarray, y0: int, y1: int, x0: int, x1: int
+    ) -> np.ndarray:
+        geo = self.geometry
+        sh, sw = geo.segment_rows, geo.segment_cols
+        for sample in range(page.separate_samples):
+            for ty in range(y0 // sh, (y1 - 1) // sh + 1):
+                for tx in range(x0 // sw, (x1 - 1) // sw + 1):
+                    index = (sample * page.segments_y + ty) * page.segments_x + tx
+                    tile = self._decode(page, index, ty * sh, tx * sw)
+                    if tile is None:
+                        continue  # an empty (sparse) segment reads as zeros
+                    ty0, tx0 = ty * sh, tx * sw
+                    ry0, ry1 = max(y0, ty0), min(y1, ty0 + tile.shape[0])
+                    rx0, rx1 = max(x0, tx0), min(x1, tx0 + tile.shape[1])
+                    if ry0 >= ry1 or rx0 >= rx1:
+                        continue
+                    block = tile[ry0 - ty0 : ry1 - ty0, rx0 - tx0 : rx1 - tx0]
+                    if page.separate_samples > 1:
+                        target[ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0, sample] = block[..., 0]
+                    else:
+                        target[ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0] = block
+        return target
+
+    def _decode(self, page: _PageCodec, index: int, row: int, col: int) -> np.ndarray | None:
+        count = int(page.counts[index])
+        try:
+            data = _pread(self.fd, count, int(page.offsets[index])) if count else None
+            if data is not None and len(data) != count:
+                raise OSError(f"short read ({len(data)} of {count} bytes)")
+            kwargs: dict[str, Any] = {"_fullsize": self.geometry.tiled}
+            if page.jpegtables is not None or page.jpegheader is not None:
+                kwargs["jpegtables"] = page.jpegtables
+                kwargs["jpegheader"] = page.jpegheader
+            decoded, _, _ = page.decode(data, index, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the tile named
+            raise TileError(self.path, self.level, row, col, f"{type(exc).__name__}: {exc}") from exc
+        if decoded is None:
+            return None
+        # normalized segment shape: (depth, rows, cols, contig samples)
+        return np.asarray(decoded).reshape(decoded.shape[-3:])
+
+
+_HANDLES: dict[tuple[str, int, int], _LevelHandle] = {}
+_HANDLES_LOCK = threading.Lock()
+
+
+def _handle(path: str, series: int, level: int, fingerprint: tuple[int, int]) -> _LevelHandle:
+    key = (path, series, level)
+    handle = _HANDLES.get(key)
+    if handle is not None:
+        return handle
+    with _HANDLES_LOCK:
+        handle = _HANDLES.get(key)
+        if handle is None:
+            if _fingerprint(path) != fingerprint:
+                raise SlideError(path, "the file changed on disk since it was opened")
+            handle = _open_level_handle(path, series, level)
+            _HANDLES[key] = handle
+    return handle
+
+
+def _fingerprint(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise SlideError(path, f"cannot stat file: {exc.strerror or exc}") from exc
+    return (st.st_size, st.st_mtime_ns)
+
+
+def _open_level_handle(path: str, series: int, level: int) -> _LevelHandle:
+    tf = _open_tiff(path)
+    try:
+        lv = tf.series[series].levels[level]
+        geometry, codecs = _describe_level(path, tf, lv, level)
+        fd = os.open(path, os.O_RDONLY)
+    except BaseException:
+        tf.close()
+        raise
+    row_bytes = 0
+    if geometry.raw_rows:
+        keyframe = lv.pages[0].keyframe
+        row_bytes = geometry.shape[1] * codecs[0].contig_samples * np.dtype(geometry.dtype).itemsize
+        del keyframe
+    return _LevelHandle(
+        path=path,
+        level=level,
+        geometry=geometry,
+        fd=fd,
+        tiff=tf,
+        pages=codecs,
+        byteorder=tf.byteorder,
+        row_bytes=row_bytes,
+    )
+
+
+def _open_tiff(path: str) -> tifffile.TiffFile:
+    p = Path(path)
+    if not p.exists():
+        raise SlideError(path, "file not found")
+    if p.is_dir():
+        raise SlideError(path, "is a directory, not a slide file")
+    try:
+        return tifffile.TiffFile(path)
+    except tifffile.TiffFileError as exc:
+        raise SlideError(path, f"not a TIFF file or damaged TIFF header ({exc})") from exc
+    except (ValueError, struct.error, OSError, IndexError, KeyError) as exc:
+        raise SlideError(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from exc
+
+
+def _describe_level(
+    path: str, tf: tifffile.TiffFile, lv: tifffile.TiffPageSeries, level: int
+) -> tuple[LevelGeometry, list[_PageCodec]]:
+    axes = lv.axes
+    other = [a for a in axes if a not in "YXS"]
+    if "Y" not in axes or "X" not in axes or any(a != "C" for a in other):
+        raise SlideError(
+            path, f"unsupported layout at level {level}: axes {axes!r} shape {lv.shape} "
+            "(slidemask reads 2-D images with channels; Z stacks and time series are not supported)"
+        )
+    pages = [p for p in lv.pages if p is not None]
+    if not pages:
+        raise SlideError(path, f"level {level} has no image data")
+    keyframe = pages[0].keyframe
+    if keyframe.dtype is None:
+        raise SlideError(path, f"unsupported pixel type at level {level} "
+                               f"({keyframe.bitspersample}-bit, sample format {keyframe.sampleformat})")
+    try:
+        compression = keyframe.compression
+        if compression != 1:
+            tifffile.TIFF.DECOMPRESSORS[compression]
+    except KeyError as exc:
+        raise SlideError(path, f"compression {keyframe.compression!r} cannot be decoded: {exc}") from exc
+    nsep, depth, rows, cols, ncontig = keyframe.shaped
+    if depth != 1:
+        raise SlideError(path, f"unsupported layout at level {level}: volumetric tiles (depth {depth})")
+    if keyframe.is_tiled:
+        seg_rows, seg_cols = keyframe.tilelength, keyframe.tilewidth
+    else:
+        seg_rows, seg_cols = min(keyframe.rowsperstrip or rows, rows), cols
+    raw_rows = (
+        not keyframe.is_tiled
+        and keyframe.compression == 1
+        and keyframe.predictor == 1
+        and keyframe.fillorder == 1
+        and keyframe.bitspersample % 8 == 0
+        and nsep == 1
+    )
+    file_size = os.path.getsize(path)
+    codecs = []
+    for page in pages:
+        offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+        counts = np.asarray(page.databytecounts, dtype=np.int64)
+        if offsets.size and int((offsets + counts).max()) > file_size:
+            raise SlideError(
+                path,
+                f"truncated file: level {level} tile data ends at byte "
+                f"{int((offsets + counts).max())} but the file has {file_size} bytes",
+            )
+        jpeg = keyframe.compression in {6, 7, 34892, 33007}
+        codecs.append(
+            _PageCodec(
+                offsets=offsets,
+                counts=counts,
+                decode=keyframe.decode,
+                jpegtables=page.jpegtables if jpeg else None,
+                jpegheader=keyframe.jpegheader if jpeg else None,
+                separate_samples=nsep,
+                contig_samples=ncontig,
+                segments_y=math.ceil(rows / seg_rows),
+                segments_x=math.ceil(cols / seg_cols),
+            )
+        )
+    channels = len(pages) * nsep * ncontig
+    compression_name = getattr(keyframe.compression, "name", str(keyframe.compression))
+    geometry = LevelGeometry(
+        shape=(rows, cols, channels),
+        dtype=np.dtype(keyframe.dtype).newbyteorder("=").str,
+        tiled=bool(keyframe.is_tiled),
+        segment_rows=1 if raw_rows else seg_rows,
+        segment_cols=seg_cols,
+        raw_rows=raw_rows,
+        strip_rows=seg_rows,
+        compression=compression_name,
+    )
+    return geometry, codecs
+
+
+def level_chunks(geometry: LevelGeometry, chunk_size: int) -> tuple[int, int]:
+    """Chunk shape (rows, cols): whole tiles/strips merged to about ``chunk_size`` pixels a side.
+
+    Strips span the full width, so stripped levels get full-width chunks of about
+    ``chunk_size**2`` pixels (never less than one strip).
+    """
+    rows, cols, _ = geometry.shape
+    if geometry.tiled:
+        cy = max(1, round(chunk_size / geometry.segment_rows)) * geometry.segment_rows
+        cx = max(1, round(chunk_size / geometry.segment_cols)) * geometry.segment_cols
+    else:
+        step = geometry.segment_rows
+        cy = max(step, (chunk_size * chunk_size // max(cols, 1)) // step * step)
+        cx = cols
+    return (max(1, min(cy, rows)), max(1, min(cx, cols)))
+
+
+@dataclass(frozen=True)
+class Slide:
+    """A whole-slide image opened lazily; no pixel data is read until a level is computed.
+
+    Attributes:
+        path: the slide file.
+        name: the file name without its extension (used to name outputs).
+        levels: one dask array per pyramid level, shape (rows, cols, channels), channels last,
+            dtype as stored; chunks are whole tiles/strips merged to about ``chunk_size``.
+        downsamples: level-0 pixels per pixel of each level (1.0 for level 0).
+        mpp: micrometres per level-0 pixel, or None when the file does not say.
+        vendor: the format tifffile recognised ("aperio", "ome", "hamamatsu", "qptiff", "generic", ...).
+        compression: compression of level 0 (e.g. "JPEG", "APERIO_JP2000_RGB", "LZW", "NONE").
+        tile_shape: (rows, cols) of one level-0 tile or strip.
+        properties: vendor facts (magnification, software, ...).
+    """
+
+    path: Path
+    name: str
+    levels: list[da.Array]
+    downsamples: list[float]
+    mpp: float | None
+    vendor: str
+    compression: str
+    tile_shape: tuple[int, int]
+    properties: dict[str, Any]
+
+    def level_mpp(self, level: int) -> float | None:
+        """Micrometres per pixel at ``level`` (None when the slide has no mpp)."""
+        return None if self.mpp is None else self.mpp * self.downsamples[level]
+
+    def level_for_mpp(self, mpp: float) -> int:
+        """The coarsest level whose pixels are not coarser than ``mpp`` µm (level 0 if none is).
+
+        Raises:
+            SlideError: the slide does not state its pixel size.
+        """
+        if self.mpp is None:
+            raise SlideError(self.path, "the slide does not state its pixel size (mpp); "
+                                        "choose a level instead of a target mpp")
+        best = 0
+        for level in range(len(self.levels)):
+            level_mpp = self.level_mpp(level)
+            if level_mpp is not None and level_mpp <= mpp * (1 + 1e-9):
+                best = level
+        return best
+
+    def info(self) -> dict[str, Any]:
+        """JSON-able description: levels, shapes, dtype, chunking, tile size, compression, mpp, vendor."""
+        return {
+            "path": str(self.path),
+            "vendor": self.vendor,
+            "mpp": self.mpp,
+            "compression": self.compression,
+            "tile_shape": list(self.tile_shape),
+            "dtype": str(self.levels[0].dtype),
+            "levels": [
+                {
+                    "level": i,
+                    "shape": list(arr.shape),
+                    "downsample": self.downsamples[i],
+                    "mpp": self.level_mpp(i),
+                    "chunks": [arr.chunksize[0], arr.chunksize[1]],
+                }
+                for i, arr in enumerate(self.levels)
+            ],
+            "properties": self.properties,
+        }
+
+
+def open_slide(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Slide:
+    """Open a whole-slide TIFF (SVS, NDPI, OME-TIFF, QPTIFF, plain or BigTIFF) lazily.
+
+    Reads only the TIFF directory structure, never pixel data. The returned levels can be
+    computed with any dask scheduler, ``dask.distributed`` process workers included.
+
+    Args:
+        path: the slide file; it is only ever opened read-only.
+        chunk_size: target chunk edge in level pixels; chunks are whole tiles (or strips).
+
+    Raises:
+        SlideError: missing file, not a TIFF, truncated file, undecodable compression or an
+            unsupported layout; the message names the path and the reason.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of pixels, got {chunk_size}")
+    path_str = os.path.abspath(os.fspath(path))
+    fingerprint = _fingerprint(path_str) if os.path.exists(path_str) else (0, 0)
+    tf = _open_tiff(path_str)
+    try:
+        if not tf.series:
+            raise SlideError(path_str, "the TIFF holds no image series")
+        series = tf.series[0]
+        vendor = vendor_of(tf)
+        first_page = series.levels[0].pages[0]
+        mpp = slide_mpp(tf, vendor, first_page.keyframe if first_page is not None else tf.pages[0])
+        properties = vendor_properties(tf, vendor, tf.pages[0])
+        key0 = series.levels[0].pages[0].keyframe
+        tile_shape = (
+            (int(key0.tilelength), int(key0.tilewidth))
+            if key0.is_tiled
+            else (int(min(key0.rowsperstrip or key0.imagelength, key0.imagelength)), int(key0.imagewidth))
+        )
+        levels: list[da.Array] = []
+        shapes: list[tuple[int, int, int]] = []
+        geometries: list[LevelGeometry] = []
+        for index, lv in enumerate(series.levels):
+            geometry, _ = _describe_level(path_str, tf, lv, index)
+            geometries.append(geometry)
+            shapes.append(geometry.shape)
+            reader = LevelReader(path_str, 0, index, fingerprint, geometry)
+            chunks = level_chunks(geometry, chunk_size)
+            token = f"{path_str}-{fingerprint}-{index}-{chunks}"
+            levels.append(
+                da.from_array(
+                    reader,
+                    chunks=(chunks[0], chunks[1], geometry.shape[2]),
+                    asarray=False,
+                    lock=False,
+                    fancy=False,
+                    meta=np.empty((0, 0, 0), dtype=reader.dtype),
+                    name=f"slidemask-read-{tokenize(token)}",
+                )
+            )
+    except SlideError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a damaged file for the user
+        raise SlideError(path_str, f"cannot read TIFF structure ({type(exc).__name__}: {exc})") from exc
+    finally:
+        tf.close()
+    base = shapes[0]
+    downsamples = [((base[0] / s[0]) + (base[1] / s[1])) / 2 for s in shapes]
+    geo0 = geometries[0]
+    return Slide(
+        path=Path(path_str),
+        name=slide_name(path_str),
+        levels=levels,
+        downsamples=downsamples,
+        mpp=mpp,
+        vendor=vendor,
+        compression=geo0.compression,
+        tile_shape=tile_shape,
+        properties=properties,
+    )
+
+
+_SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.btf", ".tiff", ".tif", ".svs", ".ndpi",
+                   ".qptiff", ".btf", ".tf8", ".scn", ".bif")
+
+
+def slide_name(path: str | os.PathLike[str]) -> str:
+    """The slide's file name without its image suffix (``a.ome.tif`` -> ``a``); names outputs."""
+    name = Path(path).name
+    lower = name.lower()
+    for suffix in _SLIDE_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem or name
