@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Benchmark slidemask against pure decoding on a synthetic slide of any size.
+
+Each case runs in its own Python process, so the peak RSS reported is that case's alone.
+Wall time is the median of ``--repeat`` runs; ratios compare cases measured in this run.
+
+    python scripts/bench.py --size 20000                 # threshold, hsv, decode floor
+    python scripts/bench.py --size 50000 --cases decode threshold median_closing
+    python scripts/bench.py --size 8000 --cases all --json out.json
+
+Cases:
+    decode          every level-0 tile read and decoded to RGB with tifffile, N threads (the floor)
+    read            the same through slidemask's lazy reader (dask, N threads)
+    threshold       grey < 220 at level 0 -> Zarr
+    hsv             HSV range (pink/purple tissue) at level 0 -> Zarr
+    median_closing  grey -> median 7 -> threshold -> closing radius 4 -> Zarr
+    global          threshold -> fill_holes -> remove_small_objects -> Zarr
+    naive           whole image in RAM: tifffile.imread + cv2 grey + threshold (skipped when too big)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ALL_CASES = ["decode", "read", "threshold", "hsv", "median_closing", "global", "naive"]
+DEFAULT_CASES = ["decode", "read", "threshold", "hsv"]
+
+
+def slide_path(data_dir: Path, size: int, tile: int, quality: int) -> Path:
+    return data_dir / f"synthetic-{size}-t{tile}-q{quality}.ome.tif"
+
+
+def ensure_slide(data_dir: Path, size: int, tile: int, quality: int) -> Path:
+    from slidemask.io.synthetic import write_synthetic_slide
+
+    path = slide_path(data_dir, size, tile, quality)
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        t0 = time.perf_counter()
+        write_synthetic_slide(partial, size, tile=tile, quality=quality)
+        partial.rename(path)
+        print(f"# wrote {path.name} ({path.stat().st_size / 2**20:.0f} MiB) "
+              f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return path
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size (VmHWM), in KiB.
+
+    ``getrusage().ru_maxrss`` is not used: after fork+exec Linux carries the parent's peak over.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def run_case(case: str, path: Path, threads: int, chunk: int, out_dir: Path) -> dict[str, Any]:
+    """Run one case in this process; return its wall time (s) and this process's peak RSS."""
+    import dask
+    import numpy as np
+
+    t0 = time.perf_counter()
+    out = out_dir / f"{case}.zarr"
+    extra: dict[str, Any] = {}
+    if case == "decode":
+        import tifffile
+
+        with tifffile.TiffFile(path) as tf:
+            page = tf.series[0].levels[0].pages[0]
+            for segment, _index, _shape in page.segments(maxworkers=threads):
+                del segment
+    elif case == "naive":
+        import cv2
+        import tifffile
+
+        rgb = tifffile.imread(path, level=0)
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        del rgb
+        mask = grey < 220
+        extra["fraction"] = float(mask.mean())
+    else:
+        from slidemask.io import open_slide
+
+        slide = open_slide(path, chunk_size=chunk)
+        rgb = slide.levels[0]
+        with dask.config.set(scheduler="threads", num_workers=threads):
+            if case == "read":
+                blocks = rgb.map_blocks(
+                    lambda b: np.zeros((1, 1, 1), np.uint8), chunks=(1, 1, 1), dtype=np.uint8,
+                    meta=np.empty((0, 0, 0), np.uint8),
+                )
+                blocks.sum().compute()
+            else:
+                mask = build_case(case, rgb)
+                from slidemask.writers.zarr import write_zarr
+
+                write_zarr(mask, out, overwrite=True)
+    wall = time.perf_counter() - t0
+    peak_kib = peak_rss_kib()
+    if out.exists():
+        extra["zarr_mib"] = round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20, 2)
+        shutil.rmtree(out)
+    return {"case": case, "wall_s": wall, "peak_rss_mib": peak_kib / 1024, **extra}
+
+
+def build_case(case: str, rgb: Any) -> Any:
+    from slidemask.ops.local import binary_closing, hsv_range, median_blur, threshold, to_gray
+
+    if case == "threshold":
+        return threshold(to_gray(rgb), below=220)
+    if case == "hsv":
+        return hsv_range(rgb, (120, 20, 50), (179, 255, 235))
+    if case == "median_closing":
+        return binary_closing(threshold(median_blur(to_gray(rgb), 7), below=220), 4)
+    if case == "global":
+        from slidemask.ops.components import fill_holes, remove_small_objects
+
+        return remove_small_objects(fill_holes(threshold(to_gray(rgb), below=220)), 5000)
+    raise ValueError(f"unknown case {case!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=20000, help="level-0 edge of the synthetic slide, pixels")
+    parser.add_argument("--tile", type=int, default=512, help="tile edge, pixels (default 512)")
+    parser.add_argument("--quality", type=int, default=85, help="JPEG quality (default 85)")
+    parser.add_argument("--chunk", type=int, default=2048, help="working chunk edge, pixels (default 2048)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="threads (default: cores)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case; the median is reported")
+    parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help=f"from {ALL_CASES} or 'all'")
+    parser.add_argument("--data-dir", type=Path, default=Path("bench-data"), help="where slides are cached")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--case-worker", nargs=2, metavar=("CASE", "SLIDE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.case_worker:
+        case, slide = args.case_worker
+        with tempfile.TemporaryDirectory(dir=args.data_dir) as tmp:
+            result = run_case(case, Path(slide), args.threads, args.chunk, Path(tmp))
+        print(json.dumps(result))
+        return 0
+
+    cases = ALL_CASES if args.cases == ["all"] else args.cases
+    path = ensure_slide(args.data_dir, args.size, args.tile, args.quality)
+    megapixels = args.size * args.size / 1e6
+    ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    results: dict[str, dict[str, Any]] = {}
+    for case in cases:
+        if case == "naive" and megapixels * 3 * 2.5 / 1024 > 0.6 * ram_gib:
+            print(f"# naive skipped: needs about {megapixels * 7.5 / 1024:.0f} GiB", file=sys.stderr)
+            continue
+        runs = []
+        for _ in range(args.repeat):
+            cmd = [sys.executable, __file__, "--case-worker", case, str(path), "--threads",
+                   str(args.threads), "--chunk", str(args.chunk), "--data-dir", str(args.data_dir)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                print(f"# {case} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                break
+            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        if not runs:
+            continue
+        wall = statistics.median(r["wall_s"] for r in runs)
+        results[case] = {
+            **runs[-1],
+            "wall_s": round(wall, 3),
+            "walls": [round(r["wall_s"], 3) for r in runs],
+            "mp_per_s": round(megapixels / wall, 1),
+            "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs), 1),
+        }
+    floor = results.get("decode", {}).get("wall_s")
+    print(f"slide {path.name}: {args.size}x{args.size} ({megapixels:.0f} MP), "
+          f"{path.stat().st_size / 2**20:.0f} MiB, tiles {args.tile}, chunks {args.chunk}, "
+          f"threads {args.threads}, median of {args.repeat}")
+    print(f"{'case':<16}{'wall s':>9}{'MP/s':>9}{'peak MiB':>10}{'x decode':>10}")
+    for case, r in results.items():
+        ratio = f"{r['wall_s'] / floor:.2f}" if floor else "-"
+        r["ratio_to_decode"] = float(ratio) if floor else None
+        print(f"{case:<16}{r['wall_s']:>9.2f}{r['mp_per_s']:>9.0f}{r['peak_rss_mib']:>10.0f}{ratio:>10}")
+    if args.json:
+        args.json.write_text(json.dumps({"size": args.size, "threads": args.threads, "chunk": args.chunk,
+                                         "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
