@@ -225,7 +225,7 @@ def test_corrupt_tile_names_slide_level_and_tile(tmp_path: Path) -> None:
 
 def test_unsupported_layout(tmp_path: Path) -> None:
     path = tmp_path / "zstack.tif"
-    tifffile.imwrite(path, np.zeros((4, 32, 32), np.uint8), metadata={"axes": "ZYX"})
+    tifffile.imwrite(path, np.zeros((4, 32, 32), np.uint8), photometric="minisblack", metadata={"axes": "ZYX"})
     with pytest.raises(SlideError, match="unsupported layout"):
         open_slide(path)
 
