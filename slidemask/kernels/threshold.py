@@ -1,0 +1,145 @@
+"""Per-pixel threshold kernel: ``image > above`` and/or ``image < below``, exactly.
+
+Comparisons are exact comparisons of real numbers, whatever the mix of types: a uint8 tile
+against ``127.5`` means ``x >= 128``; a float32 tile against the float64 ``0.1`` compares the
+float32 pixel with 0.1 itself, not with 0.1 rounded to float32. To stay fast, each threshold
+is first moved to the nearest value of the tile's own dtype that gives the same answer
+(``x > a`` equals ``x > a'`` where ``a'`` is the largest dtype value ``<= a``), so the
+comparison runs in the tile's dtype without a float64 temporary (8x faster on uint8).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Literal
+
+import cv2
+import numpy as np
+
+Bound = int | float
+"""A threshold as a Python real number, in the image's own value scale."""
+
+_ALL: Literal["all"] = "all"
+_NONE: Literal["none"] = "none"
+
+
+def as_real(value: object) -> Bound:
+    """A Python int or float from a Python or numpy real scalar or 0-d array; else TypeError."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"threshold must be a real number, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return float(value)
+
+
+def _to_float_dtype(value: Bound, dtype: np.dtype) -> np.floating:
+    """``value`` rounded to nearest in a float dtype, overflowing to +-inf without warnings."""
+    try:
+        with np.errstate(over="ignore"):
+            return dtype.type(value)
+    except OverflowError:  # a Python int too large for any float
+        return dtype.type(math.copysign(math.inf, value))
+
+
+def _above_bound(value: Bound, dtype: np.dtype) -> np.generic | Literal["all", "none"]:
+    """Largest value ``a'`` of ``dtype`` with ``x > a' <=> x > value`` for every x of dtype.
+
+    Returns ``"all"`` or ``"none"`` where every or no pixel value passes.
+    """
+    if isinstance(value, float) and math.isnan(value):
+        return _NONE
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if value == math.inf:
+            return _NONE
+        if value == -math.inf:
+            return _ALL
+        floor = math.floor(value)
+        if floor < info.min:
+            return _ALL
+        if floor >= info.max:
+            return _NONE
+        return dtype.type(floor)
+    rounded = _to_float_dtype(value, dtype)
+    if float(rounded) > value:
+        rounded = np.nextafter(rounded, dtype.type(-np.inf))
+    return rounded
+
+
+def _below_bound(value: Bound, dtype: np.dtype) -> np.generic | Literal["all", "none"]:
+    """Smallest value ``b'`` of ``dtype`` with ``x < b' <=> x < value`` for every x of dtype."""
+    if isinstance(value, float) and math.isnan(value):
+        return _NONE
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if value == math.inf:
+            return _ALL
+        if value == -math.inf:
+            return _NONE
+        ceil = math.ceil(value)
+        if ceil > info.max:
+            return _ALL
+        if ceil <= info.min:
+            return _NONE
+        return dtype.type(ceil)
+    rounded = _to_float_dtype(value, dtype)
+    if float(rounded) < value:
+        rounded = np.nextafter(rounded, dtype.type(np.inf))
+    return rounded
+
+
+def threshold_mask(
+    tile: np.ndarray, *, above: object = None, below: object = None
+) -> np.ndarray:
+    """Bool mask of ``tile > above`` and/or ``tile < below`` (both: the open band between).
+
+    Parameters
+    ----------
+    tile
+        Any shape, integer (not bool) or float dtype, in its own value scale (uint8 0-255,
+        uint16 0-65535, float as stored).
+    above, below
+        Real numbers (Python or numpy scalars, or 0-d arrays) or None; at least one given.
+        Values outside the dtype's range are allowed here and give all-True or all-False;
+        NaN gives all-False, as numpy's comparison does. NaN pixels are never in the mask.
+
+    Returns
+    -------
+    numpy.ndarray
+        Bool, same shape as ``tile``. Allocates one byte per pixel.
+    """
+    if above is None and below is None:
+        raise ValueError("threshold_mask needs above, below or both")
+    if not (np.issubdtype(tile.dtype, np.integer) or np.issubdtype(tile.dtype, np.floating)):
+        raise TypeError(f"threshold_mask needs an integer or float tile, got {tile.dtype}")
+    dtype = tile.dtype
+    bounds = (
+        None if above is None else _above_bound(as_real(above), dtype),
+        None if below is None else _below_bound(as_real(below), dtype),
+    )
+    if any(b is _NONE for b in bounds) or tile.size == 0:
+        return np.zeros(tile.shape, dtype=bool)
+    # What is left: a dtype value to compare with, or no constraint (None or "all").
+    lo, hi = (None if isinstance(b, str) else b for b in bounds)
+    if lo is None:
+        if hi is not None:
+            return np.less(tile, hi)
+        # "All" still excludes NaN pixels, as a comparison would.
+        if np.issubdtype(dtype, np.floating):
+            return ~np.isnan(tile)
+        return np.ones(tile.shape, dtype=bool)
+    if hi is None:
+        return np.greater(tile, lo)
+    if dtype == np.uint8 and tile.ndim == 2:
+        # One pass instead of three; inRange bounds are inclusive and lo < 255, hi > 0 here.
+        mask = cv2.inRange(np.ascontiguousarray(tile), int(lo) + 1, int(hi) - 1)
+        np.bitwise_and(mask, 1, out=mask)
+        return mask.reshape(tile.shape).view(bool)
+    mask = np.greater(tile, lo)
+    mask &= np.less(tile, hi)
+    return mask
