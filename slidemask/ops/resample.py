@@ -1,0 +1,434 @@
+"""Lazy integer downsampling and the choice of working resolution (pyramid level + factor).
+
+Coordinate frame: every function works in the pixel frame of the array it is given
+(rows, cols[, channels]); a result pixel ``(i, j)`` covers the input pixels
+``[i*f, (i+1)*f) x [j*f, (j+1)*f)``. For a slide, :class:`Resolution` records how that frame
+relates to level 0 (``downsample`` level-0 pixels per result pixel).
+
+Exactness for any chunking: the input is first rechunked so that every chunk boundary is a
+multiple of the factor (regular chunks near the input's largest chunk), so no block of ``f x f``
+pixels is ever split between chunks and each output pixel is computed by the same code from the
+same pixels as in a whole-image call. Small output blocks are then merged to about
+:data:`OUTPUT_CHUNK` pixels a side so that later steps do not run thousands of tiny tasks.
+
+Memory: one (rechunked) input chunk plus its small output per task; nothing is computed here.
+
+The ``block_*`` functions are the pure-numpy kernels (usable on a whole in-memory image as the
+reference); the ``downsample_*`` functions map them over dask arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import dask.array as da
+import numpy as np
+
+from slidemask.errors import MaskError, SlideError
+
+__all__ = [
+    "OUTPUT_CHUNK",
+    "Resolution",
+    "block_max",
+    "block_mean",
+    "block_nearest",
+    "downsample_max",
+    "downsample_mean",
+    "downsample_nearest",
+    "image_at",
+    "select_resolution",
+]
+
+OUTPUT_CHUNK = 2048
+"""Target output chunk edge (pixels) after downsampling; small output blocks are merged to it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy kernels
+
+
+def _check_factor(factor: Any, name: str) -> int:
+    if isinstance(factor, bool):
+        raise MaskError(f"{name}: factor must be a positive integer, got {factor!r}")
+    try:
+        value = operator.index(factor)
+    except TypeError:
+        raise MaskError(f"{name}: factor must be a positive integer, got {factor!r}") from None
+    if value < 1:
+        raise MaskError(f"{name}: factor must be a positive integer, got {value}")
+    return value
+
+
+def _check_ndim(shape: tuple[int, ...], name: str) -> None:
+    if len(shape) not in (2, 3):
+        raise MaskError(
+            f"{name}: expects an image (rows, cols) or (rows, cols, channels), got shape {shape}"
+        )
+
+
+def _mean_accumulator(dtype: np.dtype, factor: int) -> np.dtype:
+    """Integer type that holds the sum of ``factor**2`` values of ``dtype`` without overflow."""
+    count = factor * factor
+    info = np.iinfo(dtype)
+    if dtype.kind == "u":
+        if info.max * count <= np.iinfo(np.uint32).max:
+            return np.dtype(np.uint32)
+        if info.max * count <= np.iinfo(np.uint64).max:
+            return np.dtype(np.uint64)
+    elif max(abs(info.min), info.max) * count + count <= np.iinfo(np.int64).max:
+        return np.dtype(np.int64)
+    raise MaskError(
+        f"downsample_mean: the sum of {factor}x{factor} {dtype} values can overflow 64 bits; "
+        "use a smaller factor or convert the image to float first"
+    )
+
+
+def block_mean(tile: np.ndarray, *, factor: int) -> np.ndarray:
+    """Area average of each ``factor x factor`` block of ``tile`` (numpy, whole or one block).
+
+    Rows and columns that do not fill a whole block at the bottom/right edge are dropped:
+    the output has ``rows // factor`` x ``cols // factor`` pixels (channels kept).
+
+    dtype in/out: integer images keep their dtype, each output pixel being the exact rounded
+    mean ``(sum + f*f // 2) // (f*f)`` (round half up) with the sum in uint32/uint64 (int64 for
+    signed types). Float images keep their dtype; the sum is taken in float64 in a fixed order
+    (rows of the block first, then columns) so that the result does not depend on the shape
+    of the array the block sits in. Bool is refused (use :func:`block_max` for masks).
+    """
+    f = _check_factor(factor, "downsample_mean")
+    _check_ndim(tile.shape, "downsample_mean")
+    if tile.dtype == np.bool_ or tile.dtype.kind not in "uif":
+        raise MaskError(
+            f"downsample_mean: needs an integer or float image, got {tile.dtype}; "
+            "use downsample_max or downsample_nearest for boolean masks"
+        )
+    rows, cols = tile.shape[0] // f * f, tile.shape[1] // f * f
+    rest = tile.shape[2:]
+    out_shape = (rows // f, cols // f, *rest)
+    if rows == 0 or cols == 0:
+        return np.zeros(out_shape, dtype=tile.dtype)
+    if f == 1:
+        return np.array(tile, copy=True)
+    acc_dtype = _mean_accumulator(tile.dtype, f) if tile.dtype.kind in "ui" else np.float64
+    # Two passes of elementwise adds: exact for integers and a fixed summation order for floats.
+    by_rows = np.zeros((rows // f, cols, *rest), dtype=acc_dtype)
+    for a in range(f):
+        by_rows += tile[a:rows:f, :cols]
+    total = np.zeros(out_shape, dtype=acc_dtype)
+    for b in range(f):
+        total += by_rows[:, b:cols:f]
+    count = f * f
+    if tile.dtype.kind in "ui":
+        total += count // 2
+        total //= count
+        return total.astype(tile.dtype)
+    total /= count
+    return total.astype(tile.dtype)
+
+
+def block_nearest(tile: np.ndarray, *, factor: int) -> np.ndarray:
+    """Every ``factor``-th pixel from the top-left one: ``tile[::f, ::f]`` (numpy).
+
+    Output ``ceil(rows / f)`` x ``ceil(cols / f)`` (a partial block at the bottom/right edge
+    is kept); output pixel ``(i, j)`` is input pixel ``(i*f, j*f)``, so its centre coincides
+    with an input pixel centre. Any dtype (bool masks included); dtype unchanged.
+    """
+    f = _check_factor(factor, "downsample_nearest")
+    _check_ndim(tile.shape, "downsample_nearest")
+    return np.array(tile[::f, ::f], copy=True)
+
+
+def _lowest(dtype: np.dtype) -> Any:
+    if dtype == np.bool_:
+        return False
+    if dtype.kind in "ui":
+        return np.iinfo(dtype).min
+    if dtype.kind == "f":
+        return -np.inf
+    raise MaskError(f"downsample_max: unsupported dtype {dtype}")
+
+
+def block_max(tile: np.ndarray, *, factor: int) -> np.ndarray:
+    """Maximum of each ``factor x factor`` block (numpy); for bool masks: any pixel set.
+
+    Output ``ceil(rows / f)`` x ``ceil(cols / f)``: a partial block at the bottom/right edge
+    takes the maximum of the pixels it has, so no foreground pixel is lost at any scale.
+    dtype unchanged (bool, integers, floats).
+    """
+    f = _check_factor(factor, "downsample_max")
+    _check_ndim(tile.shape, "downsample_max")
+    rows, cols = tile.shape[:2]
+    rest = tile.shape[2:]
+    out_rows, out_cols = -(-rows // f), -(-cols // f)
+    if tile.size == 0 or f == 1:
+        return np.array(tile[::f, ::f], copy=True)
+    if rows % f or cols % f:
+        padded = np.full((out_rows * f, out_cols * f, *rest), _lowest(tile.dtype), tile.dtype)
+        padded[:rows, :cols] = tile
+    else:
+        padded = tile
+    blocks = padded.reshape(out_rows, f, out_cols, f, *rest)
+    if tile.dtype == np.bool_:
+        return np.asarray(blocks.any(axis=(1, 3)))
+    return np.asarray(blocks.max(axis=(1, 3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# dask graphs
+
+
+def _as_dask(image: Any, name: str) -> da.Array:
+    if isinstance(image, da.Array):
+        return image
+    if isinstance(image, np.ndarray):
+        return da.from_array(image)
+    raise MaskError(f"{name} expects a dask (or numpy) array, got {type(image).__name__}")
+
+
+def _aligned_axis_chunks(chunks: tuple[int, ...], size: int, factor: int) -> tuple[int, ...]:
+    """Regular chunks of a multiple of ``factor`` near the largest input chunk, over ``size``."""
+    step = factor * max(1, math.floor(max(chunks) / factor + 0.5))
+    step = min(step, size) if size else step
+    full, last = divmod(size, step)
+    return (step,) * full + ((last,) if last else ())
+
+
+def _merge_target(block: int, out_size: int) -> int:
+    """Output chunk edge: whole output blocks merged up to about :data:`OUTPUT_CHUNK`."""
+    merged = block * max(1, OUTPUT_CHUNK // max(block, 1))
+    return max(1, min(merged, out_size))
+
+
+def _downsample(
+    image: da.Array, factor: int, kernel: Any, name: str, *, crop: bool, out_dtype: np.dtype
+) -> da.Array:
+    rows, cols = image.shape[:2]
+    if crop:
+        rows, cols = rows // factor * factor, cols // factor * factor
+        image = image[:rows, :cols]
+    row_chunks = _aligned_axis_chunks(image.chunks[0], rows, factor)
+    col_chunks = _aligned_axis_chunks(image.chunks[1], cols, factor)
+    new_chunks: tuple[Any, ...] = (row_chunks, col_chunks)
+    if image.ndim == 3:
+        new_chunks += (image.shape[2],)
+    if image.chunks[:2] != (row_chunks, col_chunks) or (
+        image.ndim == 3 and image.numblocks[2] != 1
+    ):
+        image = image.rechunk(new_chunks)
+    out_chunks: tuple[tuple[int, ...], ...] = (
+        tuple(-(-c // factor) for c in row_chunks),
+        tuple(-(-c // factor) for c in col_chunks),
+    )
+    if image.ndim == 3:
+        out_chunks += (image.chunks[2],)
+    out = da.map_blocks(
+        kernel,
+        image,
+        factor=factor,
+        chunks=out_chunks,
+        dtype=out_dtype,
+        meta=np.empty((0,) * image.ndim, dtype=out_dtype),
+        token=f"slidemask-{name}-{factor}",
+    )
+    target = (
+        _merge_target(max(out_chunks[0]), out.shape[0]),
+        _merge_target(max(out_chunks[1]), out.shape[1]),
+    )
+    if max(out_chunks[0]) < target[0] or max(out_chunks[1]) < target[1]:
+        out = out.rechunk({0: target[0], 1: target[1]})
+    return out
+
+
+def downsample_mean(image: da.Array, factor: int) -> da.Array:
+    """Lazy area average of ``image`` over ``factor x factor`` pixel blocks (channels kept).
+
+    Args:
+        image: (rows, cols) or (rows, cols, channels), integer or float, any chunking.
+        factor: positive integer; 1 returns ``image`` unchanged.
+
+    Returns:
+        dask array of ``rows // factor`` x ``cols // factor`` pixels: the partial blocks at the
+        bottom and right edges are dropped (so every output pixel is a full-block mean and
+        output pixel ``(i, j)`` covers input ``[i*f, (i+1)*f) x [j*f, (j+1)*f)``). Same dtype;
+        integers are rounded half up exactly (see :func:`block_mean`). Bit for bit equal to
+        :func:`block_mean` on the whole array, for any input chunking. Output chunks are about
+        :data:`OUTPUT_CHUNK` (or the input chunk / factor when larger) pixels a side.
+
+    Raises:
+        MaskError: bad factor, bool or non-numeric dtype, or a factor larger than the image.
+    """
+    f = _check_factor(factor, "downsample_mean")
+    image = _as_dask(image, "downsample_mean")
+    _check_ndim(image.shape, "downsample_mean")
+    if image.dtype == np.bool_ or image.dtype.kind not in "uif":
+        raise MaskError(
+            f"downsample_mean: needs an integer or float image, got {image.dtype}; "
+            "use downsample_max or downsample_nearest for boolean masks"
+        )
+    if image.dtype.kind in "ui":
+        _mean_accumulator(image.dtype, f)
+    if image.shape[0] // f == 0 or image.shape[1] // f == 0:
+        raise MaskError(
+            f"downsample_mean: factor {f} is larger than the image ({image.shape[0]} x "
+            f"{image.shape[1]} pixels); the result would be empty"
+        )
+    if f == 1:
+        return image
+    return _downsample(image, f, block_mean, "mean", crop=True, out_dtype=image.dtype)
+
+
+def downsample_nearest(mask: da.Array, factor: int) -> da.Array:
+    """Lazy ``mask[::factor, ::factor]`` (top-left pixel of each block), any dtype.
+
+    Output ``ceil(rows / f)`` x ``ceil(cols / f)``; equal to :func:`block_nearest` on the whole
+    array for any chunking; output chunks merged to about :data:`OUTPUT_CHUNK`. Applying it
+    twice with factors a and b equals applying it once with a*b.
+    """
+    f = _check_factor(factor, "downsample_nearest")
+    mask = _as_dask(mask, "downsample_nearest")
+    _check_ndim(mask.shape, "downsample_nearest")
+    if f == 1 or mask.size == 0:
+        return mask[::f, ::f]
+    return _downsample(mask, f, block_nearest, "nearest", crop=False, out_dtype=mask.dtype)
+
+
+def downsample_max(mask: da.Array, factor: int) -> da.Array:
+    """Lazy block maximum (for bool masks: any pixel set), partial edge blocks kept.
+
+    Output ``ceil(rows / f)`` x ``ceil(cols / f)``, same dtype; equal to :func:`block_max` on
+    the whole array for any chunking. Applying it twice with factors a and b equals applying
+    it once with a*b, so a pyramid built by repeated halving matches direct downsampling.
+    """
+    f = _check_factor(factor, "downsample_max")
+    mask = _as_dask(mask, "downsample_max")
+    _check_ndim(mask.shape, "downsample_max")
+    _lowest(mask.dtype)
+    if f == 1 or mask.size == 0:
+        return mask[::f, ::f]
+    return _downsample(mask, f, block_max, "max", crop=False, out_dtype=mask.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# resolution choice
+
+
+class _SlideLike(Protocol):
+    path: Any
+    levels: list[da.Array]
+    downsamples: list[float]
+    mpp: float | None
+
+    def level_mpp(self, level: int) -> float | None: ...
+
+    def level_for_mpp(self, mpp: float) -> int: ...
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where a mask is computed: a pyramid level, then an integer area-average downsample.
+
+    Attributes:
+        level: pyramid level read from the slide.
+        factor: extra integer downsample applied to that level (1 = the level as stored).
+        mpp: effective micrometres per result pixel (``level mpp * factor``), None when the
+            slide does not state its pixel size.
+        downsample: level-0 pixels per result pixel (``level downsample * factor``).
+    """
+
+    level: int
+    factor: int
+    mpp: float | None
+    downsample: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record (for output attributes and summaries)."""
+        return {"level": self.level, "factor": self.factor, "mpp": self.mpp,
+                "downsample": self.downsample}
+
+
+def select_resolution(
+    slide: _SlideLike, *, mpp: float | None = None, level: int | None = None
+) -> Resolution:
+    """The working resolution for a target pixel size (µm) or a pyramid level.
+
+    Exactly one of ``mpp`` and ``level`` is given.
+
+    ``level=N``: that level as stored (factor 1).
+
+    ``mpp=X`` (micrometres per pixel): the coarsest level whose pixels are not coarser than
+    X (``slide.level_for_mpp``), then the integer factor ``floor(X / level_mpp + 0.5)``
+    (nearest integer, halves up, at least 1). The effective mpp ``level_mpp * factor`` is
+    therefore within half a level pixel of the target (``|effective - X| <= level_mpp / 2``),
+    finer or coarser: e.g. level mpp 0.499 and target 8 give factor 16 and 7.984 µm. A target
+    finer than level 0 gives level 0 at factor 1 (no upsampling); ``Resolution.mpp`` always
+    states the pixel size actually used.
+
+    Raises:
+        SlideError: ``mpp`` is asked for but the slide does not state its pixel size (the
+            message says to choose a ``level`` instead).
+        MaskError: neither or both given, a level out of range, a non-positive mpp, or a
+            target so coarse that the image would have no pixels.
+    """
+    if (mpp is None) == (level is None):
+        raise MaskError(
+            "resolution: give exactly one of mpp (micrometres per pixel) or level "
+            f"(pyramid level index), got mpp={mpp!r}, level={level!r}"
+        )
+    n_levels = len(slide.levels)
+    if level is not None:
+        if isinstance(level, bool) or not isinstance(level, int | np.integer):
+            raise MaskError(f"resolution: level must be an integer, got {level!r}")
+        if not 0 <= level < n_levels:
+            raise MaskError(
+                f"resolution: level {level} does not exist in {slide.path} "
+                f"(levels 0 to {n_levels - 1})"
+            )
+        return Resolution(
+            level=int(level), factor=1, mpp=slide.level_mpp(int(level)),
+            downsample=float(slide.downsamples[int(level)]),
+        )
+    assert mpp is not None
+    if isinstance(mpp, bool) or not isinstance(mpp, numbers.Real) or not math.isfinite(mpp) \
+            or mpp <= 0:
+        raise MaskError(f"resolution: mpp must be a positive number of micrometres, got {mpp!r}")
+    if slide.mpp is None:
+        raise SlideError(
+            slide.path,
+            f"the slide does not state its pixel size, so resolution mpp {mpp} cannot be used; "
+            "choose a pyramid level instead (resolution: {level: N})",
+        )
+    chosen = slide.level_for_mpp(float(mpp))
+    level_mpp = slide.level_mpp(chosen)
+    assert level_mpp is not None
+    factor = max(1, math.floor(float(mpp) / level_mpp + 0.5))
+    rows, cols = slide.levels[chosen].shape[:2]
+    if rows // factor == 0 or cols // factor == 0:
+        raise MaskError(
+            f"resolution: mpp {mpp} is coarser than the whole slide {slide.path} "
+            f"({rows} x {cols} pixels at level {chosen}, {level_mpp:g} µm/pixel)"
+        )
+    return Resolution(
+        level=chosen, factor=factor, mpp=level_mpp * factor,
+        downsample=float(slide.downsamples[chosen]) * factor,
+    )
+
+
+def image_at(slide: _SlideLike, resolution: Resolution) -> da.Array:
+    """The slide image at ``resolution``: the level's dask array, area-averaged by the factor.
+
+    Shape ``(level rows // factor, level cols // factor, channels)``, the slide's dtype; lazy
+    (see :func:`downsample_mean` for exactness, edges and memory).
+    """
+    if not 0 <= resolution.level < len(slide.levels):
+        raise MaskError(
+            f"resolution: level {resolution.level} does not exist in {slide.path} "
+            f"(levels 0 to {len(slide.levels) - 1})"
+        )
+    image = slide.levels[resolution.level]
+    if resolution.factor > 1:
+        image = downsample_mean(image, resolution.factor)
+    return image

@@ -1,0 +1,420 @@
+"""Write a lazy mask as an OME-Zarr 0.5 (Zarr v3) label image with a multiscale pyramid.
+
+Layout of one output (a directory, e.g. ``<slide name>.ome.zarr``)::
+
+    zarr.json                 image group: "ome" {"version": "0.5", "multiscales": [...]}
+                              plus the "slidemask" provenance and completion marker
+    0/ 1/ ...                 the parent image: placeholder uint8 arrays, no chunk stored
+    labels/zarr.json          "ome" {"labels": ["<name>"]}
+    labels/<name>/zarr.json   "ome" {"multiscales": [...], "image-label": {...}}
+    labels/<name>/0/ 1/ ...   the mask, uint8 (0 background, 1 mask), level 0 first
+
+Why a placeholder parent: OME-Zarr nests ``labels`` inside an image group whose multiscales
+has as many levels as the label image, and ome-zarr-py's reader finds labels only through
+such an image. Copying the slide would cost gigabytes, so the parent arrays have the label
+shapes and no stored chunks (they read as zeros) and the ``slidemask`` attributes name the
+source slide.
+
+Pyramid: level ``k+1`` is level ``k`` downsampled by 2 (``downsample_nearest``, the default,
+or ``downsample_max``, which keeps thin tissue visible at coarse levels), with the partial
+edge block kept (``ceil(n / 2)``), until the longer side is at most ``coarsest_size``. All
+levels are computed in one dask graph from the mask's own chunks: each mask chunk is
+computed once and feeds its level-0 write and its (4x smaller) share of level 1, and so on,
+so memory stays at about one chunk per thread plus small pyramid pieces (measured on a
+20000² slide, grey < 220 at level 0, 2 threads: 8.4 s and 221 MiB peak, the same time as the
+plain ``write_zarr`` at 187 MiB). A lazy summary shares the mask's tasks when computed in the
+same call: ``dask.compute(write_ome_labels(..., compute=False), mask_summary(mask, ...))`` or
+``attrs={"summary": mask_summary(mask, ...)}`` (see
+:func:`slidemask.writers.summary.shared_delayed`).
+
+Physical frame (``coordinateTransformations``): ``scale`` is ``mpp * 2**k`` micrometres for
+both axes (``2**k`` without a unit when the pixel size is unknown). Pixel centres follow the
+usual OME-Zarr convention (index i sits at ``i * scale + translation``): nearest sampling
+keeps pixel ``i * 2**k`` so needs no translation; max downsampling represents a block whose
+centre is ``(2**k - 1) / 2`` level-0 pixels further, recorded as a ``translation``. Level 0
+of the labels is the mask's own pixel grid; record its ``downsample`` to the slide's level 0
+through ``attrs`` (e.g. ``{"provenance": {"downsample": 16.0}}``, which previews read).
+
+Atomicity and overwrite follow :mod:`slidemask.writers.zarr`: written under a hidden
+``.<name>.partial-<hex>`` sibling, completion marker last, then renamed into place; an
+existing output is replaced only with ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import numbers
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+from dask.delayed import Delayed
+from zarr.codecs import ZstdCodec
+
+from slidemask.errors import MaskError
+from slidemask.ops.resample import downsample_max, downsample_nearest
+from slidemask.writers.summary import shared_delayed
+from slidemask.writers.zarr import (
+    ATTRS_KEY,
+    FORMAT_VERSION,
+    _check_attrs,
+    _check_target,
+    _jsonable,
+    _partial_path,
+    _remove,
+    _version,
+)
+
+__all__ = ["LABEL_RGBA", "OME_VERSION", "write_ome_labels"]
+
+OME_VERSION = "0.5"
+LABEL_RGBA = (255, 0, 0, 128)
+"""Display colour of mask pixels (label 1): half-transparent red."""
+
+_COMPRESSOR = ZstdCodec(level=1)
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+_MIN_CHUNK = 256  # smaller zarr chunks only multiply files; merging a few mask chunks is cheap
+
+Method = Literal["nearest", "max"]
+_DOWNSAMPLERS: dict[str, Callable[[da.Array, int], da.Array]] = {
+    "nearest": downsample_nearest,
+    "max": downsample_max,
+}
+
+
+def _pyramid_shapes(shape: tuple[int, int], coarsest_size: int) -> list[tuple[int, int]]:
+    shapes = [shape]
+    while max(shapes[-1]) > coarsest_size:
+        rows, cols = shapes[-1]
+        shapes.append((-(-rows // 2), -(-cols // 2)))
+    return shapes
+
+
+def _chunk_shape(mask: da.Array) -> tuple[int, int]:
+    """One zarr chunk shape for every level: the mask's first chunk, at least _MIN_CHUNK."""
+    edges = []
+    for sizes, dim in zip(mask.chunks, mask.shape, strict=True):
+        edges.append(max(1, min(max(sizes[0], _MIN_CHUNK), dim)))
+    return edges[0], edges[1]
+
+
+def _regular(arr: da.Array, chunks: tuple[int, int]) -> da.Array:
+    """Rechunk to ``chunks`` (capped by the shape) unless already on that grid."""
+    target = tuple(max(1, min(c, n)) for c, n in zip(chunks, arr.shape, strict=True))
+    wanted = tuple(
+        (t,) * (n // t) + ((n % t,) if n % t else ())
+        for t, n in zip(target, arr.shape, strict=True)
+    )
+    return arr if arr.chunks == wanted else arr.rechunk(target)
+
+
+def _as_label_image(mask: Any) -> da.Array:
+    if isinstance(mask, np.ndarray):
+        mask = da.from_array(mask)
+    if not isinstance(mask, da.Array):
+        raise MaskError(
+            f"write_ome_labels expects a dask (or numpy) array, got {type(mask).__name__}"
+        )
+    if mask.ndim != 2:
+        raise MaskError(f"write_ome_labels expects a 2-D mask (rows, cols), got shape {mask.shape}")
+    if 0 in mask.shape:
+        raise MaskError(f"write_ome_labels: the mask is empty (shape {mask.shape})")
+    if mask.dtype == np.bool_:
+        return mask.astype(np.uint8)
+    if mask.dtype.kind in "ui":
+        return (mask != 0).astype(np.uint8)
+    raise MaskError(f"write_ome_labels expects a bool or integer mask, got {mask.dtype}")
+
+
+def _transforms(level: int, unit_scale: float, method: str) -> list[dict[str, Any]]:
+    step = 2**level
+    scale = unit_scale * step
+    out: list[dict[str, Any]] = [{"type": "scale", "scale": [scale, scale]}]
+    if method == "max" and level > 0:
+        shift = unit_scale * (step - 1) / 2
+        out.append({"type": "translation", "translation": [shift, shift]})
+    return out
+
+
+def _multiscales(
+    name: str, n_levels: int, mpp: float | None, method: str, description: str
+) -> list[dict[str, Any]]:
+    axis_unit = {"unit": "micrometer"} if mpp is not None else {}
+    axes = [{"name": axis, "type": "space", **axis_unit} for axis in ("y", "x")]
+    unit_scale = float(mpp) if mpp is not None else 1.0
+    return [
+        {
+            "name": name,
+            "axes": axes,
+            "datasets": [
+                {"path": str(k), "coordinateTransformations": _transforms(k, unit_scale, method)}
+                for k in range(n_levels)
+            ],
+            "type": method,
+            "metadata": {
+                "description": description,
+                "method": f"slidemask.ops.resample.downsample_{method}",
+                "version": _version(),
+            },
+        }
+    ]
+
+
+def _store_chunk(block: np.ndarray, *, target: zarr.Array, block_info: Any = None) -> np.ndarray:
+    """Write one dask block into the zarr array at its location; return a 1x1 token."""
+    if block_info is not None and block.size:
+        location = block_info[0]["array-location"]
+        target[tuple(slice(start, stop) for start, stop in location)] = block
+    return np.zeros((1, 1), dtype=np.uint8)
+
+
+def _store(level: da.Array, target: zarr.Array) -> da.Array:
+    """Lazy write of ``level`` into ``target``, one task per block (blocks match zarr chunks).
+
+    Unlike ``da.store``, which optimizes (fuses and renames) its sources when the graph is
+    built, this keeps the mask's own task keys (see :func:`shared_delayed`), so a summary or
+    another writer's result built the same way shares the mask's tasks when computed in one
+    ``dask.compute`` call instead of computing the mask again.
+    """
+    return da.map_blocks(
+        _store_chunk,
+        level,
+        target=target,
+        chunks=tuple((1,) * n for n in level.numblocks),
+        dtype=np.uint8,
+        meta=np.empty((0, 0), dtype=np.uint8),
+        token="slidemask-store-ome-labels",
+    )
+
+
+def _shared_values(value: Any) -> Any:
+    """``value`` with every dask collection inside dicts/lists turned into a shared Delayed."""
+    if isinstance(value, Mapping):
+        return {k: _shared_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shared_values(v) for v in value]
+    return shared_delayed(value)
+
+
+def _finalize(
+    stored: object, partial: str, final: str, overwrite: bool, attrs: dict[str, Any]
+) -> str:
+    """Add provenance and the completion marker to the root group, then move it into place.
+
+    The last task of the graph (``stored`` is only a dependency on every chunk write).
+    """
+    del stored
+    partial_path, final_path = Path(partial), Path(final)
+    try:
+        root = zarr.open_group(partial_path, mode="r+", zarr_format=3)
+        payload = _jsonable(attrs)
+        recorded: Any = root.attrs.get(ATTRS_KEY, {})
+        own = dict(recorded) if isinstance(recorded, dict) else {}
+        own.update(
+            {
+                "completed_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "complete": True,
+            }
+        )
+        payload[ATTRS_KEY] = own
+        json.dumps(payload, allow_nan=False)
+        # one zarr.json write: provenance and marker arrive together, after all chunks
+        root.update_attributes(payload)
+        _check_target(final_path, overwrite)
+        if final_path.exists() or final_path.is_symlink():
+            aside = final_path.parent / f".{final_path.name}.replaced-{os.urandom(8).hex()}"
+            os.replace(final_path, aside)
+            os.replace(partial_path, final_path)
+            _remove(aside)
+        else:
+            os.replace(partial_path, final_path)
+    except BaseException:
+        _remove(partial_path)
+        raise
+    return str(final_path)
+
+
+def write_ome_labels(
+    mask: da.Array,
+    path: str | os.PathLike[str],
+    *,
+    mpp: float | None,
+    name: str = "tissue",
+    source_image_path: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    compute: bool = True,
+    method: Method = "nearest",
+    coarsest_size: int = 512,
+    attrs: Mapping[str, Any] | None = None,
+) -> Path | Delayed:
+    """Stream a lazy mask into an OME-Zarr 0.5 container as the label image ``labels/<name>``.
+
+    Parameters
+    ----------
+    mask
+        Dask (or numpy) array ``(rows, cols)``, bool or integer (non-zero = mask), in the pixels
+        the mask was computed at. Stored as uint8 0/1; any chunking.
+    path
+        The output directory to create (e.g. ``out/slide.ome.zarr``); its parent is created.
+    mpp
+        Micrometres per mask pixel (the effective mpp of the resolution the mask was computed
+        at), or None when unknown (scales are then unitless factors 1, 2, 4, ...).
+    name
+        The label image's name (a single path component).
+    source_image_path
+        The slide the mask was computed from; recorded in the ``slidemask`` attributes (the
+        OME ``image-label`` ``source`` points at the placeholder parent image, ``../../``).
+    overwrite
+        Replace an existing output at ``path`` (only when it is a Zarr store). The old one
+        stays complete in place until the new one is complete.
+    compute
+        If true, write now with the current dask scheduler and return the final path; if
+        false, return a ``Delayed`` that writes everything and returns the final path as a
+        string (the empty container is created now under its temporary name).
+    method
+        Pyramid downsampling by 2: ``"nearest"`` (top-left pixel) or ``"max"`` (any mask pixel
+        in the 2x2 block).
+    coarsest_size
+        Halve until the coarsest level's longer side is at most this many pixels.
+    attrs
+        Extra JSON-able attributes for the root group (e.g. provenance); values may be dask
+        collections, computed in the same pass. The key ``"slidemask"`` is reserved.
+
+    Returns
+    -------
+    pathlib.Path or dask.delayed.Delayed
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false (checked now and again when finishing).
+    MaskError
+        Not a 2-D bool/integer mask, a bad name, method, mpp or coarsest_size.
+    """
+    label = _as_label_image(mask)
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise MaskError(
+            "write_ome_labels: name must be letters, digits, '_', '-' or '.' (not first), "
+            f"such as 'tissue'; got {name!r}"
+        )
+    if method not in _DOWNSAMPLERS:
+        raise MaskError(
+            f"write_ome_labels: method must be one of {sorted(_DOWNSAMPLERS)}, got {method!r}"
+        )
+    if mpp is not None and (
+        isinstance(mpp, bool) or not isinstance(mpp, numbers.Real) or not math.isfinite(mpp)
+        or mpp <= 0
+    ):
+        raise MaskError(f"write_ome_labels: mpp must be a positive number or None, got {mpp!r}")
+    if isinstance(coarsest_size, bool) or not isinstance(coarsest_size, int) or coarsest_size < 1:
+        raise MaskError(
+            f"write_ome_labels: coarsest_size must be a positive integer, got {coarsest_size!r}"
+        )
+    user_attrs = dict(attrs or {})
+    if ATTRS_KEY in user_attrs:
+        raise MaskError(f"write_ome_labels: the attribute key {ATTRS_KEY!r} is reserved")
+    try:
+        _check_attrs(user_attrs)
+    except ValueError as exc:
+        raise MaskError(str(exc).replace("write_zarr", "write_ome_labels")) from exc
+    final = Path(path)
+    if not final.name or final.name in {".", ".."}:
+        raise MaskError(f"{path}: not a usable output name")
+    _check_target(final, overwrite)
+    final.parent.mkdir(parents=True, exist_ok=True)
+
+    chunks = _chunk_shape(label)
+    shapes = _pyramid_shapes((int(label.shape[0]), int(label.shape[1])), coarsest_size)
+    downsample = _DOWNSAMPLERS[method]
+    levels = [_regular(label, chunks)]
+    for _ in shapes[1:]:
+        levels.append(_regular(downsample(levels[-1], 2), chunks))
+    assert [lv.shape for lv in levels] == shapes
+
+    partial = _partial_path(final)
+    own: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "version": _version(),
+        "complete": False,
+        "layout": "ome-zarr-labels",
+        "labels": f"labels/{name}",
+        "mpp": None if mpp is None else float(mpp),
+        "pyramid_method": method,
+        "source_image": None if source_image_path is None else os.fspath(source_image_path),
+        "parent_image": "placeholder: arrays of the label shapes with no stored data",
+    }
+    try:
+        root = zarr.open_group(
+            str(partial), mode="w-", zarr_format=3,
+            attributes={
+                "ome": {
+                    "version": OME_VERSION,
+                    "multiscales": _multiscales(
+                        "placeholder", len(shapes), mpp, method,
+                        "Placeholder parent image: no pixel data is stored; the mask is in "
+                        f"labels/{name}",
+                    ),
+                },
+                ATTRS_KEY: own,
+            },
+        )
+        labels_group = root.create_group(
+            "labels", attributes={"ome": {"version": OME_VERSION, "labels": [name]}}
+        )
+        label_group = labels_group.create_group(
+            name,
+            attributes={
+                "ome": {
+                    "version": OME_VERSION,
+                    "multiscales": _multiscales(
+                        name, len(shapes), mpp, method,
+                        f"slidemask {name} mask, 1 = {name}, 0 = background",
+                    ),
+                    "image-label": {
+                        "version": OME_VERSION,
+                        "colors": [
+                            {"label-value": 0, "rgba": [0, 0, 0, 0]},
+                            {"label-value": 1, "rgba": list(LABEL_RGBA)},
+                        ],
+                        "properties": [
+                            {"label-value": 0, "class": "background"},
+                            {"label-value": 1, "class": name},
+                        ],
+                        "source": {"image": "../../"},
+                    },
+                }
+            },
+        )
+        targets = []
+        for k, shape in enumerate(shapes):
+            level_chunks = tuple(min(c, n) for c, n in zip(chunks, shape, strict=True))
+            common: dict[str, Any] = dict(
+                shape=shape, chunks=level_chunks, dtype=np.uint8, fill_value=0,
+                compressors=_COMPRESSOR, dimension_names=("y", "x"),
+            )
+            root.create_array(str(k), **common)  # placeholder parent level: never written
+            targets.append(label_group.create_array(str(k), **common))
+        written = [_store(level, target) for level, target in zip(levels, targets, strict=True)]
+    except BaseException:
+        _remove(partial)
+        raise
+    task = dask.delayed(_finalize, pure=False)(
+        [shared_delayed(w) for w in written], str(partial), str(final), overwrite,
+        _shared_values(user_attrs),
+    )
+    if not compute:
+        return task
+    try:
+        (done,) = dask.compute(task)
+    except BaseException:
+        _remove(partial)
+        raise
+    return Path(done)

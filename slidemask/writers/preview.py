@@ -1,0 +1,267 @@
+"""PNG previews: a slide thumbnail with the mask's outline drawn on it.
+
+Memory: only thumbnail-sized arrays are ever computed. The thumbnail comes from the coarsest
+pyramid level at least ``max_size`` pixels on its longer side (or the largest level when none
+is), area-averaged lazily by an integer factor (:func:`slidemask.ops.resample.downsample_mean`)
+so that a single-level slide is reduced chunk by chunk, then resized in memory to fit
+``max_size``. The mask is read at an integer stride (``mask[::s, ::s]``, at most about twice
+the thumbnail size per axis; each chunk is read and dropped in turn) and resized to the
+thumbnail with nearest-neighbour interpolation.
+
+Coordinate frame: the mask covers level-0 pixels ``[0, rows * mask_downsample)`` x
+``[0, cols * mask_downsample)`` from the slide's top-left corner; the outline is placed on the
+thumbnail by that extent (to within a thumbnail pixel).
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import dask.array as da
+import numpy as np
+import zarr
+
+from slidemask.errors import MaskError, SlidemaskError
+from slidemask.io.tiff import Slide, open_slide
+from slidemask.ops.resample import downsample_mean
+
+__all__ = [
+    "OUTLINE_RGB",
+    "mask_downsample_from_attrs",
+    "open_stored_mask",
+    "preview_from_outputs",
+    "render_preview",
+    "write_preview",
+]
+
+OUTLINE_RGB = (0, 255, 0)
+"""Outline colour: pure green stands out on pink/purple stain and on white background."""
+
+
+def _thumbnail_level(slide: Slide, max_size: int) -> int:
+    sizes = [max(int(lv.shape[0]), int(lv.shape[1])) for lv in slide.levels]
+    big_enough = [i for i, size in enumerate(sizes) if size >= max_size]
+    if big_enough:
+        return min(big_enough, key=lambda i: sizes[i])
+    return max(range(len(sizes)), key=lambda i: sizes[i])
+
+
+def _to_rgb8(image: np.ndarray) -> np.ndarray:
+    """uint8 RGB for display: grey is repeated, alpha and extra channels dropped."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.dtype != np.uint8:
+        data = image.astype(np.float64)
+        finite = data[np.isfinite(data)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        image = np.clip(np.nan_to_num((data - lo) * scale), 0, 255).astype(np.uint8)
+    if image.shape[2] >= 3:
+        return np.ascontiguousarray(image[:, :, :3])
+    return np.ascontiguousarray(np.repeat(image[:, :, :1], 3, axis=2))
+
+
+def _thumbnail(slide: Slide, max_size: int) -> np.ndarray:
+    level = _thumbnail_level(slide, max_size)
+    image = slide.levels[level]
+    longer = max(int(image.shape[0]), int(image.shape[1]))
+    factor = max(1, min(longer // max_size, int(image.shape[0]), int(image.shape[1])))
+    if factor > 1:
+        image = downsample_mean(image, factor)
+    thumb = _to_rgb8(np.asarray(image.compute()))
+    rows, cols = thumb.shape[:2]
+    if max(rows, cols) > max_size:
+        scale = max_size / max(rows, cols)
+        size = (max(1, round(cols * scale)), max(1, round(rows * scale)))
+        thumb = cv2.resize(thumb, size, interpolation=cv2.INTER_AREA)
+    return thumb
+
+
+def _mask_on_thumbnail(
+    mask: da.Array | np.ndarray,
+    thumb_shape: tuple[int, int],
+    slide_shape: tuple[int, int],
+    mask_downsample: float,
+) -> np.ndarray:
+    """The mask resampled onto the thumbnail grid, uint8 0/1, reading only a strided subset."""
+    rows, cols = thumb_shape
+    level0_per_thumb = min(slide_shape[0] / rows, slide_shape[1] / cols)
+    stride = max(1, int(level0_per_thumb // mask_downsample))
+    small = mask[::stride, ::stride]
+    small_np = np.asarray(small.compute() if isinstance(small, da.Array) else small)
+    if small_np.ndim == 3:
+        small_np = small_np[:, :, 0]
+    small_u8 = (small_np != 0).astype(np.uint8)
+    extent = (
+        min(rows, max(1, round(mask.shape[0] * mask_downsample / (slide_shape[0] / rows)))),
+        min(cols, max(1, round(mask.shape[1] * mask_downsample / (slide_shape[1] / cols)))),
+    )
+    out = np.zeros((rows, cols), dtype=np.uint8)
+    if small_u8.size:
+        out[: extent[0], : extent[1]] = cv2.resize(
+            small_u8, (extent[1], extent[0]), interpolation=cv2.INTER_NEAREST_EXACT
+        )
+    return out
+
+
+def render_preview(
+    slide: Slide,
+    mask: da.Array | np.ndarray,
+    *,
+    max_size: int = 1024,
+    mask_downsample: float,
+    color: tuple[int, int, int] = OUTLINE_RGB,
+    thickness: int = 2,
+) -> np.ndarray:
+    """The preview as an RGB uint8 array: thumbnail (longer side <= ``max_size``) + outline.
+
+    Args:
+        slide: the slide the mask was computed from.
+        mask: (rows, cols) bool/integer mask (non-zero = inside), dask or numpy, any chunking.
+        max_size: longest side of the preview in pixels.
+        mask_downsample: level-0 pixels per mask pixel (``Resolution.downsample``).
+        color: outline colour (R, G, B).
+        thickness: outline width in pixels.
+
+    The outline is every contour of the mask (outer borders and hole borders) as OpenCV's
+    ``findContours`` traces it on the thumbnail-sized mask.
+    """
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 16:
+        raise MaskError(f"preview: max_size must be an integer >= 16 pixels, got {max_size!r}")
+    if isinstance(mask_downsample, bool) or not (
+        isinstance(mask_downsample, numbers.Real) and mask_downsample > 0
+    ):
+        raise MaskError(
+            f"preview: mask_downsample must be a positive number, got {mask_downsample!r}"
+        )
+    if mask.ndim != 2 or 0 in mask.shape:
+        raise MaskError(f"preview: expects a non-empty (rows, cols) mask, got shape {mask.shape}")
+    thumb = _thumbnail(slide, max_size)
+    slide_shape = (int(slide.levels[0].shape[0]), int(slide.levels[0].shape[1]))
+    small = _mask_on_thumbnail(mask, thumb.shape[:2], slide_shape, float(mask_downsample))
+    canvas = np.ascontiguousarray(thumb)
+    if small.any():
+        contours, _ = cv2.findContours(small, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(canvas, contours, -1, tuple(int(c) for c in color), thickness)
+    return canvas
+
+
+def write_preview(
+    slide: Slide,
+    mask: da.Array | np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    max_size: int = 1024,
+    mask_downsample: float,
+    color: tuple[int, int, int] = OUTLINE_RGB,
+    thickness: int = 2,
+) -> Path:
+    """Write :func:`render_preview` as a PNG at ``path`` (replaced atomically) and return it.
+
+    This computes (a thumbnail's worth of the slide and a strided read of the mask): call it
+    from the CLI/pipeline, after the mask is written, ideally on the stored mask.
+    """
+    image = render_preview(
+        slide, mask, max_size=max_size, mask_downsample=mask_downsample, color=color,
+        thickness=thickness,
+    )
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.parent / f".{final.stem}.partial-{os.urandom(8).hex()}.png"
+    try:
+        if not cv2.imwrite(str(partial), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"{final}: OpenCV could not write the PNG")
+        os.replace(partial, final)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def mask_downsample_from_attrs(attrs: Any) -> float | None:
+    """``downsample`` from an output's attributes: at the top level, or one level down
+    (``provenance``, ``slidemask``, ...). None when absent."""
+    if not isinstance(attrs, dict):
+        attrs = dict(attrs) if hasattr(attrs, "keys") else {}
+    value = attrs.get("downsample")
+    if value is None:
+        for nested in attrs.values():
+            if isinstance(nested, dict) and nested.get("downsample") is not None:
+                value = nested["downsample"]
+                break
+    try:
+        number = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return number if number is not None and number > 0 else None
+
+
+def _ome_label_level0(group: zarr.Group) -> zarr.Array | None:
+    """Level 0 of the first label image listed in ``labels`` (OME-Zarr 0.5), or None."""
+    labels: Any = group.get("labels")
+    if not isinstance(labels, zarr.Group):
+        return None
+    names: Any = labels.attrs.get("ome", {})
+    names = names.get("labels") if isinstance(names, dict) else None
+    if not isinstance(names, list) or not names or not isinstance(names[0], str):
+        return None
+    label: Any = labels.get(names[0])
+    if not isinstance(label, zarr.Group):
+        return None
+    meta: Any = label.attrs.get("ome", {})
+    try:
+        path = meta["multiscales"][0]["datasets"][0]["path"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    array: Any = label.get(str(path))
+    return array if isinstance(array, zarr.Array) else None
+
+
+def open_stored_mask(path: str | os.PathLike[str]) -> tuple[da.Array, dict[str, Any]]:
+    """A stored mask, lazily, with its attributes: a plain Zarr v3 array (``write_zarr``) or
+    the level-0 label image of an OME-Zarr container (``write_ome_labels``).
+
+    Raises:
+        SlidemaskError: missing path, or neither layout.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise SlidemaskError(f"{p}: no such mask output")
+    try:
+        node = zarr.open(p, mode="r")
+    except Exception as exc:  # noqa: BLE001 - zarr raises several types for a bad store
+        raise SlidemaskError(f"{p}: cannot open as Zarr ({type(exc).__name__}: {exc})") from exc
+    if isinstance(node, zarr.Array):
+        return da.from_zarr(node), dict(node.attrs)
+    attrs = dict(node.attrs)
+    array = _ome_label_level0(node)
+    if array is None:
+        raise SlidemaskError(f"{p}: a Zarr group without an OME-Zarr label image (labels/<name>)")
+    return da.from_zarr(array), attrs
+
+
+def preview_from_outputs(
+    slide_path: str | os.PathLike[str],
+    mask_zarr_path: str | os.PathLike[str],
+    png_path: str | os.PathLike[str],
+    *,
+    max_size: int = 1024,
+) -> Path:
+    """Render the preview of an existing output: the slide plus its stored mask.
+
+    The mask's ``downsample`` (level-0 pixels per mask pixel) comes from its attributes when
+    recorded, otherwise from the ratio of the slide's level-0 shape to the mask's shape.
+    """
+    slide = open_slide(slide_path)
+    mask, attrs = open_stored_mask(mask_zarr_path)
+    if mask.ndim != 2:
+        raise SlidemaskError(f"{mask_zarr_path}: expected a 2-D mask, got shape {mask.shape}")
+    downsample = mask_downsample_from_attrs(attrs)
+    if downsample is None:
+        rows0, cols0 = slide.levels[0].shape[:2]
+        downsample = (rows0 / mask.shape[0] + cols0 / mask.shape[1]) / 2
+    return write_preview(slide, mask, png_path, max_size=max_size, mask_downsample=downsample)
