@@ -1,0 +1,260 @@
+"""The run report: one record per slide, written as ``report.json`` and ``report.csv``.
+
+A :class:`SlideResult` is what one slide task returns (it is picklable, so it travels back from
+``dask.distributed`` workers). :func:`write_report` writes both files atomically, so a reader
+never sees a half-written report, even when the run is killed while writing it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+__all__ = [
+    "REPORT_CSV",
+    "REPORT_JSON",
+    "STATUSES",
+    "SlideResult",
+    "Status",
+    "slidemask_version",
+    "status_counts",
+    "write_report",
+]
+
+Status = Literal["done", "skipped", "failed"]
+STATUSES: tuple[str, ...] = get_args(Status)
+
+REPORT_JSON = "report.json"
+REPORT_CSV = "report.csv"
+REPORT_FORMAT = 1
+"""Version of the report layout; bumped when a field changes meaning or disappears."""
+
+_CSV_COLUMNS = ("path", "output", "status", "error", "seconds", "config_hash")
+
+
+@dataclass
+class SlideResult:
+    """The outcome of one slide in a batch run.
+
+    Attributes
+    ----------
+    path
+        The slide file as given (absolute after :func:`slidemask.inputs.expand_inputs`).
+    output
+        Where its mask was (or would have been) written; ``None`` when no output was decided.
+    status
+        ``"done"`` (written now), ``"skipped"`` (a complete output with the same config hash
+        already existed) or ``"failed"``.
+    error
+        Why it failed, one line naming the cause (``"file not found"``, the reader's message,
+        ``"KilledWorker: ..."``); ``None`` unless failed.
+    seconds
+        Wall-clock seconds spent on this slide, including opening and writing.
+    stats
+        Mask statistics (for example foreground pixels, fraction, levels); nested dicts allowed,
+        values JSON-able or numpy scalars.
+    config_hash
+        Hash of the mask configuration the output was (or would be) made with.
+    """
+
+    path: Path
+    output: Path | None
+    status: Status
+    error: str | None = None
+    seconds: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+    config_hash: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        self.path = Path(self.path)
+        if self.output is not None:
+            self.output = Path(self.output)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON types (paths as strings, numpy scalars as Python numbers)."""
+        return {
+            "path": str(self.path),
+            "output": None if self.output is None else str(self.output),
+            "status": self.status,
+            "error": self.error,
+            "seconds": round(float(self.seconds), 3),
+            "config_hash": self.config_hash,
+            "stats": _jsonable(self.stats),
+        }
+
+
+def status_counts(results: Iterable[SlideResult]) -> dict[str, int]:
+    """``{"done": n, "skipped": n, "failed": n, "total": n}``."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for r in results:
+        counts[r.status] += 1
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def slidemask_version() -> str:
+    """The installed slidemask version, or ``"unknown"`` when running from an uninstalled tree."""
+    try:
+        return version("slidemask")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def write_report(
+    results: Iterable[SlideResult],
+    output_dir: str | os.PathLike[str],
+    *,
+    started: datetime | None = None,
+    finished: datetime | None = None,
+    config_hash: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``<output_dir>/report.json`` and ``<output_dir>/report.csv``, each atomically.
+
+    Parameters
+    ----------
+    results
+        One record per slide, in the order the report should list them.
+    output_dir
+        The run's output directory (created if missing).
+    started, finished
+        When the run began and ended (``finished`` defaults to now); written as ISO 8601 in UTC.
+    config_hash
+        The run's configuration hash; defaults to the one all results share (``None`` if they
+        differ or there are none).
+    extra
+        More run-level fields for ``report.json`` (for example the scheduler, the command line).
+
+    Returns
+    -------
+    tuple of Path
+        The JSON and CSV paths.
+
+    Notes
+    -----
+    ``report.json`` holds ``format``, ``slidemask_version``, ``started``, ``finished``,
+    ``seconds``, ``host``, ``python``, ``config_hash``, ``counts`` (per status and ``total``),
+    any ``extra`` fields and ``slides`` (the records). ``report.csv`` holds one row per slide:
+    path, output, status, error, seconds, config_hash, then each statistic, nested keys joined
+    with ``.``; lists are JSON in their cell.
+    """
+    results = list(results)
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    finished = _aware(finished or datetime.now(UTC))
+    started = None if started is None else _aware(started)
+    if config_hash is None:
+        hashes = {r.config_hash for r in results}
+        config_hash = hashes.pop() if len(hashes) == 1 else None
+    run: dict[str, Any] = {
+        "format": REPORT_FORMAT,
+        "slidemask_version": slidemask_version(),
+        "started": None if started is None else _iso(started),
+        "finished": _iso(finished),
+        "seconds": None if started is None else round((finished - started).total_seconds(), 3),
+        "host": socket.gethostname(),
+        "python": sys.version.split()[0],
+        "config_hash": config_hash,
+        "counts": status_counts(results),
+    }
+    run.update(_jsonable(dict(extra or {})))
+    run["slides"] = [r.to_dict() for r in results]
+    json_path = out_dir / REPORT_JSON
+    csv_path = out_dir / REPORT_CSV
+    _write_atomic(json_path, json.dumps(run, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    _write_atomic(csv_path, _csv_text(results))
+    return json_path, csv_path
+
+
+def _aware(t: datetime) -> datetime:
+    # naive times are taken as local time, as datetime.now() gives them
+    return t.astimezone() if t.tzinfo is None else t
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types: numpy scalars/arrays to Python, paths to str, NaN/inf to None."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy scalar or array
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _flatten(stats: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in stats.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _csv_text(results: list[SlideResult]) -> str:
+    rows: list[dict[str, Any]] = []
+    stat_columns: dict[str, None] = {}  # first-seen order
+    for r in results:
+        record = r.to_dict()
+        row = {c: record[c] for c in _CSV_COLUMNS}
+        for key, value in _flatten(record["stats"]).items():
+            # A statistic named like a fixed column must not overwrite it.
+            column = f"stats.{key}" if key in _CSV_COLUMNS else key
+            stat_columns.setdefault(column, None)
+            row[column] = value
+        rows.append(row)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*_CSV_COLUMNS, *stat_columns], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder, fsync, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is for sharing
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
