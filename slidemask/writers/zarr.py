@@ -1,0 +1,394 @@
+"""Write a lazy mask to a Zarr v3 array on disk, atomically, with provenance.
+
+Layout of one output (``<slide name>.zarr``, a directory): a single Zarr v3 array at the root,
+``(rows, cols)`` in the pixels of the level the mask was computed at (the provenance says
+which level and its downsample to level 0), ``bool``, zarr chunks equal to the dask chunks,
+each chunk ``zstd`` level 1 compressed. Chunks that are entirely ``False`` are not stored
+(zarr's fill value), so background costs nothing. Read it with ``zarr.open_array(path)`` or
+:func:`read_mask`.
+
+Why this encoding. Measured on a 2-core machine on a real mask (``grey < 220`` of
+CMU-1-Small-Region.svs at level 0, tiled to 20769 x 19980, 33 % foreground), per 2048² chunk,
+encode throughput on one thread (median of 5; these machines vary by about 30 %):
+
+==============================================  ==========  ===================
+encoding                                        bits/pixel  encode MP/s/thread
+==============================================  ==========  ===================
+bool + zstd level 1 (chosen)                    0.22        600-820
+bool + zstd level 3                             0.23        630-850
+bool + blosc (zstd 1, bitshuffle)               0.14        410-430
+bool + blosc (lz4, no shuffle)                  0.52        2600
+np.packbits along columns, uint8 + zstd 1       0.13        1900-3000
+bool + numcodecs.packbits filter + zstd 1       0.13        2400
+==============================================  ==========  ===================
+
+Bit-packing is 40 % smaller and about 3x cheaper to encode, but a packed uint8 array is awkward
+for every reader, and the ``numcodecs.packbits`` filter is not a Zarr v3 core codec (zarr-python
+warns; other implementations may not read it). The plain bool array costs about 1.3 ns per
+pixel per thread, against about 3.4 for decoding the JPEG tiles it came from, and about 28 MB
+per gigapixel of this noisy mask; smooth tissue masks compress far better (0.004 bits/pixel on
+the synthetic slide). So the output is a plain bool array any Zarr v3 reader opens as it is.
+
+Atomicity: the array is written under a hidden sibling name ``.<name>.partial-<hex>``; the
+provenance attributes and the completion marker (``attributes["slidemask"]["complete"] =
+true``) go into ``zarr.json`` after every chunk is written, and only then is the directory
+renamed to its final name. An interrupted run therefore never leaves a complete-looking mask
+at the final path; a killed process may leave a ``.partial-`` sibling, which
+:func:`partial_outputs` lists for clean-up.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any, cast
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+from dask.delayed import Delayed
+from zarr.codecs import ZstdCodec
+
+from slidemask.errors import SlidemaskError
+
+__all__ = [
+    "ATTRS_KEY",
+    "FORMAT_VERSION",
+    "is_complete",
+    "partial_outputs",
+    "read_attrs",
+    "read_mask",
+    "stored_config_hash",
+    "write_zarr",
+]
+
+ATTRS_KEY = "slidemask"
+"""Attribute namespace the writer owns: version, completion marker, completion time."""
+
+FORMAT_VERSION = 1
+"""Bumped when the layout of an output changes incompatibly."""
+
+_PARTIAL_INFIX = ".partial-"
+_COMPRESSOR = ZstdCodec(level=1)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("slidemask")
+    except metadata.PackageNotFoundError:
+        # running from a source tree that was never installed
+        return "0+unknown"
+
+
+def _regular_chunks(arr: da.Array) -> da.Array:
+    """Rechunk only the axes whose chunks are not ``(c, c, ..., c, last <= c)``.
+
+    A Zarr array has one chunk shape; dask chunks must match it exactly so that no two
+    tasks write into the same zarr chunk.
+    """
+    target: list[int | tuple[int, ...]] = []
+    changed = False
+    for sizes in arr.chunks:
+        first = sizes[0] if sizes else 0
+        regular = all(s == first for s in sizes[:-1]) and (not sizes or sizes[-1] <= first)
+        if regular:
+            target.append(sizes)
+        else:
+            target.append(first)
+            changed = True
+    return arr.rechunk(tuple(target)) if changed else arr
+
+
+def _jsonable(value: Any, where: str = "attrs") -> Any:
+    """Plain JSON types from numpy scalars/arrays, paths and tuples; anything else is an error."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, np.bool_):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        if not math.isfinite(number):
+            return None if math.isnan(number) else str(number)
+        return number
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist(), where)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"{where}: {type(value).__name__} cannot be stored as a Zarr attribute")
+
+
+def _check_attrs(attrs: Mapping[str, Any]) -> None:
+    """Fail now, not after hours of computing, on attributes that cannot be stored."""
+
+    def placeholder(value: Any) -> Any:
+        if dask.is_dask_collection(value):
+            return None
+        if isinstance(value, Mapping):
+            return {k: placeholder(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [placeholder(v) for v in value]
+        return value
+
+    try:
+        json.dumps(_jsonable(placeholder(attrs)), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"write_zarr: attrs cannot be stored as JSON: {exc}") from exc
+
+
+def _partial_path(final: Path) -> Path:
+    return final.parent / f".{final.name}{_PARTIAL_INFIX}{uuid.uuid4().hex}"
+
+
+def partial_outputs(path: str | os.PathLike[str]) -> list[Path]:
+    """Leftover temporary siblings of ``path`` from interrupted writes (never complete).
+
+    Another process may still be writing one of them; remove them only when no other run
+    writes the same output.
+    """
+    final = Path(path)
+    prefix = f".{final.name}{_PARTIAL_INFIX}"
+    if not final.parent.is_dir():
+        return []
+    return sorted(p for p in final.parent.iterdir() if p.name.startswith(prefix))
+
+
+def _looks_like_zarr(path: Path) -> bool:
+    return (path / "zarr.json").is_file() or (path / ".zarray").is_file() or (
+        path / ".zgroup"
+    ).is_file()
+
+
+def _check_target(final: Path, overwrite: bool) -> None:
+    if not (final.exists() or final.is_symlink()):
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{final}: output exists; pass overwrite=True (CLI: --overwrite) to replace it"
+        )
+    if final.is_dir() and not final.is_symlink() and any(final.iterdir()) and not _looks_like_zarr(
+        final
+    ):
+        # overwrite=True must never delete a directory that is not a previous output
+        raise FileExistsError(
+            f"{final}: exists and is not a Zarr store; refusing to replace it even with "
+            "overwrite=True"
+        )
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _finalize(
+    inputs: tuple[object, dict[str, Any]], partial: str, final: str, overwrite: bool
+) -> str:
+    """Write provenance and the completion marker, then move the array into place.
+
+    Runs as the last task of the graph, after every chunk is stored. ``inputs`` is
+    ``(stored, attrs)``: ``stored`` is only a dependency; values in ``attrs`` that were dask
+    collections arrive computed.
+    """
+    attrs = inputs[1]
+    partial_path, final_path = Path(partial), Path(final)
+    try:
+        own = {
+            "format_version": FORMAT_VERSION,
+            "version": _version(),
+            "completed_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "complete": True,
+        }
+        payload = _jsonable(attrs)
+        payload[ATTRS_KEY] = own
+        json.dumps(payload, allow_nan=False)  # fail here, not halfway through zarr.json
+        array = zarr.open_array(partial_path, mode="r+")
+        # the marker is written last: the same zarr.json write that adds the provenance
+        array.update_attributes(payload)
+        _check_target(final_path, overwrite)
+        if final_path.exists() or final_path.is_symlink():
+            aside = final_path.parent / f".{final_path.name}.replaced-{uuid.uuid4().hex}"
+            os.replace(final_path, aside)
+            os.replace(partial_path, final_path)
+            _remove(aside)
+        else:
+            os.replace(partial_path, final_path)
+    except BaseException:
+        _remove(partial_path)
+        raise
+    return str(final_path)
+
+
+def write_zarr(
+    mask: da.Array,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    attrs: Mapping[str, Any] | None = None,
+    compute: bool = True,
+) -> Path | Delayed:
+    """Stream a lazy mask into a Zarr v3 array at ``path``, atomically.
+
+    Parameters
+    ----------
+    mask
+        Dask array, usually ``(rows, cols)`` bool in the pixels of one pyramid level. Stored
+        with its own dtype and shape; irregular chunks are rechunked to the first chunk size
+        of each axis (Zarr needs a regular grid), otherwise zarr chunks equal dask chunks.
+    path
+        The output directory to create (e.g. ``out/slide.zarr``); its parent is created.
+    overwrite
+        Replace an existing output at ``path``. The old output stays in place, complete,
+        until the new one is complete. A non-empty directory that is not a Zarr store is
+        never replaced.
+    attrs
+        JSON-able attributes stored with the array (e.g. ``{"provenance": {...}}``). Values
+        may be dask collections (such as a lazily computed threshold): they are computed in
+        the same pass as the mask. The key ``"slidemask"`` is reserved for the writer
+        (version, completion marker).
+    compute
+        If true, write now with the current dask scheduler (choose it with
+        ``dask.config.set(scheduler=...)``) and return the final path. If false, return a
+        ``Delayed`` whose computation writes every chunk, the attributes and the marker, and
+        moves the array into place, returning the final path as a string. The empty array
+        is created now under the temporary name.
+
+    Returns
+    -------
+    pathlib.Path or dask.delayed.Delayed
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false (checked now and again when finishing).
+    ValueError
+        ``mask`` is not a dask array or is 0-d, or ``attrs`` uses the reserved key.
+
+    Memory: one chunk per worker thread at a time, plus what computing the mask needs. If
+    computing fails, the temporary array is removed and nothing appears at ``path``.
+    """
+    if not isinstance(mask, da.Array):
+        raise ValueError(f"write_zarr expects a dask array, got {type(mask).__name__}")
+    if mask.ndim == 0:
+        raise ValueError("write_zarr needs an array with at least one axis, got a 0-d array")
+    user_attrs = dict(attrs or {})
+    if ATTRS_KEY in user_attrs:
+        raise ValueError(f"write_zarr: the attribute key {ATTRS_KEY!r} is reserved for the writer")
+    _check_attrs(user_attrs)
+    final = Path(path)
+    if not final.name or final.name in {".", ".."}:
+        raise ValueError(f"{path}: not a usable output name")
+    _check_target(final, overwrite)
+    final.parent.mkdir(parents=True, exist_ok=True)
+
+    mask = _regular_chunks(mask)
+    chunks = tuple(max(1, sizes[0]) if sizes else 1 for sizes in mask.chunks)
+    partial = _partial_path(final)
+    target = zarr.create_array(
+        store=str(partial),
+        shape=mask.shape,
+        chunks=chunks,
+        dtype=mask.dtype,
+        compressors=_COMPRESSOR,
+        fill_value=False if mask.dtype == np.bool_ else 0,
+        dimension_names=("y", "x") if mask.ndim == 2 else None,
+        attributes={ATTRS_KEY: {"format_version": FORMAT_VERSION, "complete": False}},
+        zarr_format=3,
+    )
+    try:
+        stored = da.store(
+            mask, cast(Any, target), lock=False, compute=False, return_stored=False
+        )
+        # One argument holding both: dask optimizes the collections inside one argument
+        # together, so chunks shared by the store and a lazy attribute are computed once
+        # (as separate arguments each would get its own copy of the graph).
+        task = dask.delayed(_finalize, pure=False)(
+            (stored, user_attrs), str(partial), str(final), overwrite
+        )
+    except BaseException:
+        _remove(partial)
+        raise
+    if not compute:
+        return task
+    try:
+        (written,) = dask.compute(task)
+    except BaseException:
+        _remove(partial)
+        raise
+    return Path(written)
+
+
+def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The attributes stored in an output's ``zarr.json`` (empty when unreadable or absent)."""
+    try:
+        with open(Path(path) / "zarr.json", encoding="utf-8") as fh:
+            meta = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def is_complete(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is an output whose writer finished (it carries the completion marker).
+
+    Reads only ``zarr.json``. Temporary ``.partial-`` directories are never complete.
+    """
+    if _PARTIAL_INFIX in Path(path).name:
+        return False
+    own = read_attrs(path).get(ATTRS_KEY)
+    return isinstance(own, dict) and own.get("complete") is True
+
+
+def stored_config_hash(path: str | os.PathLike[str]) -> str | None:
+    """The config hash recorded in a complete output's provenance, or None.
+
+    The pipeline stores it as ``attributes["provenance"]["config_hash"]``; a run can skip a
+    slide whose complete output carries the hash of the config it is about to run.
+    """
+    if not is_complete(path):
+        return None
+    provenance = read_attrs(path).get("provenance")
+    value = provenance.get("config_hash") if isinstance(provenance, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def read_mask(path: str | os.PathLike[str]) -> da.Array:
+    """Open a complete output lazily as a dask array chunked like the stored zarr array.
+
+    Raises
+    ------
+    SlidemaskError
+        ``path`` is missing, not a Zarr array, or lacks the completion marker (an
+        interrupted write).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise SlidemaskError(f"{p}: no such output")
+    if not is_complete(p):
+        raise SlidemaskError(
+            f"{p}: not a complete slidemask output (no completion marker: the write was "
+            "interrupted or this is not a slidemask mask)"
+        )
+    try:
+        array = zarr.open_array(p, mode="r")
+    except Exception as exc:  # noqa: BLE001 - zarr raises several types for a bad store
+        raise SlidemaskError(
+            f"{p}: cannot open as a Zarr array ({type(exc).__name__}: {exc})"
+        ) from exc
+    return da.from_zarr(array)

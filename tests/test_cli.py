@@ -1,0 +1,188 @@
+"""The command line through ``main([...])``: run, info, demo, exit statuses 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from slidemask.cli import main
+from slidemask.writers.zarr import is_complete, read_attrs, read_mask
+
+CONFIG = """\
+resolution: {level: 0}
+masks:
+  dark:
+    - gray: {}
+    - threshold: {below: 128}
+  blue:
+    - hsv_range: {lower: [110, 50, 50], upper: [130, 255, 255]}
+output: dark & ~blue
+chunk_size: 64
+"""
+
+
+def _rgb(seed: int, shape: tuple[int, int] = (150, 170)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+    rgb[10:40, 20:90] = (30, 40, 200)  # a blue patch: dark, but excluded as "blue"
+    return rgb
+
+
+def _expected(rgb: np.ndarray) -> np.ndarray:
+    dark = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) < 128
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    blue = cv2.inRange(hsv, np.array([110, 50, 50]), np.array([130, 255, 255])) > 0
+    return dark & ~blue
+
+
+@pytest.fixture()
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "mask.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def _slide(tmp_path: Path, name: str, seed: int) -> tuple[Path, np.ndarray]:
+    rgb = _rgb(seed)
+    path = tmp_path / name
+    tifffile.imwrite(path, rgb, tile=(64, 64), photometric="rgb")
+    return path, rgb
+
+
+def test_run_writes_one_mask_per_slide(tmp_path: Path, config: Path, capsys) -> None:
+    a, rgb_a = _slide(tmp_path, "a.tif", 1)
+    b, rgb_b = _slide(tmp_path, "b.tiff", 2)
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--input", str(a), str(b), "--output", str(out)]) == 0
+    for name, rgb in (("a", rgb_a), ("b", rgb_b)):
+        path = out / f"{name}.zarr"
+        assert is_complete(path)
+        np.testing.assert_array_equal(read_mask(path).compute(), _expected(rgb))
+        attrs = read_attrs(path)
+        assert attrs["provenance"]["source"]["name"] == name
+        assert attrs["provenance"]["output"] == "dark & ~blue"
+        assert attrs["stats"]["foreground_pixels"] == int(_expected(rgb).sum())
+    assert "2 of 2 slide(s) done, 0 failed" in capsys.readouterr().out
+
+
+def test_one_failing_slide_fails_alone(tmp_path: Path, config: Path, capsys) -> None:
+    good, rgb = _slide(tmp_path, "good.tif", 3)
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"this is not a TIFF file at all")
+    missing = tmp_path / "missing.svs"
+    later, rgb_later = _slide(tmp_path, "later.tif", 4)
+    out = tmp_path / "out"
+    argv = ["run", str(config), "-i", str(good), str(broken), "-i", str(missing), str(later),
+            "-o", str(out)]
+    assert main(argv) == 1
+    np.testing.assert_array_equal(read_mask(out / "good.zarr").compute(), _expected(rgb))
+    np.testing.assert_array_equal(read_mask(out / "later.zarr").compute(), _expected(rgb_later))
+    assert not (out / "broken.zarr").exists() and not (out / "missing.zarr").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["good.zarr", "later.zarr"]
+    captured = capsys.readouterr()
+    assert "broken.tif" in captured.err and "not a TIFF" in captured.err
+    assert "missing.svs" in captured.err and "file not found" in captured.err
+    assert "2 of 4 slide(s) done, 2 failed" in captured.out
+
+
+def test_existing_output_needs_overwrite(tmp_path: Path, config: Path, capsys) -> None:
+    slide, rgb = _slide(tmp_path, "s.tif", 5)
+    out = tmp_path / "out"
+    argv = ["run", str(config), "-i", str(slide), "-o", str(out)]
+    assert main(argv) == 0
+    assert main(argv) == 1
+    assert "output exists" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+    np.testing.assert_array_equal(read_mask(out / "s.zarr").compute(), _expected(rgb))
+
+
+def test_output_names_stay_inside_the_output_folder(tmp_path: Path, config: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    first, _ = _slide(folder, "..tif", 6)
+    sub = tmp_path / "in2"
+    sub.mkdir()
+    second, _ = _slide(sub, "..tif", 7)  # same name from another folder: outputs stay distinct
+    out = tmp_path / "out"
+    assert main(["run", str(config), "-i", str(first), str(second), "-o", str(out)]) == 0
+    outputs = list(out.iterdir())
+    assert len(outputs) == 2
+    assert all(p.parent == out and p.name.endswith(".zarr") and is_complete(p) for p in outputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "in2", "mask.yaml", "out"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["run"],
+        ["run", "CONFIG"],  # --input is required
+        ["run", "CONFIG", "-i", "x.tif", "--bogus"],
+        ["info"],
+        ["demo", "--size", "many"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], config: Path, capsys) -> None:
+    argv = [str(config) if a == "CONFIG" else a for a in argv]
+    assert main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_config_errors_exit_2(tmp_path: Path, config: Path, capsys) -> None:
+    slide, _ = _slide(tmp_path, "s.tif", 8)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CONFIG.replace("below: 128", "belw: 128"))
+    out = tmp_path / "out"
+    assert main(["run", str(bad), "-i", str(slide), "-o", str(out)]) == 2
+    assert "bad.yaml: masks.dark[1].threshold.belw: unknown key" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "none.yaml"), "-i", str(slide), "-o", str(out)]) == 2
+    assert "configuration file not found" in capsys.readouterr().err
+    # an input pattern that matches nothing is a usage error too: nothing runs
+    assert main(["run", str(config), "-i", str(tmp_path / "*.svs"), "-o", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_help_states_units(capsys) -> None:
+    assert main(["--help"]) == 0
+    assert "run" in capsys.readouterr().out
+    assert main(["info", "--help"]) == 0
+    assert "µm per pixel" in capsys.readouterr().out
+    assert main(["demo", "--help"]) == 0
+    assert "pixels" in capsys.readouterr().out
+
+
+def test_info_table_and_json(synthetic_slide: Path, capsys) -> None:
+    assert main(["info", str(synthetic_slide)]) == 0
+    text = capsys.readouterr().out
+    for expected in ("vendor", "ome", "JPEG", "uint8", "256 x 256 px", "0.5 µm per pixel",
+                     "1536 x 2048 x 3", "768 x 1024 x 3"):
+        assert expected in text, expected
+    assert main(["info", "--json", str(synthetic_slide)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["levels"][0]["shape"] == [1536, 2048, 3]
+    assert info["mpp"] == pytest.approx(0.5)
+    assert info["tile_shape"] == [256, 256]
+
+
+def test_info_on_a_bad_slide_fails(tmp_path: Path, capsys) -> None:
+    assert main(["info", str(tmp_path / "nothere.svs")]) == 1
+    assert "nothere.svs: file not found" in capsys.readouterr().err
+
+
+def test_demo_writes_slide_and_mask(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--size", "600", "--output", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    slide, mask = out / "synthetic.ome.tif", out / "synthetic.zarr"
+    assert str(slide) in text and str(mask) in text
+    assert is_complete(mask)
+    values = read_mask(mask).compute()
+    assert values.shape == (600, 600) and 0.05 < values.mean() < 0.95
+    # runs again over its own previous output
+    assert main(["demo", "--size", "600", "--output", str(out), "-q"]) == 0

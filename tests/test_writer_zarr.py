@@ -1,0 +1,242 @@
+"""Zarr writer: round trip, chunk layout, atomic completion, overwrite rules, provenance."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from itertools import pairwise
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from slidemask.errors import SlidemaskError
+from slidemask.writers.zarr import (
+    ATTRS_KEY,
+    is_complete,
+    partial_outputs,
+    read_attrs,
+    read_mask,
+    stored_config_hash,
+    write_zarr,
+)
+
+
+@pytest.fixture(autouse=True)
+def _threads_scheduler():
+    with dask.config.set(scheduler="threads", num_workers=2):
+        yield
+
+
+def _random_mask(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape) < 0.4
+
+
+@st.composite
+def axis_chunks(draw: st.DrawFn, n: int) -> tuple[int, ...]:
+    """Irregular chunks of an axis of length n (1-pixel chunks and tiny edges included)."""
+    if n == 1:
+        return (1,)
+    cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=min(n - 1, 5))))
+    return tuple(b - a for a, b in pairwise([0, *cuts, n]))
+
+
+@st.composite
+def chunked_masks(draw: st.DrawFn) -> tuple[np.ndarray, tuple[tuple[int, ...], ...]]:
+    rows, cols = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    seed = draw(st.integers(0, 2**16))
+    return _random_mask((rows, cols), seed), (draw(axis_chunks(rows)), draw(axis_chunks(cols)))
+
+
+def test_round_trip_regular_chunks(tmp_path: Path) -> None:
+    data = _random_mask((300, 250))
+    mask = da.from_array(data, chunks=(128, 96))
+    out = write_zarr(mask, tmp_path / "m.zarr", attrs={"provenance": {"config_hash": "abc"}})
+    assert out == tmp_path / "m.zarr"
+    array = zarr.open_array(out, mode="r")
+    assert array.dtype == np.bool_
+    assert array.chunks == (128, 96)  # zarr chunks equal dask chunks
+    assert [c.to_dict()["name"] for c in array.metadata.codecs] == ["bytes", "zstd"]
+    np.testing.assert_array_equal(array[:], data)
+    lazy = read_mask(out)
+    assert lazy.chunks == mask.chunks
+    np.testing.assert_array_equal(lazy.compute(), data)
+    assert is_complete(out)
+    assert stored_config_hash(out) == "abc"
+    own = read_attrs(out)[ATTRS_KEY]
+    assert own["complete"] is True and own["format_version"] == 1 and own["version"]
+    assert partial_outputs(out) == []
+
+
+@settings(
+    deadline=None, max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=chunked_masks())
+def test_round_trip_any_chunking(tmp_path: Path, case: tuple[np.ndarray, tuple]) -> None:
+    data, chunks = case
+    out = tmp_path / f"m-{abs(hash(chunks))}.zarr"
+    write_zarr(da.from_array(data, chunks=chunks), out, overwrite=True)
+    array = zarr.open_array(out, mode="r")
+    # irregular chunks are rechunked to the first chunk of each axis: one regular zarr grid
+    assert array.chunks == (chunks[0][0], chunks[1][0])
+    np.testing.assert_array_equal(array[:], data)
+
+
+def test_uint8_and_3d_arrays(tmp_path: Path) -> None:
+    labels = np.arange(60, dtype=np.uint8).reshape(3, 4, 5)
+    out = write_zarr(da.from_array(labels, chunks=(2, 2, 5)), tmp_path / "l.zarr")
+    array = zarr.open_array(out, mode="r")
+    assert array.dtype == np.uint8 and array.chunks == (2, 2, 5)
+    np.testing.assert_array_equal(array[:], labels)
+
+
+def test_all_false_chunks_are_not_stored(tmp_path: Path) -> None:
+    data = np.zeros((64, 64), dtype=bool)
+    data[:16, :16] = True
+    out = write_zarr(da.from_array(data, chunks=16), tmp_path / "sparse.zarr")
+    chunk_files = [p for p in (out / "c").rglob("*") if p.is_file()]
+    assert len(chunk_files) == 1
+    np.testing.assert_array_equal(read_mask(out).compute(), data)
+
+
+def _failing_mask(shape: tuple[int, int], chunks: int, bad_block: tuple[int, int]) -> da.Array:
+    def block(x: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        if block_info is not None and tuple(block_info[0]["chunk-location"]) == bad_block:
+            raise RuntimeError("simulated corrupt tile")
+        return x > 0.5
+
+    source = da.from_array(np.random.default_rng(1).random(shape), chunks=chunks)
+    return source.map_blocks(block, dtype=bool, meta=np.empty((0, 0), dtype=bool))
+
+
+def test_failure_mid_write_leaves_nothing_complete(tmp_path: Path) -> None:
+    final = tmp_path / "broken.zarr"
+    mask = _failing_mask((64, 64), 16, bad_block=(2, 1))
+    with dask.config.set(scheduler="sync"), pytest.raises(RuntimeError, match="corrupt tile"):
+        write_zarr(mask, final)
+    assert not final.exists()
+    assert partial_outputs(final) == []  # compute=True cleans its temporary array
+    assert not is_complete(final)
+
+
+def test_failure_with_compute_false_leaves_only_an_incomplete_partial(tmp_path: Path) -> None:
+    final = tmp_path / "broken.zarr"
+    task = write_zarr(_failing_mask((64, 64), 16, bad_block=(3, 3)), final, compute=False)
+    with dask.config.set(scheduler="sync"), pytest.raises(RuntimeError, match="corrupt tile"):
+        task.compute()
+    assert not final.exists()
+    for partial in partial_outputs(final):
+        assert not is_complete(partial)
+        assert read_attrs(partial)[ATTRS_KEY]["complete"] is False
+
+
+def test_marker_is_written_after_every_chunk(tmp_path: Path) -> None:
+    final = tmp_path / "m.zarr"
+    seen: list[tuple[bool, bool, bool]] = []
+
+    def observe(x: np.ndarray) -> np.ndarray:
+        # while chunks are computed and stored: no final path, no complete marker anywhere
+        partials = partial_outputs(final)
+        seen.append((final.exists(), len(partials) == 1, any(is_complete(p) for p in partials)))
+        return x
+
+    data = _random_mask((40, 40))
+    mask = da.from_array(data, chunks=10).map_blocks(
+        observe, dtype=bool, meta=np.empty((0, 0), dtype=bool)
+    )
+    with dask.config.set(scheduler="sync"):
+        write_zarr(mask, final)
+    assert len(seen) == 16
+    assert all(s == (False, True, False) for s in seen)
+    assert is_complete(final)
+    np.testing.assert_array_equal(read_mask(final).compute(), data)
+
+
+def test_compute_false_writes_nothing_final_until_computed(tmp_path: Path) -> None:
+    final = tmp_path / "later.zarr"
+    data = _random_mask((30, 20))
+    task = write_zarr(da.from_array(data, chunks=8), final, compute=False)
+    assert not final.exists()
+    pickle.dumps(dict(task.__dask_graph__()))  # the graph can travel to process workers
+    assert Path(task.compute()) == final
+    assert is_complete(final)
+    np.testing.assert_array_equal(read_mask(final).compute(), data)
+
+
+def test_refuses_to_overwrite(tmp_path: Path) -> None:
+    final = tmp_path / "m.zarr"
+    first = _random_mask((20, 20), 1)
+    write_zarr(da.from_array(first, chunks=8), final)
+    with pytest.raises(FileExistsError, match="m.zarr.*overwrite"):
+        write_zarr(da.from_array(~first, chunks=8), final)
+    np.testing.assert_array_equal(read_mask(final).compute(), first)
+    write_zarr(da.from_array(~first, chunks=8), final, overwrite=True)
+    np.testing.assert_array_equal(read_mask(final).compute(), ~first)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.zarr"]
+
+
+def test_overwrite_never_deletes_a_non_zarr_directory(tmp_path: Path) -> None:
+    precious = tmp_path / "results.zarr"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a Zarr store"):
+        write_zarr(da.zeros((4, 4), dtype=bool, chunks=2), precious, overwrite=True)
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_lazy_attributes_are_computed_with_the_mask(tmp_path: Path) -> None:
+    data = _random_mask((50, 60))
+    mask = da.from_array(data, chunks=16)
+    attrs = {"stats": {"foreground": mask.sum(), "first": [mask[0, 0]]}, "path": tmp_path}
+    out = write_zarr(mask, tmp_path / "m.zarr", attrs=attrs)
+    stored = read_attrs(out)
+    assert stored["stats"] == {"foreground": int(data.sum()), "first": [bool(data[0, 0])]}
+    assert stored["path"] == str(tmp_path)
+    json.dumps(stored)
+
+
+def test_lazy_attributes_share_the_mask_computation(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def count(x: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return x > 0.5
+
+    source = da.from_array(np.random.default_rng(2).random((64, 64)), chunks=16)
+    mask = source.map_blocks(count, dtype=bool, meta=np.empty((0, 0), dtype=bool))
+    with dask.config.set(scheduler="sync"):
+        write_zarr(mask, tmp_path / "m.zarr", attrs={"n": mask.sum(), "corner": [mask[0, 0]]})
+    assert len(calls) == mask.npartitions  # each chunk once, not once per consumer
+
+
+def test_bad_attributes_fail_before_any_work(tmp_path: Path) -> None:
+    mask = da.zeros((4, 4), dtype=bool, chunks=2)
+    with pytest.raises(ValueError, match="reserved"):
+        write_zarr(mask, tmp_path / "a.zarr", attrs={ATTRS_KEY: {}})
+    with pytest.raises(ValueError, match="JSON"):
+        write_zarr(mask, tmp_path / "b.zarr", attrs={"x": object()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rejects_non_dask_and_0d(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="dask array"):
+        write_zarr(np.zeros((2, 2), bool), tmp_path / "a.zarr")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="0-d"):
+        write_zarr(da.from_array(np.bool_(True)), tmp_path / "a.zarr")
+
+
+def test_read_mask_refuses_incomplete_or_missing(tmp_path: Path) -> None:
+    with pytest.raises(SlidemaskError, match="no such output"):
+        read_mask(tmp_path / "missing.zarr")
+    fake = tmp_path / "fake.zarr"
+    zarr.create_array(str(fake), shape=(4, 4), chunks=(2, 2), dtype=bool)
+    assert not is_complete(fake)
+    assert stored_config_hash(fake) is None
+    with pytest.raises(SlidemaskError, match="not a complete"):
+        read_mask(fake)
+    assert not is_complete(tmp_path / "missing.zarr")
