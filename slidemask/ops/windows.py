@@ -32,6 +32,11 @@ class KernelStep:
     depth: int
     kwargs: dict[str, Any] = field(default_factory=dict)
 
+    @staticmethod
+    def chain_dtype(steps: Sequence[KernelStep], dtype: Any) -> np.dtype:
+        """Output dtype of ``steps`` applied to a ``dtype`` image (probed on one pixel)."""
+        return KernelChain(tuple(steps))(np.zeros((1, 1), dtype=dtype)).dtype
+
 
 @dataclass(frozen=True)
 class KernelChain:
