@@ -15,7 +15,8 @@ Cases:
     hsv             HSV range (pink/purple tissue) at level 0 -> Zarr
     median_closing  grey -> median 7 -> threshold -> closing radius 4 -> Zarr
     global          threshold -> fill_holes -> remove_small_objects -> Zarr
-    naive           whole image in RAM: tifffile.imread + cv2 grey + threshold (skipped when too big)
+    naive           whole image in RAM: tifffile.imread + cv2 grey + threshold
+                    (skipped when it would not fit)
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ def ensure_slide(data_dir: Path, size: int, tile: int, quality: int) -> Path:
         t0 = time.perf_counter()
         write_synthetic_slide(partial, size, tile=tile, quality=quality)
         partial.rename(path)
-        print(f"# wrote {path.name} ({path.stat().st_size / 2**20:.0f} MiB) "
-              f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        print(
+            f"# wrote {path.name} ({path.stat().st_size / 2**20:.0f} MiB) "
+            f"in {time.perf_counter() - t0:.1f} s",
+            file=sys.stderr,
+        )
     return path
 
 
@@ -100,49 +104,66 @@ def run_case(case: str, path: Path, threads: int, chunk: int, out_dir: Path) -> 
         with dask.config.set(scheduler="threads", num_workers=threads):
             if case == "read":
                 blocks = rgb.map_blocks(
-                    lambda b: np.zeros((1, 1, 1), np.uint8), chunks=(1, 1, 1), dtype=np.uint8,
+                    lambda b: np.zeros((1, 1, 1), np.uint8),
+                    chunks=(1, 1, 1),
+                    dtype=np.uint8,
                     meta=np.empty((0, 0, 0), np.uint8),
                 )
                 blocks.sum().compute()
             else:
-                mask = build_case(case, rgb)
-                from slidemask.writers.zarr import write_zarr
+                from slidemask.config import config_from_yaml
+                from slidemask.pipeline import run_slide
 
-                write_zarr(mask, out, overwrite=True)
+                config = config_from_yaml(CASE_CONFIGS[case] + f"\nchunk_size: {chunk}\n")
+                result = run_slide(path, config, out_dir, output=out, overwrite=True)
+                if result.status != "done":
+                    raise RuntimeError(result.error)
+                extra["fraction"] = result.stats.get("fraction")
     wall = time.perf_counter() - t0
     peak_kib = peak_rss_kib()
     if out.exists():
-        extra["zarr_mib"] = round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20, 2)
+        extra["zarr_mib"] = round(
+            sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20, 2
+        )
         shutil.rmtree(out)
     return {"case": case, "wall_s": wall, "peak_rss_mib": peak_kib / 1024, **extra}
 
 
-def build_case(case: str, rgb: Any) -> Any:
-    from slidemask.ops.local import binary_closing, hsv_range, median_blur, threshold, to_gray
-
-    if case == "threshold":
-        return threshold(to_gray(rgb), below=220)
-    if case == "hsv":
-        return hsv_range(rgb, (120, 20, 50), (179, 255, 235))
-    if case == "median_closing":
-        return binary_closing(threshold(median_blur(to_gray(rgb), 7), below=220), 4)
-    if case == "global":
-        from slidemask.ops.components import fill_holes, remove_small_objects
-
-        return remove_small_objects(fill_holes(threshold(to_gray(rgb), below=220)), 5000)
-    raise ValueError(f"unknown case {case!r}")
+CASE_CONFIGS = {
+    # the slidemask job each case times, as a configuration (the same path the CLI takes)
+    "threshold": "masks: {tissue: [gray, {threshold: {below: 220}}]}",
+    "hsv": "masks: {tissue: [{hsv_range: {lower: [120, 20, 50], upper: [179, 255, 235]}}]}",
+    "median_closing": "masks: {tissue: [gray, {median_blur: {ksize: 7}}, "
+    "{threshold: {below: 220}}, {closing: {radius: 4}}]}",
+    "global": "masks: {tissue: [gray, {threshold: {below: 220}}, fill_holes, "
+    "{remove_small_objects: {min_area: 5000}}]}",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=20000, help="level-0 edge of the synthetic slide, pixels")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--size", type=int, default=20000, help="level-0 edge of the synthetic slide, pixels"
+    )
     parser.add_argument("--tile", type=int, default=512, help="tile edge, pixels (default 512)")
     parser.add_argument("--quality", type=int, default=85, help="JPEG quality (default 85)")
-    parser.add_argument("--chunk", type=int, default=2048, help="working chunk edge, pixels (default 2048)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="threads (default: cores)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per case; the median is reported")
-    parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help=f"from {ALL_CASES} or 'all'")
-    parser.add_argument("--data-dir", type=Path, default=Path("bench-data"), help="where slides are cached")
+    parser.add_argument(
+        "--chunk", type=int, default=2048, help="working chunk edge, pixels (default 2048)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 2, help="threads (default: cores)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per case; the median is reported"
+    )
+    parser.add_argument(
+        "--cases", nargs="+", default=DEFAULT_CASES, help=f"from {ALL_CASES} or 'all'"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("bench-data"), help="where slides are cached"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--case-worker", nargs=2, metavar=("CASE", "SLIDE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -161,12 +182,25 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     for case in cases:
         if case == "naive" and megapixels * 3 * 2.5 / 1024 > 0.6 * ram_gib:
-            print(f"# naive skipped: needs about {megapixels * 7.5 / 1024:.0f} GiB", file=sys.stderr)
+            print(
+                f"# naive skipped: needs about {megapixels * 7.5 / 1024:.0f} GiB", file=sys.stderr
+            )
             continue
         runs = []
         for _ in range(args.repeat):
-            cmd = [sys.executable, __file__, "--case-worker", case, str(path), "--threads",
-                   str(args.threads), "--chunk", str(args.chunk), "--data-dir", str(args.data_dir)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--case-worker",
+                case,
+                str(path),
+                "--threads",
+                str(args.threads),
+                "--chunk",
+                str(args.chunk),
+                "--data-dir",
+                str(args.data_dir),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 print(f"# {case} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -183,17 +217,30 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs), 1),
         }
     floor = results.get("decode", {}).get("wall_s")
-    print(f"slide {path.name}: {args.size}x{args.size} ({megapixels:.0f} MP), "
-          f"{path.stat().st_size / 2**20:.0f} MiB, tiles {args.tile}, chunks {args.chunk}, "
-          f"threads {args.threads}, median of {args.repeat}")
+    print(
+        f"slide {path.name}: {args.size}x{args.size} ({megapixels:.0f} MP), "
+        f"{path.stat().st_size / 2**20:.0f} MiB, tiles {args.tile}, chunks {args.chunk}, "
+        f"threads {args.threads}, median of {args.repeat}"
+    )
     print(f"{'case':<16}{'wall s':>9}{'MP/s':>9}{'peak MiB':>10}{'x decode':>10}")
     for case, r in results.items():
         ratio = f"{r['wall_s'] / floor:.2f}" if floor else "-"
         r["ratio_to_decode"] = float(ratio) if floor else None
-        print(f"{case:<16}{r['wall_s']:>9.2f}{r['mp_per_s']:>9.0f}{r['peak_rss_mib']:>10.0f}{ratio:>10}")
+        print(
+            f"{case:<16}{r['wall_s']:>9.2f}{r['mp_per_s']:>9.0f}{r['peak_rss_mib']:>10.0f}{ratio:>10}"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"size": args.size, "threads": args.threads, "chunk": args.chunk,
-                                         "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "size": args.size,
+                    "threads": args.threads,
+                    "chunk": args.chunk,
+                    "results": results,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 
