@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import dask
+from pydantic import ValidationError
 
-from slidemask.config import Config, config_hash, default_config, load_config
+from slidemask.batch import LogProgress, TerminalProgress, run_batch
+from slidemask.config import Config, default_config, load_config
+from slidemask.distributed import JOB_QUEUES, ExecutionConfig, job_script
 from slidemask.errors import ConfigError, SlidemaskError
-from slidemask.inputs import expand_inputs, output_paths
 from slidemask.io import open_slide
 from slidemask.pipeline import run_slide
-from slidemask.report import SlideResult
+from slidemask.report import REPORT_JSON, status_counts
 
 __all__ = ["main"]
 
@@ -74,8 +76,10 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Compute the mask a YAML config describes for each input slide and write it to "
             "OUTPUT/<slide name>.zarr (bool, rows x cols in the pixels of the config's "
-            "resolution level; provenance in the Zarr attributes). A slide that fails is "
-            "reported and the others still run."
+            "resolution level; provenance in the Zarr attributes) and a run report, "
+            "OUTPUT/report.json and report.csv. A slide that fails is reported and the others "
+            "still run. A slide whose output is complete and was made with the same config is "
+            "skipped, so running the same command again after an interruption resumes it."
         ),
         epilog="See configs/*.yaml for examples. Exit status: 0 all done, 1 a slide failed, "
                "2 usage or config error.",
@@ -87,10 +91,39 @@ def _build_parser() -> argparse.ArgumentParser:
              "per line, .csv: a 'path' column); repeatable",
     )
     run.add_argument("-o", "--output", metavar="DIR", default=".",
-                     help="output folder, created if missing (default: current folder)")
+                     help="output folder, created if missing (default: current folder); it "
+                          "also gets report.json and report.csv")
     run.add_argument("--overwrite", action="store_true",
-                     help="replace existing outputs (otherwise a slide whose output exists fails)")
+                     help="redo every slide (otherwise a slide whose output is complete and "
+                          "made with the same config is skipped)")
+    execution = run.add_argument_group(
+        "execution", "override the config's execution: section (see configs/slurm.yaml)"
+    )
+    execution.add_argument(
+        "--scheduler", metavar="NAME",
+        help="threads (default: this process), processes (a local cluster), "
+             "tcp://host:port (a running Dask scheduler), slurm or pbs (dask-jobqueue)",
+    )
+    execution.add_argument(
+        "--workers", metavar="N", type=int,
+        help="threads: threads per slide; processes: worker processes (one slide each at a "
+             "time); slurm/pbs: worker processes in all",
+    )
+    execution.add_argument("--memory-limit", metavar="SIZE",
+                           help="processes: memory limit per worker process, e.g. 4GiB")
     _verbosity(run)
+
+    script = sub.add_parser(
+        "cluster-script",
+        help="print the SLURM/PBS job script a run would submit",
+        description="Render the batch job script that `slidemask run CONFIG` would submit "
+                    "for the config's execution: section (scheduler slurm or pbs), without "
+                    "a scheduler or sbatch/qsub. The scheduler address in the worker command "
+                    "is a placeholder; everything else is what a run submits.",
+    )
+    script.add_argument("config", metavar="CONFIG", help="YAML config with execution.scheduler "
+                                                         "slurm or pbs")
+    _verbosity(script)
 
     info = sub.add_parser(
         "info",
@@ -121,65 +154,127 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(verbose: int, quiet: bool) -> None:
+class _Console(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines on stderr that hide the progress bar (when one is shown) while they print."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.bar: TerminalProgress | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.bar is None:
+            super().emit(record)
+            return
+        with self.bar.suspend():
+            super().emit(record)
+
+
+def _not_run_slide_failure(record: logging.LogRecord) -> bool:
+    # run_slide logs its own failures; the batch reports every failure once, wherever the slide
+    # ran, so the in-process copy would print the same error twice.
+    return not (record.funcName == "run_slide" and record.levelno >= logging.ERROR)
+
+
+def _setup_logging(verbose: int, quiet: bool) -> _Console:
     # -v shows the traceback of each failed slide (logged at DEBUG)
     level = logging.ERROR if quiet else logging.INFO if verbose == 0 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Console()
     handler.setFormatter(logging.Formatter("slidemask: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    # dask.distributed's own INFO lines (cluster start and stop) are noise in a batch log
+    noise = logging.ERROR if quiet else logging.INFO if verbose > 1 else logging.WARNING
+    logging.getLogger("distributed").setLevel(noise)
+    return handler
 
 
 def _error(message: str) -> None:
     sys.stderr.write(f"slidemask: error: {message}\n")
 
 
-def _run_batch(
-    config: Config, slides: list[Path], outputs: dict[Path, Path], overwrite: bool
-) -> list[SlideResult]:
-    results: list[SlideResult] = []
-    # One slide at a time on the threaded scheduler: each slide's graph already keeps every
-    # core busy. A --scheduler option (processes, a cluster) plugs in here.
-    with dask.config.set(scheduler="threads"):
-        for number, slide in enumerate(slides, start=1):
-            log.info("[%d/%d] %s", number, len(slides), slide)
-            results.append(
-                run_slide(slide, config, outputs[slide].parent, overwrite=overwrite,
-                          output=outputs[slide])
-            )
-    return results
+def _validation_message(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"execution{'.' + where if where else ''}: {message}")
+    return "; ".join(dict.fromkeys(lines))
+
+
+def _execution(config: Config, args: argparse.Namespace) -> ExecutionConfig:
+    """The config's ``execution:`` with the command line's options on top."""
+    overrides: dict[str, Any] = {}
+    if args.scheduler is not None:
+        overrides["scheduler"] = args.scheduler
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    if args.memory_limit is not None:
+        overrides["memory_limit"] = args.memory_limit
+    if not overrides:
+        return config.execution
+    data = {**config.execution.model_dump(exclude_unset=True), **overrides}
+    if "workers" in overrides:
+        data.pop("jobs", None)  # --workers replaces a job count for slurm/pbs
+    try:
+        return ExecutionConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{args.config} with command-line options: {_validation_message(exc)}"
+        ) from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
     try:
         config = load_config(args.config)
-        slides = expand_inputs(args.input)
+        execution = _execution(config, args)
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_USAGE
-    if not slides:
-        _error("no input slides")
+    bar = TerminalProgress(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
+    console = next((h for h in log.handlers if isinstance(h, _Console)), None)
+    if console is not None:
+        console.bar = bar
+        console.addFilter(_not_run_slide_failure)
+    try:
+        results = run_batch(args.input, config, args.output, overwrite=args.overwrite,
+                            execution=execution, progress=bar or LogProgress())
+    except ConfigError as exc:
+        _error(str(exc))
         return EXIT_USAGE
-    output_dir = Path(args.output)
-    outputs = output_paths(slides, output_dir)
-    log.info("config %s (hash %s), %d slide(s) -> %s", args.config, config_hash(config)[:12],
-             len(slides), output_dir)
-    started = time.perf_counter()
-    results = _run_batch(config, slides, outputs, args.overwrite)
-    failed = [r for r in results if r.status == "failed"]
-    for r in results:
-        if r.status == "failed":
-            error = r.error or "unknown error"
-            print(f"FAILED  {error}" if str(r.path) in error else f"FAILED  {r.path}: {error}")
-        else:
-            fraction = r.stats.get("fraction")
-            share = f", {100 * fraction:.1f} % foreground" if fraction is not None else ""
-            print(f"{r.status:<7} {r.path} -> {r.output} ({r.seconds:.1f} s{share})")
-    done = len(results) - len(failed)
-    print(f"{done} of {len(results)} slide(s) done, {len(failed)} failed, "
-          f"{time.perf_counter() - started:.1f} s")
-    return EXIT_FAILED if failed else EXIT_OK
+    finally:
+        if console is not None:
+            console.bar = None
+            console.removeFilter(_not_run_slide_failure)
+    counts = status_counts(results)
+    report = Path(args.output) / REPORT_JSON
+    print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed in "
+          f"{time.perf_counter() - started:.1f} s; report: {report}")
+    return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+
+def _cmd_cluster_script(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    scheduler = config.execution.scheduler
+    if scheduler not in JOB_QUEUES:
+        _error(
+            f"{args.config}: cluster-script needs execution.scheduler slurm or pbs (with "
+            f"cores and memory per job); this config's scheduler is {scheduler!r}, which "
+            "submits no job script"
+        )
+        return EXIT_USAGE
+    try:
+        script = job_script(config.execution)
+    except (ConfigError, ImportError, ValueError) as exc:
+        _error(f"{args.config}: cannot render the job script: {exc}")
+        return EXIT_USAGE
+    sys.stdout.write(script if script.endswith("\n") else script + "\n")
+    return EXIT_OK
 
 
 def _format_mpp(value: float | None) -> str:
@@ -255,7 +350,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"run": _cmd_run, "info": _cmd_info, "demo": _cmd_demo}
+_COMMANDS = {
+    "run": _cmd_run,
+    "cluster-script": _cmd_cluster_script,
+    "info": _cmd_info,
+    "demo": _cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,12 +15,15 @@ resolution, and an ``output`` expression combining them::
         - dilation: {radius: 5}
     output: "tissue & ~pen"         # mask names with & | ~ and parentheses
     chunk_size: 2048                # working chunk edge, pixels
+    execution: {scheduler: processes, workers: 2}   # optional: where a batch runs
 
 Each step is a one-key mapping ``{step name: parameters}``; :data:`STEPS` maps every step name
 to the public function it calls and the pydantic model of that function's keyword arguments,
 so the config can do nothing the API cannot (a later step type is one more registry entry).
-Unknown keys anywhere are errors; every error names the file and the key path, e.g.
-``threshold.yaml: masks.tissue[1].threshold.abve: unknown key``.
+``execution`` (:class:`slidemask.distributed.ExecutionConfig`) says how a batch runs, not what
+it computes: it is left out of :func:`config_hash`, so moving a study from a laptop to SLURM
+does not redo finished slides. Unknown keys anywhere are errors; every error names the file
+and the key path, e.g. ``threshold.yaml: masks.tissue[1].threshold.abve: unknown key``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from pydantic import (
     model_validator,
 )
 
+from slidemask.distributed import ExecutionConfig
 from slidemask.errors import ConfigError
 from slidemask.ops.local import (
     binary_closing,
@@ -414,9 +418,14 @@ class Config(_Strict):
     masks: dict[MaskName, StepList] = Field(min_length=1)
     output: str
     chunk_size: int = Field(2048, ge=64, le=16384, description="working chunk edge, pixels")
+    execution: ExecutionConfig = Field(
+        default_factory=lambda: ExecutionConfig.model_validate({}),
+        description="where slides run (threads, processes, a scheduler address, slurm, pbs); "
+        "see slidemask.distributed.ExecutionConfig",
+    )
 
     # Keys that describe how to run rather than what to compute; never part of the hash.
-    _NOT_HASHED: ClassVar[frozenset[str]] = frozenset()
+    _NOT_HASHED: ClassVar[frozenset[str]] = frozenset({"execution"})
 
     @model_validator(mode="before")
     @classmethod
@@ -526,6 +535,8 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
         return list(Config.model_fields)
     if loc[0] == "resolution" and len(loc) == 2:
         return list(Resolution.model_fields)
+    if loc[0] == "execution" and len(loc) == 2:
+        return list(ExecutionConfig.model_fields)
     if loc[0] == "masks" and len(loc) == 5 and loc[3] in STEPS:
         return list(STEPS[loc[3]].params.model_fields)
     return None
@@ -576,7 +587,7 @@ def parse_config(data: Any, *, source: str = "<config>") -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError(
             f"{source}: the configuration must be a mapping of keys "
-            f"(resolution, masks, output, chunk_size), got {type(data).__name__}"
+            f"(resolution, masks, output, chunk_size, execution), got {type(data).__name__}"
         )
     try:
         return Config.model_validate(data)

@@ -67,7 +67,9 @@ def test_run_writes_one_mask_per_slide(tmp_path: Path, config: Path, capsys) -> 
         assert attrs["provenance"]["source"]["name"] == name
         assert attrs["provenance"]["output"] == "dark & ~blue"
         assert attrs["stats"]["foreground_pixels"] == int(_expected(rgb).sum())
-    assert "2 of 2 slide(s) done, 0 failed" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith("2 done, 0 skipped, 0 failed in ")
+    report = json.loads((out / "report.json").read_text())
+    assert [r["status"] for r in report["slides"]] == ["done", "done"]
 
 
 def test_one_failing_slide_fails_alone(tmp_path: Path, config: Path, capsys) -> None:
@@ -83,22 +85,31 @@ def test_one_failing_slide_fails_alone(tmp_path: Path, config: Path, capsys) -> 
     np.testing.assert_array_equal(read_mask(out / "good.zarr").compute(), _expected(rgb))
     np.testing.assert_array_equal(read_mask(out / "later.zarr").compute(), _expected(rgb_later))
     assert not (out / "broken.zarr").exists() and not (out / "missing.zarr").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["good.zarr", "later.zarr"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "good.zarr", "later.zarr", "report.csv", "report.json"]
     captured = capsys.readouterr()
     assert "broken.tif" in captured.err and "not a TIFF" in captured.err
     assert "missing.svs" in captured.err and "file not found" in captured.err
-    assert "2 of 4 slide(s) done, 2 failed" in captured.out
+    assert captured.out.startswith("2 done, 0 skipped, 2 failed in ")
 
 
-def test_existing_output_needs_overwrite(tmp_path: Path, config: Path, capsys) -> None:
+def test_existing_output_is_skipped_unless_overwrite(
+    tmp_path: Path, config: Path, capsys
+) -> None:
     slide, rgb = _slide(tmp_path, "s.tif", 5)
     out = tmp_path / "out"
     argv = ["run", str(config), "-i", str(slide), "-o", str(out)]
     assert main(argv) == 0
-    assert main(argv) == 1
-    assert "output exists" in capsys.readouterr().err
+    completed = read_attrs(out / "s.zarr")["slidemask"]["completed_at"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("0 done, 1 skipped, 0 failed in ")
+    assert f"skipped {slide}: complete output with this config" in captured.err
     assert main([*argv, "--overwrite"]) == 0
+    assert capsys.readouterr().out.startswith("1 done, 0 skipped, 0 failed in ")
     np.testing.assert_array_equal(read_mask(out / "s.zarr").compute(), _expected(rgb))
+    assert read_attrs(out / "s.zarr")["slidemask"]["completed_at"] >= completed
 
 
 def test_output_names_stay_inside_the_output_folder(tmp_path: Path, config: Path) -> None:
@@ -110,7 +121,7 @@ def test_output_names_stay_inside_the_output_folder(tmp_path: Path, config: Path
     second, _ = _slide(sub, "..tif", 7)  # same name from another folder: outputs stay distinct
     out = tmp_path / "out"
     assert main(["run", str(config), "-i", str(first), str(second), "-o", str(out)]) == 0
-    outputs = list(out.iterdir())
+    outputs = list(out.glob("*.zarr"))
     assert len(outputs) == 2
     assert all(p.parent == out and p.name.endswith(".zarr") and is_complete(p) for p in outputs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "in2", "mask.yaml", "out"]
@@ -126,6 +137,8 @@ def test_output_names_stay_inside_the_output_folder(tmp_path: Path, config: Path
         ["run", "CONFIG", "-i", "x.tif", "--bogus"],
         ["info"],
         ["demo", "--size", "many"],
+        ["cluster-script"],
+        ["run", "CONFIG", "-i", "x.tif", "--workers", "two"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], config: Path, capsys) -> None:
@@ -186,3 +199,54 @@ def test_demo_writes_slide_and_mask(tmp_path: Path, capsys) -> None:
     assert values.shape == (600, 600) and 0.05 < values.mean() < 0.95
     # runs again over its own previous output
     assert main(["demo", "--size", "600", "--output", str(out), "-q"]) == 0
+
+
+def test_execution_flags_override_the_config(tmp_path: Path, config: Path) -> None:
+    slide, _ = _slide(tmp_path, "s.tif", 9)
+    config.write_text(CONFIG + "execution: {scheduler: processes, workers: 4}\n")
+    out = tmp_path / "out"
+    # the flags win: this runs in this process, with 3 threads, no cluster started
+    assert main(["run", str(config), "-i", str(slide), "-o", str(out), "--scheduler", "threads",
+                 "--workers", "3", "-q"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["scheduler"] == "threads"
+    assert report["executor"] == "this process, 3 threads per slide"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--scheduler", "mpi"], "execution.scheduler: unknown scheduler 'mpi'"),
+        (["--scheduler", "slurm"], "execution: scheduler 'slurm' needs cores and memory"),
+        (["--scheduler", "tcp://nohost"],
+         "execution.scheduler: scheduler address 'tcp://nohost' must look like tcp://host:port"),
+        (["--memory-limit", "lots"], "execution.memory_limit: 'lots' is not a memory size"),
+        (["--workers", "0"], "execution.workers: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_execution_flags_exit_2(
+    tmp_path: Path, config: Path, capsys, flags: list[str], message: str
+) -> None:
+    slide, _ = _slide(tmp_path, "s.tif", 10)
+    out = tmp_path / "out"
+    assert main(["run", str(config), "-i", str(slide), "-o", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"mask.yaml with command-line options: {message}" in err
+    assert not out.exists()
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_scheduler_exits_2(tmp_path: Path, config: Path, capsys) -> None:
+    import socket
+
+    import dask
+
+    slide, _ = _slide(tmp_path, "s.tif", 11)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        code = main(["run", str(config), "-i", str(slide), "-o", str(tmp_path / "out"),
+                     "--scheduler", f"tcp://127.0.0.1:{port}"])
+    assert code == 2
+    assert "cannot reach the Dask scheduler" in capsys.readouterr().err

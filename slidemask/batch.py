@@ -1,0 +1,567 @@
+"""Many slides in one run: resume, failure isolation, progress, and the run report.
+
+:func:`run_batch` is what ``slidemask run`` calls. It expands the inputs
+(:func:`slidemask.inputs.expand_inputs`), gives each slide one output directly inside the
+output folder (:func:`slidemask.inputs.output_paths`), decides per slide whether to run it,
+runs the rest through the configured executor (:mod:`slidemask.distributed`: this process, a
+LocalCluster, a Dask scheduler, SLURM or PBS) and writes ``report.json`` and ``report.csv``.
+
+Resume rules, per slide, checked in this process before anything runs:
+
+* hidden temporaries of its output left by a killed run (``.<name>.partial-*``,
+  ``.<name>.scratch-*``, ``.<name>.replaced-*``) are removed;
+* a **complete** output (it carries the writer's completion marker) made with the **same
+  config hash** is ``skipped``: nothing is recomputed and its statistics are read from the
+  stored attributes; ``overwrite=True`` redoes it anyway;
+* a complete output made with another config is redone; the old one stays in place, complete,
+  until the new one is (the writer swaps them);
+* an **incomplete** output (a Zarr store or an empty folder without the marker) is removed and
+  redone;
+* anything else at the output path (a file, a folder that is not a Zarr store) is never
+  touched: that slide fails and says why.
+
+Only one run may write into an output folder at a time: leftovers of another live run would
+look like leftovers of a killed one.
+
+Slides are only ever opened for reading (by :func:`slidemask.pipeline.run_slide`), and only
+paths inside the output folder are written or removed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from dask.callbacks import Callback
+
+from slidemask.config import Config, config_hash
+from slidemask.distributed import ExecutionConfig, TaskOutcome, execution_context
+from slidemask.errors import ConfigError
+from slidemask.inputs import expand_inputs, output_paths
+from slidemask.pipeline import run_slide
+from slidemask.report import REPORT_JSON, SlideResult, write_report
+from slidemask.writers.zarr import is_complete, partial_outputs, read_attrs, stored_config_hash
+
+__all__ = [
+    "BatchProgress",
+    "LogProgress",
+    "TerminalProgress",
+    "run_batch",
+]
+
+log = logging.getLogger("slidemask.batch")
+
+# Set while run_batch runs tasks; a task running in this process (the threads scheduler) tells
+# the progress display that its slide started. Worker processes see the default, None.
+_SLIDE_STARTED: contextvars.ContextVar[Callable[[Path], None] | None] = contextvars.ContextVar(
+    "slidemask_slide_started", default=None
+)
+
+
+# --- progress -----------------------------------------------------------------------------------
+
+
+class BatchProgress:
+    """Receives a batch's events, always in the process that called :func:`run_batch`.
+
+    Every method does nothing here; subclass and override what you need. Slides are numbered
+    by how many have finished (``finished`` of ``total``), whatever their order.
+    """
+
+    def begin(self, total: int, output_dir: Path, config_hash: str) -> None:
+        """The inputs are expanded: ``total`` slides, written into ``output_dir``."""
+
+    def executing(self, count: int, description: str, dashboard_link: str | None) -> None:
+        """``count`` slides are about to run on the executor described by ``description``."""
+
+    def slide_started(self, path: Path) -> None:
+        """A slide started computing. Only reported for slides running in this process."""
+
+    def slide_tasks(self, done: int, total: int) -> None:
+        """Tasks of the running slide's current dask graph: ``done`` of ``total``.
+
+        Only reported for slides computed by dask's local schedulers in this process.
+        """
+
+    def slide_finished(self, result: SlideResult, finished: int, total: int) -> None:
+        """A slide is done, skipped or failed; ``finished`` counts this one."""
+
+    def end(self, results: Sequence[SlideResult], report: Path) -> None:
+        """The run is over and the report is written to ``report``."""
+
+
+def _share(result: SlideResult) -> str:
+    fraction = result.stats.get("fraction")
+    if isinstance(fraction, int | float):
+        return f", {100 * fraction:.1f} % foreground"
+    return ""
+
+
+def _failure_text(result: SlideResult) -> str:
+    error = result.error or "unknown error"
+    # run_slide's reasons usually start with the slide's path already
+    return error if str(result.path) in error else f"{result.path}: {error}"
+
+
+class LogProgress(BatchProgress):
+    """Concise log lines on the ``slidemask.batch`` logger, one per slide start and finish.
+
+    Finished slides are logged at INFO (``done``, ``skipped``) or ERROR (``FAILED`` with the
+    reason), so a logger at ERROR level (``-q``) shows only failures.
+    """
+
+    def begin(self, total: int, output_dir: Path, config_hash: str) -> None:
+        log.info("%d slide(s) -> %s (config hash %s)", total, output_dir, config_hash[:12])
+
+    def executing(self, count: int, description: str, dashboard_link: str | None) -> None:
+        log.info("running %d slide(s) on %s", count, description)
+        if dashboard_link:
+            log.info("dashboard: %s", dashboard_link)
+
+    def slide_started(self, path: Path) -> None:
+        log.info("start   %s", path)
+
+    def slide_finished(self, result: SlideResult, finished: int, total: int) -> None:
+        width = len(str(total))
+        where = f"[{finished:>{width}}/{total}]"
+        if result.status == "failed":
+            log.error("%s FAILED  %s (%.1f s)", where, _failure_text(result), result.seconds)
+        elif result.status == "skipped":
+            log.info("%s skipped %s: complete output with this config at %s",
+                     where, result.path, result.output)
+        else:
+            log.info("%s done    %s in %.1f s%s -> %s",
+                     where, result.path, result.seconds, _share(result), result.output)
+
+
+class TerminalProgress(LogProgress):
+    """A one-line progress bar on a terminal, above which log lines scroll.
+
+    The line shows slides finished of the total, the counts per status, the elapsed time and,
+    for a slide computed in this process, its name and the share of its dask tasks done.
+    Log handlers writing to the same terminal must call :meth:`suspend` around each write
+    (the CLI's handler does), so log lines never mix with the bar.
+    """
+
+    def __init__(self, stream: TextIO | None = None, *, interval: float = 0.1) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self._lock = threading.RLock()
+        self._shown = False
+        self._last_line = ""
+        self._last_draw = 0.0
+        self._started = time.perf_counter()
+        self._total = 0
+        self._finished = 0
+        self._counts = {"done": 0, "skipped": 0, "failed": 0}
+        self._current: str | None = None
+        self._tasks: tuple[int, int] = (0, 0)
+
+    def begin(self, total: int, output_dir: Path, config_hash: str) -> None:
+        with self._lock:
+            self._total = total
+            self._started = time.perf_counter()
+        super().begin(total, output_dir, config_hash)
+        self._draw(force=True)
+
+    def slide_started(self, path: Path) -> None:
+        with self._lock:
+            self._current = path.name
+            self._tasks = (0, 0)
+        super().slide_started(path)
+        self._draw(force=True)
+
+    def slide_tasks(self, done: int, total: int) -> None:
+        with self._lock:
+            self._tasks = (done, total)
+        self._draw()
+
+    def slide_finished(self, result: SlideResult, finished: int, total: int) -> None:
+        with self._lock:
+            self._finished = finished
+            self._counts[result.status] += 1
+            if self._current == result.path.name:
+                self._current = None
+        super().slide_finished(result, finished, total)
+        self._draw(force=True)
+
+    def end(self, results: Sequence[SlideResult], report: Path) -> None:
+        with self._lock:
+            self._clear()
+            self._shown = False
+            self._total = 0  # nothing more is drawn
+
+    @contextmanager
+    def suspend(self) -> Iterator[None]:
+        """Hide the bar while something else writes a line, then draw it again below."""
+        with self._lock:
+            shown = self._shown
+            if shown:
+                self._clear()
+            try:
+                yield
+            finally:
+                if shown:
+                    self._draw(force=True)
+
+    def line(self, width: int) -> str:
+        """The progress line, at most ``width - 1`` characters."""
+        with self._lock:
+            total = max(self._total, 1)
+            fraction = self._finished / total
+            bar_width = 20
+            filled = int(bar_width * fraction)
+            elapsed = time.perf_counter() - self._started
+            counts = self._counts
+            bar = "#" * filled + "-" * (bar_width - filled)
+            text = (
+                f"{self._finished}/{self._total} slides [{bar}]"
+                f" {int(100 * fraction):3d}%  {counts['done']} done, {counts['skipped']} skipped,"
+                f" {counts['failed']} failed  {_clock(elapsed)}"
+            )
+            if self._current is not None:
+                done, tasks = self._tasks
+                share = f" {int(100 * done / tasks):3d}%" if tasks else ""
+                text += f" | {self._current}{share}"
+        return text[: max(width - 1, 10)]
+
+    def _clear(self) -> None:
+        self.stream.write("\r\x1b[K")
+        self.stream.flush()
+
+    def _draw(self, force: bool = False) -> None:
+        with self._lock:
+            if self._total == 0:
+                return
+            now = time.perf_counter()
+            if not force and now - self._last_draw < self.interval:
+                return
+            self._last_draw = now
+            width = shutil.get_terminal_size((100, 20)).columns
+            line = self.line(width)
+            if self._shown and line == self._last_line:
+                return
+            self.stream.write("\r\x1b[K" + line)
+            self.stream.flush()
+            self._shown = True
+            self._last_line = line
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class _TaskCounter(Callback):  # type: ignore[misc]
+    """Reports the local dask scheduler's finished tasks to :meth:`BatchProgress.slide_tasks`."""
+
+    def __init__(self, progress: BatchProgress) -> None:
+        super().__init__()
+        self._progress = progress
+
+    def _start_state(self, dsk: Any, state: dict[str, Any]) -> None:
+        self._report(state)
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: dict[str, Any], worker_id: Any
+                  ) -> None:
+        self._report(state)
+
+    def _report(self, state: dict[str, Any]) -> None:
+        done = len(state["finished"])
+        total = done + sum(len(state[k]) for k in ("ready", "waiting", "running"))
+        self._progress.slide_tasks(done, total)
+
+
+# --- the batch ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What to do with one slide: run it (writer ``overwrite``), or its result is known."""
+
+    path: Path
+    output: Path
+    action: Literal["run", "known"]
+    overwrite: bool = False
+    result: SlideResult | None = None
+
+
+def _slide_task(
+    path: str, config: Config, output_dir: str, overwrite: bool, output: str
+) -> SlideResult:
+    """One slide, as a task: module level, so worker processes import it by name."""
+    started = _SLIDE_STARTED.get()
+    if started is not None:
+        started(Path(path))
+    else:
+        _quiet_in_worker()
+    return run_slide(path, config, output_dir, overwrite=overwrite, output=output)
+
+
+def _quiet_in_worker() -> None:
+    # In a worker process nobody configured the "slidemask" logger, so Python's last-resort
+    # handler would print run_slide's failure messages on the worker's stderr, a second copy of
+    # what the batch reports. A NullHandler stops that; handlers the worker's owner configured
+    # on the root logger still receive every record.
+    package = logging.getLogger("slidemask")
+    if not package.handlers:
+        package.addHandler(logging.NullHandler())
+
+
+def _stored_stats(output: Path) -> dict[str, Any]:
+    """The statistics of a complete output, as :func:`run_slide` reports them."""
+    attrs = read_attrs(output)
+    stats = attrs.get("stats")
+    stored: dict[str, Any] = dict(stats) if isinstance(stats, dict) else {}
+    provenance = attrs.get("provenance")
+    provenance = provenance if isinstance(provenance, dict) else {}
+    total = stored.get("total_pixels") or 0
+    foreground = stored.get("foreground_pixels", 0)
+    return {
+        **stored,
+        "fraction": foreground / total if total and isinstance(foreground, int) else None,
+        "level": provenance.get("level"),
+        "factor": provenance.get("factor"),
+        "mpp": provenance.get("mpp"),
+        "downsample": provenance.get("downsample"),
+    }
+
+
+# Temporaries of one output are hidden siblings named ".<output name>.<kind>-<hex>": the
+# writer's partial array and the old output it moves aside, and run_slide's scratch arrays.
+_LEFTOVER_KINDS = ("partial", "replaced", "scratch")
+
+
+def _leftovers(output: Path) -> list[Path]:
+    """Temporary siblings of ``output`` that a killed run can leave behind (never complete)."""
+    if not output.parent.is_dir():
+        return []
+    pattern = re.compile(
+        rf"^\.{re.escape(output.name)}\.(?:{'|'.join(_LEFTOVER_KINDS)})-[0-9a-f]+$"
+    )
+    found = {p for p in output.parent.iterdir() if pattern.match(p.name)}
+    return sorted(found.union(partial_outputs(output)))
+
+
+def _looks_like_zarr(path: Path) -> bool:
+    return any((path / name).is_file() for name in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _plan(path: Path, output: Path, digest: str, overwrite: bool) -> _Plan:
+    """Decide, before anything runs, whether and how a slide is (re)done."""
+
+    def fail(reason: str) -> _Plan:
+        result = SlideResult(path=path, output=output, status="failed", error=reason,
+                             config_hash=digest)
+        return _Plan(path, output, "known", result=result)
+
+    if output == path or path.is_relative_to(output):
+        return fail(f"{path}: its output {output} would replace the slide itself")
+    for leftover in _leftovers(output):
+        log.debug("removing %s, left by an interrupted run", leftover)
+        _remove_tree(leftover)
+    if not output.exists() and not output.is_symlink():
+        return _Plan(path, output, "run")
+    if not output.is_dir():
+        return fail(
+            f"{output}: exists and is not a slidemask output (not a folder); move it away"
+        )
+    if is_complete(output):
+        if not overwrite and stored_config_hash(output) == digest:
+            result = SlideResult(path=path, output=output, status="skipped",
+                                 stats=_stored_stats(output), config_hash=digest)
+            return _Plan(path, output, "known", result=result)
+        why = "--overwrite" if overwrite else "the config changed"
+        log.debug("redoing %s (%s); the old output stays until the new one is complete",
+                  output, why)
+        return _Plan(path, output, "run", overwrite=True)
+    if _looks_like_zarr(output) or not any(output.iterdir()):
+        log.info("removing the incomplete output %s (no completion marker)", output)
+        _remove_tree(output)
+        return _Plan(path, output, "run")
+    return fail(
+        f"{output}: exists and is not a slidemask output (a folder that is not a Zarr store); "
+        "move it away"
+    )
+
+
+def _outcome_result(outcome: TaskOutcome[Any], plan: _Plan, digest: str) -> SlideResult:
+    value = outcome.value
+    if outcome.ok and isinstance(value, SlideResult):
+        return value
+    error = outcome.error or f"the task returned {type(value).__name__}, not a SlideResult"
+    return SlideResult(path=plan.path, output=plan.output, status="failed",
+                       error=f"{plan.path}: {error}", seconds=outcome.seconds,
+                       config_hash=digest)
+
+
+def run_batch(
+    inputs: Sequence[str | os.PathLike[str]],
+    config: Config,
+    output_dir: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    execution: ExecutionConfig | None = None,
+    progress: BatchProgress | None = None,
+) -> list[SlideResult]:
+    """Mask every slide named by ``inputs`` into ``output_dir`` and write the run report.
+
+    Parameters
+    ----------
+    inputs
+        Slide files, folders, glob patterns or manifests
+        (:func:`slidemask.inputs.expand_inputs`).
+    config
+        The mask configuration; its hash decides which existing outputs are reused.
+    output_dir
+        Folder for one ``<slide name>.zarr`` per slide plus ``report.json`` and
+        ``report.csv``; created if missing.
+    overwrite
+        Redo every slide, even those with a complete output made with this config.
+    execution
+        Where slides run; default ``config.execution``. A cluster is started only when at
+        least one slide needs computing, and shut down before returning.
+    progress
+        Receives start/finish events in this process; default :class:`LogProgress`.
+
+    Returns
+    -------
+    list of SlideResult
+        One per slide in input order: ``done``, ``skipped`` or ``failed`` with the reason.
+        A slide failing (missing, truncated, corrupt, its worker killed too often) never
+        stops the others.
+
+    Raises
+    ------
+    ConfigError
+        An input item names nothing (see :func:`slidemask.inputs.expand_inputs`), there are
+        no inputs, or the executor cannot start (e.g. an unreachable scheduler address).
+        Nothing has been computed then.
+    KeyboardInterrupt
+        Re-raised after writing a report in which the unfinished slides are ``failed``
+        ("interrupted").
+
+    Notes
+    -----
+    Memory: this process holds one small record per slide; each slide's pixels stream
+    through its own task (see :func:`slidemask.pipeline.run_slide`).
+    """
+    started_at = datetime.now(UTC)
+    execution = execution if execution is not None else config.execution
+    progress = progress if progress is not None else LogProgress()
+    slides = expand_inputs(inputs)
+    if not slides:
+        raise ConfigError("no input slides")
+    out_dir = Path(os.path.abspath(output_dir))
+    outputs = output_paths(slides, out_dir)
+    digest = config_hash(config)
+    total = len(slides)
+    progress.begin(total, out_dir, digest)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    results: list[SlideResult | None] = [None] * total
+    finished = 0
+
+    def record(index: int, result: SlideResult) -> None:
+        nonlocal finished
+        results[index] = result
+        finished += 1
+        progress.slide_finished(result, finished, total)
+
+    plans = [_plan(slide, outputs[slide], digest, overwrite) for slide in slides]
+    to_run = [i for i, plan in enumerate(plans) if plan.action == "run"]
+    for i, plan in enumerate(plans):
+        if plan.result is not None:
+            record(i, plan.result)
+
+    extra: dict[str, Any] = {
+        "output_dir": str(out_dir),
+        "inputs": [os.fspath(item) for item in inputs],
+        "overwrite": overwrite,
+        "scheduler": execution.scheduler,
+        "executor": None,  # set when a slide runs: no cluster is started when all are skipped
+        "dashboard": None,
+    }
+    try:
+        if to_run:
+            _execute(plans, to_run, config, out_dir, execution, progress, record, extra)
+    except KeyboardInterrupt:
+        _finish_report(results, plans, digest, out_dir, started_at, extra, "interrupted")
+        raise
+    final = _finish_report(results, plans, digest, out_dir, started_at, extra, None)
+    progress.end(final, out_dir / REPORT_JSON)
+    return final
+
+
+def _execute(
+    plans: list[_Plan],
+    to_run: list[int],
+    config: Config,
+    out_dir: Path,
+    execution: ExecutionConfig,
+    progress: BatchProgress,
+    record: Callable[[int, SlideResult], None],
+    extra: dict[str, Any],
+) -> None:
+    digest = config_hash(config)
+    arguments = [
+        (str(plans[i].path), config, str(out_dir), plans[i].overwrite, str(plans[i].output))
+        for i in to_run
+    ]
+    labels = [plans[i].path.name for i in to_run]
+
+    def on_done(outcome: TaskOutcome[Any]) -> None:
+        index = to_run[outcome.index]
+        record(index, _outcome_result(outcome, plans[index], digest))
+
+    with execution_context(execution) as executor:
+        extra["executor"] = executor.description
+        extra["dashboard"] = executor.dashboard_link
+        progress.executing(len(to_run), executor.description, executor.dashboard_link)
+        token = _SLIDE_STARTED.set(progress.slide_started)
+        try:
+            with _TaskCounter(progress):
+                executor.map(_slide_task, arguments, labels=labels, on_done=on_done)
+        finally:
+            _SLIDE_STARTED.reset(token)
+
+
+def _finish_report(
+    results: list[SlideResult | None],
+    plans: list[_Plan],
+    digest: str,
+    out_dir: Path,
+    started_at: datetime,
+    extra: dict[str, Any],
+    unfinished_reason: str | None,
+) -> list[SlideResult]:
+    final: list[SlideResult] = []
+    for result, plan in zip(results, plans, strict=True):
+        if result is None:
+            # only reachable when interrupted: say so instead of dropping the slide
+            result = SlideResult(path=plan.path, output=plan.output, status="failed",
+                                 error=f"{plan.path}: {unfinished_reason or 'not run'}",
+                                 config_hash=digest)
+        final.append(result)
+    write_report(final, out_dir, started=started_at, config_hash=digest, extra=extra)
+    return final
