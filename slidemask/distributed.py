@@ -92,7 +92,7 @@ class ExecutionConfig(BaseModel):
     (``~/.config/dask/jobqueue.yaml``) applies.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     scheduler: SchedulerName | str = Field(
         "threads",
