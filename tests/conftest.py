@@ -9,9 +9,15 @@ import pytest
 from slidemask.io.synthetic import write_synthetic_slide
 
 SHARED_SLIDES = Path(__file__).resolve().parents[1].parent / "shared" / "slides"
-REAL_SLIDES = sorted(
-    p for p in SHARED_SLIDES.glob("*") if p.suffix.lower() in {".svs", ".tif", ".tiff", ".qptiff", ".ndpi"}
-) if SHARED_SLIDES.is_dir() else []
+REAL_SLIDES = (
+    sorted(
+        p
+        for p in SHARED_SLIDES.glob("*")
+        if p.suffix.lower() in {".svs", ".tif", ".tiff", ".qptiff", ".ndpi"}
+    )
+    if SHARED_SLIDES.is_dir()
+    else []
+)
 
 
 def real_slide_params() -> list[object]:

@@ -90,13 +90,23 @@ def test_one_strip_uncompressed_reads_in_bounded_pieces(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("compression", "ome", "byteorder"),
-    [("jpeg", True, "<"), ("jpeg", True, ">"), ("deflate", False, "<"), ("lzw", True, ">"),
-     ("none", False, ">")],
+    [
+        ("jpeg", True, "<"),
+        ("jpeg", True, ">"),
+        ("deflate", False, "<"),
+        ("lzw", True, ">"),
+        ("none", False, ">"),
+    ],
 )
 def test_synthetic_variants(tmp_path: Path, compression: str, ome: bool, byteorder: str) -> None:
     path = write_synthetic_slide(
-        tmp_path / "s.ome.tif", (700, 900), tile=128, compression=compression, ome=ome,
-        byteorder=byteorder, mpp=0.25,
+        tmp_path / "s.ome.tif",
+        (700, 900),
+        tile=128,
+        compression=compression,
+        ome=ome,
+        byteorder=byteorder,
+        mpp=0.25,
     )
     slide = open_slide(path, chunk_size=256)
     assert slide.mpp == pytest.approx(0.25)
@@ -112,8 +122,9 @@ def test_stripped_lzw_and_planar_separate(tmp_path: Path) -> None:
     strips = tmp_path / "strips.tif"
     tifffile.imwrite(strips, rgb, photometric="rgb", rowsperstrip=5, compression="lzw")
     planar = tmp_path / "planar.tif"
-    tifffile.imwrite(planar, np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate",
-                     tile=(32, 32))
+    tifffile.imwrite(
+        planar, np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate", tile=(32, 32)
+    )
     np.testing.assert_array_equal(open_slide(strips, chunk_size=16).levels[0].compute(), rgb)
     with tifffile.TiffFile(planar) as tf:
         assert tf.series[0].axes in ("SYX", "CYX", "YXS")
@@ -225,7 +236,9 @@ def test_corrupt_tile_names_slide_level_and_tile(tmp_path: Path) -> None:
 
 def test_unsupported_layout(tmp_path: Path) -> None:
     path = tmp_path / "zstack.tif"
-    tifffile.imwrite(path, np.zeros((4, 32, 32), np.uint8), photometric="minisblack", metadata={"axes": "ZYX"})
+    tifffile.imwrite(
+        path, np.zeros((4, 32, 32), np.uint8), photometric="minisblack", metadata={"axes": "ZYX"}
+    )
     with pytest.raises(SlideError, match="unsupported layout"):
         open_slide(path)
 

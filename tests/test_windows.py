@@ -47,8 +47,11 @@ def test_median_then_closing_from_zarr(tmp_path_factory, data, radius, ksize) ->
     store[...] = mask
     steps = [
         KernelStep(median_kernel, median_depth(ksize), {"ksize": ksize}),
-        KernelStep(binary_morphology, morphology_depth("closing", radius),
-                   {"op": "closing", "radius": radius}),
+        KernelStep(
+            binary_morphology,
+            morphology_depth("closing", radius),
+            {"op": "closing", "radius": radius},
+        ),
     ]
     got = map_windows(store, steps, chunks=chunks, dtype=bool).compute(scheduler="sync")
     expected_median = cv2.medianBlur(mask.astype(np.uint8), ksize).astype(bool)

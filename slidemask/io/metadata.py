@@ -119,7 +119,9 @@ def slide_mpp(tf: tifffile.TiffFile, vendor: str, page: tifffile.TiffPage) -> fl
     return mpp
 
 
-def vendor_properties(tf: tifffile.TiffFile, vendor: str, page: tifffile.TiffPage) -> dict[str, Any]:
+def vendor_properties(
+    tf: tifffile.TiffFile, vendor: str, page: tifffile.TiffPage
+) -> dict[str, Any]:
     """Small JSON-able set of vendor facts worth showing in ``slidemask info``."""
     props: dict[str, Any] = {}
     description = page.description or ""

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, cast
 
 import numpy as np
 import tifffile
@@ -44,8 +45,10 @@ class Ellipse:
 
     def touches(self, y0: float, y1: float, x0: float, x1: float) -> bool:
         return (
-            self.cy + self.ry >= y0 and self.cy - self.ry <= y1
-            and self.cx + self.rx >= x0 and self.cx - self.rx <= x1
+            self.cy + self.ry >= y0
+            and self.cy - self.ry <= y1
+            and self.cx + self.rx >= x0
+            and self.cx - self.rx <= x1
         )
 
 
@@ -81,7 +84,9 @@ class Scene:
             cx = round(blob.cx / tile) * tile if cols > 2 * tile else blob.cx
             r = max(3.0, min(0.3 * min(blob.ry, blob.rx), 1.2 * tile))
             holes.append(Ellipse(cy=float(cy), cx=float(cx), ry=r, rx=0.7 * r))
-        return cls(rows, cols, tuple(tissue), tuple(holes), speck_cell=max(64, tile // 2), seed=seed)
+        return cls(
+            rows, cols, tuple(tissue), tuple(holes), speck_cell=max(64, tile // 2), seed=seed
+        )
 
     def render(self, y0: int, x0: int, rows: int, cols: int, downsample: float = 1.0) -> np.ndarray:
         """RGB uint8 tile of a level with the given downsample; (y0, x0) in that level's pixels."""
@@ -99,7 +104,11 @@ class Scene:
         # Texture and nuclei from an integer hash of level pixel coordinates: cheap and stable.
         iy = np.arange(y0, y0 + rows, dtype=np.uint32)[:, None]
         ix = np.arange(x0, x0 + cols, dtype=np.uint32)[None, :]
-        h = (iy * np.uint32(73856093)) ^ (ix * np.uint32(19349663)) ^ np.uint32(self.seed * 83492791)
+        h = (
+            (iy * np.uint32(73856093))
+            ^ (ix * np.uint32(19349663))
+            ^ np.uint32(self.seed * 83492791)
+        )
         h = (h ^ (h >> np.uint32(13))) * np.uint32(1274126177)
         noise = ((h >> np.uint32(24)).astype(np.float32) - 128.0) / 128.0  # [-1, 1)
         stain = 0.5 + 0.5 * np.sin(ys / 37.0) * np.cos(xs / 53.0)
@@ -114,7 +123,9 @@ class Scene:
         self._draw_pen(img, ys, xs, downsample)
         return np.clip(img, 0, 255).astype(np.uint8)
 
-    def _draw_specks(self, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, downsample: float) -> None:
+    def _draw_specks(
+        self, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, downsample: float
+    ) -> None:
         cell = self.speck_cell
         radius = 4.0
         cy0 = int(max(0.0, float(ys[0, 0]) - radius) // cell)
@@ -144,7 +155,9 @@ class Scene:
 
 def _level_shapes(rows: int, cols: int, tile: int, levels: int | None) -> list[tuple[int, int]]:
     shapes = [(rows, cols)]
-    while (levels is None and max(shapes[-1]) > 2 * tile) or (levels is not None and len(shapes) < levels):
+    while (levels is None and max(shapes[-1]) > 2 * tile) or (
+        levels is not None and len(shapes) < levels
+    ):
         r, c = shapes[-1]
         if r < 2 or c < 2:
             break
@@ -152,8 +165,9 @@ def _level_shapes(rows: int, cols: int, tile: int, levels: int | None) -> list[t
     return shapes
 
 
-def _tiles(scene: Scene, shape: tuple[int, int], tile: int, downsample: float,
-           workers: int) -> Iterator[np.ndarray]:
+def _tiles(
+    scene: Scene, shape: tuple[int, int], tile: int, downsample: float, workers: int
+) -> Iterator[np.ndarray]:
     rows, cols = shape
     coords = [(y, x) for y in range(0, rows, tile) for x in range(0, cols, tile)]
 
@@ -214,7 +228,7 @@ def write_synthetic_slide(
     workers = workers or os.cpu_count() or 1
     scene = Scene.make(rows, cols, seed=seed, tile=tile)
     shapes = _level_shapes(rows, cols, tile, levels)
-    common: dict[str, object] = dict(
+    common: dict[str, Any] = dict(
         dtype=np.uint8,
         tile=(tile, tile),
         photometric="rgb",
@@ -224,10 +238,12 @@ def write_synthetic_slide(
     if compression == "jpeg":
         common["compressionargs"] = {"level": quality}
     px_per_cm = 1e4 / mpp
-    with tifffile.TiffWriter(path, bigtiff=True, byteorder=byteorder, ome=ome) as tw:
+    with tifffile.TiffWriter(
+        path, bigtiff=True, byteorder=cast(Literal["<", ">"], byteorder), ome=ome
+    ) as tw:
         for index, shape in enumerate(shapes):
             downsample = rows / shape[0]
-            extra: dict[str, object] = {}
+            extra: dict[str, Any] = {}
             if index == 0:
                 extra["subifds"] = len(shapes) - 1
                 if ome:

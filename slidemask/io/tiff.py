@@ -52,7 +52,12 @@ class LevelReader:
     """
 
     def __init__(
-        self, path: str, series: int, level: int, fingerprint: tuple[int, int], geometry: LevelGeometry
+        self,
+        path: str,
+        series: int,
+        level: int,
+        fingerprint: tuple[int, int],
+        geometry: LevelGeometry,
     ) -> None:
         self.path = path
         self.series = series
@@ -126,7 +131,7 @@ class _LevelHandle:
         self, page: _PageCodec, target: np.ndarray, y0: int, y1: int, x0: int, x1: int
     ) -> np.ndarray:
         rps = self.geometry.strip_rows
-        dtype = np.dtype(self.geometry.dtype).newbyteorder(self.byteorder)
+        dtype = np.dtype(self.geometry.dtype).newbyteorder(self.byteorder)  # type: ignore[arg-type]
         width = self.geometry.shape[1]
         y = y0
         while y < y1:
@@ -140,7 +145,9 @@ class _LevelHandle:
                     raise OSError(f"short read ({len(data)} of {count} bytes)")
                 rows = np.frombuffer(data, dtype=dtype).reshape(stop - y, width, -1)
             except Exception as exc:  # noqa: BLE001 - re-raised with the tile named
-                raise TileError(self.path, self.level, y, 0, f"{type(exc).__name__}: {exc}") from exc
+                raise TileError(
+                    self.path, self.level, y, 0, f"{type(exc).__name__}: {exc}"
+                ) from exc
             target[y - y0 : stop - y0] = rows[:, x0:x1]
             y = stop
         return target
@@ -181,7 +188,9 @@ class _LevelHandle:
                 kwargs["jpegheader"] = page.jpegheader
             decoded, _, _ = page.decode(data, index, **kwargs)
         except Exception as exc:  # noqa: BLE001 - re-raised with the tile named
-            raise TileError(self.path, self.level, row, col, f"{type(exc).__name__}: {exc}") from exc
+            raise TileError(
+                self.path, self.level, row, col, f"{type(exc).__name__}: {exc}"
+            ) from exc
         if decoded is None:
             return None
         # normalized segment shape: (depth, rows, cols, contig samples)
@@ -226,9 +235,7 @@ def _open_level_handle(path: str, series: int, level: int) -> _LevelHandle:
         raise
     row_bytes = 0
     if geometry.raw_rows:
-        keyframe = lv.pages[0].keyframe
         row_bytes = geometry.shape[1] * codecs[0].contig_samples * np.dtype(geometry.dtype).itemsize
-        del keyframe
     return _LevelHandle(
         path=path,
         level=level,
@@ -262,25 +269,34 @@ def _describe_level(
     other = [a for a in axes if a not in "YXS"]
     if "Y" not in axes or "X" not in axes or any(a != "C" for a in other):
         raise SlideError(
-            path, f"unsupported layout at level {level}: axes {axes!r} shape {lv.shape} "
-            "(slidemask reads 2-D images with channels; Z stacks and time series are not supported)"
+            path,
+            f"unsupported layout at level {level}: axes {axes!r} shape {lv.shape} "
+            "(slidemask reads 2-D images with channels; Z stacks and time series are not "
+            "supported)",
         )
     pages = [p for p in lv.pages if p is not None]
     if not pages:
         raise SlideError(path, f"level {level} has no image data")
-    keyframe = pages[0].keyframe
+    keyframe: Any = pages[0].keyframe
     if keyframe.dtype is None:
-        raise SlideError(path, f"unsupported pixel type at level {level} "
-                               f"({keyframe.bitspersample}-bit, sample format {keyframe.sampleformat})")
+        raise SlideError(
+            path,
+            f"unsupported pixel type at level {level} "
+            f"({keyframe.bitspersample}-bit, sample format {keyframe.sampleformat})",
+        )
     try:
         compression = keyframe.compression
         if compression != 1:
             tifffile.TIFF.DECOMPRESSORS[compression]
     except KeyError as exc:
-        raise SlideError(path, f"compression {keyframe.compression!r} cannot be decoded: {exc}") from exc
+        raise SlideError(
+            path, f"compression {keyframe.compression!r} cannot be decoded: {exc}"
+        ) from exc
     nsep, depth, rows, cols, ncontig = keyframe.shaped
     if depth != 1:
-        raise SlideError(path, f"unsupported layout at level {level}: volumetric tiles (depth {depth})")
+        raise SlideError(
+            path, f"unsupported layout at level {level}: volumetric tiles (depth {depth})"
+        )
     if keyframe.is_tiled:
         seg_rows, seg_cols = keyframe.tilelength, keyframe.tilewidth
     else:
@@ -361,7 +377,8 @@ class Slide:
             dtype as stored; chunks are whole tiles/strips merged to about ``chunk_size``.
         downsamples: level-0 pixels per pixel of each level (1.0 for level 0).
         mpp: micrometres per level-0 pixel, or None when the file does not say.
-        vendor: the format tifffile recognised ("aperio", "ome", "hamamatsu", "qptiff", "generic", ...).
+        vendor: the format tifffile recognised ("aperio", "ome", "hamamatsu", "qptiff",
+            "generic", ...).
         compression: compression of level 0 (e.g. "JPEG", "APERIO_JP2000_RGB", "LZW", "NONE").
         tile_shape: (rows, cols) of one level-0 tile or strip.
         properties: vendor facts (magnification, software, ...).
@@ -388,8 +405,11 @@ class Slide:
             SlideError: the slide does not state its pixel size.
         """
         if self.mpp is None:
-            raise SlideError(self.path, "the slide does not state its pixel size (mpp); "
-                                        "choose a level instead of a target mpp")
+            raise SlideError(
+                self.path,
+                "the slide does not state its pixel size (mpp); "
+                "choose a level instead of a target mpp",
+            )
         best = 0
         for level in range(len(self.levels)):
             level_mpp = self.level_mpp(level)
@@ -398,7 +418,7 @@ class Slide:
         return best
 
     def info(self) -> dict[str, Any]:
-        """JSON-able description: levels, shapes, dtype, chunking, tile size, compression, mpp, vendor."""
+        """JSON-able summary: levels, shapes, dtype, chunks, tile size, compression, mpp, vendor."""
         return {
             "path": str(self.path),
             "vendor": self.vendor,
@@ -444,14 +464,17 @@ def open_slide(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_
             raise SlideError(path_str, "the TIFF holds no image series")
         series = tf.series[0]
         vendor = vendor_of(tf)
-        first_page = series.levels[0].pages[0]
-        mpp = slide_mpp(tf, vendor, first_page.keyframe if first_page is not None else tf.pages[0])
-        properties = vendor_properties(tf, vendor, tf.pages[0])
-        key0 = series.levels[0].pages[0].keyframe
+        first_page: Any = series.levels[0].pages[0]
+        mpp = slide_mpp(tf, vendor, first_page.keyframe)
+        properties = vendor_properties(tf, vendor, first_page.keyframe)
+        key0: Any = first_page.keyframe
         tile_shape = (
             (int(key0.tilelength), int(key0.tilewidth))
             if key0.is_tiled
-            else (int(min(key0.rowsperstrip or key0.imagelength, key0.imagelength)), int(key0.imagewidth))
+            else (
+                int(min(key0.rowsperstrip or key0.imagelength, key0.imagelength)),
+                int(key0.imagewidth),
+            )
         )
         levels: list[da.Array] = []
         shapes: list[tuple[int, int, int]] = []
@@ -477,7 +500,9 @@ def open_slide(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_
     except SlideError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parse failure is a damaged file for the user
-        raise SlideError(path_str, f"cannot read TIFF structure ({type(exc).__name__}: {exc})") from exc
+        raise SlideError(
+            path_str, f"cannot read TIFF structure ({type(exc).__name__}: {exc})"
+        ) from exc
     finally:
         tf.close()
     base = shapes[0]
@@ -496,8 +521,20 @@ def open_slide(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_
     )
 
 
-_SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.btf", ".tiff", ".tif", ".svs", ".ndpi",
-                   ".qptiff", ".btf", ".tf8", ".scn", ".bif")
+_SLIDE_SUFFIXES = (
+    ".ome.tiff",
+    ".ome.tif",
+    ".ome.btf",
+    ".tiff",
+    ".tif",
+    ".svs",
+    ".ndpi",
+    ".qptiff",
+    ".btf",
+    ".tf8",
+    ".scn",
+    ".bif",
+)
 
 
 def slide_name(path: str | os.PathLike[str]) -> str:

@@ -317,10 +317,17 @@ def downsample_max(mask: da.Array, factor: int) -> da.Array:
 
 
 class _SlideLike(Protocol):
-    path: Any
-    levels: list[da.Array]
-    downsamples: list[float]
-    mpp: float | None
+    @property
+    def path(self) -> Any: ...
+
+    @property
+    def levels(self) -> list[da.Array]: ...
+
+    @property
+    def downsamples(self) -> list[float]: ...
+
+    @property
+    def mpp(self) -> float | None: ...
 
     def level_mpp(self, level: int) -> float | None: ...
 
