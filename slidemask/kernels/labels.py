@@ -1,0 +1,473 @@
+"""Per-chunk connected-component labelling and the small summaries a cross-chunk merge needs.
+
+Pure numpy (and OpenCV) tile functions; no dask. The lazy graph that runs them over a chunked
+mask, and the driver-side merge of their summaries, live in :mod:`slidemask.ops.components`.
+
+Conventions
+-----------
+* A *tile* is a 2-D ``bool`` array: one chunk of a mask, in pixels of the array it came from.
+* Local labels are ``int32``, 0 for pixels that are not part of the target set (the foreground
+  for objects, the background for holes), and 1..count numbered in raster order of each
+  component's first pixel: exactly ``skimage.measure.label`` on the tile. OpenCV's SAUF
+  scan (``cv2.CCL_SAUF``) gives that order; the block-based default algorithm does not. The
+  order makes the labelling canonical, so the second pass of an operation can recompute a
+  chunk's labels and index the tables the first pass produced.
+* Bounding boxes are ``top, left, bottom, right`` with ``bottom``/``right`` exclusive.
+* Connectivity is 4 (edge neighbours) or 8 (edge and corner neighbours).
+* Labelling and the chunk functions accept 0-size tiles (OpenCV can crash on empty input, so
+  it never sees one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+LABEL_DTYPE = np.int32
+
+__all__ = [
+    "LABEL_DTYPE",
+    "ChunkLut",
+    "Faces",
+    "LayerSummary",
+    "LocalComponents",
+    "Record",
+    "check_connectivity",
+    "face_edges",
+    "faces_of",
+    "fill_background",
+    "fill_ranked_holes",
+    "filter_objects",
+    "hole_owners",
+    "hole_summary",
+    "label_tile",
+    "local_components",
+    "object_summary",
+    "on_faces",
+    "rank_in_groups",
+    "relabel",
+    "summarize",
+]
+
+
+def check_connectivity(connectivity: int) -> int:
+    """Return ``connectivity`` if it is 4 or 8, else raise ``ValueError`` naming it."""
+    if connectivity not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    return connectivity
+
+
+def label_tile(tile: np.ndarray, *, connectivity: int) -> tuple[np.ndarray, int]:
+    """Label the ``True`` pixels of a 2-D tile.
+
+    Parameters
+    ----------
+    tile
+        2-D ``bool`` array (any other dtype is read as ``tile != 0``).
+    connectivity
+        4 or 8.
+
+    Returns
+    -------
+    labels, count
+        ``int32`` labels of the tile's shape, numbered 1..count in raster order of first pixel
+        (equal to ``skimage.measure.label(tile, connectivity=1 or 2)``), and the count.
+    """
+    check_connectivity(connectivity)
+    if tile.size == 0:
+        return np.zeros(tile.shape, LABEL_DTYPE), 0
+    img = np.ascontiguousarray(tile, dtype=bool).view(np.uint8)
+    n, labels = cv2.connectedComponentsWithAlgorithm(
+        img, connectivity, cv2.CV_32S, cv2.CCL_SAUF
+    )
+    return labels, int(n) - 1
+
+
+@dataclass(frozen=True)
+class LocalComponents:
+    """Components of one tile, in the tile's own pixel frame.
+
+    Every per-component array has length ``count + 1``; index 0 describes nothing useful
+    (it is the non-target pixels) and is kept so that arrays can be indexed by label.
+    ``first_row``/``first_col`` is the component's first pixel in raster (row-major) order.
+    """
+
+    labels: np.ndarray
+    count: int
+    area: np.ndarray
+    top: np.ndarray
+    left: np.ndarray
+    bottom: np.ndarray
+    right: np.ndarray
+    first_row: np.ndarray
+    first_col: np.ndarray
+
+
+def local_components(tile: np.ndarray, *, connectivity: int) -> LocalComponents:
+    """Label a tile and measure each component: area (pixels), bounding box, first pixel.
+
+    The measures come from the row runs of the label image (a run is a maximal stretch of one
+    label within a row): on tissue-like masks that is several times faster than OpenCV's
+    per-pixel statistics (about 16 ms against 80 ms for a 2048² chunk), on salt-and-pepper
+    noise about twice as slow. Memory: a few arrays of the tile's size.
+    """
+    labels, count = label_tile(tile, connectivity=connectivity)
+    h, w = labels.shape
+    z = np.zeros(count + 1, np.int64)
+    if count == 0:
+        return LocalComponents(labels, 0, z, z, z, z, z, z, z)
+    flat = labels.ravel()
+    change = np.empty(flat.size, bool)
+    change[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=change[1:])
+    change[::w] = True  # every row starts a run
+    starts = np.flatnonzero(change)
+    ends = np.empty_like(starts)
+    ends[:-1] = starts[1:]
+    ends[-1] = flat.size
+    run_label = flat[starts]
+    target = run_label > 0
+    starts, ends, run_label = starts[target], ends[target], run_label[target]
+    rows = starts // w
+    col0 = starts - rows * w
+    col1 = ends - rows * w
+    area = np.bincount(run_label, weights=ends - starts, minlength=count + 1).astype(np.int64)
+    # Labels are numbered in raster order of first pixel, so a label's first run is where the
+    # running maximum of run labels rises to it.
+    rises = np.ones(len(run_label), bool)
+    rises[1:] = run_label[1:] > np.maximum.accumulate(run_label)[:-1]
+    top = z.copy()
+    top[1:] = rows[rises]
+    first_col = z.copy()
+    first_col[1:] = col0[rises]
+    bottom = z.copy()
+    np.maximum.at(bottom, run_label, rows + 1)
+    left = np.full(count + 1, w, np.int64)
+    np.minimum.at(left, run_label, col0)
+    left[0] = 0
+    right = z.copy()
+    np.maximum.at(right, run_label, col1)
+    return LocalComponents(labels, count, area, top, left, bottom, right, top.copy(), first_col)
+
+
+@dataclass(frozen=True)
+class Faces:
+    """Local labels along a tile's four faces (``int32``; 0 = not part of the target set)."""
+
+    top: np.ndarray
+    bottom: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+
+
+def faces_of(labels: np.ndarray) -> Faces:
+    """Copy the outermost rows and columns of a label tile (the tile must not be empty)."""
+    return Faces(
+        labels[0, :].copy(), labels[-1, :].copy(), labels[:, 0].copy(), labels[:, -1].copy()
+    )
+
+
+def on_faces(faces: Faces, count: int) -> np.ndarray:
+    """``bool`` array of length ``count + 1``: which labels touch a face of their tile."""
+    flag = np.zeros(count + 1, bool)
+    for face in (faces.top, faces.bottom, faces.left, faces.right):
+        flag[face] = True
+    flag[0] = False
+    return flag
+
+
+def hole_owners(background: LocalComponents, foreground_labels: np.ndarray) -> np.ndarray:
+    """For each background component, the foreground label just above its first pixel.
+
+    The pixel above a background component's first pixel is always foreground (a background
+    pixel there would be 4-connected to it and come earlier). For a hole (a background
+    component not touching the image border) that pixel belongs to the 8-connected foreground
+    object whose outer boundary encloses the hole: any object lying inside the hole starts
+    below the hole's top row. Returns ``int32`` of length ``count + 1``; 0 where the first pixel
+    is on the tile's top row (the owner is then in the tile above) and at index 0.
+    """
+    owner = np.zeros(background.count + 1, LABEL_DTYPE)
+    rows = background.first_row[1:]
+    inside = rows > 0
+    idx = np.flatnonzero(inside) + 1
+    owner[idx] = foreground_labels[rows[inside] - 1, background.first_col[1:][inside]]
+    return owner
+
+
+def rank_in_groups(
+    groups: np.ndarray, area: np.ndarray, first_row: np.ndarray, first_col: np.ndarray
+) -> np.ndarray:
+    """Rank items within each group: largest area first, ties by first pixel in raster order.
+
+    Returns ``int64`` ranks (0 = largest) aligned with the inputs.
+    """
+    m = len(groups)
+    if m == 0:
+        return np.zeros(0, np.int64)
+    order = np.lexsort((first_col, first_row, -area, groups))
+    sorted_groups = groups[order]
+    starts = np.ones(m, bool)
+    starts[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    start_pos = np.maximum.accumulate(np.where(starts, np.arange(m), 0))
+    rank = np.empty(m, np.int64)
+    rank[order] = np.arange(m) - start_pos
+    return rank
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    """What the cross-chunk merge needs to know about one labelling of one chunk.
+
+    ``ids`` are the local labels the merge takes into account (sorted, ``int32``): at least
+    every label touching a face of the chunk. The per-id arrays are in the frame of the whole
+    array (``int64``): area in pixels, bounding box, first pixel. ``owner`` (holes only) is
+    the local foreground label above the first pixel, 0 when that pixel is in the chunk above,
+    -1 when there is none (image top row); an ``owner == 0`` is resolved from the faces of
+    the two chunks (a label on a chunk's top row has its first pixel there).
+    """
+
+    count: int
+    ids: np.ndarray
+    area: np.ndarray
+    top: np.ndarray
+    left: np.ndarray
+    bottom: np.ndarray
+    right: np.ndarray
+    first_row: np.ndarray
+    first_col: np.ndarray
+    owner: np.ndarray | None = None
+
+
+def summarize(
+    comps: LocalComponents,
+    include: np.ndarray,
+    offset: tuple[int, int],
+    owner: np.ndarray | None = None,
+) -> LayerSummary:
+    """Summarize the components selected by the ``bool`` array ``include`` (length count+1).
+
+    ``offset`` is the chunk's (row, col) position in the whole array; the summary's
+    coordinates are shifted by it.
+    """
+    include = include.copy()
+    include[0] = False
+    ids = np.flatnonzero(include).astype(LABEL_DTYPE)
+    r0, c0 = offset
+    own = None
+    if owner is not None:
+        own = owner[ids].astype(np.int64)
+        own[(own == 0) & (comps.first_row[ids] + r0 == 0)] = -1
+    return LayerSummary(
+        count=comps.count,
+        ids=ids,
+        area=comps.area[ids],
+        top=comps.top[ids] + r0,
+        left=comps.left[ids] + c0,
+        bottom=comps.bottom[ids] + r0,
+        right=comps.right[ids] + c0,
+        first_row=comps.first_row[ids] + r0,
+        first_col=comps.first_col[ids] + c0,
+        owner=own,
+    )
+
+
+def face_edges(
+    a: np.ndarray, b: np.ndarray, *, connectivity: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct label pairs that touch across a face between two tiles.
+
+    ``a`` and ``b`` are the facing rows (or columns) of two adjacent tiles, aligned so that
+    ``a[k]`` and ``b[k]`` are edge neighbours; with 8-connectivity ``a[k]`` also touches
+    ``b[k - 1]`` and ``b[k + 1]`` (corners). Returns two ``int32`` arrays (labels in ``a``'s
+    tile, labels in ``b``'s tile), one entry per distinct touching pair.
+    """
+    pairs = [(a, b)]
+    if connectivity == 8 and len(a) > 1:
+        pairs += [(a[:-1], b[1:]), (a[1:], b[:-1])]
+    la = np.concatenate([p[0] for p in pairs]).astype(np.int64)
+    lb = np.concatenate([p[1] for p in pairs]).astype(np.int64)
+    keep = (la > 0) & (lb > 0)
+    key = np.unique((la[keep] << 32) | lb[keep])
+    return (key >> 32).astype(LABEL_DTYPE), (key & 0xFFFFFFFF).astype(LABEL_DTYPE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunk functions of the two-pass global operations. Pass 1 summarizes a chunk: a record
+# ``(summaries, faces)``, each a dict keyed by layer name ("fg": foreground objects, "bg":
+# background 4-components). Pass 2 recomputes the same labelling and applies a lookup table
+# ``{layer: (ids, values)}`` the merge made for this chunk's reported labels; labels the chunk
+# did not report are decided locally, from facts the chunk alone determines.
+# ---------------------------------------------------------------------------------------------
+
+Record = tuple[dict[str, LayerSummary], dict[str, Faces]]
+ChunkLut = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _empty_record(tile: np.ndarray, layers: tuple[str, ...]) -> Record:
+    h, w = tile.shape
+    z32 = np.zeros(0, LABEL_DTYPE)
+    z64 = np.zeros(0, np.int64)
+    summ = LayerSummary(0, z32, z64, z64, z64, z64, z64, z64, z64, z64)
+    faces = Faces(np.zeros(w, LABEL_DTYPE), np.zeros(w, LABEL_DTYPE),
+                  np.zeros(h, LABEL_DTYPE), np.zeros(h, LABEL_DTYPE))
+    return {k: summ for k in layers}, {k: faces for k in layers}
+
+
+def _ids_only(count: int, include: np.ndarray) -> LayerSummary:
+    ids = np.flatnonzero(include[1:]).astype(LABEL_DTYPE) + 1
+    z = np.zeros(len(ids), np.int64)
+    return LayerSummary(count, ids, z, z, z, z, z, z, z)
+
+
+def _top_interior(comps: LocalComponents, face: np.ndarray, n: int) -> np.ndarray:
+    """Labels not on a face whose (area desc, first pixel) rank in the chunk is below n."""
+    idx = np.flatnonzero(~face[1:]) + 1
+    rank = rank_in_groups(
+        np.zeros(len(idx), np.int64), comps.area[idx], comps.first_row[idx], comps.first_col[idx]
+    )
+    chosen = np.zeros(comps.count + 1, bool)
+    chosen[idx[rank < n]] = True
+    return chosen
+
+
+def object_summary(
+    tile: np.ndarray, *, connectivity: int, offset: tuple[int, int], include: str | int
+) -> Record:
+    """Pass 1 for foreground components (layer "fg").
+
+    ``include`` picks the labels reported besides those on the faces: ``"faces"`` none,
+    ``"all"`` every label, an int ``n`` the n largest labels not on a face (for keep-largest:
+    anything ranked lower in one chunk cannot be among the n largest of the whole array).
+    """
+    if tile.size == 0:
+        return _empty_record(tile, ("fg",))
+    comps = local_components(tile, connectivity=connectivity)
+    faces = faces_of(comps.labels)
+    face = on_faces(faces, comps.count)
+    if include == "faces":
+        chosen = face
+    elif include == "all":
+        chosen = np.ones(comps.count + 1, bool)
+    else:
+        chosen = face | _top_interior(comps, face, int(include))
+    return {"fg": summarize(comps, chosen, offset)}, {"fg": faces}
+
+
+def _hole_ranks(
+    bg: LocalComponents, bg_face: np.ndarray, owner: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interior background labels (all holes) and their rank among the holes of their owner."""
+    idx = np.flatnonzero(~bg_face[1:]) + 1
+    rank = rank_in_groups(
+        owner[idx].astype(np.int64), bg.area[idx], bg.first_row[idx], bg.first_col[idx]
+    )
+    return idx, rank
+
+
+def hole_summary(
+    tile: np.ndarray, *, offset: tuple[int, int], per_owner: int | None
+) -> Record:
+    """Pass 1 for holes: background 4-components (layer "bg").
+
+    With ``per_owner`` (keep the n largest holes per object) the record also has the
+    foreground 8-components on the faces (layer "fg", ids only) and each reported hole's
+    owner; besides face labels it reports the ``per_owner`` largest interior holes of each
+    face-touching object piece (the others cannot be among that object's largest).
+    """
+    layers = ("bg",) if per_owner is None else ("bg", "fg")
+    if tile.size == 0:
+        return _empty_record(tile, layers)
+    bg = local_components(~tile, connectivity=4)
+    bg_faces = faces_of(bg.labels)
+    bg_face = on_faces(bg_faces, bg.count)
+    if per_owner is None:
+        return {"bg": summarize(bg, bg_face, offset)}, {"bg": bg_faces}
+    fg_labels, fg_count = label_tile(tile, connectivity=8)
+    fg_faces = faces_of(fg_labels)
+    fg_face = on_faces(fg_faces, fg_count)
+    owner = hole_owners(bg, fg_labels)
+    idx, rank = _hole_ranks(bg, bg_face, owner)
+    chosen = bg_face.copy()
+    chosen[idx[(rank < per_owner) & fg_face[owner[idx]]]] = True
+    summaries = {
+        "bg": summarize(bg, chosen, offset, owner=owner),
+        "fg": _ids_only(fg_count, fg_face),
+    }
+    return summaries, {"bg": bg_faces, "fg": fg_faces}
+
+
+def filter_objects(
+    tile: np.ndarray, lut: ChunkLut, *, connectivity: int, min_area: float | None
+) -> np.ndarray:
+    """Pass 2 for object filters: keep the foreground components the lookup table keeps.
+
+    Unreported labels are kept when their area is at least ``min_area`` (they lie wholly in
+    the chunk), or dropped when ``min_area`` is None. Returns a ``bool`` tile.
+    """
+    if tile.size == 0:
+        return np.zeros(tile.shape, bool)
+    if min_area is None:
+        labels, count = label_tile(tile, connectivity=connectivity)
+        keep = np.zeros(count + 1, bool)
+    else:
+        comps = local_components(tile, connectivity=connectivity)
+        labels, keep = comps.labels, comps.area >= min_area
+    keep[0] = False
+    ids, values = lut["fg"]
+    keep[ids] = values
+    return np.take(keep, labels)
+
+
+def relabel(
+    tile: np.ndarray, lut: ChunkLut, *, connectivity: int, dtype: np.dtype
+) -> np.ndarray:
+    """Pass 2 for labelling: replace every local label by its global label (0 = background)."""
+    if tile.size == 0:
+        return np.zeros(tile.shape, dtype)
+    labels, count = label_tile(tile, connectivity=connectivity)
+    table = np.zeros(count + 1, dtype)
+    ids, values = lut["fg"]
+    table[ids] = values
+    return np.take(table, labels)
+
+
+def fill_background(tile: np.ndarray, lut: ChunkLut, *, max_area: float | None) -> np.ndarray:
+    """Pass 2 for hole filling: set the background components the table fills to True.
+
+    Unreported background labels lie wholly inside the chunk, so they are holes; they are
+    filled when their area is at most ``max_area`` (always when it is None).
+    """
+    if tile.size == 0:
+        return np.zeros(tile.shape, bool)
+    if max_area is None:
+        labels, count = label_tile(~tile, connectivity=4)
+        fill = np.ones(count + 1, bool)
+    else:
+        comps = local_components(~tile, connectivity=4)
+        labels, fill = comps.labels, comps.area <= max_area
+    fill[0] = False
+    ids, values = lut["bg"]
+    fill[ids] = values
+    return tile | np.take(fill, labels)
+
+
+def fill_ranked_holes(tile: np.ndarray, lut: ChunkLut, *, per_owner: int) -> np.ndarray:
+    """Pass 2 for keep-n-largest-holes: fill every hole ranked ``per_owner`` or lower.
+
+    Unreported holes are either holes of an object lying wholly in the chunk (their local
+    rank is their rank) or holes outranked by ``per_owner`` holes of the same object piece.
+    """
+    if tile.size == 0:
+        return np.zeros(tile.shape, bool)
+    bg = local_components(~tile, connectivity=4)
+    bg_face = on_faces(faces_of(bg.labels), bg.count)
+    fg_labels, _ = label_tile(tile, connectivity=8)
+    owner = hole_owners(bg, fg_labels)
+    idx, rank = _hole_ranks(bg, bg_face, owner)
+    fill = np.zeros(bg.count + 1, bool)
+    fill[idx[rank >= per_owner]] = True
+    ids, values = lut["bg"]
+    fill[ids] = values
+    return tile | np.take(fill, bg.labels)

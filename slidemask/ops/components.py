@@ -1,0 +1,711 @@
+"""Connected components of a chunked mask, exact across chunks, and the operations built on them.
+
+Every operation here equals its whole-image counterpart bit for bit, for any chunking, and
+stays lazy: dask ``bool`` mask in, dask array (or ``Delayed``) out.
+
+How it works (two passes and one merge)
+---------------------------------------
+1. Per chunk (:mod:`slidemask.kernels.labels`): label the chunk with OpenCV (raster-ordered,
+   canonical labels) and emit a summary: area, bounding box and first pixel of each label that
+   touches a chunk face (plus a few interior labels some operations need), and the labels
+   along the chunk's four faces.
+2. Per chunk, with its neighbours below, right and diagonal: the distinct label pairs that
+   touch across each shared face or corner (corners count for 8-connectivity).
+3. One merge task: connected components of the graph of reported labels (``scipy.sparse.csgraph``)
+   give global components with summed areas, joined boxes and first pixels; the operation
+   decides per component (keep, fill, global label) and stores one value per reported label.
+4. Per chunk: recompute the chunk's labels and apply that chunk's small lookup table; labels
+   not reported in pass 1 lie wholly inside the chunk and are decided locally.
+
+Memory: the merge holds a few ``int64`` per *reported* label (labels on chunk faces, plus all
+labels for :func:`label`/:func:`label_stats`), not per pixel; each chunk task holds a few
+``int32`` arrays of its chunk. Faces are consumed by the pair tasks and never reach the merge.
+
+Recomputation: pass 2 needs every input chunk again. Sharing the input between the passes
+would make dask keep every input chunk in memory until the merge has run, so pass 2 uses a
+copy of the input graph (``dask.graph_manipulation.bind``) that starts after the merge: the
+input is computed twice. When the input is expensive (decoding and thresholding a slide),
+write it to Zarr first and pass ``da.from_zarr(...)``: then the recomputation is a cheap read.
+Chained global operations share the merges of earlier ones rather than cloning them, so
+k chained operations read the input k + 1 times (but rerun the earlier operations' pass 2
+too); for long chains write intermediate results to Zarr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.graph_manipulation import bind
+from dask.highlevelgraph import HighLevelGraph
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from slidemask.errors import MaskError
+from slidemask.kernels import labels as kl
+
+__all__ = [
+    "ComponentTable",
+    "area_to_pixels",
+    "keep_largest",
+    "label",
+    "label_stats",
+    "label_with_stats",
+    "remove_small_objects",
+]
+
+_MERGE_PREFIX = "slidemask-components-merge-"
+_OBJ_META = np.empty((0, 0), dtype=object)
+_BIG = np.iinfo(np.int64).max
+
+
+def area_to_pixels(area_um2: float, mpp: float) -> float:
+    """Convert an area in µm² to pixels of an array whose pixels are ``mpp`` µm wide (and high)."""
+    if not mpp > 0:
+        raise MaskError(f"microns per pixel must be positive, got {mpp!r}")
+    return float(area_um2) / (float(mpp) ** 2)
+
+
+@dataclass(frozen=True)
+class ComponentTable:
+    """Global table of connected components, one row per component.
+
+    Rows are in raster order of each component's first pixel, so row ``k`` describes label
+    ``k + 1`` of :func:`label` (and of ``skimage.measure.label``). Coordinates are pixels of
+    the labelled array: ``top``/``left`` inclusive, ``bottom``/``right`` exclusive;
+    ``first_row``/``first_col`` is the first pixel in row-major order. All arrays ``int64``.
+    """
+
+    area: np.ndarray
+    top: np.ndarray
+    left: np.ndarray
+    bottom: np.ndarray
+    right: np.ndarray
+    first_row: np.ndarray
+    first_col: np.ndarray
+
+    @property
+    def label(self) -> np.ndarray:
+        """Labels 1..N (``int64``)."""
+        return np.arange(1, len(self.area) + 1, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.area)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation and graph plumbing
+# ----------------------------------------------------------------------------------------------
+
+
+def check_mask(mask: Any, what: str) -> da.Array:
+    """Return ``mask`` if it is a 2-D ``bool`` dask array without empty chunks.
+
+    Empty chunks (possible after slicing) are merged away, since a face-to-face merge needs
+    every chunk to have pixels.
+    """
+    if not isinstance(mask, da.Array):
+        raise MaskError(f"{what}: expected a dask array, got {type(mask).__name__}")
+    if mask.ndim != 2:
+        raise MaskError(f"{what}: expected a 2-D mask (rows, cols), got shape {mask.shape}")
+    if mask.dtype != bool:
+        raise MaskError(f"{what}: expected a bool mask, got dtype {mask.dtype}")
+    if mask.size and any(0 in c for c in mask.chunks):
+        mask = mask.rechunk(tuple(tuple(s for s in c if s) for c in mask.chunks))
+    return mask
+
+
+def check_count(n: Any, what: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+        raise MaskError(f"{what}: n must be a non-negative integer, got {n!r}")
+    return int(n)
+
+
+def check_area(area: Any, what: str) -> float:
+    try:
+        value = float(area)
+    except (TypeError, ValueError):
+        raise MaskError(f"{what}: area must be a number of pixels, got {area!r}") from None
+    if np.isnan(value):
+        raise MaskError(f"{what}: area must be a number of pixels, got NaN")
+    return value
+
+
+def _check_connectivity(connectivity: Any, what: str) -> int:
+    if connectivity not in (4, 8):
+        raise MaskError(f"{what}: connectivity must be 4 or 8, got {connectivity!r}")
+    return int(connectivity)
+
+
+def _one(value: Any) -> np.ndarray:
+    out = np.empty((1, 1), dtype=object)
+    out[0, 0] = value
+    return out
+
+
+def _pass1_block(
+    tile: np.ndarray, *, kernel: Callable[..., kl.Record], kwargs: dict[str, Any],
+    block_info: dict | None = None,
+) -> np.ndarray:
+    (r0, _), (c0, _) = block_info[0]["array-location"]  # type: ignore[index]
+    return _one(kernel(tile, offset=(r0, c0), **kwargs))
+
+
+Faces = dict[str, kl.Faces]
+Edges = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _vertical_edges(upper: Faces, lower: Faces, layers: dict[str, int]) -> Edges:
+    """Pairs across the face between chunk (i, j) and chunk (i + 1, j)."""
+    out = {
+        name: kl.face_edges(upper[name].bottom, lower[name].top, connectivity=conn)
+        for name, conn in layers.items()
+    }
+    if "fg" in layers and "bg" in layers:
+        # A background label on the lower chunk's top row has its first pixel there (at its
+        # first occurrence); the owner of that pixel's hole is the object just above it.
+        bg_labels, where = np.unique(lower["bg"].top, return_index=True)
+        fg_above = upper["fg"].bottom[where]
+        ok = (bg_labels > 0) & (fg_above > 0)
+        out["owners"] = (bg_labels[ok], fg_above[ok])
+    return out
+
+
+def _horizontal_edges(left: Faces, right: Faces, layers: dict[str, int]) -> Edges:
+    """Pairs across the face between chunk (i, j) and chunk (i, j + 1)."""
+    return {
+        name: kl.face_edges(left[name].right, right[name].left, connectivity=conn)
+        for name, conn in layers.items()
+    }
+
+
+def _corner_edges(upper: Faces, lower: Faces, layers: dict[str, int], *, anti: bool) -> Edges:
+    """Pairs across a chunk corner (8-connectivity only).
+
+    Diagonal: ``upper`` = chunk (i, j), ``lower`` = chunk (i + 1, j + 1); anti-diagonal:
+    ``upper`` = chunk (i, j + 1), ``lower`` = chunk (i + 1, j).
+    """
+    out = {}
+    for name, conn in layers.items():
+        la = upper[name].bottom[0 if anti else -1]
+        lb = lower[name].top[-1 if anti else 0]
+        if conn == 8 and la > 0 and lb > 0:
+            out[name] = (np.array([la], kl.LABEL_DTYPE), np.array([lb], kl.LABEL_DTYPE))
+    return out
+
+
+def _pair_task(
+    record: np.ndarray,
+    below: np.ndarray | None,
+    right: np.ndarray | None,
+    below_right: np.ndarray | None,
+    *,
+    layers: dict[str, int],
+) -> np.ndarray:
+    """Chunk (i, j)'s summaries plus its pairs with the chunks below, right and diagonal.
+
+    The faces stop here: the merge receives summaries and label pairs only.
+    """
+    summaries, faces = record[0, 0]
+    edges: dict[str, Edges] = {}
+    if below is not None:
+        edges["v"] = _vertical_edges(faces, below[0, 0][1], layers)
+    if right is not None:
+        edges["h"] = _horizontal_edges(faces, right[0, 0][1], layers)
+    if below_right is not None and below is not None and right is not None:
+        edges["d"] = _corner_edges(faces, below_right[0, 0][1], layers, anti=False)
+        edges["a"] = _corner_edges(right[0, 0][1], below[0, 0][1], layers, anti=True)
+    return _one((summaries, edges))
+
+
+@dataclass(frozen=True)
+class LayerMerge:
+    """Merged components of one labelling ("fg" or "bg"), driver side.
+
+    Nodes are the reported (chunk, local label) pairs, numbered chunk by chunk in row-major
+    chunk order; ``base[k]`` is the first node of chunk ``k``. Component arrays are indexed by
+    component number (arbitrary order); ``first_node`` is the node holding the first pixel.
+    ``owner_node`` (background with hole owners only): for each node the foreground node
+    just above its first pixel, -1 where unknown.
+    """
+
+    base: np.ndarray
+    ids: np.ndarray
+    node_comp: np.ndarray
+    area: np.ndarray
+    top: np.ndarray
+    left: np.ndarray
+    bottom: np.ndarray
+    right: np.ndarray
+    first_row: np.ndarray
+    first_col: np.ndarray
+    first_node: np.ndarray
+    owner_node: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Merged:
+    """Result of the merge task: per layer, one value per node; optionally a table."""
+
+    grid: tuple[int, int]
+    base: dict[str, np.ndarray]
+    ids: dict[str, np.ndarray]
+    values: dict[str, np.ndarray]
+    table: ComponentTable | None = None
+
+
+def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+
+def _merge_layer(
+    name: str,
+    summaries: np.ndarray,
+    pair_grids: list[tuple[np.ndarray | None, int, int, int, int]],
+) -> tuple[LayerMerge, Callable[[int, np.ndarray], np.ndarray]]:
+    nbr, nbc = summaries.shape
+    chunks = [summaries[i, j][name] for i in range(nbr) for j in range(nbc)]
+    sizes = np.array([len(s.ids) for s in chunks], np.int64)
+    base = np.concatenate([[0], np.cumsum(sizes)])
+    n_nodes = int(base[-1])
+
+    def nodes(k: int, local: np.ndarray) -> np.ndarray:
+        return base[k] + np.searchsorted(chunks[k].ids, local)
+
+    us: list[np.ndarray] = []
+    vs: list[np.ndarray] = []
+    for grid, di_a, dj_a, di_b, dj_b in pair_grids:
+        if grid is None:
+            continue
+        for i, j in np.ndindex(grid.shape):
+            entry: Edges = grid.item(i, j)
+            pairs = entry.get(name)
+            if pairs is None or len(pairs[0]) == 0:
+                continue
+            us.append(nodes((i + di_a) * nbc + j + dj_a, pairs[0]))
+            vs.append(nodes((i + di_b) * nbc + j + dj_b, pairs[1]))
+    u = _cat(us, np.int64)
+    v = _cat(vs, np.int64)
+    if n_nodes:
+        graph = coo_matrix((np.ones(len(u), np.int8), (u, v)), shape=(n_nodes, n_nodes))
+        n_comp, node_comp = connected_components(graph, directed=False)
+        node_comp = node_comp.astype(np.int64)
+    else:
+        n_comp, node_comp = 0, np.zeros(0, np.int64)
+
+    def cat(attr: str) -> np.ndarray:
+        return _cat([getattr(s, attr) for s in chunks], np.int64)
+
+    area = np.zeros(n_comp, np.int64)
+    np.add.at(area, node_comp, cat("area"))
+    boxes = {}
+    for attr, ufunc, init in (
+        ("top", np.minimum, _BIG), ("left", np.minimum, _BIG),
+        ("bottom", np.maximum, -1), ("right", np.maximum, -1),
+    ):
+        arr = np.full(n_comp, init, np.int64)
+        ufunc.at(arr, node_comp, cat(attr))
+        boxes[attr] = arr
+    first_row, first_col = cat("first_row"), cat("first_col")
+    order = np.lexsort((first_col, first_row, node_comp))
+    starts = np.ones(n_nodes, bool)
+    starts[1:] = node_comp[order][1:] != node_comp[order][:-1]
+    first_node = order[starts]
+    merge = LayerMerge(
+        base=base, ids=_cat([s.ids for s in chunks], kl.LABEL_DTYPE), node_comp=node_comp,
+        area=area, **boxes, first_row=first_row[first_node], first_col=first_col[first_node],
+        first_node=first_node,
+    )
+    return merge, nodes
+
+
+def merge_summaries(
+    summaries: np.ndarray,
+    vertical: np.ndarray | None,
+    horizontal: np.ndarray | None,
+    diagonal: np.ndarray | None,
+    anti: np.ndarray | None,
+    *,
+    layers: dict[str, int],
+    shape: tuple[int, int],
+    decide: Callable[..., tuple[dict[str, np.ndarray], ComponentTable | None]],
+) -> Merged:
+    """The merge task: join chunk summaries into global components and let ``decide`` judge.
+
+    ``decide(layers: dict[str, LayerMerge], shape)`` returns one value per node for the layers
+    pass 2 reads, and optionally a :class:`ComponentTable`.
+    """
+    pair_grids = [
+        (vertical, 0, 0, 1, 0), (horizontal, 0, 0, 0, 1),
+        (diagonal, 0, 0, 1, 1), (anti, 0, 1, 1, 0),
+    ]
+    merges: dict[str, LayerMerge] = {}
+    finders = {}
+    for name in layers:
+        merges[name], finders[name] = _merge_layer(name, summaries, pair_grids)
+    if "fg" in layers and "bg" in layers:
+        merges["bg"] = _resolve_owners(
+            summaries, vertical, merges["bg"], finders["bg"], merges["fg"], finders["fg"]
+        )
+    values, table = decide(merges, shape)
+    return Merged(
+        grid=summaries.shape,
+        base={k: merges[k].base for k in values},
+        ids={k: merges[k].ids for k in values},
+        values=values,
+        table=table,
+    )
+
+
+def merge_blocks(blocks: list[list[np.ndarray]], **kwargs: Any) -> Merged:
+    """The merge task: :func:`merge_summaries` on the nested list of pair-task blocks."""
+    nbr, nbc = len(blocks), len(blocks[0])
+    items = [[blocks[i][j][0, 0] for j in range(nbc)] for i in range(nbr)]
+
+    def grid(rows: int, cols: int, key: str | None) -> np.ndarray | None:
+        if rows <= 0 or cols <= 0:
+            return None
+        out = np.empty((rows, cols), dtype=object)
+        for i, j in np.ndindex(rows, cols):
+            out[i, j] = items[i][j][0] if key is None else items[i][j][1][key]
+        return out
+
+    summaries = grid(nbr, nbc, None)
+    assert summaries is not None
+    return merge_summaries(
+        summaries, grid(nbr - 1, nbc, "v"), grid(nbr, nbc - 1, "h"),
+        grid(nbr - 1, nbc - 1, "d"), grid(nbr - 1, nbc - 1, "a"), **kwargs,
+    )
+
+
+def _resolve_owners(
+    summaries: np.ndarray,
+    vertical: np.ndarray | None,
+    bg: LayerMerge,
+    bg_nodes: Callable[[int, np.ndarray], np.ndarray],
+    fg: LayerMerge,
+    fg_nodes: Callable[[int, np.ndarray], np.ndarray],
+) -> LayerMerge:
+    nbr, nbc = summaries.shape
+    owner_node = np.full(len(bg.node_comp), -1, np.int64)
+    for k in range(nbr * nbc):
+        own = summaries[k // nbc, k % nbc]["bg"].owner
+        fg_ids = summaries[k // nbc, k % nbc]["fg"].ids
+        sel = np.flatnonzero(own > 0)
+        if not len(sel):
+            continue
+        pos = np.searchsorted(fg_ids, own[sel])
+        found = pos < len(fg_ids)
+        found[found] = fg_ids[pos[found]] == own[sel][found]
+        owner_node[bg.base[k] + sel[found]] = fg.base[k] + pos[found]
+    if vertical is not None:
+        for i, j in np.ndindex(vertical.shape):
+            bg_labels, fg_labels = vertical[i, j]["owners"]
+            if len(bg_labels):
+                owner_node[bg_nodes((i + 1) * nbc + j, bg_labels)] = fg_nodes(
+                    i * nbc + j, fg_labels
+                )
+    return LayerMerge(**{**bg.__dict__, "owner_node": owner_node})
+
+
+def chunk_lut(merged: Merged, i: int, j: int) -> kl.ChunkLut:
+    """Chunk (i, j)'s lookup table: per layer, its reported local labels and their values."""
+    k = i * merged.grid[1] + j
+    out = {}
+    for name, values in merged.values.items():
+        lo, hi = merged.base[name][k], merged.base[name][k + 1]
+        out[name] = (merged.ids[name][lo:hi], values[lo:hi])
+    return out
+
+
+def _lut_block(
+    _dummy: np.ndarray, merged: Merged, *, block_id: tuple[int, int] | None = None
+) -> np.ndarray:
+    i, j = block_id  # type: ignore[misc]
+    return _one(chunk_lut(merged, i, j))
+
+
+def _pass2_block(
+    tile: np.ndarray, lut: np.ndarray, *, kernel: Callable[..., np.ndarray],
+    kwargs: dict[str, Any],
+) -> np.ndarray:
+    return kernel(tile, lut[0, 0], **kwargs)
+
+
+def _inner_merges(mask: da.Array) -> list[Delayed]:
+    graph = mask.__dask_graph__()
+    return [
+        Delayed(name, graph) for name in getattr(graph, "layers", {})
+        if isinstance(name, str) and name.startswith(_MERGE_PREFIX)
+    ]
+
+
+def build_merge(
+    mask: da.Array,
+    *,
+    op: str,
+    summarize: Callable[..., kl.Record],
+    summarize_kwargs: dict[str, Any],
+    layers: dict[str, int],
+    decide: Callable[..., tuple[dict[str, np.ndarray], ComponentTable | None]],
+    token: str,
+) -> Delayed:
+    """Pass 1, the pair tasks and the merge task, as one lazy ``Delayed`` of :class:`Merged`."""
+    nbr, nbc = mask.numblocks
+    records = da.map_blocks(
+        _pass1_block, mask, kernel=summarize, kwargs=summarize_kwargs,
+        chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META,
+        name=f"slidemask-{op}-summary-{token}",
+    )
+    # One task per chunk pairs it with its neighbours below, right and diagonal. It is a plain
+    # (non-blockwise) layer so that dask cannot fuse pass 1 into it and run pass 1 once per
+    # neighbour.
+    name = f"slidemask-{op}-pairs-{token}"
+    pair = partial(_pair_task, layers=layers)
+
+    rname = records.name
+
+    def rec(i: int, j: int) -> tuple[str, int, int] | None:
+        return (rname, i, j) if i < nbr and j < nbc else None
+
+    dsk: dict[Any, Any] = {
+        (name, i, j): (pair, rec(i, j), rec(i + 1, j), rec(i, j + 1), rec(i + 1, j + 1))
+        for i in range(nbr) for j in range(nbc)
+    }
+    graph = HighLevelGraph.from_collections(
+        name, dsk, dependencies=[records]  # type: ignore[list-item]
+    )
+    pairs = da.Array(graph, name, chunks=records.chunks, dtype=object, meta=_OBJ_META)
+    merge_key = f"{_MERGE_PREFIX}{op}-{token}"
+    merge = partial(merge_blocks, layers=layers, shape=mask.shape, decide=decide)
+    task = (merge, [[(name, i, j) for j in range(nbc)] for i in range(nbr)])
+    graph = HighLevelGraph.from_collections(
+        merge_key, {merge_key: task}, dependencies=[pairs]  # type: ignore[list-item]
+    )
+    return Delayed(merge_key, graph)
+
+
+def apply_merge(
+    mask: da.Array,
+    merged: Delayed,
+    *,
+    op: str,
+    apply: Callable[..., np.ndarray],
+    apply_kwargs: dict[str, Any],
+    dtype: Any,
+    token: str,
+) -> da.Array:
+    """Pass 2: recompute each chunk (after the merge) and apply its lookup table."""
+    nbr, nbc = mask.numblocks
+    luts = da.zeros((nbr, nbc), chunks=1, dtype=np.uint8).map_blocks(
+        _lut_block, merged, dtype=object, meta=_OBJ_META, name=f"slidemask-{op}-lut-{token}"
+    )
+    again = bind(mask, merged, omit=_inner_merges(mask), seed=token)
+    dtype = np.dtype(dtype)
+    return da.map_blocks(
+        _pass2_block, again, luts, kernel=apply, kwargs=apply_kwargs,
+        chunks=mask.chunks, dtype=dtype, meta=np.empty((0, 0), dtype),
+        name=f"slidemask-{op}-{token}",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Decisions (run inside the merge task)
+# ----------------------------------------------------------------------------------------------
+
+
+def _decide_min_area(
+    merges: dict[str, LayerMerge], shape: tuple[int, int], *, min_area: float
+) -> tuple[dict[str, np.ndarray], None]:
+    fg = merges["fg"]
+    return {"fg": (fg.area >= min_area)[fg.node_comp]}, None
+
+
+def _decide_largest(
+    merges: dict[str, LayerMerge], shape: tuple[int, int], *, n: int
+) -> tuple[dict[str, np.ndarray], None]:
+    fg = merges["fg"]
+    rank = kl.rank_in_groups(np.zeros(len(fg.area), np.int64), fg.area, fg.first_row, fg.first_col)
+    return {"fg": (rank < n)[fg.node_comp]}, None
+
+
+def _decide_labels(
+    merges: dict[str, LayerMerge], shape: tuple[int, int], *, max_label: int
+) -> tuple[dict[str, np.ndarray], ComponentTable]:
+    fg = merges["fg"]
+    if len(fg.area) > max_label:
+        raise MaskError(
+            f"label: {len(fg.area)} components do not fit the output dtype "
+            f"(at most {max_label}); pass dtype=np.int64"
+        )
+    order = np.lexsort((fg.first_col, fg.first_row))
+    number = np.empty(len(order), np.int64)
+    number[order] = np.arange(1, len(order) + 1)
+    table = ComponentTable(
+        area=fg.area[order], top=fg.top[order], left=fg.left[order],
+        bottom=fg.bottom[order], right=fg.right[order],
+        first_row=fg.first_row[order], first_col=fg.first_col[order],
+    )
+    return {"fg": number[fg.node_comp]}, table
+
+
+# ----------------------------------------------------------------------------------------------
+# Public operations
+# ----------------------------------------------------------------------------------------------
+
+
+def remove_small_objects(mask: da.Array, min_area: float, *, connectivity: int = 8) -> da.Array:
+    """Drop connected components with fewer than ``min_area`` pixels.
+
+    Equal to ``skimage.morphology.remove_small_objects(mask, max_size=ceil(min_area) - 1,
+    connectivity=2 for 8 / 1 for 4)`` on the whole image (the deprecated ``min_size=min_area``:
+    components strictly smaller than ``min_area`` go), for any chunking.
+
+    Parameters
+    ----------
+    mask
+        2-D ``bool`` dask array.
+    min_area
+        Area in pixels of ``mask`` (convert µm² with :func:`area_to_pixels`). ``<= 1`` keeps all.
+    connectivity
+        4 or 8 (default): which pixels are neighbours when forming components.
+
+    Returns
+    -------
+    dask.array.Array
+        ``bool``, same shape and chunks. Lazy; computes ``mask`` twice (see the module notes).
+    """
+    what = "remove_small_objects"
+    mask = check_mask(mask, what)
+    min_area = check_area(min_area, what)
+    connectivity = _check_connectivity(connectivity, what)
+    if min_area <= 1 or mask.size == 0:
+        return mask
+    token = tokenize(mask.name, what, min_area, connectivity)
+    merged = build_merge(
+        mask, op="small-objects", summarize=kl.object_summary,
+        summarize_kwargs={"connectivity": connectivity, "include": "faces"},
+        layers={"fg": connectivity}, decide=partial(_decide_min_area, min_area=min_area),
+        token=token,
+    )
+    return apply_merge(
+        mask, merged, op="small-objects", apply=kl.filter_objects,
+        apply_kwargs={"connectivity": connectivity, "min_area": min_area}, dtype=bool,
+        token=token,
+    )
+
+
+def keep_largest(mask: da.Array, n: int, *, connectivity: int = 8) -> da.Array:
+    """Keep the ``n`` largest connected components (by pixel count) and drop the rest.
+
+    Ties in area go to the component whose first pixel comes first in row-major order.
+    ``bool`` in and out, same chunks; lazy; computes ``mask`` twice.
+    """
+    what = "keep_largest"
+    mask = check_mask(mask, what)
+    n = check_count(n, what)
+    connectivity = _check_connectivity(connectivity, what)
+    if n == 0 or mask.size == 0:
+        return da.zeros_like(mask, dtype=bool)
+    token = tokenize(mask.name, what, n, connectivity)
+    merged = build_merge(
+        mask, op="keep-largest", summarize=kl.object_summary,
+        summarize_kwargs={"connectivity": connectivity, "include": n},
+        layers={"fg": connectivity}, decide=partial(_decide_largest, n=n), token=token,
+    )
+    return apply_merge(
+        mask, merged, op="keep-largest", apply=kl.filter_objects,
+        apply_kwargs={"connectivity": connectivity, "min_area": None}, dtype=bool, token=token,
+    )
+
+
+def label_merge(mask: da.Array, connectivity: int, dtype: np.dtype) -> Delayed:
+    """Lazy :class:`Merged` numbering every component (values: global labels; with a table).
+
+    ``mask`` must have passed :func:`check_mask`.
+    """
+    token = tokenize(mask.name, "label", connectivity, dtype.str)
+    return build_merge(
+        mask, op="label", summarize=kl.object_summary,
+        summarize_kwargs={"connectivity": connectivity, "include": "all"},
+        layers={"fg": connectivity},
+        decide=partial(_decide_labels, max_label=int(np.iinfo(dtype).max)), token=token,
+    )
+
+
+def _label_dtype(dtype: Any, what: str) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.int32), np.dtype(np.int64)):
+        raise MaskError(f"{what}: dtype must be int32 or int64, got {dt}")
+    return dt
+
+
+def label(mask: da.Array, *, connectivity: int = 8, dtype: Any = np.int32) -> da.Array:
+    """Label connected components: 0 for background, 1..N in raster order of first pixel.
+
+    Equal to ``skimage.measure.label(mask, connectivity=2 for 8 / 1 for 4)`` on the whole
+    image, for any chunking. ``dtype`` is ``int32`` (default, like scikit-image) or ``int64``;
+    more components than ``int32`` holds raise :class:`MaskError` at compute time.
+
+    Memory: the merge holds a few ``int64`` per component of the whole array (it numbers them
+    all); for masks with very many components prefer the filters above.
+    """
+    what = "label"
+    mask = check_mask(mask, what)
+    connectivity = _check_connectivity(connectivity, what)
+    dt = _label_dtype(dtype, what)
+    if mask.size == 0:
+        return da.zeros(mask.shape, dtype=dt, chunks=mask.chunks)
+    merged = label_merge(mask, connectivity, dt)
+    token = tokenize(mask.name, "label", connectivity, dt.str)
+    return apply_merge(
+        mask, merged, op="label", apply=kl.relabel,
+        apply_kwargs={"connectivity": connectivity, "dtype": dt}, dtype=dt, token=token,
+    )
+
+
+def _table_of(merged: Merged) -> ComponentTable:
+    assert merged.table is not None
+    return merged.table
+
+
+def label_stats(mask: da.Array, *, connectivity: int = 8) -> Delayed:
+    """Lazy :class:`ComponentTable` of the mask's components (area, bounding box, first pixel).
+
+    Rows are in the order of :func:`label`'s numbering. Computes ``mask`` once (pass 1 only);
+    the table holds seven ``int64`` per component.
+    """
+    what = "label_stats"
+    mask = check_mask(mask, what)
+    connectivity = _check_connectivity(connectivity, what)
+    if mask.size == 0:
+        z = np.zeros(0, np.int64)
+        return dask.delayed(ComponentTable(z, z, z, z, z, z, z))
+    merged = label_merge(mask, connectivity, np.dtype(np.int64))
+    return dask.delayed(_table_of, pure=True)(merged)
+
+
+def label_with_stats(
+    mask: da.Array, *, connectivity: int = 8, dtype: Any = np.int32
+) -> tuple[da.Array, Delayed]:
+    """:func:`label` and :func:`label_stats` sharing one merge (compute them together)."""
+    what = "label"
+    mask = check_mask(mask, what)
+    connectivity = _check_connectivity(connectivity, what)
+    dt = _label_dtype(dtype, what)
+    if mask.size == 0:
+        return label(mask, connectivity=connectivity, dtype=dt), label_stats(mask)
+    merged = label_merge(mask, connectivity, dt)
+    token = tokenize(mask.name, "label", connectivity, dt.str)
+    labels = apply_merge(
+        mask, merged, op="label", apply=kl.relabel,
+        apply_kwargs={"connectivity": connectivity, "dtype": dt}, dtype=dt, token=token,
+    )
+    return labels, dask.delayed(_table_of, pure=True)(merged)

@@ -1,0 +1,106 @@
+"""Slide-wide Otsu threshold from a per-chunk histogram reduction.
+
+The result equals ``skimage.filters.threshold_otsu`` on the whole image (or on
+``image[mask]``) bit for bit: scikit-image histograms integer images with one bin per integer
+value between the image's minimum and maximum (``nbins`` is ignored for integer input), so
+the summed per-chunk ``np.bincount`` histogram, trimmed to its first and last non-empty bins,
+is exactly the histogram it uses; the threshold is then computed from it by scikit-image itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from skimage.filters import threshold_otsu
+
+from slidemask.errors import MaskError
+
+__all__ = ["otsu_threshold", "threshold_from_histogram"]
+
+_BINS = {np.dtype(np.uint8): 256, np.dtype(np.uint16): 65536}
+
+
+def _block_histogram(
+    tile: np.ndarray, selected: np.ndarray | None = None, *, nbins: int
+) -> np.ndarray:
+    values = tile if selected is None else tile[selected]
+    hist = np.bincount(values.ravel(), minlength=nbins)
+    return hist.astype(np.int64, copy=False).reshape((1,) * tile.ndim + (nbins,))
+
+
+def threshold_from_histogram(hist: np.ndarray) -> np.float64:
+    """Otsu threshold of a full-range integer histogram (bin ``k`` counts value ``k``).
+
+    Equal to ``skimage.filters.threshold_otsu`` of any image with that histogram; an image of a
+    single value gives that value (as scikit-image does). Raises :class:`MaskError` when the
+    histogram is empty (no pixel selected).
+    """
+    hist = np.asarray(hist)
+    present = np.flatnonzero(hist)
+    if not len(present):
+        raise MaskError("otsu_threshold: no pixels to threshold (empty image or empty mask)")
+    lo, hi = int(present[0]), int(present[-1])
+    if lo == hi:
+        return np.float64(lo)
+    counts = hist[lo : hi + 1].astype(np.int64)
+    centers = np.arange(lo, hi + 1)
+    return np.float64(threshold_otsu(hist=(counts, centers)))
+
+
+def _threshold_block(hist: np.ndarray) -> np.ndarray:
+    return np.asarray(threshold_from_histogram(hist), dtype=np.float64)
+
+
+def otsu_threshold(image: da.Array, *, mask: da.Array | None = None) -> da.Array:
+    """Otsu's threshold of a whole (chunked) grey image, lazily.
+
+    Parameters
+    ----------
+    image
+        Dask array of ``uint8`` or ``uint16`` grey values, any shape (typically (rows, cols)).
+    mask
+        Optional ``bool`` dask array of the same shape: only pixels where it is True count,
+        giving exactly ``threshold_otsu(image[mask])``.
+
+    Returns
+    -------
+    dask.array.Array
+        0-d ``float64``: the threshold, in the image's grey values. Pixels above it are the
+        bright class. Computing it raises :class:`MaskError` when no pixel is selected.
+
+    Notes
+    -----
+    One histogram per chunk (256 ``int64`` for ``uint8``, 65536 for ``uint16``), summed by a
+    tree reduction; memory does not grow with the image.
+    """
+    if not isinstance(image, da.Array):
+        raise MaskError(f"otsu_threshold: expected a dask array, got {type(image).__name__}")
+    nbins = _BINS.get(image.dtype)
+    if nbins is None:
+        raise MaskError(
+            f"otsu_threshold: image dtype must be uint8 or uint16, got {image.dtype}"
+        )
+    if image.ndim == 0:
+        image = image[None]
+    args: list[Any] = [image]
+    if mask is not None:
+        if not isinstance(mask, da.Array) or mask.dtype != bool:
+            raise MaskError("otsu_threshold: mask must be a bool dask array")
+        if mask.shape != image.shape:
+            raise MaskError(
+                f"otsu_threshold: mask shape {mask.shape} differs from image shape {image.shape}"
+            )
+        args.append(mask.rechunk(image.chunks))
+    ndim = image.ndim
+    hists = da.map_blocks(
+        _block_histogram, *args, nbins=nbins,
+        chunks=tuple((1,) * n for n in image.numblocks) + ((nbins,),),
+        new_axis=ndim, dtype=np.int64, meta=np.empty((0,) * (ndim + 1), np.int64),
+    )
+    total = hists.sum(axis=tuple(range(ndim)), dtype=np.int64)
+    return total.map_blocks(
+        _threshold_block, drop_axis=0, chunks=(), dtype=np.float64,
+        meta=np.empty((), np.float64),
+    )
