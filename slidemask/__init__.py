@@ -8,10 +8,20 @@ Coordinates are level pixels (row, col) unless a name says micrometres (``_um``,
 
 from importlib.metadata import PackageNotFoundError, version
 
+from slidemask.batch import run_batch
 from slidemask.config import config_hash, load_config
 from slidemask.errors import ConfigError, MaskError, SlideError, SlidemaskError, TileError
 from slidemask.io import Slide, open_slide
 from slidemask.io.synthetic import write_synthetic_slide
+from slidemask.ops.components import (
+    ComponentTable,
+    area_to_pixels,
+    keep_largest,
+    label,
+    label_stats,
+    remove_small_objects,
+)
+from slidemask.ops.holes import fill_holes, keep_largest_holes
 from slidemask.ops.local import (
     binary_closing,
     binary_dilation,
@@ -22,8 +32,10 @@ from slidemask.ops.local import (
     threshold,
     to_gray,
 )
+from slidemask.ops.otsu import otsu_threshold
 from slidemask.ops.resample import Resolution, downsample_mean, image_at, select_resolution
 from slidemask.pipeline import build_mask, run_slide
+from slidemask.writers.geojson import write_geojson
 from slidemask.writers.ome_zarr import write_ome_labels
 from slidemask.writers.preview import preview_from_outputs, write_preview
 from slidemask.writers.zarr import is_complete, read_mask, write_zarr
@@ -34,6 +46,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = [
+    "ComponentTable",
     "ConfigError",
     "MaskError",
     "Resolution",
@@ -42,6 +55,7 @@ __all__ = [
     "SlidemaskError",
     "TileError",
     "__version__",
+    "area_to_pixels",
     "binary_closing",
     "binary_dilation",
     "binary_erosion",
@@ -49,18 +63,27 @@ __all__ = [
     "build_mask",
     "config_hash",
     "downsample_mean",
+    "fill_holes",
     "hsv_range",
     "image_at",
     "is_complete",
+    "keep_largest",
+    "keep_largest_holes",
+    "label",
+    "label_stats",
     "load_config",
     "median_blur",
     "open_slide",
+    "otsu_threshold",
     "preview_from_outputs",
     "read_mask",
+    "remove_small_objects",
+    "run_batch",
     "run_slide",
     "select_resolution",
     "threshold",
     "to_gray",
+    "write_geojson",
     "write_ome_labels",
     "write_preview",
     "write_synthetic_slide",

@@ -69,7 +69,8 @@ def test_band_threshold_is_not_reordered() -> None:
 @pytest.mark.parametrize("chunk_size", [64, 200])
 def test_staged_run_any_chunking(tmp_path: Path, synthetic_slide: Path, chunk_size: int) -> None:
     text = CONFIG.replace("chunk_size: 256", f"chunk_size: {chunk_size}").replace(
-        "level: 0", "level: 1")
+        "level: 0", "level: 1"
+    )
     config = config_from_yaml(text)
     expected, _ = build_mask(open_slide(synthetic_slide, chunk_size=512), config)
     result = run_slide(synthetic_slide, config, tmp_path)
