@@ -136,6 +136,21 @@ def _build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _verbosity(info)
 
+    preview = sub.add_parser(
+        "preview",
+        help="render a PNG preview of an existing mask output",
+        description="Draw the outline of a stored mask (a slidemask .zarr or .ome.zarr output) "
+                    "on a thumbnail of its slide and write a PNG. Only thumbnail-sized data "
+                    "is read.",
+    )
+    preview.add_argument("slide", metavar="SLIDE", help="the slide the mask was made from")
+    preview.add_argument("mask", metavar="MASK", help="the mask output (.zarr or .ome.zarr)")
+    preview.add_argument("-o", "--output", metavar="PNG",
+                         help="PNG to write (default: the mask path with .png)")
+    preview.add_argument("--max-size", type=int, default=1024, metavar="PX",
+                         help="longer side of the preview in pixels (default 1024)")
+    _verbosity(preview)
+
     demo = sub.add_parser(
         "demo",
         help="make a synthetic slide and mask it with the default config",
@@ -319,6 +334,26 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from slidemask.writers.preview import preview_from_outputs
+
+    if args.max_size < 16:
+        _error(f"--max-size must be at least 16 pixels, got {args.max_size}")
+        return EXIT_USAGE
+    mask = Path(args.mask)
+    png = Path(args.output) if args.output else mask.with_name(mask.name.split(".")[0] + ".png")
+    if not mask.exists():
+        _error(f"{mask}: no such mask output")
+        return EXIT_FAILED
+    try:
+        written = preview_from_outputs(args.slide, mask, png, max_size=args.max_size)
+    except (SlidemaskError, ValueError, OSError) as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    print(written)
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from slidemask.io.synthetic import write_synthetic_slide
 
@@ -354,6 +389,7 @@ _COMMANDS = {
     "run": _cmd_run,
     "cluster-script": _cmd_cluster_script,
     "info": _cmd_info,
+    "preview": _cmd_preview,
     "demo": _cmd_demo,
 }
 

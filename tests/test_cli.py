@@ -250,3 +250,15 @@ def test_unreachable_scheduler_exits_2(tmp_path: Path, config: Path, capsys) -> 
                      "--scheduler", f"tcp://127.0.0.1:{port}"])
     assert code == 2
     assert "cannot reach the Dask scheduler" in capsys.readouterr().err
+
+
+def test_preview_of_an_existing_output(tmp_path: Path, config: Path, capsys) -> None:
+    slide, _ = _slide(tmp_path, "prev", 7)
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--input", str(slide), "--output", str(out), "-q"]) == 0
+    png = tmp_path / "p.png"
+    code = main(["preview", str(slide), str(out / "prev.zarr"), "-o", str(png), "--max-size", "64"])
+    assert code == 0
+    image = cv2.imread(str(png))
+    assert image is not None and max(image.shape[:2]) <= 64
+    assert main(["preview", str(slide), str(out / "missing.zarr")]) == 1
