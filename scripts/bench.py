@@ -140,6 +140,112 @@ CASE_CONFIGS = {
 }
 
 
+BATCH_MODES = {
+    # name: execution settings (each slide's compute uses the worker's threads)
+    "threads": {"scheduler": "threads", "workers": None},
+    "1 process": {"scheduler": "processes", "workers": 1, "threads_per_worker": 1},
+    "2 processes": {"scheduler": "processes", "workers": 2, "threads_per_worker": 1},
+}
+
+
+def run_batch_mode(mode: str, slides: list[Path], out_dir: Path) -> dict[str, Any]:
+    """Mask ``slides`` with one execution mode; sample every process's RSS while it runs."""
+    import threading
+
+    import psutil
+
+    from slidemask.batch import run_batch
+    from slidemask.config import config_from_yaml
+    from slidemask.distributed import ExecutionConfig
+
+    settings = {k: v for k, v in BATCH_MODES[mode].items() if v is not None}
+    config = config_from_yaml(CASE_CONFIGS["median_closing"])
+    me = psutil.Process()
+    peaks: dict[int, int] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    rss = proc.memory_info().rss
+                except psutil.Error:
+                    continue
+                peaks[proc.pid] = max(peaks.get(proc.pid, 0), rss)
+            done.wait(0.1)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    t0 = time.perf_counter()
+    results = run_batch(
+        [str(p) for p in slides],
+        config,
+        out_dir,
+        overwrite=True,
+        execution=ExecutionConfig.model_validate(settings),
+    )
+    wall = time.perf_counter() - t0
+    done.set()
+    watcher.join()
+    failed = [r.error for r in results if r.status != "done"]
+    if failed:
+        raise RuntimeError(f"{mode}: {failed[0]}")
+    workers = {pid: rss for pid, rss in peaks.items() if pid != me.pid}
+    return {
+        "mode": mode,
+        "wall_s": wall,
+        "driver_peak_mib": peaks.get(me.pid, 0) / 2**20,
+        "worker_peak_mib": max(workers.values(), default=0) / 2**20,
+    }
+
+
+def batch_bench(args: argparse.Namespace) -> int:
+    """Eight (``--batch``) synthetic slides: threads vs 1 and 2 worker processes."""
+    slides = []
+    for seed in range(args.batch):
+        path = args.data_dir / f"batch-{args.size}-seed{seed}.ome.tif"
+        if not path.exists():
+            from slidemask.io.synthetic import write_synthetic_slide
+
+            args.data_dir.mkdir(parents=True, exist_ok=True)
+            write_synthetic_slide(path.with_suffix(".partial"), args.size, seed=seed)
+            path.with_suffix(".partial").rename(path)
+        slides.append(path)
+    megapixels = args.batch * args.size**2 / 1e6
+    print(
+        f"batch of {args.batch} slides {args.size}x{args.size} ({megapixels:.0f} MP), "
+        "median 7 + threshold + closing 4 -> Zarr; one run per mode, each in its own process"
+    )
+    print(f"{'mode':<14}{'wall s':>9}{'MP/s':>9}{'driver MiB':>12}{'worker MiB':>12}")
+    base = None
+    for mode in BATCH_MODES:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--batch-worker",
+            mode,
+            "--size",
+            str(args.size),
+            "--batch",
+            str(args.batch),
+            "--data-dir",
+            str(args.data_dir),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            print(f"# {mode} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        if mode == "1 process":
+            base = r["wall_s"]
+        speed = f"  ({base / r['wall_s']:.2f}x 1 process)" if base else ""
+        print(
+            f"{mode:<14}{r['wall_s']:>9.1f}{megapixels / r['wall_s']:>9.0f}"
+            f"{r['driver_peak_mib']:>12.0f}{r['worker_peak_mib']:>12.0f}{speed}"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -166,7 +272,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--case-worker", nargs=2, metavar=("CASE", "SLIDE"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: N slides of --size, threads vs 1 and 2 worker processes",
+    )
+    parser.add_argument("--batch-worker", metavar="MODE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args.batch_worker:
+        slides = [args.data_dir / f"batch-{args.size}-seed{s}.ome.tif" for s in range(args.batch)]
+        with tempfile.TemporaryDirectory(dir=args.data_dir) as tmp:
+            print(json.dumps(run_batch_mode(args.batch_worker, slides, Path(tmp))))
+        return 0
+    if args.batch:
+        return batch_bench(args)
 
     if args.case_worker:
         case, slide = args.case_worker
