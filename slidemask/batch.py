@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-import re
 import shutil
 import sys
 import threading
@@ -52,7 +51,8 @@ from slidemask.errors import ConfigError
 from slidemask.inputs import expand_inputs, output_paths
 from slidemask.pipeline import run_slide
 from slidemask.report import REPORT_JSON, SlideResult, write_report
-from slidemask.writers.zarr import is_complete, partial_outputs, read_attrs, stored_config_hash
+from slidemask.writers.atomic import leftovers, looks_like_zarr
+from slidemask.writers.zarr import is_complete, read_attrs, stored_config_hash
 
 __all__ = [
     "BatchProgress",
@@ -340,26 +340,6 @@ def _stored_stats(output: Path) -> dict[str, Any]:
     }
 
 
-# Temporaries of one output are hidden siblings named ".<output name>.<kind>-<hex>": the
-# writer's partial array and the old output it moves aside, and run_slide's scratch arrays.
-_LEFTOVER_KINDS = ("partial", "replaced", "scratch")
-
-
-def _leftovers(output: Path) -> list[Path]:
-    """Temporary siblings of ``output`` that a killed run can leave behind (never complete)."""
-    if not output.parent.is_dir():
-        return []
-    pattern = re.compile(
-        rf"^\.{re.escape(output.name)}\.(?:{'|'.join(_LEFTOVER_KINDS)})-[0-9a-f]+$"
-    )
-    found = {p for p in output.parent.iterdir() if pattern.match(p.name)}
-    return sorted(found.union(partial_outputs(output)))
-
-
-def _looks_like_zarr(path: Path) -> bool:
-    return any((path / name).is_file() for name in ("zarr.json", ".zarray", ".zgroup"))
-
-
 def _remove_tree(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -377,7 +357,7 @@ def _plan(path: Path, output: Path, digest: str, overwrite: bool) -> _Plan:
 
     if output == path or path.is_relative_to(output):
         return fail(f"{path}: its output {output} would replace the slide itself")
-    for leftover in _leftovers(output):
+    for leftover in leftovers(output):
         log.debug("removing %s, left by an interrupted run", leftover)
         _remove_tree(leftover)
     if not output.exists() and not output.is_symlink():
@@ -395,7 +375,7 @@ def _plan(path: Path, output: Path, digest: str, overwrite: bool) -> _Plan:
         log.debug("redoing %s (%s); the old output stays until the new one is complete",
                   output, why)
         return _Plan(path, output, "run", overwrite=True)
-    if _looks_like_zarr(output) or not any(output.iterdir()):
+    if looks_like_zarr(output) or not any(output.iterdir()):
         log.info("removing the incomplete output %s (no completion marker)", output)
         _remove_tree(output)
         return _Plan(path, output, "run")

@@ -61,17 +61,17 @@ from zarr.codecs import ZstdCodec
 
 from slidemask.errors import MaskError
 from slidemask.ops.resample import downsample_max, downsample_nearest
-from slidemask.writers.summary import shared_delayed
-from slidemask.writers.zarr import (
-    ATTRS_KEY,
-    FORMAT_VERSION,
-    _check_attrs,
-    _check_target,
-    _jsonable,
-    _partial_path,
-    _remove,
-    _version,
+from slidemask.writers.atomic import (
+    check_attrs,
+    check_target,
+    jsonable,
+    package_version,
+    publish,
+    remove,
 )
+from slidemask.writers.atomic import partial_path as new_partial_path
+from slidemask.writers.summary import shared_delayed
+from slidemask.writers.zarr import ATTRS_KEY, FORMAT_VERSION
 
 __all__ = ["LABEL_RGBA", "OME_VERSION", "write_ome_labels"]
 
@@ -162,7 +162,7 @@ def _multiscales(
             "metadata": {
                 "description": description,
                 "method": f"slidemask.ops.resample.downsample_{method}",
-                "version": _version(),
+                "version": package_version(),
             },
         }
     ]
@@ -215,7 +215,7 @@ def _finalize(
     partial_path, final_path = Path(partial), Path(final)
     try:
         root = zarr.open_group(partial_path, mode="r+", zarr_format=3)
-        payload = _jsonable(attrs)
+        payload = jsonable(attrs)
         recorded: Any = root.attrs.get(ATTRS_KEY, {})
         own = dict(recorded) if isinstance(recorded, dict) else {}
         own.update(
@@ -228,16 +228,9 @@ def _finalize(
         json.dumps(payload, allow_nan=False)
         # one zarr.json write: provenance and marker arrive together, after all chunks
         root.update_attributes(payload)
-        _check_target(final_path, overwrite)
-        if final_path.exists() or final_path.is_symlink():
-            aside = final_path.parent / f".{final_path.name}.replaced-{os.urandom(8).hex()}"
-            os.replace(final_path, aside)
-            os.replace(partial_path, final_path)
-            _remove(aside)
-        else:
-            os.replace(partial_path, final_path)
+        publish(partial_path, final_path, overwrite)
     except BaseException:
-        _remove(partial_path)
+        remove(partial_path)
         raise
     return str(final_path)
 
@@ -322,13 +315,13 @@ def write_ome_labels(
     if ATTRS_KEY in user_attrs:
         raise MaskError(f"write_ome_labels: the attribute key {ATTRS_KEY!r} is reserved")
     try:
-        _check_attrs(user_attrs)
+        check_attrs(user_attrs)
     except ValueError as exc:
         raise MaskError(str(exc).replace("write_zarr", "write_ome_labels")) from exc
     final = Path(path)
     if not final.name or final.name in {".", ".."}:
         raise MaskError(f"{path}: not a usable output name")
-    _check_target(final, overwrite)
+    check_target(final, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
 
     chunks = _chunk_shape(label)
@@ -339,10 +332,10 @@ def write_ome_labels(
         levels.append(_regular(downsample(levels[-1], 2), chunks))
     assert [lv.shape for lv in levels] == shapes
 
-    partial = _partial_path(final)
+    partial = new_partial_path(final)
     own: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
-        "version": _version(),
+        "version": package_version(),
         "complete": False,
         "layout": "ome-zarr-labels",
         "labels": f"labels/{name}",
@@ -404,7 +397,7 @@ def write_ome_labels(
             targets.append(label_group.create_array(str(k), **common))
         written = [_store(level, target) for level, target in zip(levels, targets, strict=True)]
     except BaseException:
-        _remove(partial)
+        remove(partial)
         raise
     task = dask.delayed(_finalize, pure=False)(
         [shared_delayed(w) for w in written], str(partial), str(final), overwrite,
@@ -415,6 +408,6 @@ def write_ome_labels(
     try:
         (done,) = dask.compute(task)
     except BaseException:
-        _remove(partial)
+        remove(partial)
         raise
     return Path(done)

@@ -41,12 +41,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
-import shutil
-import uuid
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
 
@@ -58,6 +54,16 @@ from dask.delayed import Delayed
 from zarr.codecs import ZstdCodec
 
 from slidemask.errors import SlidemaskError
+from slidemask.writers.atomic import (
+    check_attrs,
+    check_target,
+    jsonable,
+    package_version,
+    partial_outputs,
+    publish,
+    remove,
+)
+from slidemask.writers.atomic import partial_path as new_partial_path
 
 __all__ = [
     "ATTRS_KEY",
@@ -80,14 +86,6 @@ _PARTIAL_INFIX = ".partial-"
 _COMPRESSOR = ZstdCodec(level=1)
 
 
-def _version() -> str:
-    try:
-        return metadata.version("slidemask")
-    except metadata.PackageNotFoundError:
-        # running from a source tree that was never installed
-        return "0+unknown"
-
-
 def _regular_chunks(arr: da.Array) -> da.Array:
     """Rechunk only the axes whose chunks are not ``(c, c, ..., c, last <= c)``.
 
@@ -107,95 +105,6 @@ def _regular_chunks(arr: da.Array) -> da.Array:
     return arr.rechunk(tuple(target)) if changed else arr
 
 
-def _jsonable(value: Any, where: str = "attrs") -> Any:
-    """Plain JSON types from numpy scalars/arrays, paths and tuples; anything else is an error."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (int, np.integer)) and not isinstance(value, np.bool_):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, (float, np.floating)):
-        number = float(value)
-        if not math.isfinite(number):
-            return None if math.isnan(number) else str(number)
-        return number
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist(), where)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise TypeError(f"{where}: {type(value).__name__} cannot be stored as a Zarr attribute")
-
-
-def _check_attrs(attrs: Mapping[str, Any]) -> None:
-    """Fail now, not after hours of computing, on attributes that cannot be stored."""
-
-    def placeholder(value: Any) -> Any:
-        if dask.is_dask_collection(value):
-            return None
-        if isinstance(value, Mapping):
-            return {k: placeholder(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [placeholder(v) for v in value]
-        return value
-
-    try:
-        json.dumps(_jsonable(placeholder(attrs)), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"write_zarr: attrs cannot be stored as JSON: {exc}") from exc
-
-
-def _partial_path(final: Path) -> Path:
-    return final.parent / f".{final.name}{_PARTIAL_INFIX}{uuid.uuid4().hex}"
-
-
-def partial_outputs(path: str | os.PathLike[str]) -> list[Path]:
-    """Leftover temporary siblings of ``path`` from interrupted writes (never complete).
-
-    Another process may still be writing one of them; remove them only when no other run
-    writes the same output.
-    """
-    final = Path(path)
-    prefix = f".{final.name}{_PARTIAL_INFIX}"
-    if not final.parent.is_dir():
-        return []
-    return sorted(p for p in final.parent.iterdir() if p.name.startswith(prefix))
-
-
-def _looks_like_zarr(path: Path) -> bool:
-    return (path / "zarr.json").is_file() or (path / ".zarray").is_file() or (
-        path / ".zgroup"
-    ).is_file()
-
-
-def _check_target(final: Path, overwrite: bool) -> None:
-    if not (final.exists() or final.is_symlink()):
-        return
-    if not overwrite:
-        raise FileExistsError(
-            f"{final}: output exists; pass overwrite=True (CLI: --overwrite) to replace it"
-        )
-    if final.is_dir() and not final.is_symlink() and any(final.iterdir()) and not _looks_like_zarr(
-        final
-    ):
-        # overwrite=True must never delete a directory that is not a previous output
-        raise FileExistsError(
-            f"{final}: exists and is not a Zarr store; refusing to replace it even with "
-            "overwrite=True"
-        )
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def _finalize(
     inputs: tuple[object, dict[str, Any]], partial: str, final: str, overwrite: bool
 ) -> str:
@@ -210,26 +119,19 @@ def _finalize(
     try:
         own = {
             "format_version": FORMAT_VERSION,
-            "version": _version(),
+            "version": package_version(),
             "completed_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "complete": True,
         }
-        payload = _jsonable(attrs)
+        payload = jsonable(attrs)
         payload[ATTRS_KEY] = own
         json.dumps(payload, allow_nan=False)  # fail here, not halfway through zarr.json
         array = zarr.open_array(partial_path, mode="r+")
         # the marker is written last: the same zarr.json write that adds the provenance
         array.update_attributes(payload)
-        _check_target(final_path, overwrite)
-        if final_path.exists() or final_path.is_symlink():
-            aside = final_path.parent / f".{final_path.name}.replaced-{uuid.uuid4().hex}"
-            os.replace(final_path, aside)
-            os.replace(partial_path, final_path)
-            _remove(aside)
-        else:
-            os.replace(partial_path, final_path)
+        publish(partial_path, final_path, overwrite)
     except BaseException:
-        _remove(partial_path)
+        remove(partial_path)
         raise
     return str(final_path)
 
@@ -289,16 +191,16 @@ def write_zarr(
     user_attrs = dict(attrs or {})
     if ATTRS_KEY in user_attrs:
         raise ValueError(f"write_zarr: the attribute key {ATTRS_KEY!r} is reserved for the writer")
-    _check_attrs(user_attrs)
+    check_attrs(user_attrs)
     final = Path(path)
     if not final.name or final.name in {".", ".."}:
         raise ValueError(f"{path}: not a usable output name")
-    _check_target(final, overwrite)
+    check_target(final, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
 
     mask = _regular_chunks(mask)
     chunks = tuple(max(1, sizes[0]) if sizes else 1 for sizes in mask.chunks)
-    partial = _partial_path(final)
+    partial = new_partial_path(final)
     target = zarr.create_array(
         store=str(partial),
         shape=mask.shape,
@@ -321,14 +223,14 @@ def write_zarr(
             (stored, user_attrs), str(partial), str(final), overwrite
         )
     except BaseException:
-        _remove(partial)
+        remove(partial)
         raise
     if not compute:
         return task
     try:
         (written,) = dask.compute(task)
     except BaseException:
-        _remove(partial)
+        remove(partial)
         raise
     return Path(written)
 

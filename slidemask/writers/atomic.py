@@ -1,0 +1,164 @@
+"""Atomic outputs: write under a hidden temporary name, publish by renaming when complete.
+
+Every output slidemask writes (Zarr arrays, OME-Zarr groups, previews, summaries, GeoJSON) is
+first written to a hidden sibling ``.<name>.partial-<hex>``; only a complete output is moved to
+its final name, so an interrupted run never leaves a complete-looking result. An output being
+replaced is first moved aside to ``.<name>.replaced-<hex>``, so the old one stays complete
+until the new one is. :func:`leftovers` lists what a killed run can leave behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+
+__all__ = [
+    "LEFTOVER_KINDS",
+    "check_attrs",
+    "check_target",
+    "jsonable",
+    "leftovers",
+    "looks_like_zarr",
+    "package_version",
+    "partial_outputs",
+    "partial_path",
+    "publish",
+    "remove",
+]
+
+_PARTIAL_INFIX = ".partial-"
+
+LEFTOVER_KINDS = ("partial", "replaced", "scratch")
+"""Kinds of hidden temporaries ``.<output name>.<kind>-<hex>``: the writer's partial output,
+the old output moved aside while being replaced, and the runner's scratch arrays."""
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("slidemask")
+    except metadata.PackageNotFoundError:
+        # running from a source tree that was never installed
+        return "0+unknown"
+
+
+def jsonable(value: Any, where: str = "attrs") -> Any:
+    """Plain JSON types from numpy scalars/arrays, paths and tuples; anything else is an error."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, np.bool_):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        if not math.isfinite(number):
+            return None if math.isnan(number) else str(number)
+        return number
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist(), where)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"{where}: {type(value).__name__} cannot be stored as a Zarr attribute")
+
+
+def check_attrs(attrs: Mapping[str, Any]) -> None:
+    """Fail now, not after hours of computing, on attributes that cannot be stored."""
+
+    def placeholder(value: Any) -> Any:
+        if dask.is_dask_collection(value):
+            return None
+        if isinstance(value, Mapping):
+            return {k: placeholder(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [placeholder(v) for v in value]
+        return value
+
+    try:
+        json.dumps(jsonable(placeholder(attrs)), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"attrs cannot be stored as JSON: {exc}") from exc
+
+
+def partial_path(final: Path) -> Path:
+    return final.parent / f".{final.name}{_PARTIAL_INFIX}{uuid.uuid4().hex}"
+
+
+def partial_outputs(path: str | os.PathLike[str]) -> list[Path]:
+    """Leftover temporary siblings of ``path`` from interrupted writes (never complete).
+
+    Another process may still be writing one of them; remove them only when no other run
+    writes the same output.
+    """
+    final = Path(path)
+    prefix = f".{final.name}{_PARTIAL_INFIX}"
+    if not final.parent.is_dir():
+        return []
+    return sorted(p for p in final.parent.iterdir() if p.name.startswith(prefix))
+
+
+def looks_like_zarr(path: Path) -> bool:
+    return (path / "zarr.json").is_file() or (path / ".zarray").is_file() or (
+        path / ".zgroup"
+    ).is_file()
+
+
+def check_target(final: Path, overwrite: bool) -> None:
+    if not (final.exists() or final.is_symlink()):
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{final}: output exists; pass overwrite=True (CLI: --overwrite) to replace it"
+        )
+    if final.is_dir() and not final.is_symlink() and any(final.iterdir()) and not looks_like_zarr(
+        final
+    ):
+        # overwrite=True must never delete a directory that is not a previous output
+        raise FileExistsError(
+            f"{final}: exists and is not a Zarr store; refusing to replace it even with "
+            "overwrite=True"
+        )
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def publish(partial: Path, final: Path, overwrite: bool) -> None:
+    """Move a complete ``partial`` output to ``final``; an existing one is replaced only if
+    ``overwrite``, and stays complete at ``final`` until the new one takes its place."""
+    check_target(final, overwrite)
+    if final.exists() or final.is_symlink():
+        aside = final.parent / f".{final.name}.replaced-{uuid.uuid4().hex}"
+        os.replace(final, aside)
+        os.replace(partial, final)
+        remove(aside)
+    else:
+        os.replace(partial, final)
+
+
+def leftovers(output: Path) -> list[Path]:
+    """Temporary siblings of ``output`` that a killed run can leave behind (never complete)."""
+    if not output.parent.is_dir():
+        return []
+    pattern = re.compile(
+        rf"^\.{re.escape(output.name)}\.(?:{'|'.join(LEFTOVER_KINDS)})-[0-9a-f]+$"
+    )
+    return sorted(p for p in output.parent.iterdir() if pattern.match(p.name))
