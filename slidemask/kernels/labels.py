@@ -79,6 +79,11 @@ def label_tile(tile: np.ndarray, *, connectivity: int) -> tuple[np.ndarray, int]
     if tile.size == 0:
         return np.zeros(tile.shape, LABEL_DTYPE), 0
     img = np.ascontiguousarray(tile, dtype=bool).view(np.uint8)
+    # Uniform tiles (background or tissue interiors: most chunks of a slide) need no labelling.
+    if not img.any():
+        return np.zeros(tile.shape, LABEL_DTYPE), 0
+    if img.all():
+        return np.ones(tile.shape, LABEL_DTYPE), 1
     n, labels = cv2.connectedComponentsWithAlgorithm(
         img, connectivity, cv2.CV_32S, cv2.CCL_SAUF
     )
@@ -118,6 +123,12 @@ def local_components(tile: np.ndarray, *, connectivity: int) -> LocalComponents:
     z = np.zeros(count + 1, np.int64)
     if count == 0:
         return LocalComponents(labels, 0, z, z, z, z, z, z, z)
+    if count == 1 and bool(labels[0, 0]) and bool(labels[-1, -1]) and labels.all():
+        one = np.array([0, 1], np.int64)
+        return LocalComponents(
+            labels, 1, np.array([0, h * w], np.int64), 0 * one, 0 * one, h * one, w * one,
+            0 * one, 0 * one,
+        )
     flat = labels.ravel()
     change = np.empty(flat.size, bool)
     change[0] = True
@@ -417,6 +428,8 @@ def filter_objects(
     keep[0] = False
     ids, values = lut["fg"]
     keep[ids] = values
+    if keep[1:].all():
+        return tile.astype(bool, copy=True)
     return np.take(keep, labels)
 
 
@@ -450,6 +463,8 @@ def fill_background(tile: np.ndarray, lut: ChunkLut, *, max_area: float | None) 
     fill[0] = False
     ids, values = lut["bg"]
     fill[ids] = values
+    if not fill.any():
+        return tile.astype(bool, copy=True)
     return tile | np.take(fill, labels)
 
 
