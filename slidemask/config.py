@@ -3,7 +3,7 @@
 A configuration names masks, each a list of steps applied in order to the slide's image at one
 resolution, and an ``output`` expression combining them::
 
-    resolution: {level: 0}          # or {mpp: 8.0}: micrometres per pixel
+    resolution: {level: 0}          # or {mpp: 8.0} (µm per pixel) or {downsample: 64}
     masks:
       tissue:
         - gray: {}                  # to_gray
@@ -15,15 +15,36 @@ resolution, and an ``output`` expression combining them::
         - dilation: {radius: 5}
     output: "tissue & ~pen"         # mask names with & | ~ and parentheses
     chunk_size: 2048                # working chunk edge, pixels
+    outputs: {preview: true, summary: true}         # optional extras beside <slide>.zarr
     execution: {scheduler: processes, workers: 2}   # optional: where a batch runs
 
 Each step is a one-key mapping ``{step name: parameters}``; :data:`STEPS` maps every step name
 to the public function it calls and the pydantic model of that function's keyword arguments,
 so the config can do nothing the API cannot (a later step type is one more registry entry).
+
+Physical units. Every size has a pixel form and, where it makes sense, a micrometre form:
+``radius`` or ``radius_um`` (morphology), ``min_area`` or ``min_area_um2``,
+``max_hole_area`` or ``max_hole_area_um2``. Micrometres are converted with the effective
+pixel size of the working resolution (:class:`slidemask.ops.resample.Resolution` ``.mpp``):
+radii to ``floor(radius_um / mpp + 0.5)`` pixels, areas to ``area_um2 / mpp**2`` pixels (not
+rounded; areas compare with pixel counts). A slide that does not state its pixel size cannot
+convert them: the run fails naming the slide and the key
+(``masks.tissue[4].remove_small_objects: min_area_um2: ...``). ``resolution: {downsample: N}``
+and ``{level: N}`` need no pixel size, so a recipe in pixels runs on any slide.
+
+Otsu. ``threshold: {above: otsu}`` keeps pixels brighter than the slide-wide Otsu threshold
+``t`` of the step's input (:func:`slidemask.ops.otsu.otsu_threshold`, equal to
+``skimage.filters.threshold_otsu`` of the whole image), i.e. ``x > t`` as scikit-image and
+OpenCV's ``THRESH_BINARY + THRESH_OTSU`` split; ``{below: otsu}`` keeps the other class,
+``x <= t``. The value used is recorded in the output's provenance (``thresholds``).
+
 ``execution`` (:class:`slidemask.distributed.ExecutionConfig`) says how a batch runs, not what
 it computes: it is left out of :func:`config_hash`, so moving a study from a laptop to SLURM
-does not redo finished slides. Unknown keys anywhere are errors; every error names the file
-and the key path, e.g. ``threshold.yaml: masks.tissue[1].threshold.abve: unknown key``.
+does not redo finished slides. ``outputs`` (:class:`Outputs`) is hashed when it differs from
+the default, since a finished slide must have every output its config asks for; keys added
+to the format are hashed only when used, so the hashes of older configs do not change.
+Unknown keys anywhere are errors; every error names the file and the key path, e.g.
+``threshold.yaml: masks.tissue[1].threshold.abve: unknown key``.
 """
 
 from __future__ import annotations
@@ -32,12 +53,16 @@ import ast
 import hashlib
 import json
 import keyword
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
+import cv2
+import dask.array as da
+import numpy as np
 import yaml
 from pydantic import (
     AfterValidator,
@@ -51,13 +76,17 @@ from pydantic import (
 )
 
 from slidemask.distributed import ExecutionConfig
-from slidemask.errors import ConfigError
+from slidemask.errors import ConfigError, MaskError
+from slidemask.kernels.color import check_hsv_input
+from slidemask.ops.components import keep_largest, remove_small_objects
+from slidemask.ops.holes import fill_holes, keep_largest_holes
 from slidemask.ops.local import (
     binary_closing,
     binary_dilation,
     binary_erosion,
     binary_opening,
     hsv_range,
+    map_exact_overlap,
     median_blur,
     threshold,
     to_gray,
@@ -68,14 +97,23 @@ __all__ = [
     "STEPS",
     "Config",
     "Expr",
+    "Outputs",
     "Resolution",
     "StepSpec",
     "config_from_yaml",
     "config_hash",
+    "contour_fill",
     "default_config",
     "load_config",
+    "mean_blur",
     "parse_config",
     "parse_expression",
+    "rgb_mean",
+    "saturation",
+    "square_closing",
+    "square_dilation",
+    "square_erosion",
+    "square_opening",
 ]
 
 Kind = Literal["color", "gray", "mask"]
@@ -88,9 +126,281 @@ _KIND_WORDS = {
 }
 
 
+# --- operations the registry needs that slidemask.ops does not hold yet ------------------------
+# Each is a numpy tile kernel plus a lazy dask wrapper, written as slidemask.kernels and
+# slidemask.ops.local write theirs, so that they can move there unchanged. Like every op they
+# equal the whole-image reference bit for bit, for any chunking.
+
+
+def _dask_image(image: Any, name: str) -> da.Array:
+    if isinstance(image, da.Array):
+        return image
+    if isinstance(image, np.ndarray):
+        return da.from_array(image)
+    raise MaskError(f"{name} expects a dask (or numpy) array, got {type(image).__name__}")
+
+
+def _rgb_blocks(rgb: da.Array) -> da.Array:
+    return rgb.rechunk({2: -1}) if rgb.numblocks[2] != 1 else rgb
+
+
+def saturation_kernel(tile: np.ndarray) -> np.ndarray:
+    """S channel of ``cv2.cvtColor(tile, cv2.COLOR_RGB2HSV)``: ``(rows, cols)`` uint8, 0-255.
+
+    ``tile`` is ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA (alpha ignored), uint8.
+    """
+    rows, cols = tile.shape[:2]
+    if rows == 0 or cols == 0:
+        return np.zeros((rows, cols), dtype=np.uint8)
+    rgb = np.ascontiguousarray(tile[..., :3])
+    return np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1])
+
+
+def saturation(rgb: da.Array) -> da.Array:
+    """Lazy HSV saturation, identical to ``cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1]``.
+
+    The tissue channel of CLAM and PathML: stained tissue is coloured, glass and dust are grey.
+    OpenCV's 8-bit scale: ``S = 255 * (max - min) / max`` of R, G, B, rounded (0 where max is 0).
+
+    Parameters
+    ----------
+    rgb
+        ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA uint8, channels last.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` uint8, same row/column chunks. Per-pixel; each task holds one
+        3-byte-per-pixel HSV block besides its input.
+    """
+    rgb = _dask_image(rgb, "saturation")
+    check_hsv_input(rgb.shape, rgb.dtype)
+    return da.map_blocks(
+        saturation_kernel, _rgb_blocks(rgb), drop_axis=2, dtype=np.uint8,
+        meta=np.empty((0, 0), dtype=np.uint8),
+    )
+
+
+def rgb_mean_kernel(tile: np.ndarray) -> np.ndarray:
+    """``(R + G + B) / 3`` rounded to the nearest integer (no ties occur), uint8 ``(rows, cols)``.
+
+    ImageJ's default RGB to 8-bit conversion (``r/3 + g/3 + b/3 + 0.5`` truncated, which is
+    ``(r + g + b + 1) // 3`` for every RGB triple), the grey QuPath's simple tissue detection
+    thresholds. ``tile`` is ``(rows, cols, 3 or 4)`` uint8 (alpha ignored).
+    """
+    total = tile[..., 0].astype(np.uint16)
+    total += tile[..., 1]
+    total += tile[..., 2]
+    total += 1
+    total //= 3
+    return total.astype(np.uint8)
+
+
+def rgb_mean(rgb: da.Array) -> da.Array:
+    """Lazy unweighted grey ``(R + G + B + 1) // 3`` of a uint8 RGB(A) image (see
+    :func:`rgb_mean_kernel`); ``(rows, cols)`` uint8, same row/column chunks, per-pixel."""
+    rgb = _dask_image(rgb, "rgb_mean")
+    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.dtype != np.uint8:
+        raise MaskError(
+            "rgb_mean expects a uint8 RGB or RGBA image (rows, cols, 3 or 4), got shape "
+            f"{rgb.shape} dtype {rgb.dtype}"
+        )
+    return da.map_blocks(
+        rgb_mean_kernel, _rgb_blocks(rgb), drop_axis=2, dtype=np.uint8,
+        meta=np.empty((0, 0), dtype=np.uint8),
+    )
+
+
+def _check_odd(ksize: Any, what: str) -> int:
+    if isinstance(ksize, bool) or not isinstance(ksize, int | np.integer) or ksize < 3 \
+            or ksize % 2 == 0:
+        raise MaskError(f"{what}: ksize must be an odd integer >= 3, got {ksize!r}")
+    return int(ksize)
+
+
+def mean_blur_depth(ksize: int) -> int:
+    """Halo in pixels that :func:`mean_blur_kernel` needs on each side."""
+    return _check_odd(ksize, "mean_blur") // 2
+
+
+def mean_blur_kernel(tile: np.ndarray, *, ksize: int) -> np.ndarray:
+    """Mean over a ``ksize`` x ``ksize`` square, rounded to the nearest integer, edges replicated.
+
+    Integer arithmetic (``(sum + n // 2) // n`` with ``n = ksize**2`` odd, so no ties): the
+    same value wherever the pixel lies in its tile. For ``ksize = 3`` this is ImageJ's
+    ``smooth()`` (``(sum + 4) / 9`` with edge pixels repeated), which QuPath's simple tissue
+    detection applies, and equal to ``cv2.blur(tile, (3, 3), borderType=BORDER_REPLICATE)``.
+    ``tile``: 2-D uint8 or uint16; same shape and dtype out.
+    """
+    if tile.size == 0:
+        return np.zeros(tile.shape, dtype=tile.dtype)
+    n = ksize * ksize
+    total = np.asarray(cv2.boxFilter(
+        np.ascontiguousarray(tile), cv2.CV_32S, (ksize, ksize), normalize=False,
+        borderType=cv2.BORDER_REPLICATE,
+    ), dtype=np.int32)
+    return ((total + n // 2) // n).astype(tile.dtype)
+
+
+def mean_blur(image: da.Array, ksize: int) -> da.Array:
+    """Lazy ``ksize`` x ``ksize`` mean filter of a grey image (see :func:`mean_blur_kernel`).
+
+    Parameters
+    ----------
+    image
+        ``(rows, cols)`` uint8 or uint16.
+    ksize
+        Odd aperture edge in pixels, >= 3; halo ``ksize // 2``.
+
+    Returns
+    -------
+    dask.array.Array
+        Same shape, dtype and chunks; equal to the kernel on the whole image.
+    """
+    image = _dask_image(image, "mean_blur")
+    ksize = _check_odd(ksize, "mean_blur")
+    if image.ndim != 2 or image.dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        raise MaskError(
+            f"mean_blur expects a 2-D uint8 or uint16 grey image, got shape {image.shape} "
+            f"dtype {image.dtype}"
+        )
+    return map_exact_overlap(
+        mean_blur_kernel, image, mean_blur_depth(ksize), dtype=image.dtype, ksize=ksize
+    )
+
+
+SquareOp = Literal["dilation", "erosion", "opening", "closing"]
+_SQUARE_OPS: dict[str, int] = {
+    "dilation": cv2.MORPH_DILATE, "erosion": cv2.MORPH_ERODE,
+    "opening": cv2.MORPH_OPEN, "closing": cv2.MORPH_CLOSE,
+}
+
+
+def square_depth(op: SquareOp, size: int) -> int:
+    """Halo of a square ``size`` x ``size`` morphology: ``size // 2`` (twice for open/close)."""
+    reach = int(size) // 2  # OpenCV's anchor: the kernel reaches size // 2 up and left
+    return 2 * reach if op in ("opening", "closing") else reach
+
+
+def square_morphology_kernel(tile: np.ndarray, *, op: SquareOp, size: int) -> np.ndarray:
+    """``cv2.morphologyEx(tile, op, np.ones((size, size)))`` on a 2-D bool tile, bool out.
+
+    OpenCV's default anchor (``size // 2``) and border (pixels outside the image never
+    dilate or erode): an even ``size`` is off-centre, so it shifts edges by one pixel as
+    OpenCV does (CLAM's 4 x 4 closing moves the mask one pixel down and right).
+    """
+    if tile.size == 0 or size == 1:
+        return np.array(tile, dtype=bool, copy=True)
+    kernel = np.ones((size, size), dtype=np.uint8)
+    out = cv2.morphologyEx(np.ascontiguousarray(tile, dtype=bool).view(np.uint8),
+                           _SQUARE_OPS[op], kernel)
+    return out.view(bool)
+
+
+def _square(mask: Any, op: SquareOp, size: int) -> da.Array:
+    what = f"square_{op}"
+    mask = _dask_image(mask, what)
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+        raise MaskError(f"{what}: size must be a positive number of pixels, got {size!r}")
+    if mask.dtype != np.bool_ or mask.ndim != 2:
+        raise MaskError(
+            f"{what} expects a 2-D bool mask, got shape {mask.shape} dtype {mask.dtype}"
+        )
+    return map_exact_overlap(
+        square_morphology_kernel, mask, square_depth(op, int(size)), dtype=bool, op=op,
+        size=int(size),
+    )
+
+
+def square_dilation(mask: da.Array, size: int) -> da.Array:
+    """Lazy ``cv2.dilate(mask, np.ones((size, size)))`` of a 2-D bool mask (see
+    :func:`square_morphology_kernel`); same chunks, halo ``size // 2``."""
+    return _square(mask, "dilation", size)
+
+
+def square_erosion(mask: da.Array, size: int) -> da.Array:
+    """Lazy ``cv2.erode(mask, np.ones((size, size)))`` of a 2-D bool mask."""
+    return _square(mask, "erosion", size)
+
+
+def square_opening(mask: da.Array, size: int) -> da.Array:
+    """Lazy ``cv2.morphologyEx(mask, MORPH_OPEN, np.ones((size, size)))``.
+
+    ``k`` iterations of a ``k0`` x ``k0`` square equal one square of ``size = (k0 - 1) * k
+    + 1`` (OpenCV itself grows the kernel so): PathML's 7 x 7 kernel applied 3 times is
+    ``size 19``. Same chunks; halo ``2 * (size // 2)``.
+    """
+    return _square(mask, "opening", size)
+
+
+def square_closing(mask: da.Array, size: int) -> da.Array:
+    """Lazy ``cv2.morphologyEx(mask, MORPH_CLOSE, np.ones((size, size)))`` (see
+    :func:`square_opening` for iterations)."""
+    return _square(mask, "closing", size)
+
+
+def contour_fill(mask: da.Array) -> da.Array:
+    """Fill every contour of a mask: the seed's ``findContours`` + ``drawContours(FILLED)``.
+
+    Equivalent formulation: the recipe ::
+
+        contours, _ = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+        for contour in contours:
+            cv2.drawContours(out, [contour], -1, 255, cv2.FILLED)
+
+    paints each 8-connected object's outer polygon solid, so the result is the mask with every
+    hole filled: exactly :func:`slidemask.ops.holes.fill_holes` with no area limit, i.e.
+    ``scipy.ndimage.binary_fill_holes(mask)`` (measured: identical on every slide of the
+    development set). This implementation is that ``fill_holes`` call: exact for any chunking,
+    out of core, without tracing a polygon.
+
+    Beware the one-call form ``cv2.drawContours(out, contours, -1, 255, cv2.FILLED)``: OpenCV
+    fills all contours together with an even-odd rule, so hole contours cut their holes out
+    again and the result is the input mask itself (measured identical on every slide of the
+    development set), not a filled one.
+
+    ``bool`` in and out, same chunks; lazy; reads ``mask`` twice (see
+    :mod:`slidemask.ops.components`).
+    """
+    return fill_holes(mask)
+
+
 class _Strict(BaseModel):
     # strict: YAML "7" is not silently the number 7, true is not 1
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    # Optional keys added after the format was first released: left out of the canonical
+    # form (and so of the config hash) while unset, so older configs keep their hash.
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset()
+
+    def canonical(self) -> dict[str, Any]:
+        """Plain-JSON parameters for hashing and provenance."""
+        data = self.model_dump(mode="json")
+        return {k: v for k, v in data.items() if not (k in self._OMIT_IF_NONE and v is None)}
+
+    def arguments(self, mpp: float | None) -> dict[str, Any]:
+        """Keyword arguments of the public function, sizes in pixels of the working resolution.
+
+        ``mpp`` is the working resolution's µm per pixel (None when the slide does not state
+        it); keys in micrometres are converted with it.
+        """
+        return self.model_dump()
+
+
+def _need_mpp(mpp: float | None, key: str, alternative: str) -> float:
+    if mpp is None:
+        raise MaskError(
+            f"{key}: the slide does not state its pixel size, so micrometres cannot be "
+            f"converted to pixels; give {alternative} in pixels instead (and a resolution "
+            "by level: or downsample:)"
+        )
+    return float(mpp)
+
+
+def _one_of(model: BaseModel, keys: tuple[str, ...], *, required: bool) -> None:
+    given = [k for k in keys if getattr(model, k) is not None]
+    if len(given) > 1 or (required and not given):
+        raise ValueError(f"give {'exactly' if required else 'at most'} one of {', '.join(keys)}")
 
 
 # --- step parameter models: each mirrors one public function's keyword arguments -------------
@@ -113,22 +423,52 @@ class MedianBlurParams(_Strict):
         return v
 
 
-class ThresholdParams(_Strict):
-    """``threshold(image, above=, below=)``: strict comparisons in the image's own scale."""
+OTSU = "otsu"
+"""Threshold value meaning "the slide-wide Otsu threshold of this step's input"."""
 
-    above: float | None = Field(None, description="keep pixels > above")
-    below: float | None = Field(None, description="keep pixels < below")
+
+class ThresholdParams(_Strict):
+    """``threshold(image, above=, below=)``: strict comparisons in the image's own scale.
+
+    Either bound may be ``otsu``: the slide-wide Otsu threshold ``t`` of the step's input
+    (:func:`slidemask.ops.otsu.otsu_threshold`); ``above: otsu`` keeps ``x > t`` and
+    ``below: otsu`` keeps ``x <= t`` (Otsu's two classes, as scikit-image and OpenCV split).
+    """
+
+    above: float | str | None = Field(None, description="keep pixels > above (or 'otsu')")
+    below: float | str | None = Field(None, description="keep pixels < below (or 'otsu')")
+
+    @field_validator("above", "below")
+    @classmethod
+    def _number_or_otsu(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, str) and v != OTSU:
+            raise ValueError(
+                f"Input should be a valid number (got {v!r}) or {OTSU!r} (a slide-wide Otsu "
+                "threshold)"
+            )
+        return v
 
     @model_validator(mode="after")
     def _one_side(self) -> ThresholdParams:
         if self.above is None and self.below is None:
             raise ValueError("give above:, below: or both (a band above < x < below)")
-        if self.above is not None and self.below is not None and self.above >= self.below:
+        if self.above == OTSU and self.below == OTSU:
+            raise ValueError("only one side can be otsu: above: otsu or below: otsu")
+        if (
+            isinstance(self.above, float | int)
+            and isinstance(self.below, float | int)
+            and self.above >= self.below
+        ):
             raise ValueError(
                 f"above ({self.above}) must be less than below ({self.below}); the mask keeps "
                 "above < x < below"
             )
         return self
+
+    @property
+    def otsu(self) -> bool:
+        """Whether one bound is the slide-wide Otsu threshold."""
+        return OTSU in (self.above, self.below)
 
 
 HSV = Annotated[list[int], Field(min_length=3, max_length=3)]
@@ -164,17 +504,140 @@ class HsvRangeParams(_Strict):
 
 
 class RadiusParams(_Strict):
-    """``binary_dilation/erosion/opening/closing(mask, radius)``."""
+    """``binary_dilation/erosion/opening/closing(mask, radius)``: a disk footprint.
 
-    radius: int = Field(ge=0, description="disk radius in pixels at the working resolution")
+    ``radius`` in pixels, or ``radius_um`` in micrometres (``floor(radius_um / mpp + 0.5)``
+    pixels at the working resolution).
+    """
+
+    radius: int | None = Field(None, ge=0, description="disk radius in pixels")
+    radius_um: float | None = Field(None, ge=0, description="disk radius in micrometres")
+
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"radius", "radius_um"})
+
+    @model_validator(mode="after")
+    def _one(self) -> RadiusParams:
+        _one_of(self, ("radius", "radius_um"), required=True)
+        return self
+
+    def arguments(self, mpp: float | None) -> dict[str, Any]:
+        if self.radius is not None:
+            return {"radius": self.radius}
+        assert self.radius_um is not None
+        pixels = self.radius_um / _need_mpp(mpp, "radius_um", "radius")
+        return {"radius": math.floor(pixels + 0.5)}
+
+
+class SquareParams(_Strict):
+    """``square_dilation/erosion/opening/closing(mask, size)``: OpenCV's ``np.ones((size, size))``
+    kernel (CLAM's and PathML's morphology)."""
+
+    size: int = Field(ge=1, description="square edge in pixels (even sizes are off-centre)")
+
+
+class SaturationParams(_Strict):
+    """``saturation(rgb)``: no parameters."""
+
+
+class RgbMeanParams(_Strict):
+    """``rgb_mean(rgb)``: no parameters."""
+
+
+class MeanBlurParams(_Strict):
+    """``mean_blur(image, ksize)``."""
+
+    ksize: int = Field(description="odd aperture edge in pixels, >= 3")
+
+    @field_validator("ksize")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v < 3 or v % 2 == 0:
+            raise ValueError(f"ksize must be an odd number of pixels >= 3, got {v}")
+        return v
+
+
+Connectivity = Literal[4, 8]
+
+
+class FillHolesParams(_Strict):
+    """``fill_holes(mask, max_hole_area=)``: none given fills every hole.
+
+    ``max_hole_area`` in pixels or ``max_hole_area_um2`` in µm² (holes up to that area, inclusive,
+    are filled).
+    """
+
+    max_hole_area: float | None = Field(None, ge=0, description="pixels")
+    max_hole_area_um2: float | None = Field(None, ge=0, description="square micrometres")
+
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"max_hole_area", "max_hole_area_um2"})
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> FillHolesParams:
+        _one_of(self, ("max_hole_area", "max_hole_area_um2"), required=False)
+        return self
+
+    def arguments(self, mpp: float | None) -> dict[str, Any]:
+        if self.max_hole_area_um2 is None:
+            return {"max_hole_area": self.max_hole_area}
+        um = _need_mpp(mpp, "max_hole_area_um2", "max_hole_area")
+        return {"max_hole_area": self.max_hole_area_um2 / (um * um)}
+
+
+class RemoveSmallObjectsParams(_Strict):
+    """``remove_small_objects(mask, min_area, connectivity=)``: drop components with fewer
+    than ``min_area`` pixels (or ``min_area_um2`` µm²)."""
+
+    min_area: float | None = Field(None, ge=0, description="pixels")
+    min_area_um2: float | None = Field(None, ge=0, description="square micrometres")
+    connectivity: Connectivity = 8
+
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"min_area", "min_area_um2"})
+
+    @model_validator(mode="after")
+    def _one(self) -> RemoveSmallObjectsParams:
+        _one_of(self, ("min_area", "min_area_um2"), required=True)
+        return self
+
+    def arguments(self, mpp: float | None) -> dict[str, Any]:
+        if self.min_area is not None:
+            area = self.min_area
+        else:
+            assert self.min_area_um2 is not None
+            um = _need_mpp(mpp, "min_area_um2", "min_area")
+            area = self.min_area_um2 / (um * um)
+        return {"min_area": area, "connectivity": self.connectivity}
+
+
+class KeepLargestParams(_Strict):
+    """``keep_largest(mask, n, connectivity=)``: keep the ``n`` largest components."""
+
+    n: int = Field(ge=1)
+    connectivity: Connectivity = 8
+
+
+class KeepLargestHolesParams(_Strict):
+    """``keep_largest_holes(mask, n)``: keep each object's ``n`` largest holes, fill the rest
+    (CLAM's ``max_n_holes``)."""
+
+    n: int = Field(ge=0)
+
+
+class ContourFillParams(_Strict):
+    """``contour_fill(mask)``: no parameters."""
+
+
+Scope = Literal["pixel", "neighbourhood", "global"]
+"""How far a step looks: one pixel, a halo of neighbours, or the whole slide (components)."""
 
 
 @dataclass(frozen=True)
 class StepSpec:
     """One configurable step: the public function it calls and what flows in and out.
 
-    ``function`` is called as ``function(image, **params.model_dump())``. ``accepts`` lists
-    the kinds of input it takes; ``returns`` is its output kind (None: same as its input).
+    ``function`` is called as ``function(image, **params.arguments(mpp))`` (the parameters
+    with micrometres converted to pixels). ``accepts`` lists the kinds of input it takes;
+    ``returns`` is its output kind (None: same as its input); ``scope`` tells the staged
+    runner how to schedule it (a ``global`` step's input is stored first, as it is read twice).
     """
 
     params: type[_Strict]
@@ -182,27 +645,66 @@ class StepSpec:
     accepts: frozenset[Kind]
     returns: Kind | None
     summary: str
+    scope: Scope = "pixel"
 
 
 _ANY_IMAGE: frozenset[Kind] = frozenset({"color", "gray", "mask"})
+_COLOR: frozenset[Kind] = frozenset({"color"})
+_MASK: frozenset[Kind] = frozenset({"mask"})
 
 STEPS: dict[str, StepSpec] = {
-    "gray": StepSpec(GrayParams, to_gray, frozenset({"color"}), "gray",
+    "gray": StepSpec(GrayParams, to_gray, _COLOR, "gray",
                      "to_gray: luma, identical to cv2.cvtColor(RGB2GRAY)"),
+    "saturation": StepSpec(SaturationParams, saturation, _COLOR, "gray",
+                           "saturation: S of cv2.cvtColor(RGB2HSV), uint8 0-255"),
+    "rgb_mean": StepSpec(RgbMeanParams, rgb_mean, _COLOR, "gray",
+                         "rgb_mean: (R + G + B) / 3 rounded, ImageJ's (QuPath's) grey"),
     "median_blur": StepSpec(MedianBlurParams, median_blur, _ANY_IMAGE, None,
-                            "median_blur: median filter, ksize pixels"),
+                            "median_blur: median filter, ksize pixels", "neighbourhood"),
+    "mean_blur": StepSpec(MeanBlurParams, mean_blur, frozenset({"gray"}), None,
+                          "mean_blur: rounded mean over ksize x ksize, edges replicated",
+                          "neighbourhood"),
     "threshold": StepSpec(ThresholdParams, threshold, frozenset({"gray"}), "mask",
-                          "threshold: strict > above and/or < below, in the image's scale"),
-    "hsv_range": StepSpec(HsvRangeParams, hsv_range, frozenset({"color"}), "mask",
+                          "threshold: strict > above and/or < below, in the image's scale, "
+                          "or otsu"),
+    "hsv_range": StepSpec(HsvRangeParams, hsv_range, _COLOR, "mask",
                           "hsv_range: OpenCV HSV box, H 0-179, S/V 0-255, hue may wrap"),
-    "dilation": StepSpec(RadiusParams, binary_dilation, frozenset({"mask"}), "mask",
-                         "binary_dilation: grow by a disk of radius pixels"),
-    "erosion": StepSpec(RadiusParams, binary_erosion, frozenset({"mask"}), "mask",
-                        "binary_erosion: shrink by a disk of radius pixels"),
-    "opening": StepSpec(RadiusParams, binary_opening, frozenset({"mask"}), "mask",
-                        "binary_opening: remove specks narrower than the disk"),
-    "closing": StepSpec(RadiusParams, binary_closing, frozenset({"mask"}), "mask",
-                        "binary_closing: close gaps narrower than the disk"),
+    "dilation": StepSpec(RadiusParams, binary_dilation, _MASK, "mask",
+                         "binary_dilation: grow by a disk of radius pixels (or radius_um)",
+                         "neighbourhood"),
+    "erosion": StepSpec(RadiusParams, binary_erosion, _MASK, "mask",
+                        "binary_erosion: shrink by a disk of radius pixels (or radius_um)",
+                        "neighbourhood"),
+    "opening": StepSpec(RadiusParams, binary_opening, _MASK, "mask",
+                        "binary_opening: remove specks narrower than the disk", "neighbourhood"),
+    "closing": StepSpec(RadiusParams, binary_closing, _MASK, "mask",
+                        "binary_closing: close gaps narrower than the disk", "neighbourhood"),
+    "square_dilation": StepSpec(SquareParams, square_dilation, _MASK, "mask",
+                                "square_dilation: cv2.dilate with np.ones((size, size))",
+                                "neighbourhood"),
+    "square_erosion": StepSpec(SquareParams, square_erosion, _MASK, "mask",
+                               "square_erosion: cv2.erode with np.ones((size, size))",
+                               "neighbourhood"),
+    "square_opening": StepSpec(SquareParams, square_opening, _MASK, "mask",
+                               "square_opening: cv2 MORPH_OPEN with np.ones((size, size))",
+                               "neighbourhood"),
+    "square_closing": StepSpec(SquareParams, square_closing, _MASK, "mask",
+                               "square_closing: cv2 MORPH_CLOSE with np.ones((size, size))",
+                               "neighbourhood"),
+    "fill_holes": StepSpec(FillHolesParams, fill_holes, _MASK, "mask",
+                           "fill_holes: fill holes up to max_hole_area (none: all holes)",
+                           "global"),
+    "contour_fill": StepSpec(ContourFillParams, contour_fill, _MASK, "mask",
+                             "contour_fill: findContours + drawContours(FILLED) = fill_holes",
+                             "global"),
+    "remove_small_objects": StepSpec(RemoveSmallObjectsParams, remove_small_objects, _MASK,
+                                     "mask", "remove_small_objects: drop components smaller "
+                                     "than min_area", "global"),
+    "keep_largest": StepSpec(KeepLargestParams, keep_largest, _MASK, "mask",
+                             "keep_largest: keep the n largest components", "global"),
+    "keep_largest_holes": StepSpec(KeepLargestHolesParams, keep_largest_holes, _MASK, "mask",
+                                   "keep_largest_holes: keep each object's n largest holes, "
+                                   "fill the rest", "global"),
 }
 """Step name -> :class:`StepSpec`. Add an entry here to make a new public function
 configurable; the step model is generated from this dict when the module is imported."""
@@ -249,11 +751,22 @@ class _StepBase(_Strict):
         return STEPS[self.name]
 
     def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for the step's public function."""
+        """The step's parameters as given (sizes in the units the config used)."""
         return self.params.model_dump()
 
+    def arguments(self, mpp: float | None) -> dict[str, Any]:
+        """Keyword arguments for the step's public function, micrometres converted to pixels
+        with ``mpp`` (µm per pixel at the working resolution; None when unknown).
+
+        Raises
+        ------
+        MaskError
+            A size in micrometres and ``mpp`` is None; the message names the key.
+        """
+        return self.params.arguments(mpp)
+
     def canonical(self) -> dict[str, Any]:
-        return {self.name: self.params.model_dump(mode="json")}
+        return {self.name: self.params.canonical()}
 
 
 def _make_step_model() -> type[_StepBase]:
@@ -295,20 +808,64 @@ MaskName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class Resolution(_Strict):
-    """Where masks are computed: a pyramid ``level`` (0 = full resolution) or a target ``mpp``.
+    """Where masks are computed: a pyramid ``level`` (0 = full resolution), a target ``mpp``
+    or a target ``downsample``.
 
     ``mpp`` (micrometres per pixel) reads the coarsest level that is not coarser, then
     area-averages it by the nearest integer factor (the slide must state its pixel size).
+    ``downsample`` (level-0 pixels per working pixel, e.g. CLAM's 64) does the same by
+    downsample, so it needs no pixel size: the coarsest level whose downsample is at most the
+    target, area-averaged by ``floor(target / level downsample + 0.5)``.
     """
 
     level: int | None = Field(None, ge=0)
     mpp: float | None = Field(None, gt=0)
+    downsample: float | None = Field(None, ge=1)
+
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"downsample"})
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Resolution:
-        if (self.level is None) == (self.mpp is None):
-            raise ValueError("give exactly one of level: (pyramid level) or mpp: (µm per pixel)")
+        given = [v for v in (self.level, self.mpp, self.downsample) if v is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of level: (pyramid level) or mpp: (µm per pixel) or "
+                "downsample: (level-0 pixels per pixel)"
+            )
         return self
+
+
+class Outputs(_Strict):
+    """What :func:`slidemask.pipeline.run_slide` writes for a slide besides ``<name>.zarr``.
+
+    Every file is named after the mask, ``<name>.zarr``: ``<name>.ome.zarr`` (OME-Zarr 0.5
+    label pyramid), ``<name>.geojson`` (QuPath annotations, level-0 pixel coordinates),
+    ``<name>.png`` (thumbnail with the mask outline) and ``<name>.json`` (area in mm²,
+    fraction, components, thresholds, resolution, QC warnings). All default to off, so a
+    config without ``outputs:`` writes exactly the mask. The plain Zarr mask is always written:
+    resuming a batch relies on it, and every extra is in place before it is.
+    """
+
+    zarr: bool = True
+    ome_zarr: bool = False
+    geojson: bool = False
+    preview: bool = False
+    summary: bool = False
+
+    @field_validator("zarr")
+    @classmethod
+    def _always(cls, v: bool) -> bool:
+        if v is not True:
+            raise ValueError(
+                "the plain Zarr mask is always written (resuming a batch relies on it); "
+                "leave zarr: true or remove the key"
+            )
+        return v
+
+    @property
+    def extras(self) -> list[str]:
+        """Names of the enabled outputs besides the Zarr mask, in writing order."""
+        return [k for k in ("ome_zarr", "geojson", "preview", "summary") if getattr(self, k)]
 
 
 # --- output expressions -----------------------------------------------------------------------
@@ -414,10 +971,16 @@ def _convert(node: ast.AST) -> Expr:
 class Config(_Strict):
     """A validated mask configuration (see the module docstring for the format)."""
 
-    resolution: Resolution = Field(default_factory=lambda: Resolution(level=0, mpp=None))
+    resolution: Resolution = Field(
+        default_factory=lambda: Resolution(level=0, mpp=None, downsample=None)
+    )
     masks: dict[MaskName, StepList] = Field(min_length=1)
     output: str
     chunk_size: int = Field(2048, ge=64, le=16384, description="working chunk edge, pixels")
+    outputs: Outputs = Field(
+        default_factory=Outputs,
+        description="extra outputs beside <name>.zarr: ome_zarr, geojson, preview, summary",
+    )
     execution: ExecutionConfig = Field(
         default_factory=lambda: ExecutionConfig.model_validate({}),
         description="where slides run (threads, processes, a scheduler address, slurm, pbs); "
@@ -470,14 +1033,16 @@ class Config(_Strict):
 
     def canonical(self) -> dict[str, Any]:
         """Plain-JSON form with defaults filled in; equal configs give equal dicts."""
-        data = {
-            "resolution": self.resolution.model_dump(mode="json"),
+        data: dict[str, Any] = {
+            "resolution": self.resolution.canonical(),
             "masks": {
                 name: [step.canonical() for step in steps] for name, steps in self.masks.items()
             },
             "output": str(self.expression),
             "chunk_size": self.chunk_size,
         }
+        if self.outputs != Outputs():
+            data["outputs"] = self.outputs.canonical()
         return {k: v for k, v in data.items() if k not in self._NOT_HASHED}
 
 
@@ -535,6 +1100,8 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
         return list(Config.model_fields)
     if loc[0] == "resolution" and len(loc) == 2:
         return list(Resolution.model_fields)
+    if loc[0] == "outputs" and len(loc) == 2:
+        return list(Outputs.model_fields)
     if loc[0] == "execution" and len(loc) == 2:
         return list(ExecutionConfig.model_fields)
     if loc[0] == "masks" and len(loc) == 5 and loc[3] in STEPS:
@@ -587,7 +1154,8 @@ def parse_config(data: Any, *, source: str = "<config>") -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError(
             f"{source}: the configuration must be a mapping of keys "
-            f"(resolution, masks, output, chunk_size, execution), got {type(data).__name__}"
+            f"(resolution, masks, output, chunk_size, outputs, execution), got "
+            f"{type(data).__name__}"
         )
     try:
         return Config.model_validate(data)

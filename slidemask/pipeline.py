@@ -2,9 +2,9 @@
 
 :func:`build_mask` only builds a dask graph (nothing is read or computed);
 :func:`run_slide` opens one slide, builds its mask, streams it into ``<output_dir>/<name>.zarr``
-with the current dask scheduler and reports the outcome without raising, so a batch goes on
-past a bad slide. Choose the scheduler around the call (``dask.config.set(scheduler=...)`` or
-an active ``dask.distributed.Client``).
+(plus the extra outputs the config asks for) with the current dask scheduler and reports the
+outcome without raising, so a batch goes on past a bad slide. Choose the scheduler around the
+call (``dask.config.set(scheduler=...)`` or an active ``dask.distributed.Client``).
 
 Staged execution (what :func:`run_slide` does, and why). A neighbourhood step built with
 ``map_overlap`` makes every block wait for its neighbours, so dask holds about a row of finished
@@ -12,45 +12,127 @@ blocks: peak memory grows with the slide's width (661 MiB for a median at 40960^
 therefore stores the per-pixel part of a mask (grey, threshold, colour range: one pass over
 the slide, fused with decoding) in a scratch Zarr array beside the output, then runs the
 following neighbourhood steps on independent halo windows read back from it
-(:func:`slidemask.ops.windows.map_windows`). Every stage gives exactly what the lazy graph of
-:func:`build_mask` gives; the scratch arrays are removed when the slide is done.
+(:func:`slidemask.ops.windows.map_windows`). Two more kinds of step are staged:
+
+* a global step (``fill_holes``, ``contour_fill``, ``remove_small_objects``, ``keep_largest``,
+  ``keep_largest_holes``) reads its input twice (pass 1 summaries, pass 2 relabelling, see
+  :mod:`slidemask.ops.components`), so its input is first stored to scratch unless it already
+  is: the second read is a cheap read of a compressed mask, not a second decode of the slide;
+* an Otsu threshold (``threshold: {above: otsu}``) is resolved before the thresholding pass:
+  its input is stored, the slide-wide histogram is computed from the stored copy, and the image
+  is then thresholded with the number. A lazy 0-d threshold would make dask keep every grey
+  chunk in memory until the histogram is complete.
+
+Every stage gives exactly what the lazy graph of :func:`build_mask` gives; the scratch arrays
+are removed when the slide is done.
 
 One rewrite is applied in both paths: a median of a grey image followed by a one-sided
 constant threshold becomes the threshold followed by a median of the mask (a majority vote).
 The two are identical (a median is a rank: ``median(x) < t`` exactly when most of the window is
 below ``t``), and the majority vote is about 50 times cheaper than OpenCV's 8-bit median for
 apertures above 5.
+
+Outputs and resume. Without extra outputs the mask is written straight to ``<name>.zarr``
+(atomically, by :func:`slidemask.writers.zarr.write_zarr`). With extras (``outputs:`` in the
+config) the mask is first written, complete, into the slide's scratch folder; every extra is
+derived from that stored copy (read back lazily) and written into the scratch folder too;
+then the extras are moved to their final names and the mask last. Each move is a rename within
+the output folder, so each file appears whole, and a complete ``<name>.zarr`` (what a batch's
+resume trusts) implies that its extras from the same run are in place. A killed run leaves only
+the ``.<name>.zarr.scratch-<hex>`` folder, which a batch removes.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import dask
 import dask.array as da
 import zarr
 
-from slidemask.config import Config, config_hash
+from slidemask.config import (
+    OTSU,
+    Config,
+    Expr,
+    SquareOp,
+    config_hash,
+    mean_blur_depth,
+    mean_blur_kernel,
+    square_depth,
+    square_morphology_kernel,
+)
+from slidemask.config import Resolution as ResolutionConfig
 from slidemask.errors import MaskError, SlidemaskError
 from slidemask.inputs import output_path_for
 from slidemask.io import Slide, open_slide
 from slidemask.kernels.filters import median_blur as median_kernel
 from slidemask.kernels.filters import median_depth
-from slidemask.kernels.morphology import binary_morphology, morphology_depth
-from slidemask.ops.resample import image_at, select_resolution
+from slidemask.kernels.morphology import MorphologyOp, binary_morphology, morphology_depth
+from slidemask.ops.components import label_stats
+from slidemask.ops.local import threshold
+from slidemask.ops.otsu import otsu_threshold
+from slidemask.ops.resample import Resolution, image_at, select_resolution
 from slidemask.ops.windows import KernelStep, map_windows
 from slidemask.report import SlideResult
-from slidemask.writers.zarr import read_attrs, write_zarr
+from slidemask.writers.atomic import check_target, publish
+from slidemask.writers.geojson import write_geojson
+from slidemask.writers.ome_zarr import write_ome_labels
+from slidemask.writers.preview import write_preview
+from slidemask.writers.summary import qc_warnings, summary_record, write_summary_json
+from slidemask.writers.zarr import read_attrs, read_mask, write_zarr
 
-__all__ = ["build_mask", "run_slide"]
+__all__ = ["build_mask", "extra_output_paths", "run_slide", "working_resolution"]
 
 log = logging.getLogger("slidemask")
+
+COMPONENT_COUNT_MAX_PIXELS = 100_000_000
+"""The summary counts connected components (one labelling pass over the stored mask, about
+1 s per 10^8 pixels) only for masks up to this many pixels, unless the GeoJSON output counts
+them anyway; above it ``components`` is None."""
+
+
+def working_resolution(slide: Slide, resolution: ResolutionConfig) -> Resolution:
+    """The pyramid level and integer factor a configuration's ``resolution`` asks for.
+
+    ``level`` and ``mpp`` are :func:`slidemask.ops.resample.select_resolution`. ``downsample``
+    (level-0 pixels per working pixel) picks the coarsest level whose downsample is at most the
+    target, then the integer factor ``floor(target / level downsample + 0.5)`` (at least 1):
+    e.g. CLAM's 64 on a pyramid with downsamples 1, 4, 16 reads level 2 and averages 4 x 4
+    blocks. It does not need the slide's pixel size (``Resolution.mpp`` is None without one).
+
+    Raises
+    ------
+    SlideError
+        ``mpp`` on a slide that does not state its pixel size.
+    MaskError
+        A level that does not exist, or a target so coarse that no pixel would remain.
+    """
+    if resolution.downsample is None:
+        return select_resolution(slide, mpp=resolution.mpp, level=resolution.level)
+    target = float(resolution.downsample)
+    candidates = [i for i, d in enumerate(slide.downsamples) if d <= target * (1 + 1e-9)]
+    level = max(candidates, key=lambda i: slide.downsamples[i]) if candidates else 0
+    level_downsample = float(slide.downsamples[level])
+    factor = max(1, math.floor(target / level_downsample + 0.5))
+    rows, cols = slide.levels[level].shape[:2]
+    if rows // factor == 0 or cols // factor == 0:
+        raise MaskError(
+            f"resolution: downsample {target:g} is coarser than the whole slide {slide.path} "
+            f"({rows} x {cols} pixels at level {level})"
+        )
+    level_mpp = slide.level_mpp(level)
+    return Resolution(
+        level=level, factor=factor, mpp=None if level_mpp is None else level_mpp * factor,
+        downsample=level_downsample * factor,
+    )
 
 
 def build_mask(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
@@ -68,39 +150,66 @@ def build_mask(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
     -------
     mask : dask.array.Array
         ``(rows, cols)`` bool in the pixels of the working resolution: the configured level,
-        or for ``mpp`` the nearest finer level area-averaged by an integer ``factor``
-        (:func:`slidemask.ops.resample.select_resolution`).
+        or for ``mpp``/``downsample`` the nearest finer level area-averaged by an integer
+        ``factor`` (:func:`working_resolution`).
     provenance : dict
-        JSON-able: source slide, ``level``, ``factor``, µm per mask pixel (``mpp``, None
-        when unknown), ``downsample`` (level-0 pixels per mask pixel), the masks' steps with
-        their parameters, the output expression and the config hash.
+        Source slide, ``level``, ``factor``, µm per mask pixel (``mpp``, None when unknown),
+        ``downsample`` (level-0 pixels per mask pixel), the masks' steps with their parameters,
+        ``thresholds`` (per threshold step ``"<mask>[<index>]"``, the bounds used, an Otsu
+        value as a lazy 0-d dask array here), the output expression and the config hash.
+        JSON-able once its lazy values are computed (``write_zarr`` attributes accept them).
+
+    Memory: this is the plain lazy graph. Global steps compute their input twice and an Otsu
+    threshold keeps the grey image in memory until its histogram is complete; use
+    :func:`run_slide` for whole slides, which stages both.
 
     Raises
     ------
     SlideError
         An ``mpp`` resolution on a slide that does not state its pixel size.
     MaskError
-        The level does not exist; or a step refuses this slide's data (e.g. a threshold
-        outside a uint16 image's range): the message names the slide and the step's key
-        path in the configuration.
+        The level does not exist; a size in micrometres on a slide without a pixel size; or a
+        step refuses this slide's data (e.g. a threshold outside a uint16 image's range): the
+        message names the slide and the step's key path in the configuration.
     """
-    return _build(slide, config, store=None)
+    return _build(slide, config, stage=None)
 
 
-Store = Callable[[da.Array, str], Any]
-"""Computes an array into scratch storage and returns a windowed-readable handle (zarr.Array)."""
+class _Stage:
+    """Scratch storage and eager values for the staged runner (one folder per slide)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def store(self, value: da.Array, name: str) -> zarr.Array:
+        """Compute ``value`` into ``<folder>/<name>.zarr`` and open it for windowed reads."""
+        path = self.folder / f"{name}.zarr"
+        write_zarr(value, path, overwrite=True)
+        return zarr.open_array(str(path), mode="r")
+
+    def compute(self, value: Any) -> Any:
+        (result,) = dask.compute(value)
+        return result
 
 
-def _window_kernel(step: Any) -> KernelStep | None:
-    """The numpy kernel and halo of a neighbourhood step, or None for other steps."""
-    name, params = step.name, step.kwargs()
+def _window_kernel(name: str, kwargs: dict[str, Any]) -> KernelStep | None:
+    """The numpy kernel and halo of a neighbourhood step (sizes in pixels), or None."""
     if name == "median_blur":
-        return KernelStep(median_kernel, median_depth(params["ksize"]), {"ksize": params["ksize"]})
+        return KernelStep(median_kernel, median_depth(kwargs["ksize"]), {"ksize": kwargs["ksize"]})
+    if name == "mean_blur":
+        ksize = kwargs["ksize"]
+        return KernelStep(mean_blur_kernel, mean_blur_depth(ksize), {"ksize": ksize})
     if name in ("dilation", "erosion", "opening", "closing"):
+        op = cast(MorphologyOp, name)
+        radius = kwargs["radius"]
         return KernelStep(
-            binary_morphology,
-            morphology_depth(name, params["radius"]),
-            {"op": name, "radius": params["radius"]},
+            binary_morphology, morphology_depth(op, radius), {"op": op, "radius": radius}
+        )
+    if name.startswith("square_"):
+        square = cast(SquareOp, name.removeprefix("square_"))
+        size = kwargs["size"]
+        return KernelStep(
+            square_morphology_kernel, square_depth(square, size), {"op": square, "size": size}
         )
     return None
 
@@ -134,13 +243,25 @@ def _one_sided_constant(params: dict[str, Any]) -> bool:
     return len(values) == 1 and isinstance(values[0], (int, float))
 
 
-def _build(slide: Slide, config: Config, store: Store | None) -> tuple[da.Array, dict[str, Any]]:
-    resolution = select_resolution(
-        slide, mpp=config.resolution.mpp, level=config.resolution.level
-    )
+def _otsu_split(image: da.Array, bounds: dict[str, Any], value: Any) -> da.Array:
+    """Threshold with one bound the Otsu value ``value``: ``above`` keeps ``x > t``, ``below``
+    keeps ``x <= t`` (the complement), the other bound (if any) as a strict constant."""
+    above, below = bounds.get("above"), bounds.get("below")
+    if above == OTSU:
+        mask = threshold(image, above=value)
+        return mask if below is None else mask & threshold(image, below=below)
+    mask = ~threshold(image, above=value)
+    return mask if above is None else mask & threshold(image, above=above)
+
+
+def _build(
+    slide: Slide, config: Config, stage: _Stage | None
+) -> tuple[da.Array, dict[str, Any]]:
+    resolution = working_resolution(slide, config.resolution)
     image = image_at(slide, resolution)
     expression = config.expression
     masks: dict[str, da.Array] = {}
+    thresholds: dict[str, dict[str, Any]] = {}
     for name, steps in config.masks.items():
         if name not in expression.names():
             continue  # defined but unused: nothing to build
@@ -154,17 +275,42 @@ def _build(slide: Slide, config: Config, store: Store | None) -> tuple[da.Array,
             probe = KernelStep.chain_dtype(pending, source.dtype)
             return map_windows(source, pending, chunks=value.chunks, dtype=probe)
 
+        def keep(value: da.Array, label: str) -> da.Array:
+            assert stage is not None
+            return da.from_zarr(stage.store(value, label))
+
         for index, step in _reorder(steps):
             try:
-                kernel = _window_kernel(step) if store is not None else None
+                kwargs = step.arguments(resolution.mpp)
+                kernel = _window_kernel(step.name, kwargs) if stage is not None else None
                 if kernel is not None and value.ndim == 2:
                     if source is None:
-                        source = store(value, f"{name}-{index}")
+                        assert stage is not None
+                        source = stage.store(value, f"{name}-{index}")
                     pending.append(kernel)
                     continue
                 value = flush(value, source, pending)
                 source, pending = None, []
-                value = step.spec.function(value, **step.kwargs())
+                if step.name == "threshold":
+                    used = dict(kwargs)
+                    if step.params.otsu:
+                        if stage is not None:  # resolve it from a stored copy (see above)
+                            value = keep(value, f"{name}-{index}")
+                        otsu: Any = otsu_threshold(value)  # lazy 0-d, or resolved now:
+                        if stage is not None:
+                            otsu = float(stage.compute(otsu))
+                        side = "above" if kwargs.get("above") == OTSU else "below"
+                        used[side] = otsu
+                        value = _otsu_split(value, kwargs, otsu)
+                    else:
+                        value = step.spec.function(value, **kwargs)
+                    thresholds[f"{name}[{index}]"] = used
+                elif step.spec.scope == "global":
+                    if stage is not None:  # read twice: from scratch, not from the slide
+                        value = keep(value, f"{name}-{index}")
+                    value = step.spec.function(value, **kwargs)
+                else:
+                    value = step.spec.function(value, **kwargs)
             except MaskError as exc:
                 raise MaskError(
                     f"{slide.path}: masks.{name}[{index}].{step.name}: {exc}"
@@ -184,21 +330,14 @@ def _build(slide: Slide, config: Config, store: Store | None) -> tuple[da.Array,
         "resolution": canonical["resolution"],
         "masks": canonical["masks"],
         "output": canonical["output"],
+        "thresholds": thresholds,
         "chunk_size": config.chunk_size,
         "config_hash": config_hash(config),
     }
     return mask, provenance
 
 
-def _scratch_store(folder: Path) -> Store:
-    """A :data:`Store` writing each intermediate into ``folder`` (removed by the caller)."""
-
-    def store(value: da.Array, name: str) -> zarr.Array:
-        path = folder / f"{name}.zarr"
-        write_zarr(value, path, overwrite=True)
-        return zarr.open_array(str(path), mode="r")
-
-    return store
+# --- outputs ----------------------------------------------------------------------------------
 
 
 def _reason(exc: BaseException) -> str:
@@ -206,6 +345,123 @@ def _reason(exc: BaseException) -> str:
         return str(exc)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _label_name(expression: Expr) -> str:
+    """A name for the mask in viewers: the leading positive mask of ``a & ~b``, else "mask"."""
+    node = expression
+    while node.op == "and":
+        node = node.args[0]
+    return node.name if node.op == "name" else "mask"
+
+
+def _single_threshold(thresholds: dict[str, dict[str, Any]]) -> float | None:
+    """The threshold to report: the one bound of the only threshold step, else None."""
+    if len(thresholds) != 1:
+        return None
+    bounds = [v for v in next(iter(thresholds.values())).values() if v is not None]
+    return float(bounds[0]) if len(bounds) == 1 else None
+
+
+def _summary(
+    stats: dict[str, Any], provenance: dict[str, Any], components: int | None
+) -> dict[str, Any]:
+    """The computed summary (the keys of :func:`slidemask.writers.summary.mask_summary`) from
+    the stored statistics; nothing is read again."""
+    pixels = int(stats.get("foreground_pixels", 0))
+    total = int(stats.get("total_pixels", 0))
+    mpp = provenance.get("mpp")
+    return {
+        "slide": provenance["source"]["path"],
+        "tissue_pixels": pixels,
+        "total_pixels": total,
+        "tissue_fraction": pixels / total if total else 0.0,
+        "tissue_area_mm2": None if mpp is None else pixels * mpp * mpp / 1e6,
+        "components": components,
+        "threshold": _single_threshold(provenance.get("thresholds", {})),
+        "thresholds": provenance.get("thresholds", {}),
+        "level": provenance["level"],
+        "factor": provenance["factor"],
+        "mpp": mpp,
+        "downsample": provenance["downsample"],
+        "config_hash": provenance["config_hash"],
+    }
+
+
+def extra_output_paths(target: str | os.PathLike[str], outputs: Sequence[str]) -> dict[str, Path]:
+    """Where each extra output of the mask ``<name>.zarr`` goes: ``<name>.ome.zarr``,
+    ``<name>.geojson``, ``<name>.png`` (preview) and ``<name>.json`` (summary)."""
+    target = Path(target)
+    stem = target.name.removesuffix(".zarr")
+    suffixes = {"ome_zarr": ".ome.zarr", "geojson": ".geojson", "preview": ".png",
+                "summary": ".json"}
+    return {key: target.parent / f"{stem}{suffixes[key]}" for key in outputs}
+
+
+def _check_extra_target(key: str, final: Path) -> None:
+    if key == "ome_zarr":
+        check_target(final, overwrite=True)  # refuses a folder that is not a Zarr store
+    elif final.is_dir() and not final.is_symlink():
+        raise FileExistsError(f"{final}: exists and is a folder; refusing to replace it")
+
+
+def _install(built: Path, final: Path, aside: Path) -> None:
+    """Move a finished output from the scratch folder to its final name (a rename within the
+    output folder), replacing an older one; the old one goes into the scratch folder."""
+    if final.is_dir() and not final.is_symlink():
+        os.replace(final, aside / f"replaced-{uuid.uuid4().hex[:12]}-{final.name}")
+    os.replace(built, final)  # a file replaces a file atomically
+
+
+def _write_with_extras(
+    slide: Slide,
+    mask: da.Array,
+    attrs: dict[str, Any],
+    config: Config,
+    target: Path,
+    scratch: Path,
+    overwrite: bool,
+) -> dict[str, Any]:
+    """The mask and its extras, built in ``scratch`` and moved into place (mask last)."""
+    finals = extra_output_paths(target, config.outputs.extras)
+    check_target(target, overwrite)
+    for key, final in finals.items():
+        _check_extra_target(key, final)
+    folder = scratch / "outputs"  # apart from the stage's intermediates, whatever the names
+    built_mask = folder / target.name
+    write_zarr(mask, built_mask, attrs=attrs)
+    stored = read_mask(built_mask)
+    written = read_attrs(built_mask)
+    provenance, stats = written["provenance"], written["stats"]
+    name = _label_name(config.expression)
+    built: dict[str, Path] = {key: folder / final.name for key, final in finals.items()}
+    components: int | None = None
+    if "ome_zarr" in built:
+        write_ome_labels(
+            stored, built["ome_zarr"], mpp=provenance["mpp"], name=name,
+            source_image_path=slide.path, attrs={"provenance": provenance},
+        )
+    if "geojson" in built:
+        components = write_geojson(
+            stored, built["geojson"], downsample=float(provenance["downsample"]),
+            classification=name.capitalize(),
+        )
+    if "preview" in built:
+        write_preview(slide, stored, built["preview"],
+                      mask_downsample=float(provenance["downsample"]))
+    if components is None and "summary" in built and stored.size <= COMPONENT_COUNT_MAX_PIXELS:
+        (table,) = dask.compute(label_stats(stored))
+        components = len(table)
+    summary = _summary(stats, provenance, components)
+    if "summary" in built:
+        write_summary_json(summary, built["summary"])
+        zarr.open_array(str(built_mask), mode="r+").update_attributes(
+            {"summary": summary_record(summary)}
+        )
+    for key, final in finals.items():
+        _install(built[key], final, scratch)
+    publish(built_mask, target, overwrite)  # last: a complete mask means its extras are there
+    return summary
 
 
 def run_slide(
@@ -216,22 +472,27 @@ def run_slide(
     overwrite: bool = False,
     output: str | os.PathLike[str] | None = None,
 ) -> SlideResult:
-    """Open one slide, build its mask and write ``<output_dir>/<slide name>.zarr``.
+    """Open one slide, build its mask and write ``<output_dir>/<slide name>.zarr`` and extras.
 
     Computes with the current dask scheduler. Never raises for a problem with this slide
-    (missing, unreadable, corrupt tile, existing output without ``overwrite``): the returned
-    result says ``failed`` and why, and the failure is logged naming the slide.
+    (missing, unreadable, corrupt tile, existing output without ``overwrite``, a size in µm on
+    a slide without a pixel size): the returned result says ``failed`` and why, and the
+    failure is logged naming the slide. Quality warnings (an empty mask, a mask covering more
+    than 95 % of the slide) are logged at WARNING naming the slide, and written in the summary.
 
     Parameters
     ----------
     path
         The slide file (opened read-only).
     config
-        The validated configuration.
+        The validated configuration; ``config.outputs`` names the extras: ``<name>.ome.zarr``,
+        ``<name>.geojson``, ``<name>.png`` and ``<name>.json`` beside ``<name>.zarr`` (see
+        :func:`extra_output_paths` and the module docstring for the order they appear in).
     output_dir
         Folder for the output (created if missing).
     overwrite
-        Replace an existing output (it stays complete until the new one is).
+        Replace an existing output (it stays complete until the new one is). Extras of a mask
+        that does not exist yet are always replaced (a killed run may have left them).
     output
         Exact output path, overriding the name derived from the slide (a batch passes
         :func:`slidemask.inputs.output_paths` here to keep names unique).
@@ -250,14 +511,21 @@ def run_slide(
         slide = open_slide(path, chunk_size=config.chunk_size)
         scratch = target.parent / f".{target.name}.scratch-{uuid.uuid4().hex[:12]}"
         try:
-            mask, provenance = _build(slide, config, store=_scratch_store(scratch))
+            mask, provenance = _build(slide, config, stage=_Stage(scratch))
             stats = {"foreground_pixels": mask.sum(), "total_pixels": int(mask.size)}
-            write_zarr(
-                mask, target, overwrite=overwrite,
-                attrs={"provenance": provenance, "stats": stats},
-            )
+            attrs = {"provenance": provenance, "stats": stats}
+            if config.outputs.extras:
+                summary = _write_with_extras(
+                    slide, mask, attrs, config, target, scratch, overwrite
+                )
+            else:
+                write_zarr(mask, target, overwrite=overwrite, attrs=attrs)
+                written = read_attrs(target)
+                summary = _summary(written.get("stats", {}), written["provenance"], None)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+        for warning in qc_warnings(summary):
+            log.warning("slide %s: %s", path, warning)
         stored = read_attrs(target).get("stats", {})
         total = stored.get("total_pixels") or 0
         result_stats = {

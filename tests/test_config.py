@@ -134,7 +134,8 @@ def test_load_config_names_the_file(tmp_path: Path) -> None:
          "masks.2t: mask names are identifiers"),
         (TISSUE + "resolution: {level: 1, mpp: 2.0}\n",
          "resolution: give exactly one of level: (pyramid level) or mpp: (µm per pixel)"),
-        (TISSUE + "resolution: {lvl: 1}\n", "resolution.lvl: unknown key (allowed: level, mpp)"),
+        (TISSUE + "resolution: {lvl: 1}\n",
+         "resolution.lvl: unknown key (allowed: level, mpp, downsample)"),
         (TISSUE + "chunk_size: 8\n", "chunk_size: Input should be greater than or equal to 64"),
         (TISSUE + "  pen:\n    - hsv_range: {lower: [100, 80, 30], upper: [128, 255, 255]}\n",
          "output: required key missing: with several masks, say how to combine them"),
@@ -179,11 +180,14 @@ def test_parse_config_rejects_non_mappings() -> None:
 
 
 def test_registry_parameters_are_the_functions_keywords() -> None:
-    # the config can only say what the public API can: every parameter is a keyword of its function
+    # the config can only say what the public API can: every parameter is a keyword of its
+    # function, or the same keyword in micrometres (radius_um -> radius, min_area_um2 ->
+    # min_area), converted to pixels before the call
     for name, spec in STEPS.items():
         signature = inspect.signature(spec.function)
         for field in spec.params.model_fields:
-            assert field in signature.parameters, f"{name}.{field} is not a keyword"
+            keyword = field.removesuffix("_um2").removesuffix("_um")
+            assert keyword in signature.parameters, f"{name}.{field} is not a keyword"
 
 
 # ---- output expressions -------------------------------------------------------------------------

@@ -76,3 +76,32 @@ def test_staged_run_any_chunking(tmp_path: Path, synthetic_slide: Path, chunk_si
     result = run_slide(synthetic_slide, config, tmp_path)
     assert result.status == "done", result.error
     np.testing.assert_array_equal(read_mask(result.output).compute(), expected.compute())
+
+
+def test_staged_build_stores_global_inputs_and_resolves_otsu_first(
+    tmp_path: Path, synthetic_slide: Path
+) -> None:
+    from slidemask.pipeline import _build, _Stage
+
+    stored: list[str] = []
+
+    class Recording(_Stage):
+        def store(self, value, name):  # type: ignore[no-untyped-def]
+            stored.append(name)
+            return super().store(value, name)
+
+    config = config_from_yaml(
+        "resolution: {level: 1}\nchunk_size: 256\nmasks:\n  t:\n    - saturation\n"
+        "    - median_blur: {ksize: 5}\n    - threshold: {above: otsu}\n"
+        "    - closing: {radius: 2}\n    - remove_small_objects: {min_area: 50}\n"
+        "    - fill_holes: {}\n"
+    )
+    slide = open_slide(synthetic_slide, chunk_size=256)
+    mask, provenance = _build(slide, config, Recording(tmp_path / "scratch"))
+    # window source, Otsu input, window source, then each global step's input
+    assert stored == ["t-1", "t-2", "t-3", "t-4", "t-5"]
+    # the threshold is a number before the mask's graph is built: no histogram in the graph
+    assert isinstance(provenance["thresholds"]["t[2]"]["above"], float)
+    assert not any("histogram" in str(name) for name in mask.dask.layers)
+    expected, _ = build_mask(slide, config)
+    np.testing.assert_array_equal(mask.compute(), expected.compute())
