@@ -101,6 +101,10 @@ def binary_morphology(tile: np.ndarray, *, op: MorphologyOp, radius: int) -> np.
         )
     if radius == 0 or tile.size == 0:
         return tile.copy()
+    # Pixels outside the image never change the mask (the border rule above), so a uniform
+    # window is its own result: most windows of a slide are all background or all tissue.
+    if not tile.any() or tile.all():
+        return tile.copy()
     # bool is stored as 0/1 bytes, so OpenCV works on a uint8 view and returns 0/1 bytes.
     src = np.ascontiguousarray(tile).view(np.uint8)
     out = cv2.morphologyEx(src, _CV2_OPS[op], disk_footprint(int(radius)))
