@@ -15,6 +15,7 @@ Cases:
     hsv             HSV range (pink/purple tissue) at level 0 -> Zarr
     median_closing  grey -> median 7 -> threshold -> closing radius 4 -> Zarr
     global          threshold -> fill_holes -> remove_small_objects -> Zarr
+    tissue_mpp8     configs/tissue.yaml (8 µm per pixel, from the pyramid) -> Zarr, PNG, JSON
     naive           whole image in RAM: tifffile.imread + cv2 grey + threshold
                     (skipped when it would not fit)
 """
@@ -34,7 +35,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-ALL_CASES = ["decode", "read", "threshold", "hsv", "median_closing", "global", "naive"]
+ALL_CASES = [
+    "decode",
+    "read",
+    "threshold",
+    "hsv",
+    "median_closing",
+    "global",
+    "tissue_mpp8",
+    "naive",
+]
 DEFAULT_CASES = ["decode", "read", "threshold", "hsv"]
 
 
@@ -114,7 +124,10 @@ def run_case(case: str, path: Path, threads: int, chunk: int, out_dir: Path) -> 
                 from slidemask.config import config_from_yaml
                 from slidemask.pipeline import run_slide
 
-                config = config_from_yaml(CASE_CONFIGS[case] + f"\nchunk_size: {chunk}\n")
+                text = CASE_CONFIGS[case]
+                if "chunk_size:" not in text:
+                    text += f"\nchunk_size: {chunk}\n"
+                config = config_from_yaml(text)
                 result = run_slide(path, config, out_dir, output=out, overwrite=True)
                 if result.status != "done":
                     raise RuntimeError(result.error)
@@ -130,6 +143,8 @@ def run_case(case: str, path: Path, threads: int, chunk: int, out_dir: Path) -> 
 
 
 CASE_CONFIGS = {
+    # the recommended tissue preset (8 µm per pixel from the pyramid, preview and summary)
+    "tissue_mpp8": (Path(__file__).resolve().parents[1] / "configs" / "tissue.yaml").read_text(),
     # the slidemask job each case times, as a configuration (the same path the CLI takes)
     "threshold": "masks: {tissue: [gray, {threshold: {below: 220}}]}",
     "hsv": "masks: {tissue: [{hsv_range: {lower: [120, 20, 50], upper: [179, 255, 235]}}]}",
