@@ -203,7 +203,14 @@ def safe_output_name(name: str) -> str:
     encoded = safe.encode("utf-8")
     if len(encoded) > _MAX_NAME_BYTES:
         safe = encoded[:_MAX_NAME_BYTES].decode("utf-8", errors="ignore").rstrip(". ")
-    return safe or _FALLBACK_NAME
+    safe = safe or _FALLBACK_NAME
+    if safe.lower() in _RESERVED_NAMES:
+        # the run report is <output>/report.json and .csv: a slide's summary must not replace it
+        safe = f"{safe}_slide"
+    return safe
+
+
+_RESERVED_NAMES = frozenset({"report"})
 
 
 def _check_suffix(suffix: str) -> None:

@@ -241,3 +241,11 @@ def test_safe_output_name_keeps_plain_names():
     assert safe_output_name("CMU-1-Small-Region") == "CMU-1-Small-Region"
     assert safe_output_name("") == "slide"
     assert os.sep not in safe_output_name(f"a{os.sep}b")
+
+
+def test_slide_named_report_does_not_collide_with_the_run_report() -> None:
+    from slidemask.inputs import safe_output_name
+
+    assert safe_output_name("report") == "report_slide"
+    assert safe_output_name("Report") == "Report_slide"
+    assert safe_output_name("reports") == "reports"
