@@ -177,6 +177,8 @@ class _Console(logging.StreamHandler):  # type: ignore[type-arg]
         self.bar: TerminalProgress | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
+        # whatever sys.stderr is now (it is replaced by test runners and embedding programs)
+        self.stream = sys.stderr
         if self.bar is None:
             super().emit(record)
             return
