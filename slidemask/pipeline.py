@@ -56,6 +56,7 @@ from typing import Any, cast
 
 import dask
 import dask.array as da
+import numpy as np
 import zarr
 
 from slidemask.config import (
@@ -175,14 +176,23 @@ def build_mask(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
     return _build(slide, config, stage=None)
 
 
+IN_MEMORY_PIXELS = 2**26
+"""Intermediates of at most this many pixels (64 MiB as uint8) are kept in memory, not in
+scratch Zarr arrays: at coarse resolutions (a tissue mask at 8 µm per pixel) the fixed cost of
+a Zarr round trip per stage dominates, and memory is bounded by the working image anyway."""
+
+
 class _Stage:
     """Scratch storage and eager values for the staged runner (one folder per slide)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def store(self, value: da.Array, name: str) -> zarr.Array:
-        """Compute ``value`` into ``<folder>/<name>.zarr`` and open it for windowed reads."""
+    def store(self, value: da.Array, name: str) -> zarr.Array | np.ndarray:
+        """Compute ``value`` and return it for windowed reads: in memory when it is small
+        (:data:`IN_MEMORY_PIXELS`), else in ``<folder>/<name>.zarr``."""
+        if value.size <= IN_MEMORY_PIXELS:
+            return np.asarray(self.compute(value))
         path = self.folder / f"{name}.zarr"
         write_zarr(value, path, overwrite=True)
         return zarr.open_array(str(path), mode="r")
@@ -277,7 +287,10 @@ def _build(
 
         def keep(value: da.Array, label: str) -> da.Array:
             assert stage is not None
-            return da.from_zarr(stage.store(value, label))
+            stored = stage.store(value, label)
+            if isinstance(stored, np.ndarray):
+                return da.from_array(stored, chunks=value.chunks)
+            return da.from_zarr(stored)
 
         for index, step in _reorder(steps):
             try:

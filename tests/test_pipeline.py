@@ -32,7 +32,20 @@ output: "(tissue | dark) & ~pen"
 """
 
 
-def test_staged_run_equals_lazy_graph(tmp_path: Path, synthetic_slide: Path) -> None:
+@pytest.fixture(params=["scratch-zarr", "in-memory"])
+def stage_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the staged tests both with scratch Zarr arrays and with in-memory intermediates."""
+    import slidemask.pipeline as pipeline
+
+    monkeypatch.setattr(
+        pipeline, "IN_MEMORY_PIXELS", 0 if request.param == "scratch-zarr" else 2**40
+    )
+    return str(request.param)
+
+
+def test_staged_run_equals_lazy_graph(
+    tmp_path: Path, synthetic_slide: Path, stage_kind: str
+) -> None:
     config = config_from_yaml(CONFIG)
     expected, _ = build_mask(open_slide(synthetic_slide, chunk_size=256), config)
     result = run_slide(synthetic_slide, config, tmp_path)
@@ -67,7 +80,9 @@ def test_band_threshold_is_not_reordered() -> None:
 
 
 @pytest.mark.parametrize("chunk_size", [64, 200])
-def test_staged_run_any_chunking(tmp_path: Path, synthetic_slide: Path, chunk_size: int) -> None:
+def test_staged_run_any_chunking(
+    tmp_path: Path, synthetic_slide: Path, chunk_size: int, stage_kind: str
+) -> None:
     text = CONFIG.replace("chunk_size: 256", f"chunk_size: {chunk_size}").replace(
         "level: 0", "level: 1"
     )
