@@ -29,6 +29,7 @@ __all__ = [
     "check_target",
     "jsonable",
     "leftovers",
+    "mark_complete_and_publish",
     "looks_like_zarr",
     "package_version",
     "partial_outputs",
@@ -112,9 +113,11 @@ def partial_outputs(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def looks_like_zarr(path: Path) -> bool:
-    return (path / "zarr.json").is_file() or (path / ".zarray").is_file() or (
-        path / ".zgroup"
-    ).is_file()
+    return (
+        (path / "zarr.json").is_file()
+        or (path / ".zarray").is_file()
+        or (path / ".zgroup").is_file()
+    )
 
 
 def check_target(final: Path, overwrite: bool) -> None:
@@ -124,8 +127,11 @@ def check_target(final: Path, overwrite: bool) -> None:
         raise FileExistsError(
             f"{final}: output exists; pass overwrite=True (CLI: --overwrite) to replace it"
         )
-    if final.is_dir() and not final.is_symlink() and any(final.iterdir()) and not looks_like_zarr(
-        final
+    if (
+        final.is_dir()
+        and not final.is_symlink()
+        and any(final.iterdir())
+        and not looks_like_zarr(final)
     ):
         # overwrite=True must never delete a directory that is not a previous output
         raise FileExistsError(
@@ -154,11 +160,43 @@ def publish(partial: Path, final: Path, overwrite: bool) -> None:
         os.replace(partial, final)
 
 
+def mark_complete_and_publish(
+    partial: Path,
+    final: Path,
+    overwrite: bool,
+    attrs: Mapping[str, Any],
+    key: str,
+    marker: Mapping[str, Any],
+) -> str:
+    """Write ``attrs`` plus ``{key: marker + complete}`` into the Zarr node at ``partial`` in
+    one ``zarr.json`` write, after all its chunks, then :func:`publish` it to ``final``.
+
+    On any failure the partial output is removed and the error re-raised. Returns ``final``.
+    """
+    import datetime as dt
+
+    import zarr
+
+    try:
+        node = zarr.open(partial, mode="r+", zarr_format=3)
+        payload = jsonable(attrs)
+        payload[key] = {
+            **marker,
+            "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "complete": True,
+        }
+        json.dumps(payload, allow_nan=False)  # fail here, not halfway through zarr.json
+        node.update_attributes(payload)
+        publish(partial, final, overwrite)
+    except BaseException:
+        remove(partial)
+        raise
+    return str(final)
+
+
 def leftovers(output: Path) -> list[Path]:
     """Temporary siblings of ``output`` that a killed run can leave behind (never complete)."""
     if not output.parent.is_dir():
         return []
-    pattern = re.compile(
-        rf"^\.{re.escape(output.name)}\.(?:{'|'.join(LEFTOVER_KINDS)})-[0-9a-f]+$"
-    )
+    pattern = re.compile(rf"^\.{re.escape(output.name)}\.(?:{'|'.join(LEFTOVER_KINDS)})-[0-9a-f]+$")
     return sorted(p for p in output.parent.iterdir() if pattern.match(p.name))

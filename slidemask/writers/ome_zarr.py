@@ -42,8 +42,6 @@ existing output is replaced only with ``overwrite=True``.
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import math
 import numbers
 import os
@@ -64,9 +62,8 @@ from slidemask.ops.resample import downsample_max, downsample_nearest
 from slidemask.writers.atomic import (
     check_attrs,
     check_target,
-    jsonable,
+    mark_complete_and_publish,
     package_version,
-    publish,
     remove,
 )
 from slidemask.writers.atomic import partial_path as new_partial_path
@@ -213,26 +210,9 @@ def _finalize(
     """
     del stored
     partial_path, final_path = Path(partial), Path(final)
-    try:
-        root = zarr.open_group(partial_path, mode="r+", zarr_format=3)
-        payload = jsonable(attrs)
-        recorded: Any = root.attrs.get(ATTRS_KEY, {})
-        own = dict(recorded) if isinstance(recorded, dict) else {}
-        own.update(
-            {
-                "completed_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                "complete": True,
-            }
-        )
-        payload[ATTRS_KEY] = own
-        json.dumps(payload, allow_nan=False)
-        # one zarr.json write: provenance and marker arrive together, after all chunks
-        root.update_attributes(payload)
-        publish(partial_path, final_path, overwrite)
-    except BaseException:
-        remove(partial_path)
-        raise
-    return str(final_path)
+    recorded: Any = zarr.open_group(partial_path, mode="r", zarr_format=3).attrs.get(ATTRS_KEY, {})
+    marker = dict(recorded) if isinstance(recorded, dict) else {}
+    return mark_complete_and_publish(partial_path, final_path, overwrite, attrs, ATTRS_KEY, marker)
 
 
 def write_ome_labels(

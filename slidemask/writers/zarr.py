@@ -39,7 +39,6 @@ at the final path; a killed process may leave a ``.partial-`` sibling, which
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from collections.abc import Mapping
@@ -57,10 +56,9 @@ from slidemask.errors import SlidemaskError
 from slidemask.writers.atomic import (
     check_attrs,
     check_target,
-    jsonable,
+    mark_complete_and_publish,
     package_version,
     partial_outputs,
-    publish,
     remove,
 )
 from slidemask.writers.atomic import partial_path as new_partial_path
@@ -116,24 +114,8 @@ def _finalize(
     """
     attrs = inputs[1]
     partial_path, final_path = Path(partial), Path(final)
-    try:
-        own = {
-            "format_version": FORMAT_VERSION,
-            "version": package_version(),
-            "completed_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "complete": True,
-        }
-        payload = jsonable(attrs)
-        payload[ATTRS_KEY] = own
-        json.dumps(payload, allow_nan=False)  # fail here, not halfway through zarr.json
-        array = zarr.open_array(partial_path, mode="r+")
-        # the marker is written last: the same zarr.json write that adds the provenance
-        array.update_attributes(payload)
-        publish(partial_path, final_path, overwrite)
-    except BaseException:
-        remove(partial_path)
-        raise
-    return str(final_path)
+    marker = {"format_version": FORMAT_VERSION, "version": package_version()}
+    return mark_complete_and_publish(partial_path, final_path, overwrite, attrs, ATTRS_KEY, marker)
 
 
 def write_zarr(
