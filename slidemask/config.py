@@ -543,17 +543,8 @@ class RgbMeanParams(_Strict):
     """``rgb_mean(rgb)``: no parameters."""
 
 
-class MeanBlurParams(_Strict):
-    """``mean_blur(image, ksize)``."""
-
-    ksize: int = Field(description="odd aperture edge in pixels, >= 3")
-
-    @field_validator("ksize")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v < 3 or v % 2 == 0:
-            raise ValueError(f"ksize must be an odd number of pixels >= 3, got {v}")
-        return v
+class MeanBlurParams(MedianBlurParams):
+    """``mean_blur(image, ksize)``: the same odd ``ksize`` as the median."""
 
 
 Connectivity = Literal[4, 8]
