@@ -89,6 +89,7 @@ def run_case(case: str, path: Path, threads: int, chunk: int, out_dir: Path) -> 
     """
     import cv2  # noqa: F401
     import dask
+    import distributed  # noqa: F401  (dask imports it on the first compute, to look for a client)
     import numpy as np
     import tifffile  # noqa: F401
     import zarr  # noqa: F401

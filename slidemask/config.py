@@ -77,7 +77,8 @@ from pydantic import (
 
 from slidemask.distributed import ExecutionConfig
 from slidemask.errors import ConfigError, MaskError
-from slidemask.kernels.color import check_hsv_input
+from slidemask.kernels.color import check_hsv_input, hsv_in_range, rgb_to_gray
+from slidemask.kernels.threshold import threshold_mask
 from slidemask.ops.components import keep_largest, remove_small_objects
 from slidemask.ops.holes import fill_holes, keep_largest_holes
 from slidemask.ops.local import (
@@ -637,6 +638,10 @@ class StepSpec:
     returns: Kind | None
     summary: str
     scope: Scope = "pixel"
+    tile_kernel: Callable[..., Any] | None = None
+    """For a pointwise step: the numpy kernel, called as ``tile_kernel(tile, **arguments)``
+    with the same arguments as ``function``; the runner fuses a run of such steps with
+    decoding (:meth:`slidemask.io.Slide.map_pixels`)."""
 
 
 _ANY_IMAGE: frozenset[Kind] = frozenset({"color", "gray", "mask"})
@@ -645,11 +650,14 @@ _MASK: frozenset[Kind] = frozenset({"mask"})
 
 STEPS: dict[str, StepSpec] = {
     "gray": StepSpec(GrayParams, to_gray, _COLOR, "gray",
-                     "to_gray: luma, identical to cv2.cvtColor(RGB2GRAY)"),
+                     "to_gray: luma, identical to cv2.cvtColor(RGB2GRAY)",
+                     tile_kernel=rgb_to_gray),
     "saturation": StepSpec(SaturationParams, saturation, _COLOR, "gray",
-                           "saturation: S of cv2.cvtColor(RGB2HSV), uint8 0-255"),
+                           "saturation: S of cv2.cvtColor(RGB2HSV), uint8 0-255",
+                           tile_kernel=saturation_kernel),
     "rgb_mean": StepSpec(RgbMeanParams, rgb_mean, _COLOR, "gray",
-                         "rgb_mean: (R + G + B) / 3 rounded, ImageJ's (QuPath's) grey"),
+                         "rgb_mean: (R + G + B) / 3 rounded, ImageJ's (QuPath's) grey",
+                         tile_kernel=rgb_mean_kernel),
     "median_blur": StepSpec(MedianBlurParams, median_blur, _ANY_IMAGE, None,
                             "median_blur: median filter, ksize pixels", "neighbourhood"),
     "mean_blur": StepSpec(MeanBlurParams, mean_blur, frozenset({"gray"}), None,
@@ -657,9 +665,10 @@ STEPS: dict[str, StepSpec] = {
                           "neighbourhood"),
     "threshold": StepSpec(ThresholdParams, threshold, frozenset({"gray"}), "mask",
                           "threshold: strict > above and/or < below, in the image's scale, "
-                          "or otsu"),
+                          "or otsu", tile_kernel=threshold_mask),
     "hsv_range": StepSpec(HsvRangeParams, hsv_range, _COLOR, "mask",
-                          "hsv_range: OpenCV HSV box, H 0-179, S/V 0-255, hue may wrap"),
+                          "hsv_range: OpenCV HSV box, H 0-179, S/V 0-255, hue may wrap",
+                          tile_kernel=hsv_in_range),
     "dilation": StepSpec(RadiusParams, binary_dilation, _MASK, "mask",
                          "binary_dilation: grow by a disk of radius pixels (or radius_um)",
                          "neighbourhood"),

@@ -78,7 +78,7 @@ from slidemask.kernels.filters import median_blur as median_kernel
 from slidemask.kernels.filters import median_depth
 from slidemask.kernels.morphology import MorphologyOp, binary_morphology, morphology_depth
 from slidemask.ops.components import label_stats
-from slidemask.ops.local import threshold
+from slidemask.ops.local import PixelChain, PixelStep, threshold
 from slidemask.ops.otsu import otsu_threshold
 from slidemask.ops.resample import Resolution, image_at, select_resolution
 from slidemask.ops.windows import KernelStep, map_windows
@@ -264,12 +264,35 @@ def _otsu_split(image: da.Array, bounds: dict[str, Any], value: Any) -> da.Array
     return mask if above is None else mask & threshold(image, above=above)
 
 
+def _fusable(step: Any) -> bool:
+    """A pointwise step with a tile kernel (an Otsu threshold is resolved from a stored copy)."""
+    if step.spec.tile_kernel is None:
+        return False
+    return not (step.name == "threshold" and step.params.otsu)
+
+
+def _fused(slide: Slide, level: int, chain: list[PixelStep], value: da.Array) -> da.Array:
+    """``value`` (the lazy result of ``chain`` on ``slide.levels[level]``) computed tile by tile
+    as the level is decoded; the same array, bit for bit."""
+    if not chain:
+        return value
+    channels = value.shape[2] if value.ndim == 3 else None
+    return slide.map_pixels(level, PixelChain(tuple(chain)), dtype=value.dtype, channels=channels)
+
+
 def _build(
     slide: Slide, config: Config, stage: _Stage | None
 ) -> tuple[da.Array, dict[str, Any]]:
     resolution = working_resolution(slide, config.resolution)
     image = image_at(slide, resolution)
     expression = config.expression
+    # Fuse the leading pointwise steps with decoding when the level is read as it is and one
+    # mask reads it (several masks share one decode of each chunk instead).
+    in_use = [name for name in config.masks if name in expression.names()]
+    fuse = (
+        stage is not None and resolution.factor == 1 and image.ndim == 3 and len(in_use) == 1
+        and bool(slide.readers)
+    )
     masks: dict[str, da.Array] = {}
     thresholds: dict[str, dict[str, Any]] = {}
     for name, steps in config.masks.items():
@@ -292,9 +315,17 @@ def _build(
                 return da.from_array(stored, chunks=value.chunks)
             return da.from_zarr(stored)
 
+        chain: list[PixelStep] | None = [] if fuse else None  # pointwise steps to fuse
         for index, step in _reorder(steps):
             try:
                 kwargs = step.arguments(resolution.mpp)
+                pointwise = chain is not None and _fusable(step)
+                if chain is not None and not pointwise:
+                    value = _fused(slide, resolution.level, chain, value)
+                    chain = None
+                if pointwise:
+                    assert chain is not None and step.spec.tile_kernel is not None
+                    chain.append(PixelStep(step.spec.tile_kernel, tuple(sorted(kwargs.items()))))
                 kernel = _window_kernel(step.name, kwargs) if stage is not None else None
                 if kernel is not None and value.ndim == 2:
                     if source is None:
@@ -328,6 +359,8 @@ def _build(
                 raise MaskError(
                     f"{slide.path}: masks.{name}[{index}].{step.name}: {exc}"
                 ) from exc
+        if chain is not None:
+            value = _fused(slide, resolution.level, chain, value)
         masks[name] = flush(value, source, pending)
     mask = expression.evaluate(masks)
     canonical = config.canonical()
@@ -442,7 +475,7 @@ def _write_with_extras(
         _check_extra_target(key, final)
     folder = scratch / "outputs"  # apart from the stage's intermediates, whatever the names
     built_mask = folder / target.name
-    write_zarr(mask, built_mask, attrs=attrs)
+    write_zarr(mask, built_mask, attrs=attrs, count_into="stats.foreground_pixels")
     stored = read_mask(built_mask)
     written = read_attrs(built_mask)
     provenance, stats = written["provenance"], written["stats"]
@@ -525,14 +558,17 @@ def run_slide(
         scratch = target.parent / f".{target.name}.scratch-{uuid.uuid4().hex[:12]}"
         try:
             mask, provenance = _build(slide, config, stage=_Stage(scratch))
-            stats = {"foreground_pixels": mask.sum(), "total_pixels": int(mask.size)}
+            stats = {"total_pixels": int(mask.size)}
             attrs = {"provenance": provenance, "stats": stats}
             if config.outputs.extras:
                 summary = _write_with_extras(
                     slide, mask, attrs, config, target, scratch, overwrite
                 )
             else:
-                write_zarr(mask, target, overwrite=overwrite, attrs=attrs)
+                write_zarr(
+                    mask, target, overwrite=overwrite, attrs=attrs,
+                    count_into="stats.foreground_pixels",
+                )
                 written = read_attrs(target)
                 summary = _summary(written.get("stats", {}), written["provenance"], None)
         finally:

@@ -13,6 +13,9 @@ import slidemask.io.tiff as tiff_module
 from slidemask.errors import SlideError, TileError
 from slidemask.io import open_slide, slide_name
 from slidemask.io.synthetic import write_synthetic_slide
+from slidemask.kernels.color import rgb_to_gray
+from slidemask.kernels.threshold import threshold_mask
+from slidemask.ops.local import PixelChain, PixelStep
 from tests.conftest import real_slide_params
 
 EXPECTED_MPP = {
@@ -251,3 +254,87 @@ def test_changed_file_is_detected(tmp_path: Path) -> None:
     tiff_module._HANDLES.clear()
     with pytest.raises(SlideError, match="changed"):
         slide.levels[0].compute()
+
+
+def _grey_below(tile: np.ndarray) -> np.ndarray:
+    """A pointwise function for map_pixels tests: grey < 200 of an RGB(A) or 1-channel tile."""
+    return PixelChain(
+        (PixelStep(rgb_to_gray), PixelStep(threshold_mask, (("below", 200),)))
+    )(tile)
+
+
+def _two_channels(tile: np.ndarray) -> np.ndarray:
+    return np.stack([tile[..., 0] // 2, tile[..., -1]], axis=-1)
+
+
+@pytest.mark.parametrize("path", real_slide_params())
+@pytest.mark.parametrize("chunk_size", [300, 2048])
+def test_map_pixels_equals_map_blocks_on_real_slides(path: Path, chunk_size: int) -> None:
+    slide = open_slide(path, chunk_size=chunk_size)
+    level = len(slide.levels) - 1 if slide.levels[0].size > 3e8 else 0
+    image = slide.levels[level]
+    if image.shape[2] not in (1, 3, 4):
+        pytest.skip("not an RGB or grey image")
+    fused = slide.map_pixels(level, _grey_below, dtype=bool)
+    assert fused.chunks == image.chunks[:2]
+    reference = _grey_below(image.compute())
+    np.testing.assert_array_equal(fused.compute(), reference)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 70, 256, 5000])
+def test_map_pixels_tiles_edges_strips_and_planar(tmp_path: Path, chunk_size: int) -> None:
+    path = write_synthetic_slide(tmp_path / "s.ome.tif", (333, 517), tile=128, mpp=0.5)
+    rgb = np.random.default_rng(3).integers(0, 255, (97, 61, 3), dtype=np.uint8)
+    strips = tmp_path / "strips.tif"
+    tifffile.imwrite(strips, rgb, photometric="rgb", rowsperstrip=5, compression="lzw")
+    planar = tmp_path / "planar.tif"
+    tifffile.imwrite(
+        planar, np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate", tile=(32, 32)
+    )
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, rgb, photometric="rgb")
+    for file in (path, strips, planar, raw):
+        slide = open_slide(file, chunk_size=chunk_size)
+        for level in range(len(slide.levels)):
+            whole = slide.levels[level].compute()
+            fused = slide.map_pixels(level, _grey_below, dtype=bool).compute()
+            np.testing.assert_array_equal(fused, _grey_below(whole))
+            two = slide.map_pixels(level, _two_channels, dtype=np.uint8, channels=2)
+            np.testing.assert_array_equal(two.compute(), _two_channels(whole))
+
+
+def test_map_pixels_sparse_tiles_read_as_zero(tmp_path: Path) -> None:
+    """A tile with no bytes (sparse TIFF) reads as zeros, so it maps to function(0)."""
+    path = tmp_path / "sparse.tif"
+    rgb = np.full((128, 128, 3), 250, np.uint8)
+    tifffile.imwrite(path, rgb, photometric="rgb", tile=(64, 64), compression="zlib")
+    with tifffile.TiffFile(path) as tf:
+        tag = tf.pages[0].tags["TileByteCounts"]
+        position, size = tag.valueoffset, {3: 2, 4: 4, 16: 8}[int(tag.dtype)]  # counts array
+    data = bytearray(path.read_bytes())
+    data[position + size : position + 2 * size] = b"\x00" * size  # tile (0, 64) holds no bytes
+    path.write_bytes(bytes(data))
+    slide = open_slide(path, chunk_size=128)
+    expected = rgb.copy()
+    expected[:64, 64:] = 0
+    np.testing.assert_array_equal(slide.levels[0].compute(), expected)
+    fused = slide.map_pixels(0, _grey_below, dtype=bool).compute()
+    np.testing.assert_array_equal(fused, _grey_below(expected))
+    assert fused[:64, 64:].all() and not fused[64:].any()
+
+
+def test_map_pixels_pickles_and_names_corrupt_tiles(tmp_path: Path) -> None:
+    rgb = np.full((128, 128, 3), 200, np.uint8)
+    path = tmp_path / "corrupt.tif"
+    tifffile.imwrite(path, rgb, photometric="rgb", tile=(64, 64), compression="jpeg")
+    slide = open_slide(path, chunk_size=64)
+    fused = slide.map_pixels(0, _grey_below, dtype=bool)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(fused)).compute(), _grey_below(rgb))
+    with tifffile.TiffFile(path) as tf:
+        offset, count = tf.pages[0].dataoffsets[3], tf.pages[0].databytecounts[3]
+    data = bytearray(path.read_bytes())
+    data[offset : offset + count] = b"\x00" * count
+    path.write_bytes(bytes(data))
+    slide = open_slide(path, chunk_size=64)
+    with pytest.raises(TileError, match="row 64, col 64"):
+        slide.map_pixels(0, _grey_below, dtype=bool).compute()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -120,3 +121,50 @@ def test_staged_build_stores_global_inputs_and_resolves_otsu_first(
     assert not any("histogram" in str(name) for name in mask.dask.layers)
     expected, _ = build_mask(slide, config)
     np.testing.assert_array_equal(mask.compute(), expected.compute())
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        "[gray, {threshold: {below: 220}}]",
+        "[{hsv_range: {lower: [120, 20, 50], upper: [179, 255, 235]}}]",
+        "[saturation, {threshold: {above: 20, below: 200}}, fill_holes]",
+        "[rgb_mean, {threshold: {below: 200}}, {closing: {radius: 3}}]",
+        "[gray, {median_blur: {ksize: 5}}, {threshold: {below: 220}}]",
+        "[gray, {threshold: {below: otsu}}]",
+    ],
+)
+@pytest.mark.parametrize("chunk_size", [100, 256, 1000])
+def test_pointwise_steps_fuse_with_decoding(
+    tmp_path: Path,
+    synthetic_slide: Path,
+    steps: str,
+    chunk_size: int,
+    stage_kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A single mask's leading pointwise steps run tile by tile as the level is decoded
+    (``Slide.map_pixels``); the result equals the lazy graph bit for bit."""
+    from slidemask.io.tiff import Slide
+    from slidemask.pipeline import _build, _Stage
+
+    calls: list[int] = []
+    original = Slide.map_pixels
+
+    def recording(self: Slide, level: int, *args: Any, **kwargs: Any) -> Any:
+        calls.append(level)
+        return original(self, level, *args, **kwargs)
+
+    monkeypatch.setattr(Slide, "map_pixels", recording)
+    config = config_from_yaml(
+        f"resolution: {{level: 1}}\nchunk_size: {chunk_size}\nmasks:\n  t: {steps}\n"
+    )
+    slide = open_slide(synthetic_slide, chunk_size=chunk_size)
+    mask, _ = _build(slide, config, _Stage(tmp_path / "scratch"))
+    assert calls == [1]  # the leading pointwise steps (grey before an Otsu) were fused
+    expected, _ = build_mask(slide, config)
+    np.testing.assert_array_equal(mask.compute(), expected.compute())
+    result = run_slide(synthetic_slide, config, tmp_path / "out")
+    assert result.status == "done", result.error
+    np.testing.assert_array_equal(read_mask(result.output).compute(), expected.compute())
+    assert result.stats["foreground_pixels"] == int(expected.sum().compute())

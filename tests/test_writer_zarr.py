@@ -240,3 +240,53 @@ def test_read_mask_refuses_incomplete_or_missing(tmp_path: Path) -> None:
     with pytest.raises(SlidemaskError, match="not a complete"):
         read_mask(fake)
     assert not is_complete(tmp_path / "missing.zarr")
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.float32, np.uint8])
+def test_multibyte_dtypes_round_trip(tmp_path: Path, dtype: type) -> None:
+    """Chunk files are little-endian whatever the dtype, as zarr's ``bytes`` codec says."""
+    data = (np.arange(7 * 9 * 2).reshape(7, 9, 2) * 977).astype(dtype)
+    out = write_zarr(da.from_array(data, chunks=(3, 4, 2)), tmp_path / "m.zarr")
+    array = zarr.open_array(out, mode="r")
+    assert array.dtype == dtype
+    np.testing.assert_array_equal(array[:], data)
+
+
+def test_chunk_files_equal_zarr_own(tmp_path: Path) -> None:
+    """The writer's chunk files are byte-identical to those zarr writes itself."""
+    rng = np.random.default_rng(5)
+    data = rng.random((70, 45)) < 0.3
+    data[:32, :32] = False  # one all-false chunk: not stored by either
+    ours = write_zarr(da.from_array(data, chunks=(32, 32)), tmp_path / "ours.zarr")
+    theirs = zarr.create_array(
+        store=str(tmp_path / "theirs.zarr"), shape=data.shape, chunks=(32, 32), dtype=bool,
+        compressors=zarr.codecs.ZstdCodec(level=1), fill_value=False,
+    )
+    theirs[:] = data
+    files = sorted(p.relative_to(ours) for p in Path(ours, "c").rglob("*") if p.is_file())
+    assert files == sorted(
+        p.relative_to(tmp_path / "theirs.zarr")
+        for p in (tmp_path / "theirs.zarr" / "c").rglob("*")
+        if p.is_file()
+    )
+    assert len(files) == 2 * 3 - 1
+    for name in files:
+        assert (Path(ours) / name).read_bytes() == (tmp_path / "theirs.zarr" / name).read_bytes()
+
+
+def test_count_into_records_nonzero_pixels(tmp_path: Path) -> None:
+    data = np.zeros((50, 70), dtype=bool)
+    data[3:20, 10:61] = True
+    data[45, 69] = True
+    attrs = {"stats": {"total_pixels": data.size}}
+    out = write_zarr(
+        da.from_array(data, chunks=(16, 32)), tmp_path / "m.zarr", attrs=attrs,
+        count_into="stats.foreground_pixels",
+    )
+    stored = read_attrs(out)["stats"]
+    assert stored == {"total_pixels": data.size, "foreground_pixels": int(data.sum())}
+    assert attrs == {"stats": {"total_pixels": data.size}}  # the caller's dict is unchanged
+    out = write_zarr(
+        da.from_array(data, chunks=(16, 32)), tmp_path / "n.zarr", count_into="count"
+    )
+    assert read_attrs(out)["count"] == int(data.sum())

@@ -13,6 +13,7 @@ import math
 import os
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,47 @@ class LevelReader:
         return out[:, :, chans]
 
 
+PixelFunction = Callable[[np.ndarray], np.ndarray]
+"""A pointwise function of an image tile: ``(rows, cols, channels)`` in, ``(rows, cols)`` or
+``(rows, cols, k)`` out, each output pixel depending only on the same input pixel."""
+
+
+class MappedLevelReader:
+    """A :class:`LevelReader` whose pixels pass through a pointwise function tile by tile.
+
+    ``reader[y0:y1, x0:x1]`` equals ``function(level[y0:y1, x0:x1])`` for a pointwise
+    ``function``, but each file tile is decoded and mapped while it is still in the CPU cache,
+    and the decoded RGB region is never assembled. Picklable when ``function`` is.
+    """
+
+    def __init__(
+        self,
+        reader: LevelReader,
+        function: PixelFunction,
+        dtype: np.dtype,
+        channels: int | None,
+    ) -> None:
+        self.reader = reader
+        self.function = function
+        self.dtype = np.dtype(dtype)
+        self.channels = channels
+        rows, cols = reader.shape[:2]
+        self.shape: tuple[int, ...] = (rows, cols) if channels is None else (rows, cols, channels)
+        self.ndim = len(self.shape)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MappedLevelReader, (self.reader, self.function, self.dtype, self.channels))
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        rows, cols = (list(key) + [slice(None)] * 2)[:2]
+        y0, y1, _ = rows.indices(self.shape[0])
+        x0, x1, _ = cols.indices(self.shape[1])
+        r = self.reader
+        handle = _handle(r.path, r.series, r.level, r.fingerprint)
+        out = handle.read_mapped(y0, y1, x0, x1, self.function, self.dtype, self.channels)
+        return out if len(key) <= 2 else out[(slice(None), slice(None), *key[2:])]
+
+
 def _pread(fd: int, count: int, offset: int) -> bytes:
     """Read ``count`` bytes at ``offset`` (thread-safe; one place for tests to observe reads)."""
     return os.pread(fd, count, offset)
@@ -125,6 +167,48 @@ class _LevelHandle:
             else:
                 self._read_segments(page, target, y0, y1, x0, x1)
             channel += width
+        return out
+
+    def read_mapped(
+        self,
+        y0: int,
+        y1: int,
+        x0: int,
+        x1: int,
+        function: PixelFunction,
+        dtype: np.dtype,
+        channels: int | None,
+    ) -> np.ndarray:
+        """``function(self.read(y0, y1, x0, x1))``, applied tile by tile where the level is
+        tiled or stripped with interleaved samples in one page (the usual RGB slide)."""
+        geo = self.geometry
+        shape = (y1 - y0, x1 - x0) if channels is None else (y1 - y0, x1 - x0, channels)
+        if len(self.pages) != 1 or geo.raw_rows or self.pages[0].separate_samples != 1:
+            return np.asarray(function(self.read(y0, y1, x0, x1))).astype(dtype, copy=False)
+        out = np.zeros(shape, dtype=dtype)
+        if out.size == 0:
+            return out
+        page = self.pages[0]
+        sh, sw = geo.segment_rows, geo.segment_cols
+        fill: np.ndarray | None = None  # the function of a zero pixel: what sparse tiles read as
+        for ty in range(y0 // sh, (y1 - 1) // sh + 1):
+            for tx in range(x0 // sw, (x1 - 1) // sw + 1):
+                ty0, tx0 = ty * sh, tx * sw
+                tile = self._decode(page, ty * page.segments_x + tx, ty0, tx0)
+                if tile is None:
+                    if fill is None:
+                        zero = np.zeros((1, 1, geo.shape[2]), dtype=np.dtype(geo.dtype))
+                        fill = np.asarray(function(zero))[0, 0]
+                    ry0, ry1 = max(y0, ty0), min(y1, ty0 + sh, geo.shape[0])
+                    rx0, rx1 = max(x0, tx0), min(x1, tx0 + sw, geo.shape[1])
+                    out[ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0] = fill
+                    continue
+                ry0, ry1 = max(y0, ty0), min(y1, ty0 + tile.shape[0], geo.shape[0])
+                rx0, rx1 = max(x0, tx0), min(x1, tx0 + tile.shape[1], geo.shape[1])
+                if ry0 >= ry1 or rx0 >= rx1:
+                    continue
+                block = tile[ry0 - ty0 : ry1 - ty0, rx0 - tx0 : rx1 - tx0]
+                out[ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0] = function(block)
         return out
 
     def _read_raw(
@@ -382,6 +466,7 @@ class Slide:
         compression: compression of level 0 (e.g. "JPEG", "APERIO_JP2000_RGB", "LZW", "NONE").
         tile_shape: (rows, cols) of one level-0 tile or strip.
         properties: vendor facts (magnification, software, ...).
+        readers: the picklable per-level readers behind ``levels`` (see :meth:`map_pixels`).
     """
 
     path: Path
@@ -393,6 +478,54 @@ class Slide:
     compression: str
     tile_shape: tuple[int, int]
     properties: dict[str, Any]
+    readers: list[LevelReader] = field(default_factory=list, repr=False, compare=False)
+
+    def map_pixels(
+        self,
+        level: int,
+        function: PixelFunction,
+        *,
+        dtype: Any,
+        channels: int | None = None,
+        token: object = None,
+    ) -> da.Array:
+        """Lazy ``function`` of ``levels[level]``, evaluated on each file tile as it is decoded.
+
+        Equal to ``levels[level].map_blocks(function, ...)`` for a pointwise ``function`` (each
+        output pixel depends on the same input pixel only), with the same row/column chunks,
+        but faster and lighter: a decoded tile is converted while it is in the CPU cache and
+        the level's RGB chunk is never assembled.
+
+        Args:
+            level: pyramid level index.
+            function: picklable pointwise function of a ``(rows, cols, channels)`` tile of the
+                level's dtype, returning ``(rows, cols)`` (``channels=None``) or
+                ``(rows, cols, channels)`` of ``dtype``.
+            dtype: the output dtype.
+            channels: the output's channel count, or None for a 2-D output.
+            token: a deterministic description of ``function`` for the graph key (default:
+                dask's tokenization of ``function``).
+        """
+        if not self.readers:
+            raise ValueError("this Slide was not made by open_slide: it has no tile readers")
+        reader = self.readers[level]
+        mapped = MappedLevelReader(reader, function, np.dtype(dtype), channels)
+        rows, cols = self.levels[level].chunks[:2]
+        chunks: tuple[tuple[int, ...], ...] = (rows, cols)
+        if channels is not None:
+            chunks += ((channels,),)
+        name = tokenize(
+            reader.path, reader.fingerprint, level, chunks, function if token is None else token
+        )
+        return da.from_array(
+            mapped,
+            chunks=chunks,
+            asarray=False,
+            lock=False,
+            fancy=False,
+            meta=np.empty((0,) * len(chunks), dtype=mapped.dtype),
+            name=f"slidemask-pixels-{name}",
+        )
 
     def level_mpp(self, level: int) -> float | None:
         """Micrometres per pixel at ``level`` (None when the slide has no mpp)."""
@@ -477,6 +610,7 @@ def open_slide(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_
             )
         )
         levels: list[da.Array] = []
+        readers: list[LevelReader] = []
         shapes: list[tuple[int, int, int]] = []
         geometries: list[LevelGeometry] = []
         for index, lv in enumerate(series.levels):
@@ -484,6 +618,7 @@ def open_slide(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_
             geometries.append(geometry)
             shapes.append(geometry.shape)
             reader = LevelReader(path_str, 0, index, fingerprint, geometry)
+            readers.append(reader)
             chunks = level_chunks(geometry, chunk_size)
             token = f"{path_str}-{fingerprint}-{index}-{chunks}"
             levels.append(
@@ -518,6 +653,7 @@ def open_slide(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_
         compression=geo0.compression,
         tile_shape=tile_shape,
         properties=properties,
+        readers=readers,
     )
 
 

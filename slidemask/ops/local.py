@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -52,6 +53,8 @@ from slidemask.kernels.morphology import (
 from slidemask.kernels.threshold import as_real, threshold_mask
 
 __all__ = [
+    "PixelChain",
+    "PixelStep",
     "binary_closing",
     "binary_dilation",
     "binary_erosion",
@@ -64,6 +67,41 @@ __all__ = [
 ]
 
 Threshold = float | int | da.Array
+
+
+@dataclass(frozen=True)
+class PixelStep:
+    """A pointwise numpy kernel with its keyword arguments: ``kernel(tile, **kwargs)``.
+
+    ``kernel`` must be a module-level function (so the step pickles to process workers) whose
+    output pixel depends only on the same input pixel.
+    """
+
+    kernel: Callable[..., np.ndarray]
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        return self.kernel(tile, **dict(self.kwargs))
+
+
+@dataclass(frozen=True)
+class PixelChain:
+    """Pointwise steps applied in order to one tile (e.g. grey, then threshold).
+
+    Used by :meth:`slidemask.io.Slide.map_pixels` to convert each file tile as it is decoded.
+    """
+
+    steps: tuple[PixelStep, ...]
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        for step in self.steps:
+            tile = step(tile)
+        return tile
+
+    def __dask_tokenize__(self) -> object:
+        return tuple(
+            (f"{s.kernel.__module__}.{s.kernel.__qualname__}", repr(s.kwargs)) for s in self.steps
+        )
 
 
 def _as_dask(image: Any, name: str) -> da.Array:

@@ -39,17 +39,20 @@ at the final path; a killed process may leave a ``.partial-`` sibling, which
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
 import zarr
+from dask.base import tokenize
 from dask.delayed import Delayed
+from numcodecs import Zstd
 from zarr.codecs import ZstdCodec
 
 from slidemask.errors import SlidemaskError
@@ -82,6 +85,7 @@ FORMAT_VERSION = 1
 
 _PARTIAL_INFIX = ".partial-"
 _COMPRESSOR = ZstdCodec(level=1)
+_ZSTD = Zstd(level=1)  # the same encoder zarr's ZstdCodec(level=1) uses
 
 
 def _regular_chunks(arr: da.Array) -> da.Array:
@@ -103,16 +107,72 @@ def _regular_chunks(arr: da.Array) -> da.Array:
     return arr.rechunk(tuple(target)) if changed else arr
 
 
+class _ChunkWriter:
+    """Encode one block as its Zarr chunk and write the chunk file; return its nonzero count.
+
+    Writes exactly what ``zarr_array[region] = block`` writes for the arrays :func:`write_zarr`
+    creates (``bytes`` little-endian then ``zstd`` level 1, default chunk keys ``c/i/j``,
+    edge chunks padded with the fill value, chunks equal to the fill value not stored), which
+    tests check by reading back through zarr. Why not zarr's own ``__setitem__``: measured on a
+    2-core machine, it cost 4.3 ms per 2048² bool chunk against 1.0 ms here (most of it in
+    zarr's event-loop round trip), 0.33 s of a 2.6 s threshold run on a 20000² slide.
+    """
+
+    def __init__(
+        self, root: str, chunks: tuple[int, ...], dtype: np.dtype, fill_value: Any
+    ) -> None:
+        self.root = root
+        self.chunks = chunks
+        self.dtype = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 else dtype
+        self.fill_value = fill_value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_ChunkWriter, (self.root, self.chunks, self.dtype, self.fill_value))
+
+    def __call__(self, block: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
+        assert block_info is not None
+        location = block_info[0]["chunk-location"]
+        ones = (1,) * block.ndim
+        fill = np.zeros((), dtype=block.dtype) if self.fill_value is None else self.fill_value
+        if fill == 0 or fill is False:
+            count = int(np.count_nonzero(block))
+            if count == 0:
+                return np.zeros(ones, dtype=np.int64)  # an all-fill chunk is not stored
+        else:
+            count = int(np.count_nonzero(block))
+        if block.shape != self.chunks:
+            full = np.full(self.chunks, fill, dtype=block.dtype)
+            full[tuple(slice(0, n) for n in block.shape)] = block
+            block = full
+        data = _ZSTD.encode(np.ascontiguousarray(block, dtype=self.dtype))
+        path = os.path.join(self.root, "c", *map(str, location))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return np.full(ones, count, dtype=np.int64)
+
+
+def _set_path(attrs: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = attrs
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
 def _finalize(
-    inputs: tuple[object, dict[str, Any]], partial: str, final: str, overwrite: bool
+    inputs: tuple[Any, dict[str, Any], str | None], partial: str, final: str, overwrite: bool
 ) -> str:
     """Write provenance and the completion marker, then move the array into place.
 
     Runs as the last task of the graph, after every chunk is stored. ``inputs`` is
-    ``(stored, attrs)``: ``stored`` is only a dependency; values in ``attrs`` that were dask
-    collections arrive computed.
+    ``(nonzero, attrs, count_into)``: the number of nonzero elements written, the attributes
+    (values that were dask collections arrive computed) and where in them to record the count.
     """
-    attrs = inputs[1]
+    nonzero, attrs, count_into = inputs
+    if count_into is not None:
+        attrs = copy.deepcopy(attrs)  # the caller's dict stays as it was
+        _set_path(attrs, count_into, int(nonzero))
     partial_path, final_path = Path(partial), Path(final)
     marker = {"format_version": FORMAT_VERSION, "version": package_version()}
     return mark_complete_and_publish(partial_path, final_path, overwrite, attrs, ATTRS_KEY, marker)
@@ -124,6 +184,7 @@ def write_zarr(
     *,
     overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None,
+    count_into: str | None = None,
     compute: bool = True,
 ) -> Path | Delayed:
     """Stream a lazy mask into a Zarr v3 array at ``path``, atomically.
@@ -145,6 +206,9 @@ def write_zarr(
         may be dask collections (such as a lazily computed threshold): they are computed in
         the same pass as the mask. The key ``"slidemask"`` is reserved for the writer
         (version, completion marker).
+    count_into
+        A dotted key path in ``attrs`` (e.g. ``"stats.foreground_pixels"``) under which to
+        record the number of nonzero (True) elements, counted while the chunks are written.
     compute
         If true, write now with the current dask scheduler (choose it with
         ``dask.config.set(scheduler=...)``) and return the final path. If false, return a
@@ -191,18 +255,25 @@ def write_zarr(
         compressors=_COMPRESSOR,
         fill_value=False if mask.dtype == np.bool_ else 0,
         dimension_names=("y", "x") if mask.ndim == 2 else None,
+        chunk_key_encoding={"name": "default", "separator": "/"},
         attributes={ATTRS_KEY: {"format_version": FORMAT_VERSION, "complete": False}},
         zarr_format=3,
     )
     try:
-        stored = da.store(
-            mask, cast(Any, target), lock=False, compute=False, return_stored=False
+        writer = _ChunkWriter(str(partial), chunks, mask.dtype, target.fill_value)
+        counts = da.map_blocks(
+            writer,
+            mask,
+            chunks=tuple((1,) * len(sizes) for sizes in mask.chunks),
+            dtype=np.int64,
+            meta=np.empty((0,) * mask.ndim, dtype=np.int64),
+            name=f"slidemask-store-{tokenize(mask.name, str(partial))}",
         )
-        # One argument holding both: dask optimizes the collections inside one argument
+        # One argument holding all: dask optimizes the collections inside one argument
         # together, so chunks shared by the store and a lazy attribute are computed once
         # (as separate arguments each would get its own copy of the graph).
         task = dask.delayed(_finalize, pure=False)(
-            (stored, user_attrs), str(partial), str(final), overwrite
+            (counts.sum(), user_attrs, count_into), str(partial), str(final), overwrite
         )
     except BaseException:
         remove(partial)
