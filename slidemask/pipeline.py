@@ -177,7 +177,7 @@ def build_mask(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
 
 
 IN_MEMORY_PIXELS = 2**26
-"""Intermediates of at most this many pixels (64 MiB as uint8) are kept in memory, not in
+"""Intermediates of at most this many elements (64 MiB as uint8) are kept in memory, not in
 scratch Zarr arrays: at coarse resolutions (a tissue mask at 8 µm per pixel) the fixed cost of
 a Zarr round trip per stage dominates, and memory is bounded by the working image anyway."""
 
@@ -196,6 +196,15 @@ class _Stage:
         path = self.folder / f"{name}.zarr"
         write_zarr(value, path, overwrite=True)
         return zarr.open_array(str(path), mode="r")
+
+    def keep(self, value: da.Array, name: str = "image") -> da.Array:
+        """:meth:`store` ``value`` and read it back as a dask array with the same chunks."""
+        stored = self.store(value, name)
+        if isinstance(stored, np.ndarray):
+            # named, not tokenized: hashing a large array costs more than the stage saves
+            key = f"slidemask-stage-{name}-{uuid.uuid4().hex}"
+            return da.from_array(stored, chunks=value.chunks, name=key)
+        return da.from_zarr(stored)
 
     def compute(self, value: Any) -> Any:
         (result,) = dask.compute(value)
@@ -293,6 +302,8 @@ def _build(
         stage is not None and resolution.factor == 1 and image.ndim == 3 and len(in_use) == 1
         and bool(slide.readers)
     )
+    if stage is not None and not fuse and len(in_use) > 1 and image.size <= IN_MEMORY_PIXELS:
+        image = stage.keep(image)  # decoded once, not once per mask
     masks: dict[str, da.Array] = {}
     thresholds: dict[str, dict[str, Any]] = {}
     for name, steps in config.masks.items():
@@ -310,10 +321,7 @@ def _build(
 
         def keep(value: da.Array, label: str) -> da.Array:
             assert stage is not None
-            stored = stage.store(value, label)
-            if isinstance(stored, np.ndarray):
-                return da.from_array(stored, chunks=value.chunks)
-            return da.from_zarr(stored)
+            return stage.keep(value, label)
 
         chain: list[PixelStep] | None = [] if fuse else None  # pointwise steps to fuse
         for index, step in _reorder(steps):
