@@ -23,6 +23,15 @@ following neighbourhood steps on independent halo windows read back from it
   is then thresholded with the number. A lazy 0-d threshold would make dask keep every grey
   chunk in memory until the histogram is complete.
 
+Decoding. When a single mask reads the level as stored (no downsampling), its leading
+per-pixel steps (grey, saturation, RGB mean, a constant threshold, an HSV range) run on each
+file tile right after it is decoded (:meth:`slidemask.io.Slide.map_pixels`): the RGB chunk is
+never assembled, and the conversion runs while the tile is in the CPU cache. Measured on
+2 cores, 20000² JPEG slide: grey < 220 to Zarr went from 2.6 s to 1.3-1.4 s against 1.0-1.1 s
+for decoding alone. When several masks read the image they share one decode of each chunk
+instead, and a small working image (at most :data:`IN_MEMORY_PIXELS` elements, e.g. a tissue
+mask at 8 µm per pixel) read by several masks is decoded once into memory.
+
 Every stage gives exactly what the lazy graph of :func:`build_mask` gives; the scratch arrays
 are removed when the slide is done.
 
