@@ -487,3 +487,25 @@ def test_trivial_cases_stay_lazy_and_exact():
     sliced = da.from_array(np.pad(m, ((0, 3), (0, 0))), chunks=3)[:9]
     sliced = da.concatenate([sliced[:, :4], sliced[:, 4:4], sliced[:, 4:]], axis=1)
     np.testing.assert_array_equal(label(sliced).compute(), ref_label(m, 8))
+
+
+@pytest.mark.parametrize("count", [3, 255, 256, 257, 5000])
+def test_lookup_and_box_painting_equal_take(count):
+    """The pass-2 shortcuts (8-bit LUT, painting bounding boxes) equal ``np.take``."""
+    from slidemask.kernels.labels import _paint_boxes, local_components, lookup
+
+    rng = np.random.default_rng(count)
+    tile = np.zeros((300, 400), bool)
+    for _ in range(count):
+        y, x = rng.integers(0, 300), rng.integers(0, 400)
+        tile[y : y + rng.integers(1, 9), x : x + rng.integers(1, 9)] = True
+    comps = local_components(tile, connectivity=8)
+    table = rng.random(comps.count + 1) < 0.05
+    table[0] = False
+    np.testing.assert_array_equal(lookup(table, comps.labels), np.take(table, comps.labels))
+    for value in (True, False):
+        out = tile.copy()
+        if _paint_boxes(out, table, comps.labels, comps, value=value):
+            expected = tile.copy()
+            expected[np.take(table, comps.labels)] = value
+            np.testing.assert_array_equal(out, expected)

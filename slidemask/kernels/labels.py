@@ -430,7 +430,47 @@ def filter_objects(
     keep[ids] = values
     if keep[1:].all():
         return tile.astype(bool, copy=True)
-    return np.take(keep, labels)
+    drop = ~keep
+    drop[0] = False
+    out = tile.astype(bool, copy=True)
+    if min_area is not None and _paint_boxes(out, drop, labels, comps, value=False):
+        return out
+    return lookup(keep, labels)
+
+
+def lookup(table: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``table[labels]`` for a ``bool`` table: OpenCV's 8-bit LUT when the labels fit a byte
+    (about 3 ms against 8 ms for ``np.take`` on a 2048² chunk, which first widens the int32
+    labels to int64), else ``np.take``."""
+    if table.size <= 256:
+        full = np.zeros(256, np.uint8)
+        full[: table.size] = table
+        return cv2.LUT(labels.astype(np.uint8), full).view(bool)
+    return np.take(table, labels)
+
+
+def _paint_boxes(
+    out: np.ndarray,
+    chosen: np.ndarray,
+    labels: np.ndarray,
+    comps: LocalComponents,
+    *,
+    value: bool,
+) -> bool:
+    """Set the pixels of the labels where ``chosen`` is True to ``value`` in ``out``, scanning
+    only their bounding boxes; False (nothing done) when the boxes cover too much of the tile
+    for this to beat a lookup over every pixel."""
+    ids = np.flatnonzero(chosen)
+    if ids.size > 512:
+        return False
+    top, bottom = comps.top[ids], comps.bottom[ids]
+    left, right = comps.left[ids], comps.right[ids]
+    if int(((bottom - top) * (right - left)).sum()) > labels.size // 8:
+        return False
+    for k, y0, y1, x0, x1 in zip(ids, top, bottom, left, right, strict=True):
+        window = out[y0:y1, x0:x1]
+        window[labels[y0:y1, x0:x1] == k] = value
+    return True
 
 
 def relabel(
@@ -463,9 +503,12 @@ def fill_background(tile: np.ndarray, lut: ChunkLut, *, max_area: float | None) 
     fill[0] = False
     ids, values = lut["bg"]
     fill[ids] = values
+    out = tile.astype(bool, copy=True)
     if not fill.any():
-        return tile.astype(bool, copy=True)
-    return tile | np.take(fill, labels)
+        return out
+    if max_area is not None and _paint_boxes(out, fill, labels, comps, value=True):
+        return out
+    return out | lookup(fill, labels)
 
 
 def fill_ranked_holes(tile: np.ndarray, lut: ChunkLut, *, per_owner: int) -> np.ndarray:
@@ -485,4 +528,4 @@ def fill_ranked_holes(tile: np.ndarray, lut: ChunkLut, *, per_owner: int) -> np.
     fill[idx[rank >= per_owner]] = True
     ids, values = lut["bg"]
     fill[ids] = values
-    return tile | np.take(fill, bg.labels)
+    return tile | lookup(fill, bg.labels)
