@@ -67,6 +67,7 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
+from dask.base import tokenize
 
 from slidemask.config import (
     OTSU,
@@ -97,7 +98,7 @@ from slidemask.writers.geojson import write_geojson
 from slidemask.writers.ome_zarr import write_ome_labels
 from slidemask.writers.preview import write_preview
 from slidemask.writers.summary import qc_warnings, summary_record, write_summary_json
-from slidemask.writers.zarr import read_attrs, read_mask, write_zarr
+from slidemask.writers.zarr import StoredArray, read_attrs, read_mask, write_zarr
 
 __all__ = ["build_mask", "extra_output_paths", "run_slide", "working_resolution"]
 
@@ -197,14 +198,14 @@ class _Stage:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def store(self, value: da.Array, name: str) -> zarr.Array | np.ndarray:
+    def store(self, value: da.Array, name: str) -> StoredArray | np.ndarray:
         """Compute ``value`` and return it for windowed reads: in memory when it is small
         (:data:`IN_MEMORY_PIXELS`), else in ``<folder>/<name>.zarr``."""
         if value.size <= IN_MEMORY_PIXELS:
             return np.asarray(self.compute(value))
         path = self.folder / f"{name}.zarr"
         write_zarr(value, path, overwrite=True)
-        return zarr.open_array(str(path), mode="r")
+        return StoredArray(path)
 
     def keep(self, value: da.Array, name: str = "image") -> da.Array:
         """:meth:`store` ``value`` and read it back as a dask array with the same chunks."""
@@ -213,7 +214,11 @@ class _Stage:
             # named, not tokenized: hashing a large array costs more than the stage saves
             key = f"slidemask-stage-{name}-{uuid.uuid4().hex}"
             return da.from_array(stored, chunks=value.chunks, name=key)
-        return da.from_zarr(stored)
+        return da.from_array(
+            stored, chunks=stored.chunks, asarray=False, lock=False, fancy=False,
+            meta=np.empty((0,) * stored.ndim, dtype=stored.dtype),
+            name=f"slidemask-stage-{name}-{tokenize(stored.path, value.name)}",
+        )
 
     def compute(self, value: Any) -> Any:
         (result,) = dask.compute(value)

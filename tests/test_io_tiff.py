@@ -338,3 +338,30 @@ def test_map_pixels_pickles_and_names_corrupt_tiles(tmp_path: Path) -> None:
     slide = open_slide(path, chunk_size=64)
     with pytest.raises(TileError, match="row 64, col 64"):
         slide.map_pixels(0, _grey_below, dtype=bool).compute()
+
+
+def test_hamamatsu_ndpi_metadata_and_levels(tmp_path: Path) -> None:
+    """A Hamamatsu-style file (Make + NDPI tags, one page per level, resolution in cm)."""
+    rgb = np.random.default_rng(4).integers(0, 255, (600, 900, 3), dtype=np.uint8)
+    path = tmp_path / "slide.tif"  # tifffile expects NDPI's 64-bit offsets only for *.ndpi
+    with tifffile.TiffWriter(path) as tw:
+        for k, magnification in ((1, 20.0), (2, 10.0), (4, 5.0)):
+            tw.write(
+                rgb[::k, ::k], photometric="rgb", tile=(128, 128), compression="jpeg",
+                resolution=(1e4 / 0.46 / k, 1e4 / 0.46 / k), resolutionunit="CENTIMETER",
+                extratags=[
+                    (271, "s", 0, "Hamamatsu", True),
+                    (65420, "I", 1, 1, True),  # NDPI format flag
+                    (65421, "f", 1, magnification, True),  # source lens
+                ],
+                metadata=None,
+            )
+    slide = open_slide(path, chunk_size=256)
+    assert slide.vendor == "hamamatsu"
+    assert slide.mpp == pytest.approx(0.46)
+    assert slide.properties.get("magnification") == pytest.approx(20.0)
+    assert slide.downsamples == pytest.approx([1.0, 2.0, 4.0])
+    with tifffile.TiffFile(path) as tf:
+        assert tf.is_ndpi
+        for level, ref in zip(slide.levels, tf.series[0].levels, strict=True):
+            np.testing.assert_array_equal(level.compute(), ref.asarray())

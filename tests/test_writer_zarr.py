@@ -290,3 +290,44 @@ def test_count_into_records_nonzero_pixels(tmp_path: Path) -> None:
         da.from_array(data, chunks=(16, 32)), tmp_path / "n.zarr", count_into="count"
     )
     assert read_attrs(out)["count"] == int(data.sum())
+
+
+@settings(
+    deadline=None, max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=chunked_masks(), data=st.data())
+def test_stored_array_reads_like_zarr(tmp_path: Path, case: tuple, data: st.DataObject) -> None:
+    """StoredArray (direct chunk-file reads) equals zarr's own reader for any region."""
+    from slidemask.writers.zarr import StoredArray
+
+    mask, chunks = case
+    out = tmp_path / f"s-{abs(hash(chunks))}.zarr"
+    write_zarr(da.from_array(mask, chunks=chunks), out, overwrite=True)
+    stored = StoredArray(out)
+    assert stored.shape == mask.shape and stored.dtype == mask.dtype
+    rows, cols = mask.shape
+    y0 = data.draw(st.integers(0, rows))
+    y1 = data.draw(st.integers(y0, rows))
+    x0 = data.draw(st.integers(0, cols))
+    x1 = data.draw(st.integers(x0, cols))
+    np.testing.assert_array_equal(stored[y0:y1, x0:x1], mask[y0:y1, x0:x1])
+    np.testing.assert_array_equal(stored[:, :], zarr.open_array(out, mode="r")[:])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(stored))[y0:y1], mask[y0:y1])
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.uint8])
+def test_stored_array_multibyte_and_refuses_foreign_arrays(tmp_path: Path, dtype: type) -> None:
+    from slidemask.writers.zarr import StoredArray
+
+    data = (np.arange(11 * 7).reshape(11, 7) * 1013).astype(dtype)
+    out = write_zarr(da.from_array(data, chunks=(4, 3)), tmp_path / "m.zarr")
+    np.testing.assert_array_equal(StoredArray(out)[2:9, 1:6], data[2:9, 1:6])
+    foreign = tmp_path / "foreign.zarr"
+    zarr.create_array(
+        store=str(foreign), shape=(4, 4), chunks=(2, 2), dtype=dtype,
+        compressors=zarr.codecs.GzipCodec(),
+    )
+    with pytest.raises(SlidemaskError, match="not an array written by slidemask"):
+        StoredArray(foreign)
+    with pytest.raises(SlidemaskError, match="not a readable"):
+        StoredArray(tmp_path / "missing.zarr")

@@ -129,7 +129,7 @@ def vendor_properties(
         props["magnification"] = aperio_magnification(description)
         props["description"] = description.splitlines()[0][:120] if description else ""
     elif vendor == "hamamatsu":
-        ndpi = getattr(tf, "ndpi_tags", None) or {}
+        ndpi = getattr(page, "ndpi_tags", None) or getattr(tf, "ndpi_tags", None) or {}
         if "Magnification" in ndpi:
             props["magnification"] = float(ndpi["Magnification"])
         if "Model" in ndpi:

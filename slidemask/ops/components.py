@@ -34,7 +34,7 @@ too); for long chains write intermediate results to Zarr.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -259,6 +259,9 @@ class Merged:
     ids: dict[str, np.ndarray]
     values: dict[str, np.ndarray]
     table: ComponentTable | None = None
+    seeds: dict[str, list[kl.Seeds | None]] = field(default_factory=dict)
+    """Per layer whose chunks made them, each chunk's :class:`~slidemask.kernels.labels.Seeds`
+    (row-major chunk order), passed on to pass 2."""
 
 
 def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
@@ -355,12 +358,20 @@ def merge_summaries(
             summaries, vertical, merges["bg"], finders["bg"], merges["fg"], finders["fg"]
         )
     values, table = decide(merges, shape)
+    seeds: dict[str, list[kl.Seeds | None]] = {}
+    for name in values:
+        per_chunk: list[kl.Seeds | None] = [
+            summaries.item(i, j)[name].seeds for i, j in np.ndindex(summaries.shape)
+        ]
+        if any(s is not None for s in per_chunk):
+            seeds[name] = per_chunk
     return Merged(
         grid=summaries.shape,
         base={k: merges[k].base for k in values},
         ids={k: merges[k].ids for k in values},
         values=values,
         table=table,
+        seeds=seeds,
     )
 
 
@@ -418,10 +429,12 @@ def _resolve_owners(
 def chunk_lut(merged: Merged, i: int, j: int) -> kl.ChunkLut:
     """Chunk (i, j)'s lookup table: per layer, its reported local labels and their values."""
     k = i * merged.grid[1] + j
-    out = {}
+    out: kl.ChunkLut = {}
     for name, values in merged.values.items():
         lo, hi = merged.base[name][k], merged.base[name][k + 1]
         out[name] = (merged.ids[name][lo:hi], values[lo:hi])
+        if name in merged.seeds:
+            out[f"{name}-seeds"] = merged.seeds[name][k]
     return out
 
 
@@ -591,7 +604,7 @@ def remove_small_objects(mask: da.Array, min_area: float, *, connectivity: int =
     token = tokenize(mask.name, what, min_area, connectivity)
     merged = build_merge(
         mask, op="small-objects", summarize=kl.object_summary,
-        summarize_kwargs={"connectivity": connectivity, "include": "faces"},
+        summarize_kwargs={"connectivity": connectivity, "include": "faces", "min_area": min_area},
         layers={"fg": connectivity}, decide=partial(_decide_min_area, min_area=min_area),
         token=token,
     )

@@ -88,7 +88,8 @@ def fill_holes(mask: da.Array, *, max_hole_area: float | None = None) -> da.Arra
         return mask
     token = tokenize(mask.name, what, max_area)
     merged = build_merge(
-        mask, op="fill-holes", summarize=kl.hole_summary, summarize_kwargs={"per_owner": None},
+        mask, op="fill-holes", summarize=kl.hole_summary,
+        summarize_kwargs={"per_owner": None, "seeds": True, "max_area": max_area},
         layers={"bg": 4}, decide=partial(_decide_fill, max_area=max_area), token=token,
     )
     return apply_merge(

@@ -121,4 +121,6 @@ def _source_token(source: Any) -> Any:
     path = getattr(source, "path", None)
     if store is not None:
         return (str(store), path, getattr(source, "shape", None))
+    if isinstance(path, str):  # slidemask's StoredArray
+        return (path, getattr(source, "shape", None))
     return id(source)
