@@ -217,7 +217,7 @@ class StoredArray:
             if step != 1:
                 raise TypeError("StoredArray supports unit-step slices only")
             bounds.append((start, max(start, stop)))
-        out = np.full([b - a for a, b in bounds], self.fill_value, dtype=self.dtype)
+        out = np.empty([b - a for a, b in bounds], dtype=self.dtype)
         if out.size == 0:
             return out
         ranges = [
@@ -225,15 +225,13 @@ class StoredArray:
             for (a, b), c in zip(bounds, self.chunks, strict=True)
         ]
         for index in itertools.product(*ranges):
-            chunk = self._chunk(index)
-            if chunk is None:
-                continue
             src, dst = [], []
             for (a, b), c, i in zip(bounds, self.chunks, index, strict=True):
                 lo, hi = max(a, i * c), min(b, (i + 1) * c)
                 src.append(slice(lo - i * c, hi - i * c))
                 dst.append(slice(lo - a, hi - a))
-            out[tuple(dst)] = chunk[tuple(src)]
+            chunk = self._chunk(index)
+            out[tuple(dst)] = self.fill_value if chunk is None else chunk[tuple(src)]
         return out
 
 
