@@ -176,6 +176,7 @@ def run_batch_mode(mode: str, slides: list[Path], out_dir: Path) -> dict[str, An
     """Mask ``slides`` with one execution mode; sample every process's RSS while it runs."""
     import threading
 
+    import dask
     import psutil
 
     from slidemask.batch import run_batch
@@ -212,7 +213,9 @@ def run_batch_mode(mode: str, slides: list[Path], out_dir: Path) -> dict[str, An
         # (imports done). A job over thousands of slides pays the start-up once.
         from distributed import Client, LocalCluster
 
-        with LocalCluster(
+        from slidemask.distributed import WORKER_ENVIRON
+
+        with dask.config.set(WORKER_ENVIRON), LocalCluster(
             n_workers=settings["workers"], threads_per_worker=1, processes=True,
             host="127.0.0.1", dashboard_address=None,
         ) as cluster, Client(cluster) as client:

@@ -449,10 +449,24 @@ def _local_cluster(cfg: ExecutionConfig) -> Any:
     )
     if cfg.local_directory:
         kwargs["local_directory"] = cfg.local_directory
-    try:
-        return LocalCluster(dashboard_address=":0", **kwargs)
-    except Exception:  # the dashboard is optional; a cluster without it still runs the batch
-        return LocalCluster(dashboard_address=None, **kwargs)
+    with dask.config.set(WORKER_ENVIRON):
+        try:
+            return LocalCluster(dashboard_address=":0", **kwargs)
+        except Exception:  # the dashboard is optional; a cluster without it still runs
+            return LocalCluster(dashboard_address=None, **kwargs)
+
+
+WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+"""Dask configuration for the worker processes slidemask starts itself.
+
+``dask.distributed`` starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, to hand freed
+memory back to the OS sooner. Setting any trim threshold also turns off glibc's dynamic mmap
+threshold, so every chunk-sized numpy array is then a fresh ``mmap`` whose pages fault in
+again. Measured on a 2-core machine, one 12000² slide (median 7, threshold, closing 4) in a
+1-thread worker: 4.1 s with that setting, 1.7-2.0 s without it (2.0 s in a plain process).
+slidemask's memory is bounded by its chunking, not by returning freed pages, so its local
+workers keep glibc's defaults (``None`` removes the variable; one set in the environment of
+the process that starts the cluster is still passed on)."""
 
 
 def _jobqueue_class(cfg: ExecutionConfig) -> Any:

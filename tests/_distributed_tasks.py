@@ -55,3 +55,8 @@ def die(x: int) -> int:
     """Kill the worker process running it, every time (like a slide always running out of
     memory)."""
     os._exit(1)
+
+
+def malloc_trim_setting(_: int) -> str | None:
+    """The worker process's ``MALLOC_TRIM_THRESHOLD_`` (None when unset)."""
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")

@@ -213,6 +213,15 @@ def test_processes_compute_with_threads_inside_worker(cluster: Executor):
 
 
 @pytest.mark.timeout(90)
+def test_local_workers_keep_glibc_malloc_defaults(cluster: Executor):
+    """distributed's MALLOC_TRIM_THRESHOLD_ (which makes chunk-sized arrays page-fault anew
+    each time, about 2x slower here) is not set on slidemask's local workers."""
+    expected = os.environ.get("MALLOC_TRIM_THRESHOLD_")  # one set by the user is passed on
+    out = cluster.map(tasks.malloc_trim_setting, [(0,), (1,)])
+    assert [o.value for o in out] == [expected, expected]
+
+
+@pytest.mark.timeout(90)
 def test_connect_to_a_running_scheduler(cluster: Executor):
     address = cluster.client.scheduler.address  # type: ignore[attr-defined]
     with execution_context(ExecutionConfig(scheduler=address)) as ex:
