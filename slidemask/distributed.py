@@ -293,9 +293,20 @@ def run_task(
 
     Inside a ``dask.distributed`` worker, ``compute()`` would otherwise go back to the cluster
     (the worker's client), where a one-thread worker waiting on its own sub-tasks can stall.
+    OpenCV's own thread pool is held to the same number of threads while the task runs, so a
+    worker uses the cores it was given (by default OpenCV uses every core of the machine,
+    which oversubscribes a node shared by several workers or jobs).
     """
-    with dask.config.set(scheduler="threads", num_workers=threads):
-        return func(*args, **kwargs)
+    import cv2
+
+    previous = cv2.getNumThreads()
+    if threads is not None:
+        cv2.setNumThreads(threads)
+    try:
+        with dask.config.set(scheduler="threads", num_workers=threads):
+            return func(*args, **kwargs)
+    finally:
+        cv2.setNumThreads(previous)
 
 
 def _keywords(
