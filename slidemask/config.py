@@ -60,9 +60,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-import cv2
-import dask.array as da
-import numpy as np
 import yaml
 from pydantic import (
     AfterValidator,
@@ -77,18 +74,24 @@ from pydantic import (
 
 from slidemask.distributed import ExecutionConfig
 from slidemask.errors import ConfigError, MaskError
-from slidemask.kernels.color import check_hsv_input, hsv_in_range, rgb_to_gray
+from slidemask.kernels.color import hsv_in_range, rgb_mean_kernel, rgb_to_gray, saturation_kernel
 from slidemask.kernels.threshold import threshold_mask
 from slidemask.ops.components import keep_largest, remove_small_objects
-from slidemask.ops.holes import fill_holes, keep_largest_holes
+from slidemask.ops.holes import contour_fill, fill_holes, keep_largest_holes
 from slidemask.ops.local import (
     binary_closing,
     binary_dilation,
     binary_erosion,
     binary_opening,
     hsv_range,
-    map_exact_overlap,
+    mean_blur,
     median_blur,
+    rgb_mean,
+    saturation,
+    square_closing,
+    square_dilation,
+    square_erosion,
+    square_opening,
     threshold,
     to_gray,
 )
@@ -103,18 +106,10 @@ __all__ = [
     "StepSpec",
     "config_from_yaml",
     "config_hash",
-    "contour_fill",
     "default_config",
     "load_config",
-    "mean_blur",
     "parse_config",
     "parse_expression",
-    "rgb_mean",
-    "saturation",
-    "square_closing",
-    "square_dilation",
-    "square_erosion",
-    "square_opening",
 ]
 
 Kind = Literal["color", "gray", "mask"]
@@ -125,245 +120,6 @@ _KIND_WORDS = {
     "gray": "a single-channel (grey) image",
     "mask": "a bool mask",
 }
-
-
-# --- operations the registry needs that slidemask.ops does not hold yet ------------------------
-# Each is a numpy tile kernel plus a lazy dask wrapper, written as slidemask.kernels and
-# slidemask.ops.local write theirs, so that they can move there unchanged. Like every op they
-# equal the whole-image reference bit for bit, for any chunking.
-
-
-def _dask_image(image: Any, name: str) -> da.Array:
-    if isinstance(image, da.Array):
-        return image
-    if isinstance(image, np.ndarray):
-        return da.from_array(image)
-    raise MaskError(f"{name} expects a dask (or numpy) array, got {type(image).__name__}")
-
-
-def _rgb_blocks(rgb: da.Array) -> da.Array:
-    return rgb.rechunk({2: -1}) if rgb.numblocks[2] != 1 else rgb
-
-
-def saturation_kernel(tile: np.ndarray) -> np.ndarray:
-    """S channel of ``cv2.cvtColor(tile, cv2.COLOR_RGB2HSV)``: ``(rows, cols)`` uint8, 0-255.
-
-    ``tile`` is ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA (alpha ignored), uint8.
-    """
-    rows, cols = tile.shape[:2]
-    if rows == 0 or cols == 0:
-        return np.zeros((rows, cols), dtype=np.uint8)
-    rgb = np.ascontiguousarray(tile[..., :3])
-    return np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1])
-
-
-def saturation(rgb: da.Array) -> da.Array:
-    """Lazy HSV saturation, identical to ``cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1]``.
-
-    The tissue channel of CLAM and PathML: stained tissue is coloured, glass and dust are grey.
-    OpenCV's 8-bit scale: ``S = 255 * (max - min) / max`` of R, G, B, rounded (0 where max is 0).
-
-    Parameters
-    ----------
-    rgb
-        ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA uint8, channels last.
-
-    Returns
-    -------
-    dask.array.Array
-        ``(rows, cols)`` uint8, same row/column chunks. Per-pixel; each task holds one
-        3-byte-per-pixel HSV block besides its input.
-    """
-    rgb = _dask_image(rgb, "saturation")
-    check_hsv_input(rgb.shape, rgb.dtype)
-    return da.map_blocks(
-        saturation_kernel, _rgb_blocks(rgb), drop_axis=2, dtype=np.uint8,
-        meta=np.empty((0, 0), dtype=np.uint8),
-    )
-
-
-def rgb_mean_kernel(tile: np.ndarray) -> np.ndarray:
-    """``(R + G + B) / 3`` rounded to the nearest integer (no ties occur), uint8 ``(rows, cols)``.
-
-    ImageJ's default RGB to 8-bit conversion (``r/3 + g/3 + b/3 + 0.5`` truncated, which is
-    ``(r + g + b + 1) // 3`` for every RGB triple), the grey QuPath's simple tissue detection
-    thresholds. ``tile`` is ``(rows, cols, 3 or 4)`` uint8 (alpha ignored).
-    """
-    total = tile[..., 0].astype(np.uint16)
-    total += tile[..., 1]
-    total += tile[..., 2]
-    total += 1
-    total //= 3
-    return total.astype(np.uint8)
-
-
-def rgb_mean(rgb: da.Array) -> da.Array:
-    """Lazy unweighted grey ``(R + G + B + 1) // 3`` of a uint8 RGB(A) image (see
-    :func:`rgb_mean_kernel`); ``(rows, cols)`` uint8, same row/column chunks, per-pixel."""
-    rgb = _dask_image(rgb, "rgb_mean")
-    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.dtype != np.uint8:
-        raise MaskError(
-            "rgb_mean expects a uint8 RGB or RGBA image (rows, cols, 3 or 4), got shape "
-            f"{rgb.shape} dtype {rgb.dtype}"
-        )
-    return da.map_blocks(
-        rgb_mean_kernel, _rgb_blocks(rgb), drop_axis=2, dtype=np.uint8,
-        meta=np.empty((0, 0), dtype=np.uint8),
-    )
-
-
-def _check_odd(ksize: Any, what: str) -> int:
-    if isinstance(ksize, bool) or not isinstance(ksize, int | np.integer) or ksize < 3 \
-            or ksize % 2 == 0:
-        raise MaskError(f"{what}: ksize must be an odd integer >= 3, got {ksize!r}")
-    return int(ksize)
-
-
-def mean_blur_depth(ksize: int) -> int:
-    """Halo in pixels that :func:`mean_blur_kernel` needs on each side."""
-    return _check_odd(ksize, "mean_blur") // 2
-
-
-def mean_blur_kernel(tile: np.ndarray, *, ksize: int) -> np.ndarray:
-    """Mean over a ``ksize`` x ``ksize`` square, rounded to the nearest integer, edges replicated.
-
-    Integer arithmetic (``(sum + n // 2) // n`` with ``n = ksize**2`` odd, so no ties): the
-    same value wherever the pixel lies in its tile. For ``ksize = 3`` this is ImageJ's
-    ``smooth()`` (``(sum + 4) / 9`` with edge pixels repeated), which QuPath's simple tissue
-    detection applies, and equal to ``cv2.blur(tile, (3, 3), borderType=BORDER_REPLICATE)``.
-    ``tile``: 2-D uint8 or uint16; same shape and dtype out.
-    """
-    if tile.size == 0:
-        return np.zeros(tile.shape, dtype=tile.dtype)
-    n = ksize * ksize
-    total = np.asarray(cv2.boxFilter(
-        np.ascontiguousarray(tile), cv2.CV_32S, (ksize, ksize), normalize=False,
-        borderType=cv2.BORDER_REPLICATE,
-    ), dtype=np.int32)
-    return ((total + n // 2) // n).astype(tile.dtype)
-
-
-def mean_blur(image: da.Array, ksize: int) -> da.Array:
-    """Lazy ``ksize`` x ``ksize`` mean filter of a grey image (see :func:`mean_blur_kernel`).
-
-    Parameters
-    ----------
-    image
-        ``(rows, cols)`` uint8 or uint16.
-    ksize
-        Odd aperture edge in pixels, >= 3; halo ``ksize // 2``.
-
-    Returns
-    -------
-    dask.array.Array
-        Same shape, dtype and chunks; equal to the kernel on the whole image.
-    """
-    image = _dask_image(image, "mean_blur")
-    ksize = _check_odd(ksize, "mean_blur")
-    if image.ndim != 2 or image.dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
-        raise MaskError(
-            f"mean_blur expects a 2-D uint8 or uint16 grey image, got shape {image.shape} "
-            f"dtype {image.dtype}"
-        )
-    return map_exact_overlap(
-        mean_blur_kernel, image, mean_blur_depth(ksize), dtype=image.dtype, ksize=ksize
-    )
-
-
-SquareOp = Literal["dilation", "erosion", "opening", "closing"]
-_SQUARE_OPS: dict[str, int] = {
-    "dilation": cv2.MORPH_DILATE, "erosion": cv2.MORPH_ERODE,
-    "opening": cv2.MORPH_OPEN, "closing": cv2.MORPH_CLOSE,
-}
-
-
-def square_depth(op: SquareOp, size: int) -> int:
-    """Halo of a square ``size`` x ``size`` morphology: ``size // 2`` (twice for open/close)."""
-    reach = int(size) // 2  # OpenCV's anchor: the kernel reaches size // 2 up and left
-    return 2 * reach if op in ("opening", "closing") else reach
-
-
-def square_morphology_kernel(tile: np.ndarray, *, op: SquareOp, size: int) -> np.ndarray:
-    """``cv2.morphologyEx(tile, op, np.ones((size, size)))`` on a 2-D bool tile, bool out.
-
-    OpenCV's default anchor (``size // 2``) and border (pixels outside the image never
-    dilate or erode): an even ``size`` is off-centre, so it shifts edges by one pixel as
-    OpenCV does (CLAM's 4 x 4 closing moves the mask one pixel down and right).
-    """
-    if tile.size == 0 or size == 1:
-        return np.array(tile, dtype=bool, copy=True)
-    kernel = np.ones((size, size), dtype=np.uint8)
-    out = cv2.morphologyEx(np.ascontiguousarray(tile, dtype=bool).view(np.uint8),
-                           _SQUARE_OPS[op], kernel)
-    return out.view(bool)
-
-
-def _square(mask: Any, op: SquareOp, size: int) -> da.Array:
-    what = f"square_{op}"
-    mask = _dask_image(mask, what)
-    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
-        raise MaskError(f"{what}: size must be a positive number of pixels, got {size!r}")
-    if mask.dtype != np.bool_ or mask.ndim != 2:
-        raise MaskError(
-            f"{what} expects a 2-D bool mask, got shape {mask.shape} dtype {mask.dtype}"
-        )
-    return map_exact_overlap(
-        square_morphology_kernel, mask, square_depth(op, int(size)), dtype=bool, op=op,
-        size=int(size),
-    )
-
-
-def square_dilation(mask: da.Array, size: int) -> da.Array:
-    """Lazy ``cv2.dilate(mask, np.ones((size, size)))`` of a 2-D bool mask (see
-    :func:`square_morphology_kernel`); same chunks, halo ``size // 2``."""
-    return _square(mask, "dilation", size)
-
-
-def square_erosion(mask: da.Array, size: int) -> da.Array:
-    """Lazy ``cv2.erode(mask, np.ones((size, size)))`` of a 2-D bool mask."""
-    return _square(mask, "erosion", size)
-
-
-def square_opening(mask: da.Array, size: int) -> da.Array:
-    """Lazy ``cv2.morphologyEx(mask, MORPH_OPEN, np.ones((size, size)))``.
-
-    ``k`` iterations of a ``k0`` x ``k0`` square equal one square of ``size = (k0 - 1) * k
-    + 1`` (OpenCV itself grows the kernel so): PathML's 7 x 7 kernel applied 3 times is
-    ``size 19``. Same chunks; halo ``2 * (size // 2)``.
-    """
-    return _square(mask, "opening", size)
-
-
-def square_closing(mask: da.Array, size: int) -> da.Array:
-    """Lazy ``cv2.morphologyEx(mask, MORPH_CLOSE, np.ones((size, size)))`` (see
-    :func:`square_opening` for iterations)."""
-    return _square(mask, "closing", size)
-
-
-def contour_fill(mask: da.Array) -> da.Array:
-    """Fill every contour of a mask: the seed's ``findContours`` + ``drawContours(FILLED)``.
-
-    Equivalent formulation: the recipe ::
-
-        contours, _ = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
-        for contour in contours:
-            cv2.drawContours(out, [contour], -1, 255, cv2.FILLED)
-
-    paints each 8-connected object's outer polygon solid, so the result is the mask with every
-    hole filled: exactly :func:`slidemask.ops.holes.fill_holes` with no area limit, i.e.
-    ``scipy.ndimage.binary_fill_holes(mask)`` (measured: identical on every slide of the
-    development set). This implementation is that ``fill_holes`` call: exact for any chunking,
-    out of core, without tracing a polygon.
-
-    Beware the one-call form ``cv2.drawContours(out, contours, -1, 255, cv2.FILLED)``: OpenCV
-    fills all contours together with an even-odd rule, so hole contours cut their holes out
-    again and the result is the input mask itself (measured identical on every slide of the
-    development set), not a filled one.
-
-    ``bool`` in and out, same chunks; lazy; reads ``mask`` twice (see
-    :mod:`slidemask.ops.components`).
-    """
-    return fill_holes(mask)
 
 
 class _Strict(BaseModel):

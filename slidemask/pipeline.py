@@ -69,24 +69,21 @@ import numpy as np
 import zarr
 from dask.base import tokenize
 
-from slidemask.config import (
-    OTSU,
-    Config,
-    Expr,
-    SquareOp,
-    config_hash,
-    mean_blur_depth,
-    mean_blur_kernel,
-    square_depth,
-    square_morphology_kernel,
-)
+from slidemask.config import OTSU, Config, Expr, config_hash
 from slidemask.config import Resolution as ResolutionConfig
 from slidemask.errors import MaskError, SlidemaskError
 from slidemask.inputs import output_path_for
 from slidemask.io import Slide, open_slide
+from slidemask.kernels.filters import mean_blur_depth, mean_blur_kernel, median_depth
 from slidemask.kernels.filters import median_blur as median_kernel
-from slidemask.kernels.filters import median_depth
-from slidemask.kernels.morphology import MorphologyOp, binary_morphology, morphology_depth
+from slidemask.kernels.morphology import (
+    MorphologyOp,
+    SquareOp,
+    binary_morphology,
+    morphology_depth,
+    square_depth,
+    square_morphology_kernel,
+)
 from slidemask.ops.components import label_stats
 from slidemask.ops.local import PixelChain, PixelStep, threshold
 from slidemask.ops.otsu import otsu_threshold

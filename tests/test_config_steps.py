@@ -20,26 +20,23 @@ from hypothesis import strategies as st
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
-from slidemask.config import (
-    STEPS,
-    Config,
-    config_from_yaml,
-    config_hash,
-    contour_fill,
+from slidemask.config import STEPS, Config, config_from_yaml, config_hash
+from slidemask.errors import ConfigError, MaskError
+from slidemask.io import open_slide
+from slidemask.kernels.filters import mean_blur_kernel
+from slidemask.ops.components import keep_largest, remove_small_objects
+from slidemask.ops.holes import contour_fill, fill_holes, keep_largest_holes
+from slidemask.ops.local import (
     mean_blur,
-    mean_blur_kernel,
     rgb_mean,
     saturation,
     square_closing,
     square_dilation,
     square_erosion,
     square_opening,
+    threshold,
+    to_gray,
 )
-from slidemask.errors import ConfigError, MaskError
-from slidemask.io import open_slide
-from slidemask.ops.components import keep_largest, remove_small_objects
-from slidemask.ops.holes import fill_holes, keep_largest_holes
-from slidemask.ops.local import threshold, to_gray
 from slidemask.ops.resample import image_at
 from slidemask.pipeline import build_mask, run_slide, working_resolution
 from slidemask.writers.zarr import read_attrs, read_mask

@@ -317,7 +317,7 @@ def test_pathml_otsu_is_recorded_and_is_opencvs(synthetic_2048: Path) -> None:
 def test_square_opening_is_pathmls_iterated_kernel() -> None:
     rng = np.random.default_rng(3)
     mask = ndi.binary_dilation(rng.random((90, 110)) > 0.97, iterations=4)
-    from slidemask.config import square_closing, square_opening
+    from slidemask.ops.local import square_closing, square_opening
 
     k = np.ones((7, 7), np.uint8)
     u8 = mask.astype(np.uint8)

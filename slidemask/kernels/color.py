@@ -1,4 +1,5 @@
-"""Per-pixel colour kernels: RGB to grey, and HSV colour-range masks.
+"""Per-pixel colour kernels: RGB to grey, HSV saturation, the unweighted RGB mean, and HSV
+colour-range masks.
 
 Every function takes one tile as a numpy array with channels last, ``(rows, cols, channels)``,
 and returns a 2-D ``(rows, cols)`` array in the tile's own pixel frame. They are pointwise (no
@@ -168,3 +169,30 @@ def hsv_in_range(
     # inRange writes 0/255; numpy bools must hold 0/1, so mask to the low bit before viewing.
     np.bitwise_and(mask, 1, out=mask)
     return mask.reshape(rows, cols).view(bool)
+
+
+def saturation_kernel(tile: np.ndarray) -> np.ndarray:
+    """S channel of ``cv2.cvtColor(tile, cv2.COLOR_RGB2HSV)``: ``(rows, cols)`` uint8, 0-255.
+
+    ``tile`` is ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA (alpha ignored), uint8.
+    """
+    rows, cols = tile.shape[:2]
+    if rows == 0 or cols == 0:
+        return np.zeros((rows, cols), dtype=np.uint8)
+    rgb = np.ascontiguousarray(tile[..., :3])
+    return np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1])
+
+
+def rgb_mean_kernel(tile: np.ndarray) -> np.ndarray:
+    """``(R + G + B) / 3`` rounded to the nearest integer (no ties occur), uint8 ``(rows, cols)``.
+
+    ImageJ's default RGB to 8-bit conversion (``r/3 + g/3 + b/3 + 0.5`` truncated, which is
+    ``(r + g + b + 1) // 3`` for every RGB triple), the grey QuPath's simple tissue detection
+    thresholds. ``tile`` is ``(rows, cols, 3 or 4)`` uint8 (alpha ignored).
+    """
+    total = tile[..., 0].astype(np.uint16)
+    total += tile[..., 1]
+    total += tile[..., 2]
+    total += 1
+    total //= 3
+    return total.astype(np.uint8)

@@ -1,12 +1,14 @@
 """Neighbourhood filter kernels (OpenCV), each with the halo it needs.
 
 A kernel applied to a window of the image gives the whole-image answer for every pixel at
-least ``median_depth(ksize)`` pixels inside each window edge that is a cut through the image;
-at the image's true edges it applies OpenCV's own border rule (replicate), exactly as the
-whole-image call does.
+least its depth (``median_depth(ksize)``, ``mean_blur_depth(ksize)``) pixels inside each window
+edge that is a cut through the image; at the image's true edges it applies OpenCV's own border
+rule (replicate), exactly as the whole-image call does.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import cv2
 import numpy as np
@@ -106,3 +108,36 @@ def _majority(ones: np.ndarray, ksize: int) -> np.ndarray:
         ones, depth, (ksize, ksize), normalize=False, borderType=cv2.BORDER_REPLICATE
     )
     return counts > (ksize * ksize) // 2
+
+
+def check_odd_ksize(ksize: Any, what: str) -> int:
+    """``ksize`` as an int; raise :class:`MaskError` naming ``what`` unless it is an odd
+    integer >= 3."""
+    if isinstance(ksize, bool) or not isinstance(ksize, int | np.integer) or ksize < 3 \
+            or ksize % 2 == 0:
+        raise MaskError(f"{what}: ksize must be an odd integer >= 3, got {ksize!r}")
+    return int(ksize)
+
+
+def mean_blur_depth(ksize: int) -> int:
+    """Halo in pixels that :func:`mean_blur_kernel` needs on each side."""
+    return check_odd_ksize(ksize, "mean_blur") // 2
+
+
+def mean_blur_kernel(tile: np.ndarray, *, ksize: int) -> np.ndarray:
+    """Mean over a ``ksize`` x ``ksize`` square, rounded to the nearest integer, edges replicated.
+
+    Integer arithmetic (``(sum + n // 2) // n`` with ``n = ksize**2`` odd, so no ties): the
+    same value wherever the pixel lies in its tile. For ``ksize = 3`` this is ImageJ's
+    ``smooth()`` (``(sum + 4) / 9`` with edge pixels repeated), which QuPath's simple tissue
+    detection applies, and equal to ``cv2.blur(tile, (3, 3), borderType=BORDER_REPLICATE)``.
+    ``tile``: 2-D uint8 or uint16; same shape and dtype out.
+    """
+    if tile.size == 0:
+        return np.zeros(tile.shape, dtype=tile.dtype)
+    n = ksize * ksize
+    total = np.asarray(cv2.boxFilter(
+        np.ascontiguousarray(tile), cv2.CV_32S, (ksize, ksize), normalize=False,
+        borderType=cv2.BORDER_REPLICATE,
+    ), dtype=np.int32)
+    return ((total + n // 2) // n).astype(tile.dtype)

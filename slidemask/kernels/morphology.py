@@ -18,6 +18,10 @@ images a few pixels across are affected; this module follows the reflect rule as
 
 Opening is erosion then dilation and closing the reverse, each step with that same border
 rule, so they need twice the halo of a single step.
+
+Square footprints (:func:`square_morphology_kernel`, CLAM's and PathML's ``np.ones((size,
+size))``) follow OpenCV itself as the reference: its default anchor ``size // 2`` and the same
+border rule (pixels outside the image never dilate or erode).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 from slidemask.errors import MaskError
 
 MorphologyOp = Literal["dilation", "erosion", "opening", "closing"]
+SquareOp = Literal["dilation", "erosion", "opening", "closing"]
 
 _CV2_OPS: dict[str, int] = {
     "dilation": cv2.MORPH_DILATE,
@@ -108,4 +113,25 @@ def binary_morphology(tile: np.ndarray, *, op: MorphologyOp, radius: int) -> np.
     # bool is stored as 0/1 bytes, so OpenCV works on a uint8 view and returns 0/1 bytes.
     src = np.ascontiguousarray(tile).view(np.uint8)
     out = cv2.morphologyEx(src, _CV2_OPS[op], disk_footprint(int(radius)))
+    return out.view(bool)
+
+
+def square_depth(op: SquareOp, size: int) -> int:
+    """Halo of a square ``size`` x ``size`` morphology: ``size // 2`` (twice for open/close)."""
+    reach = int(size) // 2  # OpenCV's anchor: the kernel reaches size // 2 up and left
+    return 2 * reach if op in ("opening", "closing") else reach
+
+
+def square_morphology_kernel(tile: np.ndarray, *, op: SquareOp, size: int) -> np.ndarray:
+    """``cv2.morphologyEx(tile, op, np.ones((size, size)))`` on a 2-D bool tile, bool out.
+
+    OpenCV's default anchor (``size // 2``) and border (pixels outside the image never
+    dilate or erode): an even ``size`` is off-centre, so it shifts edges by one pixel as
+    OpenCV does (CLAM's 4 x 4 closing moves the mask one pixel down and right).
+    """
+    if tile.size == 0 or size == 1:
+        return np.array(tile, dtype=bool, copy=True)
+    kernel = np.ones((size, size), dtype=np.uint8)
+    out = cv2.morphologyEx(np.ascontiguousarray(tile, dtype=bool).view(np.uint8),
+                           _CV2_OPS[op], kernel)
     return out.view(bool)

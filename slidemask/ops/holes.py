@@ -3,7 +3,7 @@
 A *hole* is a 4-connected component of background (``False``) pixels that does not touch the
 border of the whole array; this is the definition ``scipy.ndimage.binary_fill_holes`` uses.
 Foreground objects are 8-connected (the dual of 4-connected background, so every hole has one
-well-defined enclosing object). Both operations are lazy and compute their input twice; see
+well-defined enclosing object). The operations are lazy and compute their input twice; see
 :mod:`slidemask.ops.components` for how the passes and the merge work.
 """
 
@@ -27,7 +27,7 @@ from slidemask.ops.components import (
     check_mask,
 )
 
-__all__ = ["fill_holes", "keep_largest_holes"]
+__all__ = ["contour_fill", "fill_holes", "keep_largest_holes"]
 
 
 def _is_hole(bg: LayerMerge, shape: tuple[int, int]) -> np.ndarray:
@@ -96,6 +96,32 @@ def fill_holes(mask: da.Array, *, max_hole_area: float | None = None) -> da.Arra
         mask, merged, op="fill-holes", apply=kl.fill_background,
         apply_kwargs={"max_area": max_area}, dtype=bool, token=token,
     )
+
+
+def contour_fill(mask: da.Array) -> da.Array:
+    """Fill every contour of a mask: the seed's ``findContours`` + ``drawContours(FILLED)``.
+
+    Equivalent formulation: the recipe ::
+
+        contours, _ = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+        for contour in contours:
+            cv2.drawContours(out, [contour], -1, 255, cv2.FILLED)
+
+    paints each 8-connected object's outer polygon solid, so the result is the mask with every
+    hole filled: exactly :func:`fill_holes` with no area limit, i.e.
+    ``scipy.ndimage.binary_fill_holes(mask)`` (measured: identical on every slide of the
+    development set). This implementation is that ``fill_holes`` call: exact for any chunking,
+    out of core, without tracing a polygon.
+
+    Beware the one-call form ``cv2.drawContours(out, contours, -1, 255, cv2.FILLED)``: OpenCV
+    fills all contours together with an even-odd rule, so hole contours cut their holes out
+    again and the result is the input mask itself (measured identical on every slide of the
+    development set), not a filled one.
+
+    ``bool`` in and out, same chunks; lazy; reads ``mask`` twice (see
+    :mod:`slidemask.ops.components`).
+    """
+    return fill_holes(mask)
 
 
 def keep_largest_holes(mask: da.Array, n: int) -> da.Array:

@@ -1,5 +1,6 @@
-"""Lazy local mask operations: per-pixel (grey, threshold, HSV range) and neighbourhood
-(median, binary morphology) kernels mapped over chunked dask arrays.
+"""Lazy local mask operations: per-pixel (grey, saturation, RGB mean, threshold, HSV range) and
+neighbourhood (median, mean, binary morphology by a disk or a square) kernels mapped over
+chunked dask arrays.
 
 Every function takes a dask array in the slide's level pixel frame ``(rows, cols[, channels])``
 and returns a dask array with the same rows, cols and chunking along them; nothing is
@@ -40,15 +41,26 @@ from slidemask.kernels.color import (
     check_hsv_bounds,
     check_hsv_input,
     hsv_in_range,
+    rgb_mean_kernel,
     rgb_to_gray,
+    saturation_kernel,
 )
-from slidemask.kernels.filters import check_median_input, median_depth
+from slidemask.kernels.filters import (
+    check_median_input,
+    check_odd_ksize,
+    mean_blur_depth,
+    mean_blur_kernel,
+    median_depth,
+)
 from slidemask.kernels.filters import median_blur as _median_kernel
 from slidemask.kernels.morphology import (
     MorphologyOp,
+    SquareOp,
     binary_morphology,
     check_radius,
     morphology_depth,
+    square_depth,
+    square_morphology_kernel,
 )
 from slidemask.kernels.threshold import as_real, threshold_mask
 
@@ -61,7 +73,14 @@ __all__ = [
     "binary_opening",
     "hsv_range",
     "map_exact_overlap",
+    "mean_blur",
     "median_blur",
+    "rgb_mean",
+    "saturation",
+    "square_closing",
+    "square_dilation",
+    "square_erosion",
+    "square_opening",
     "threshold",
     "to_gray",
 ]
@@ -117,6 +136,16 @@ def _single_channel_chunk(image: da.Array) -> da.Array:
     if image.ndim == 3 and image.numblocks[2] != 1:
         return image.rechunk({2: -1})
     return image
+
+
+def _map_channels_to_plane(
+    kernel: Callable[..., np.ndarray], rgb: da.Array, dtype: np.dtype | type
+) -> da.Array:
+    """Map a per-pixel ``(rows, cols, channels) -> (rows, cols)`` kernel over ``rgb``'s blocks."""
+    rgb = _single_channel_chunk(rgb)
+    return da.map_blocks(
+        kernel, rgb, drop_axis=2, dtype=dtype, meta=np.empty((0, 0), dtype=dtype)
+    )
 
 
 def map_exact_overlap(
@@ -187,10 +216,42 @@ def to_gray(rgb: da.Array) -> da.Array:
         return rgb
     if rgb.shape[2] == 1:
         return rgb[..., 0]
-    rgb = _single_channel_chunk(rgb)
-    return da.map_blocks(
-        rgb_to_gray, rgb, drop_axis=2, dtype=rgb.dtype, meta=np.empty((0, 0), dtype=rgb.dtype)
-    )
+    return _map_channels_to_plane(rgb_to_gray, rgb, rgb.dtype)
+
+
+def saturation(rgb: da.Array) -> da.Array:
+    """Lazy HSV saturation, identical to ``cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1]``.
+
+    The tissue channel of CLAM and PathML: stained tissue is coloured, glass and dust are grey.
+    OpenCV's 8-bit scale: ``S = 255 * (max - min) / max`` of R, G, B, rounded (0 where max is 0).
+
+    Parameters
+    ----------
+    rgb
+        ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA uint8, channels last.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` uint8, same row/column chunks. Per-pixel; each task holds one
+        3-byte-per-pixel HSV block besides its input.
+    """
+    rgb = _as_dask(rgb, "saturation")
+    check_hsv_input(rgb.shape, rgb.dtype)
+    return _map_channels_to_plane(saturation_kernel, rgb, np.uint8)
+
+
+def rgb_mean(rgb: da.Array) -> da.Array:
+    """Lazy unweighted grey ``(R + G + B + 1) // 3`` of a uint8 RGB(A) image (see
+    :func:`slidemask.kernels.color.rgb_mean_kernel`); ``(rows, cols)`` uint8, same row/column
+    chunks, per-pixel."""
+    rgb = _as_dask(rgb, "rgb_mean")
+    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.dtype != np.uint8:
+        raise MaskError(
+            "rgb_mean expects a uint8 RGB or RGBA image (rows, cols, 3 or 4), got shape "
+            f"{rgb.shape} dtype {rgb.dtype}"
+        )
+    return _map_channels_to_plane(rgb_mean_kernel, rgb, np.uint8)
 
 
 def _check_threshold(name: str, value: object, dtype: np.dtype) -> int | float | da.Array:
@@ -366,6 +427,34 @@ def median_blur(image: da.Array, ksize: int) -> da.Array:
     )
 
 
+def mean_blur(image: da.Array, ksize: int) -> da.Array:
+    """Lazy ``ksize`` x ``ksize`` mean filter of a grey image (see
+    :func:`slidemask.kernels.filters.mean_blur_kernel`).
+
+    Parameters
+    ----------
+    image
+        ``(rows, cols)`` uint8 or uint16.
+    ksize
+        Odd aperture edge in pixels, >= 3; halo ``ksize // 2``.
+
+    Returns
+    -------
+    dask.array.Array
+        Same shape, dtype and chunks; equal to the kernel on the whole image.
+    """
+    image = _as_dask(image, "mean_blur")
+    ksize = check_odd_ksize(ksize, "mean_blur")
+    if image.ndim != 2 or image.dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        raise MaskError(
+            f"mean_blur expects a 2-D uint8 or uint16 grey image, got shape {image.shape} "
+            f"dtype {image.dtype}"
+        )
+    return map_exact_overlap(
+        mean_blur_kernel, image, mean_blur_depth(ksize), dtype=image.dtype, ksize=ksize
+    )
+
+
 def _morphology(mask: da.Array, op: MorphologyOp, radius: int) -> da.Array:
     mask = _as_dask(mask, f"binary_{op}")
     check_radius(radius)
@@ -422,3 +511,50 @@ def binary_closing(mask: da.Array, radius: int) -> da.Array:
     halo ``2 * radius`` pixels.
     """
     return _morphology(mask, "closing", radius)
+
+
+def _square(mask: da.Array, op: SquareOp, size: int) -> da.Array:
+    what = f"square_{op}"
+    mask = _as_dask(mask, what)
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+        raise MaskError(f"{what}: size must be a positive number of pixels, got {size!r}")
+    if mask.dtype != np.bool_ or mask.ndim != 2:
+        raise MaskError(
+            f"{what} expects a 2-D bool mask, got shape {mask.shape} dtype {mask.dtype}"
+        )
+    return map_exact_overlap(
+        square_morphology_kernel,
+        mask,
+        square_depth(op, int(size)),
+        dtype=bool,
+        op=op,
+        size=int(size),
+    )
+
+
+def square_dilation(mask: da.Array, size: int) -> da.Array:
+    """Lazy ``cv2.dilate(mask, np.ones((size, size)))`` of a 2-D bool mask (see
+    :func:`slidemask.kernels.morphology.square_morphology_kernel`); same chunks, halo
+    ``size // 2``."""
+    return _square(mask, "dilation", size)
+
+
+def square_erosion(mask: da.Array, size: int) -> da.Array:
+    """Lazy ``cv2.erode(mask, np.ones((size, size)))`` of a 2-D bool mask."""
+    return _square(mask, "erosion", size)
+
+
+def square_opening(mask: da.Array, size: int) -> da.Array:
+    """Lazy ``cv2.morphologyEx(mask, MORPH_OPEN, np.ones((size, size)))``.
+
+    ``k`` iterations of a ``k0`` x ``k0`` square equal one square of ``size = (k0 - 1) * k
+    + 1`` (OpenCV itself grows the kernel so): PathML's 7 x 7 kernel applied 3 times is
+    ``size 19``. Same chunks; halo ``2 * (size // 2)``.
+    """
+    return _square(mask, "opening", size)
+
+
+def square_closing(mask: da.Array, size: int) -> da.Array:
+    """Lazy ``cv2.morphologyEx(mask, MORPH_CLOSE, np.ones((size, size)))`` (see
+    :func:`square_opening` for iterations)."""
+    return _square(mask, "closing", size)
