@@ -120,14 +120,20 @@ def test_synthetic_variants(tmp_path: Path, compression: str, ome: bool, byteord
         np.testing.assert_array_equal(level.compute(), ref)
 
 
-def test_stripped_lzw_and_planar_separate(tmp_path: Path) -> None:
-    rgb = np.random.default_rng(1).integers(0, 255, (97, 61, 3), dtype=np.uint8)
-    strips = tmp_path / "strips.tif"
+def _strips_and_planar(folder: Path, rgb: np.ndarray) -> tuple[Path, Path]:
+    """``rgb`` written as LZW strips of 5 rows and as planar-separate 32² tiles."""
+    strips = folder / "strips.tif"
     tifffile.imwrite(strips, rgb, photometric="rgb", rowsperstrip=5, compression="lzw")
-    planar = tmp_path / "planar.tif"
+    planar = folder / "planar.tif"
     tifffile.imwrite(
         planar, np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate", tile=(32, 32)
     )
+    return strips, planar
+
+
+def test_stripped_lzw_and_planar_separate(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(1).integers(0, 255, (97, 61, 3), dtype=np.uint8)
+    strips, planar = _strips_and_planar(tmp_path, rgb)
     np.testing.assert_array_equal(open_slide(strips, chunk_size=16).levels[0].compute(), rgb)
     with tifffile.TiffFile(planar) as tf:
         assert tf.series[0].axes in ("SYX", "CYX", "YXS")
@@ -285,12 +291,7 @@ def test_map_pixels_equals_map_blocks_on_real_slides(path: Path, chunk_size: int
 def test_map_pixels_tiles_edges_strips_and_planar(tmp_path: Path, chunk_size: int) -> None:
     path = write_synthetic_slide(tmp_path / "s.ome.tif", (333, 517), tile=128, mpp=0.5)
     rgb = np.random.default_rng(3).integers(0, 255, (97, 61, 3), dtype=np.uint8)
-    strips = tmp_path / "strips.tif"
-    tifffile.imwrite(strips, rgb, photometric="rgb", rowsperstrip=5, compression="lzw")
-    planar = tmp_path / "planar.tif"
-    tifffile.imwrite(
-        planar, np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate", tile=(32, 32)
-    )
+    strips, planar = _strips_and_planar(tmp_path, rgb)
     raw = tmp_path / "raw.tif"
     tifffile.imwrite(raw, rgb, photometric="rgb")
     for file in (path, strips, planar, raw):
