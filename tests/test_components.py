@@ -154,6 +154,32 @@ def test_local_components_match_skimage(data, connectivity):
     np.testing.assert_array_equal(comps.first_row[1:] * m.shape[1] + comps.first_col[1:], first)
 
 
+@settings(deadline=None, max_examples=200)
+@given(masks(max_side=40), CONNECTIVITY, st.booleans())
+def test_traced_components_equal_labelled(data, connectivity, value):
+    """Border following measures exactly what labelling does, faces included."""
+    m, _ = data
+    traced = kl.traced_components(m, connectivity=connectivity, value=value)
+    assert traced is not None
+    comps, faces = traced
+    ref = kl.local_components(m if value else ~m, connectivity=connectivity)
+    assert comps.count == ref.count
+    for name in ("area", "top", "left", "bottom", "right", "first_row", "first_col"):
+        np.testing.assert_array_equal(getattr(comps, name), getattr(ref, name), err_msg=name)
+    ref_faces = kl.faces_of(ref.labels)
+    for name in ("top", "bottom", "left", "right"):
+        np.testing.assert_array_equal(getattr(faces, name), getattr(ref_faces, name))
+
+
+def test_traced_components_give_way_to_labelling_when_many():
+    m = np.zeros((64, 64), bool)
+    m[::2, ::2] = True  # 1024 objects: more borders than border following is used for
+    assert kl.traced_components(m, connectivity=8) is None
+    comps, faces = kl.components_and_faces(m, connectivity=8)
+    assert comps.count == 32 * 32 and comps.labels is not None
+    np.testing.assert_array_equal(faces.top[::2], np.arange(1, 33))
+
+
 def test_kernels_accept_empty_tiles():
     empty = np.zeros((0, 5), bool)
     assert kl.label_tile(empty, connectivity=8)[1] == 0
