@@ -76,8 +76,19 @@ from slidemask.distributed import ExecutionConfig
 from slidemask.errors import ConfigError, MaskError
 from slidemask.kernels.color import hsv_in_range, rgb_mean_kernel, rgb_to_gray, saturation_kernel
 from slidemask.kernels.threshold import threshold_mask
-from slidemask.ops.components import keep_largest, remove_small_objects
-from slidemask.ops.holes import contour_fill, fill_holes, keep_largest_holes
+from slidemask.ops.components import (
+    keep_largest,
+    keep_largest_plan,
+    remove_small_objects,
+    remove_small_objects_plan,
+)
+from slidemask.ops.holes import (
+    contour_fill,
+    fill_holes,
+    fill_holes_plan,
+    keep_largest_holes,
+    keep_largest_holes_plan,
+)
 from slidemask.ops.local import (
     binary_closing,
     binary_dilation,
@@ -398,6 +409,10 @@ class StepSpec:
     """For a pointwise step: the numpy kernel, called as ``tile_kernel(tile, **arguments)``
     with the same arguments as ``function``; the runner fuses a run of such steps with
     decoding (:meth:`slidemask.io.Slide.map_pixels`)."""
+    two_pass: Callable[..., Any] | None = None
+    """For a global step: ``two_pass(**arguments)`` gives the operation as a
+    :class:`slidemask.ops.components.TwoPass` (None where it has nothing to compute); the
+    runner computes its pass 1 while storing the step's input."""
 
 
 _ANY_IMAGE: frozenset[Kind] = frozenset({"color", "gray", "mask"})
@@ -449,18 +464,21 @@ STEPS: dict[str, StepSpec] = {
                                "neighbourhood"),
     "fill_holes": StepSpec(FillHolesParams, fill_holes, _MASK, "mask",
                            "fill_holes: fill holes up to max_hole_area (none: all holes)",
-                           "global"),
+                           "global", two_pass=fill_holes_plan),
     "contour_fill": StepSpec(ContourFillParams, contour_fill, _MASK, "mask",
                              "contour_fill: findContours + drawContours(FILLED) = fill_holes",
-                             "global"),
+                             "global", two_pass=fill_holes_plan),
     "remove_small_objects": StepSpec(RemoveSmallObjectsParams, remove_small_objects, _MASK,
                                      "mask", "remove_small_objects: drop components smaller "
-                                     "than min_area", "global"),
+                                     "than min_area", "global",
+                                     two_pass=remove_small_objects_plan),
     "keep_largest": StepSpec(KeepLargestParams, keep_largest, _MASK, "mask",
-                             "keep_largest: keep the n largest components", "global"),
+                             "keep_largest: keep the n largest components", "global",
+                             two_pass=keep_largest_plan),
     "keep_largest_holes": StepSpec(KeepLargestHolesParams, keep_largest_holes, _MASK, "mask",
                                    "keep_largest_holes: keep each object's n largest holes, "
-                                   "fill the rest", "global"),
+                                   "fill the rest", "global",
+                                   two_pass=keep_largest_holes_plan),
 }
 """Step name -> :class:`StepSpec`. Add an entry here to make a new public function
 configurable; the step model is generated from this dict when the module is imported."""

@@ -84,7 +84,7 @@ from slidemask.kernels.morphology import (
     square_depth,
     square_morphology_kernel,
 )
-from slidemask.ops.components import label_stats
+from slidemask.ops.components import TwoPass, check_mask, label_stats
 from slidemask.ops.local import PixelChain, PixelStep, threshold
 from slidemask.ops.otsu import otsu_threshold
 from slidemask.ops.resample import Resolution, image_at, select_resolution
@@ -95,7 +95,14 @@ from slidemask.writers.geojson import write_geojson
 from slidemask.writers.ome_zarr import write_ome_labels
 from slidemask.writers.preview import write_preview
 from slidemask.writers.summary import qc_warnings, summary_record, write_summary_json
-from slidemask.writers.zarr import StoredArray, read_attrs, read_mask, write_zarr
+from slidemask.writers.zarr import (
+    StoredArray,
+    read_attrs,
+    read_mask,
+    regular_chunks,
+    store_chunks,
+    write_zarr,
+)
 
 __all__ = ["build_mask", "extra_output_paths", "run_slide", "working_resolution"]
 
@@ -204,9 +211,34 @@ class _Stage:
         write_zarr(value, path, overwrite=True)
         return StoredArray(path)
 
-    def keep(self, value: da.Array, name: str = "image") -> da.Array:
-        """:meth:`store` ``value`` and read it back as a dask array with the same chunks."""
-        stored = self.store(value, name)
+    def keep(
+        self, value: da.Array, name: str = "image", *, then: TwoPass | None = None
+    ) -> da.Array:
+        """:meth:`store` ``value`` and read it back as a dask array.
+
+        With ``then`` (a global operation) the result is that operation applied to the stored
+        copy: each chunk is summarized (pass 1) in the task that stores it, the merge is
+        computed in the same pass, and pass 2 is the only read of the stored copy (see
+        :class:`slidemask.ops.components.TwoPass`).
+        """
+        if then is None:
+            return self._read_back(self.store(value, name), value, name)
+        value = regular_chunks(check_mask(value, then.op))
+        if value.size <= IN_MEMORY_PIXELS:
+            # two arrays sharing their chunks, optimized together
+            array, records = dask.compute(value, then.summaries(value))
+            kept = self._read_back(np.asarray(array), value, name)
+            (merged,) = dask.compute(then.merge(records, kept))
+        else:
+            path = self.folder / f"{name}.zarr"
+            grid, finish = store_chunks(value, path, then.summarize_chunk)
+            (merged,) = dask.compute(then.merge(grid, value))  # stores every chunk
+            finish()
+            kept = self._read_back(StoredArray(path), value, name)
+        return then.run(kept, merged=merged)
+
+    @staticmethod
+    def _read_back(stored: StoredArray | np.ndarray, value: da.Array, name: str) -> da.Array:
         if isinstance(stored, np.ndarray):
             # named, not tokenized: hashing a large array costs more than the stage saves
             key = f"slidemask-stage-{name}-{uuid.uuid4().hex}"
@@ -369,9 +401,16 @@ def _build(
                         value = step.spec.function(value, **kwargs)
                     thresholds[f"{name}[{index}]"] = used
                 elif step.spec.scope == "global":
-                    if stage is not None:  # read twice: from scratch, not from the slide
-                        value = keep(value, f"{name}-{index}")
-                    value = step.spec.function(value, **kwargs)
+                    plan = None
+                    if stage is not None and step.spec.two_pass is not None and value.size:
+                        plan = step.spec.two_pass(**kwargs)
+                    if plan is not None:  # pass 1 while storing, pass 2 reads the copy
+                        assert stage is not None
+                        value = stage.keep(value, f"{name}-{index}", then=plan)
+                    else:
+                        if stage is not None:  # read twice: from scratch, not from the slide
+                            value = keep(value, f"{name}-{index}")
+                        value = step.spec.function(value, **kwargs)
                 else:
                     value = step.spec.function(value, **kwargs)
             except MaskError as exc:

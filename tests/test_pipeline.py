@@ -55,6 +55,40 @@ def test_staged_run_equals_lazy_graph(
     assert not [p for p in tmp_path.iterdir() if "scratch" in p.name]  # scratch removed
 
 
+GLOBAL_CONFIG = """
+resolution: {level: 1}
+chunk_size: 96
+masks:
+  t:
+    - gray
+    - threshold: {below: 215}
+    - fill_holes: {max_hole_area: 40}
+    - remove_small_objects: {min_area: 30, connectivity: 4}
+    - keep_largest_holes: {n: 2}
+    - keep_largest: {n: 3}
+    - contour_fill: {}
+  u:
+    - gray
+    - threshold: {below: 200}
+    - fill_holes: {}
+output: "t | u"
+"""
+
+
+def test_staged_global_steps_equal_lazy_graph(
+    tmp_path: Path, synthetic_slide: Path, stage_kind: str
+) -> None:
+    """Global steps summarized while their input is stored (pass 1 fused with the store, one
+    read for pass 2) give exactly the lazy two-pass graph."""
+    config = config_from_yaml(GLOBAL_CONFIG)
+    expected, _ = build_mask(open_slide(synthetic_slide, chunk_size=96), config)
+    result = run_slide(synthetic_slide, config, tmp_path)
+    assert result.status == "done", result.error
+    got = read_mask(result.output).compute()
+    np.testing.assert_array_equal(got, expected.compute())
+    assert 0 < got.mean() < 1
+
+
 def test_median_threshold_rewrite_is_exact(synthetic_slide: Path) -> None:
     import cv2
 
@@ -105,6 +139,11 @@ def test_staged_build_stores_global_inputs_and_resolves_otsu_first(
         def store(self, value, name):  # type: ignore[no-untyped-def]
             stored.append(name)
             return super().store(value, name)
+
+        def keep(self, value, name="image", *, then=None):  # type: ignore[no-untyped-def]
+            if then is not None:  # stored while pass 1 of the global step runs
+                stored.append(name)
+            return super().keep(value, name, then=then)
 
     config = config_from_yaml(
         "resolution: {level: 1}\nchunk_size: 256\nmasks:\n  t:\n    - saturation\n"

@@ -33,6 +33,7 @@ too); for long chains write intermediate results to Zarr.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -58,7 +59,10 @@ __all__ = [
     "label",
     "label_stats",
     "label_with_stats",
+    "TwoPass",
+    "keep_largest_plan",
     "remove_small_objects",
+    "remove_small_objects_plan",
 ]
 
 _MERGE_PREFIX = "slidemask-components-merge-"
@@ -477,6 +481,36 @@ def build_merge(
         chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META,
         name=f"slidemask-{op}-summary-{token}",
     )
+    return merge_records(records, op=op, layers=layers, decide=decide, shape=mask.shape,
+                         token=token)
+
+
+def records_array(records: np.ndarray, token: str) -> da.Array:
+    """Computed pass-1 records (an object array of the chunk grid's shape) as a dask array
+    with one record per chunk, for :func:`merge_records`."""
+    name = f"slidemask-records-{token}-{uuid.uuid4().hex}"
+    nbr, nbc = records.shape
+    layer: dict[Any, Any] = {
+        (name, i, j): records[i : i + 1, j : j + 1] for i, j in np.ndindex(nbr, nbc)
+    }
+    return da.Array(
+        HighLevelGraph.from_collections(name, layer, dependencies=[]), name,
+        chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META,
+    )
+
+
+def merge_records(
+    records: da.Array,
+    *,
+    op: str,
+    layers: dict[str, int],
+    decide: Callable[..., tuple[dict[str, np.ndarray], ComponentTable | None]],
+    shape: tuple[int, ...],
+    token: str,
+) -> Delayed:
+    """The pair tasks and the merge task on pass-1 ``records`` (one per chunk of a mask of
+    ``shape``), as one lazy ``Delayed`` of :class:`Merged`."""
+    nbr, nbc = records.numblocks
     # One task per chunk pairs it with its neighbours below, right and diagonal. It is a plain
     # (non-blockwise) layer so that dask cannot fuse pass 1 into it and run pass 1 once per
     # neighbour.
@@ -497,7 +531,7 @@ def build_merge(
     )
     pairs = da.Array(graph, name, chunks=records.chunks, dtype=object, meta=_OBJ_META)
     merge_key = f"{_MERGE_PREFIX}{op}-{token}"
-    merge = partial(merge_blocks, layers=layers, shape=mask.shape, decide=decide)
+    merge = partial(merge_blocks, layers=layers, shape=tuple(shape), decide=decide)
     task = (merge, [[(name, i, j) for j in range(nbc)] for i in range(nbr)])
     graph = HighLevelGraph.from_collections(
         merge_key, {merge_key: task}, dependencies=[pairs]  # type: ignore[list-item]
@@ -527,6 +561,75 @@ def apply_merge(
         chunks=mask.chunks, dtype=dtype, meta=np.empty((0, 0), dtype),
         name=f"slidemask-{op}-{token}",
     )
+
+
+@dataclass(frozen=True)
+class TwoPass:
+    """One global operation as its chunk functions: pass 1, the merge's decision, pass 2.
+
+    The public operations are ``plan.run(mask)``: pass 1, merge and pass 2, reading ``mask``
+    twice. The staged runner instead summarizes each chunk (:meth:`summarize_chunk`) in the
+    task that stores it, computes :meth:`merge` of those records, and runs pass 2 on the
+    stored copy with the merge already made: ``run(stored, merged=...)``, one read.
+    """
+
+    op: str
+    params: tuple[Any, ...]
+    summarize: Callable[..., kl.Record]
+    summarize_kwargs: dict[str, Any]
+    layers: dict[str, int]
+    decide: Callable[..., tuple[dict[str, np.ndarray], ComponentTable | None]]
+    apply: Callable[..., np.ndarray]
+    apply_kwargs: dict[str, Any]
+    dtype: Any = bool
+
+    def token(self, mask: da.Array) -> str:
+        return tokenize(mask.name, self.op, self.params)
+
+    def summarize_chunk(self, tile: np.ndarray, offset: tuple[int, ...]) -> kl.Record:
+        """Pass 1 on one chunk whose first pixel is at ``offset`` (row, col) in the mask."""
+        return self.summarize(tile, offset=offset, **self.summarize_kwargs)
+
+    def summaries(self, mask: da.Array) -> da.Array:
+        """Pass 1, lazily: an object array with one record per chunk of ``mask`` (which must
+        be a 2-D ``bool`` dask array without empty chunks)."""
+        nbr, nbc = mask.numblocks
+        return da.map_blocks(
+            _pass1_block, mask, kernel=self.summarize, kwargs=self.summarize_kwargs,
+            chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META,
+            name=f"slidemask-{self.op}-summary-{self.token(mask)}",
+        )
+
+    def merge(self, records: da.Array | np.ndarray, mask: da.Array) -> Delayed:
+        """The lazy :class:`Merged` of pass-1 ``records`` of ``mask``'s chunks (a dask array,
+        as :meth:`summaries` gives, or those records computed)."""
+        token = self.token(mask)
+        if isinstance(records, np.ndarray):
+            records = records_array(records, token)
+        if records.numblocks != mask.numblocks:
+            raise MaskError(
+                f"{self.op}: records for {records.numblocks} chunks, mask has {mask.numblocks}"
+            )
+        return merge_records(records, op=self.op, layers=self.layers, decide=self.decide,
+                             shape=mask.shape, token=token)
+
+    def run(self, mask: da.Array, *, merged: Delayed | Merged | None = None) -> da.Array:
+        """The operation on ``mask``, lazily; pass 1 and the merge too unless ``merged`` (of
+        this mask's chunks) is given."""
+        token = self.token(mask)
+        if merged is None:
+            merged = build_merge(
+                mask, op=self.op, summarize=self.summarize,
+                summarize_kwargs=self.summarize_kwargs, layers=self.layers, decide=self.decide,
+                token=token,
+            )
+        elif isinstance(merged, Merged):
+            key = f"{_MERGE_PREFIX}{self.op}-{token}-{uuid.uuid4().hex}"
+            merged = Delayed(key, HighLevelGraph.from_collections(key, {key: merged}, []))
+        return apply_merge(
+            mask, merged, op=self.op, apply=self.apply, apply_kwargs=self.apply_kwargs,
+            dtype=self.dtype, token=token,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -574,6 +677,22 @@ def _decide_labels(
 # ----------------------------------------------------------------------------------------------
 
 
+def remove_small_objects_plan(min_area: float, *, connectivity: int = 8) -> TwoPass | None:
+    """:func:`remove_small_objects` as a :class:`TwoPass`; None when it keeps every object."""
+    what = "remove_small_objects"
+    min_area = check_area(min_area, what)
+    connectivity = _check_connectivity(connectivity, what)
+    if min_area <= 1:
+        return None
+    return TwoPass(
+        op="small-objects", params=(min_area, connectivity), summarize=kl.object_summary,
+        summarize_kwargs={"connectivity": connectivity, "include": "faces", "min_area": min_area},
+        layers={"fg": connectivity}, decide=partial(_decide_min_area, min_area=min_area),
+        apply=kl.filter_objects,
+        apply_kwargs={"connectivity": connectivity, "min_area": min_area},
+    )
+
+
 def remove_small_objects(mask: da.Array, min_area: float, *, connectivity: int = 8) -> da.Array:
     """Drop connected components with fewer than ``min_area`` pixels.
 
@@ -595,23 +714,23 @@ def remove_small_objects(mask: da.Array, min_area: float, *, connectivity: int =
     dask.array.Array
         ``bool``, same shape and chunks. Lazy; computes ``mask`` twice (see the module notes).
     """
-    what = "remove_small_objects"
-    mask = check_mask(mask, what)
-    min_area = check_area(min_area, what)
+    mask = check_mask(mask, "remove_small_objects")
+    plan = remove_small_objects_plan(min_area, connectivity=connectivity)
+    return mask if plan is None or mask.size == 0 else plan.run(mask)
+
+
+def keep_largest_plan(n: int, *, connectivity: int = 8) -> TwoPass | None:
+    """:func:`keep_largest` as a :class:`TwoPass`; None for ``n = 0`` (nothing is kept)."""
+    what = "keep_largest"
+    n = check_count(n, what)
     connectivity = _check_connectivity(connectivity, what)
-    if min_area <= 1 or mask.size == 0:
-        return mask
-    token = tokenize(mask.name, what, min_area, connectivity)
-    merged = build_merge(
-        mask, op="small-objects", summarize=kl.object_summary,
-        summarize_kwargs={"connectivity": connectivity, "include": "faces", "min_area": min_area},
-        layers={"fg": connectivity}, decide=partial(_decide_min_area, min_area=min_area),
-        token=token,
-    )
-    return apply_merge(
-        mask, merged, op="small-objects", apply=kl.filter_objects,
-        apply_kwargs={"connectivity": connectivity, "min_area": min_area}, dtype=bool,
-        token=token,
+    if n == 0:
+        return None
+    return TwoPass(
+        op="keep-largest", params=(n, connectivity), summarize=kl.object_summary,
+        summarize_kwargs={"connectivity": connectivity, "include": n},
+        layers={"fg": connectivity}, decide=partial(_decide_largest, n=n),
+        apply=kl.filter_objects, apply_kwargs={"connectivity": connectivity, "min_area": None},
     )
 
 
@@ -621,22 +740,11 @@ def keep_largest(mask: da.Array, n: int, *, connectivity: int = 8) -> da.Array:
     Ties in area go to the component whose first pixel comes first in row-major order.
     ``bool`` in and out, same chunks; lazy; computes ``mask`` twice.
     """
-    what = "keep_largest"
-    mask = check_mask(mask, what)
-    n = check_count(n, what)
-    connectivity = _check_connectivity(connectivity, what)
-    if n == 0 or mask.size == 0:
+    mask = check_mask(mask, "keep_largest")
+    plan = keep_largest_plan(n, connectivity=connectivity)
+    if plan is None or mask.size == 0:
         return da.zeros_like(mask, dtype=bool)
-    token = tokenize(mask.name, what, n, connectivity)
-    merged = build_merge(
-        mask, op="keep-largest", summarize=kl.object_summary,
-        summarize_kwargs={"connectivity": connectivity, "include": n},
-        layers={"fg": connectivity}, decide=partial(_decide_largest, n=n), token=token,
-    )
-    return apply_merge(
-        mask, merged, op="keep-largest", apply=kl.filter_objects,
-        apply_kwargs={"connectivity": connectivity, "min_area": None}, dtype=bool, token=token,
-    )
+    return plan.run(mask)
 
 
 def label_merge(mask: da.Array, connectivity: int, dtype: np.dtype) -> Delayed:

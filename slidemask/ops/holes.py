@@ -13,21 +13,25 @@ from functools import partial
 
 import dask.array as da
 import numpy as np
-from dask.base import tokenize
 
 from slidemask.errors import MaskError
 from slidemask.kernels import labels as kl
 from slidemask.ops.components import (
     ComponentTable,
     LayerMerge,
-    apply_merge,
-    build_merge,
+    TwoPass,
     check_area,
     check_count,
     check_mask,
 )
 
-__all__ = ["contour_fill", "fill_holes", "keep_largest_holes"]
+__all__ = [
+    "contour_fill",
+    "fill_holes",
+    "fill_holes_plan",
+    "keep_largest_holes",
+    "keep_largest_holes_plan",
+]
 
 
 def _is_hole(bg: LayerMerge, shape: tuple[int, int]) -> np.ndarray:
@@ -61,6 +65,21 @@ def _decide_ranked(
     return {"bg": fill[bg.node_comp]}, None
 
 
+def fill_holes_plan(*, max_hole_area: float | None = None) -> TwoPass | None:
+    """:func:`fill_holes` as a :class:`~slidemask.ops.components.TwoPass`; None when it
+    fills nothing (a limit below one pixel)."""
+    what = "fill_holes"
+    max_area = None if max_hole_area is None else check_area(max_hole_area, what)
+    if max_area is not None and max_area < 1:
+        return None
+    return TwoPass(
+        op="fill-holes", params=(max_area,), summarize=kl.hole_summary,
+        summarize_kwargs={"per_owner": None, "seeds": True, "max_area": max_area},
+        layers={"bg": 4}, decide=partial(_decide_fill, max_area=max_area),
+        apply=kl.fill_background, apply_kwargs={"max_area": max_area},
+    )
+
+
 def fill_holes(mask: da.Array, *, max_hole_area: float | None = None) -> da.Array:
     """Fill holes: background regions enclosed by foreground.
 
@@ -81,21 +100,9 @@ def fill_holes(mask: da.Array, *, max_hole_area: float | None = None) -> da.Arra
     dask.array.Array
         ``bool``, same shape and chunks. Lazy; computes ``mask`` twice.
     """
-    what = "fill_holes"
-    mask = check_mask(mask, what)
-    max_area = None if max_hole_area is None else check_area(max_hole_area, what)
-    if (max_area is not None and max_area < 1) or mask.size == 0:
-        return mask
-    token = tokenize(mask.name, what, max_area)
-    merged = build_merge(
-        mask, op="fill-holes", summarize=kl.hole_summary,
-        summarize_kwargs={"per_owner": None, "seeds": True, "max_area": max_area},
-        layers={"bg": 4}, decide=partial(_decide_fill, max_area=max_area), token=token,
-    )
-    return apply_merge(
-        mask, merged, op="fill-holes", apply=kl.fill_background,
-        apply_kwargs={"max_area": max_area}, dtype=bool, token=token,
-    )
+    mask = check_mask(mask, "fill_holes")
+    plan = fill_holes_plan(max_hole_area=max_hole_area)
+    return mask if plan is None or mask.size == 0 else plan.run(mask)
 
 
 def contour_fill(mask: da.Array) -> da.Array:
@@ -124,6 +131,17 @@ def contour_fill(mask: da.Array) -> da.Array:
     return fill_holes(mask)
 
 
+def keep_largest_holes_plan(n: int) -> TwoPass:
+    """:func:`keep_largest_holes` as a :class:`~slidemask.ops.components.TwoPass`."""
+    n = check_count(n, "keep_largest_holes")
+    return TwoPass(
+        op="largest-holes", params=(n,), summarize=kl.hole_summary,
+        summarize_kwargs={"per_owner": n}, layers={"bg": 4, "fg": 8},
+        decide=partial(_decide_ranked, per_owner=n), apply=kl.fill_ranked_holes,
+        apply_kwargs={"per_owner": n},
+    )
+
+
 def keep_largest_holes(mask: da.Array, n: int) -> da.Array:
     """Keep the ``n`` largest holes of each object and fill its other holes (CLAM's max_n_holes).
 
@@ -137,17 +155,6 @@ def keep_largest_holes(mask: da.Array, n: int) -> da.Array:
 
     ``bool`` in and out, same chunks; lazy; computes ``mask`` twice. ``n = 0`` fills all holes.
     """
-    what = "keep_largest_holes"
-    mask = check_mask(mask, what)
-    n = check_count(n, what)
-    if mask.size == 0:
-        return mask
-    token = tokenize(mask.name, what, n)
-    merged = build_merge(
-        mask, op="largest-holes", summarize=kl.hole_summary, summarize_kwargs={"per_owner": n},
-        layers={"bg": 4, "fg": 8}, decide=partial(_decide_ranked, per_owner=n), token=token,
-    )
-    return apply_merge(
-        mask, merged, op="largest-holes", apply=kl.fill_ranked_holes,
-        apply_kwargs={"per_owner": n}, dtype=bool, token=token,
-    )
+    mask = check_mask(mask, "keep_largest_holes")
+    plan = keep_largest_holes_plan(n)
+    return mask if mask.size == 0 else plan.run(mask)

@@ -43,7 +43,7 @@ import copy
 import itertools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ _COMPRESSOR = ZstdCodec(level=1)
 _ZSTD = Zstd(level=1)  # the same encoder zarr's ZstdCodec(level=1) uses
 
 
-def _regular_chunks(arr: da.Array) -> da.Array:
+def regular_chunks(arr: da.Array) -> da.Array:
     """Rechunk only the axes whose chunks are not ``(c, c, ..., c, last <= c)``.
 
     A Zarr array has one chunk shape; dask chunks must match it exactly so that no two
@@ -121,19 +121,36 @@ class _ChunkWriter:
     """
 
     def __init__(
-        self, root: str, chunks: tuple[int, ...], dtype: np.dtype, fill_value: Any
+        self,
+        root: str,
+        chunks: tuple[int, ...],
+        dtype: np.dtype,
+        fill_value: Any,
+        summarize: Callable[[np.ndarray, tuple[int, ...]], Any] | None = None,
     ) -> None:
         self.root = root
         self.chunks = chunks
         self.dtype = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 else dtype
         self.fill_value = fill_value
+        self.summarize = summarize
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_ChunkWriter, (self.root, self.chunks, self.dtype, self.fill_value))
+        args = (self.root, self.chunks, self.dtype, self.fill_value, self.summarize)
+        return (_ChunkWriter, args)
 
     def __call__(self, block: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
+        """Write the block; return its nonzero count, or with ``summarize`` an object array
+        holding ``summarize(block, offset)`` (offset: the block's first index per axis)."""
         assert block_info is not None
-        location = block_info[0]["chunk-location"]
+        if self.summarize is None:
+            return self._write(block, block_info[0]["chunk-location"])
+        offset = tuple(start for start, _ in block_info[0]["array-location"])
+        out = np.empty((1,) * block.ndim, dtype=object)
+        out[(0,) * block.ndim] = self.summarize(block, offset)
+        self._write(block, block_info[0]["chunk-location"])
+        return out
+
+    def _write(self, block: np.ndarray, location: tuple[int, ...]) -> np.ndarray:
         ones = (1,) * block.ndim
         fill = np.zeros((), dtype=block.dtype) if self.fill_value is None else self.fill_value
         if fill == 0 or fill is False:
@@ -261,6 +278,60 @@ def _finalize(
     return mark_complete_and_publish(partial_path, final_path, overwrite, attrs, ATTRS_KEY, marker)
 
 
+def _create(partial: Path, mask: da.Array) -> zarr.Array:
+    """The empty array :func:`write_zarr` fills (chunks: the first dask chunk of each axis)."""
+    return zarr.create_array(
+        store=str(partial),
+        shape=mask.shape,
+        chunks=tuple(max(1, sizes[0]) if sizes else 1 for sizes in mask.chunks),
+        dtype=mask.dtype,
+        compressors=_COMPRESSOR,
+        fill_value=False if mask.dtype == np.bool_ else 0,
+        dimension_names=("y", "x") if mask.ndim == 2 else None,
+        chunk_key_encoding={"name": "default", "separator": "/"},
+        attributes={ATTRS_KEY: {"format_version": FORMAT_VERSION, "complete": False}},
+        zarr_format=3,
+    )
+
+
+def store_chunks(
+    mask: da.Array,
+    path: str | os.PathLike[str],
+    summarize: Callable[[np.ndarray, tuple[int, ...]], Any],
+) -> tuple[da.Array, Callable[[], Path]]:
+    """Write ``mask`` chunk by chunk as a side effect of summarizing each chunk.
+
+    Returns the lazy grid of summaries (an object array, one element per chunk: the value of
+    ``summarize(chunk, offset)``) and a ``finish()`` that marks the array complete and moves
+    it to ``path`` once that grid, or anything built on it, has been computed. Every task
+    that summarizes a chunk also writes it, so a chunk is computed once for both, with no
+    chunk held for a second consumer (:func:`write_zarr` with a separate summary pass would
+    need dask to share chunks between two collections). The array is laid out as
+    :func:`write_zarr` lays it out (``mask`` must have regular chunks: see
+    :func:`regular_chunks`), without attributes. ``path`` is replaced if it exists.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if regular_chunks(mask) is not mask:
+        raise ValueError("store_chunks needs regular chunks; see regular_chunks()")
+    partial = new_partial_path(final)
+    target = _create(partial, mask)
+    writer = _ChunkWriter(str(partial), target.chunks, mask.dtype, target.fill_value, summarize)
+    grid = da.map_blocks(
+        writer,
+        mask,
+        chunks=tuple((1,) * len(sizes) for sizes in mask.chunks),
+        dtype=object,
+        meta=np.empty((0,) * mask.ndim, dtype=object),
+        name=f"slidemask-store-summarize-{tokenize(mask.name, str(partial))}",
+    )
+
+    def finish() -> Path:
+        return Path(_finalize((0, {}, None), str(partial), str(final), True))
+
+    return grid, finish
+
+
 def write_zarr(
     mask: da.Array,
     path: str | os.PathLike[str],
@@ -327,23 +398,11 @@ def write_zarr(
     check_target(final, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
 
-    mask = _regular_chunks(mask)
-    chunks = tuple(max(1, sizes[0]) if sizes else 1 for sizes in mask.chunks)
+    mask = regular_chunks(mask)
     partial = new_partial_path(final)
-    target = zarr.create_array(
-        store=str(partial),
-        shape=mask.shape,
-        chunks=chunks,
-        dtype=mask.dtype,
-        compressors=_COMPRESSOR,
-        fill_value=False if mask.dtype == np.bool_ else 0,
-        dimension_names=("y", "x") if mask.ndim == 2 else None,
-        chunk_key_encoding={"name": "default", "separator": "/"},
-        attributes={ATTRS_KEY: {"format_version": FORMAT_VERSION, "complete": False}},
-        zarr_format=3,
-    )
+    target = _create(partial, mask)
     try:
-        writer = _ChunkWriter(str(partial), chunks, mask.dtype, target.fill_value)
+        writer = _ChunkWriter(str(partial), target.chunks, mask.dtype, target.fill_value)
         counts = da.map_blocks(
             writer,
             mask,
