@@ -541,7 +541,7 @@ def merge_records(
 
 def apply_merge(
     mask: da.Array,
-    merged: Delayed,
+    merged: Delayed | Merged,
     *,
     op: str,
     apply: Callable[..., np.ndarray],
@@ -549,12 +549,28 @@ def apply_merge(
     dtype: Any,
     token: str,
 ) -> da.Array:
-    """Pass 2: recompute each chunk (after the merge) and apply its lookup table."""
+    """Pass 2: recompute each chunk (after the merge) and apply its lookup table.
+
+    With ``merged`` already computed, the lookup tables are plain values in the graph and
+    ``mask`` is read as it is (nothing to wait for).
+    """
     nbr, nbc = mask.numblocks
-    luts = da.zeros((nbr, nbc), chunks=1, dtype=np.uint8).map_blocks(
-        _lut_block, merged, dtype=object, meta=_OBJ_META, name=f"slidemask-{op}-lut-{token}"
-    )
-    again = bind(mask, merged, omit=_inner_merges(mask), seed=token)
+    if isinstance(merged, Merged):
+        name = f"slidemask-{op}-lut-{token}-{uuid.uuid4().hex}"
+        layer: dict[Any, Any] = {
+            (name, i, j): _one(chunk_lut(merged, i, j)) for i, j in np.ndindex(nbr, nbc)
+        }
+        luts = da.Array(
+            HighLevelGraph.from_collections(name, layer, dependencies=[]), name,
+            chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META,
+        )
+        again = mask
+    else:
+        luts = da.zeros((nbr, nbc), chunks=1, dtype=np.uint8).map_blocks(
+            _lut_block, merged, dtype=object, meta=_OBJ_META,
+            name=f"slidemask-{op}-lut-{token}",
+        )
+        again = bind(mask, merged, omit=_inner_merges(mask), seed=token)
     dtype = np.dtype(dtype)
     return da.map_blocks(
         _pass2_block, again, luts, kernel=apply, kwargs=apply_kwargs,
@@ -623,9 +639,6 @@ class TwoPass:
                 summarize_kwargs=self.summarize_kwargs, layers=self.layers, decide=self.decide,
                 token=token,
             )
-        elif isinstance(merged, Merged):
-            key = f"{_MERGE_PREFIX}{self.op}-{token}-{uuid.uuid4().hex}"
-            merged = Delayed(key, HighLevelGraph.from_collections(key, {key: merged}, []))
         return apply_merge(
             mask, merged, op=self.op, apply=self.apply, apply_kwargs=self.apply_kwargs,
             dtype=self.dtype, token=token,
