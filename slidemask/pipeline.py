@@ -53,6 +53,7 @@ the ``.<name>.zarr.scratch-<hex>`` folder, which a batch removes.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -68,12 +69,14 @@ import dask.array as da
 import numpy as np
 import zarr
 from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 
 from slidemask.config import OTSU, Config, Expr, config_hash
 from slidemask.config import Resolution as ResolutionConfig
 from slidemask.errors import MaskError, SlidemaskError
 from slidemask.inputs import output_path_for
 from slidemask.io import Slide, open_slide
+from slidemask.kernels.color import check_hsv_bounds, hsv_saturation, in_hsv_range, rgb_to_hsv
 from slidemask.kernels.filters import mean_blur_depth, mean_blur_kernel, median_depth
 from slidemask.kernels.filters import median_blur as median_kernel
 from slidemask.kernels.morphology import (
@@ -196,6 +199,29 @@ scratch Zarr arrays: at coarse resolutions (a tissue mask at 8 µm per pixel) th
 a Zarr round trip per stage dominates, and memory is bounded by the working image anyway."""
 
 
+def _in_memory(array: np.ndarray, chunks: tuple[tuple[int, ...], ...], name: str) -> da.Array:
+    """A dask array whose chunks are views of ``array`` (``da.from_array`` copies it first:
+    measured 45 ms for a 3125² RGB image). Named, not tokenized: hashing a large array costs
+    more than a stage saves."""
+    key = f"slidemask-stage-{name}-{uuid.uuid4().hex}"
+    starts = [np.concatenate([[0], np.cumsum(c)]).tolist() for c in chunks]
+    layer: dict[Any, Any] = {}
+    for index in itertools.product(*(range(len(c)) for c in chunks)):
+        window = tuple(slice(st[i], st[i + 1]) for st, i in zip(starts, index, strict=True))
+        layer[(key, *index)] = array[window]
+    graph = HighLevelGraph.from_collections(key, layer, dependencies=[])
+    return da.Array(graph, key, chunks=chunks, dtype=array.dtype,
+                    meta=np.empty((0,) * array.ndim, array.dtype))
+
+
+WHOLE_IMAGE_PIXELS = 2**25
+"""A working image of at most this many pixels (e.g. a tissue mask at 8 µm per pixel: 3125²
+for a 25 mm scan) is decoded into memory as one chunk, and every mask is computed from it
+in one dask pass, without scratch stages: at that size the fixed cost of a stage (a compute,
+its graph, a Zarr round trip: 5-30 ms each) outweighs the work, and the masks' chains run
+side by side on the threads. Memory: the image (3 bytes per pixel) and a few masks' worth."""
+
+
 class _Stage:
     """Scratch storage and eager values for the staged runner (one folder per slide)."""
 
@@ -240,9 +266,7 @@ class _Stage:
     @staticmethod
     def _read_back(stored: StoredArray | np.ndarray, value: da.Array, name: str) -> da.Array:
         if isinstance(stored, np.ndarray):
-            # named, not tokenized: hashing a large array costs more than the stage saves
-            key = f"slidemask-stage-{name}-{uuid.uuid4().hex}"
-            return da.from_array(stored, chunks=value.chunks, name=key)
+            return _in_memory(stored, value.chunks, name)
         return da.from_array(
             stored, chunks=stored.chunks, asarray=False, lock=False, fancy=False,
             meta=np.empty((0,) * stored.ndim, dtype=stored.dtype),
@@ -316,6 +340,34 @@ def _otsu_split(image: da.Array, bounds: dict[str, Any], value: Any) -> da.Array
     return mask if above is None else mask & threshold(image, above=above)
 
 
+_FROM_HSV = ("hsv_range", "saturation")
+
+
+def _shared_hsv(array: np.ndarray, config: Config) -> da.Array | None:
+    """The HSV conversion of an in-memory RGB(A) image, made once when two or more masks start
+    with a step that converts to HSV (``hsv_range``, ``saturation``), else None."""
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
+        return None
+    in_use = config.expression.names()
+    starts = [
+        _reorder(steps)[0][1].name for name, steps in config.masks.items()
+        if name in in_use and steps
+    ]
+    if sum(name in _FROM_HSV for name in starts) < 2:
+        return None
+    hsv = rgb_to_hsv(array)
+    return _in_memory(hsv, tuple((n,) for n in hsv.shape), "hsv")
+
+
+def _from_hsv(hsv: da.Array, name: str, kwargs: dict[str, Any]) -> da.Array:
+    """The first step ``name`` (``hsv_range`` or ``saturation``) read from the shared HSV image;
+    identical to the step on the RGB image (the same OpenCV conversion, made once)."""
+    if name == "saturation":
+        return da.map_blocks(hsv_saturation, hsv, drop_axis=2, dtype=np.uint8)
+    lower, upper = check_hsv_bounds(kwargs["lower"], kwargs["upper"])
+    return da.map_blocks(in_hsv_range, hsv, lower=lower, upper=upper, drop_axis=2, dtype=bool)
+
+
 def _fusable(step: Any) -> bool:
     """A pointwise step with a tile kernel (an Otsu threshold is resolved from a stored copy)."""
     if step.spec.tile_kernel is None:
@@ -338,6 +390,16 @@ def _build(
     resolution = working_resolution(slide, config.resolution)
     image = image_at(slide, resolution)
     expression = config.expression
+    out_chunks = image.chunks[:2]
+    whole = stage is not None and image.shape[0] * image.shape[1] <= WHOLE_IMAGE_PIXELS
+    if whole:  # decode once into memory; every mask from it in one pass (module docstring)
+        array = np.empty(image.shape, image.dtype)
+        da.store(image, array, lock=False)  # chunks decoded in place, no concatenation
+        image = _in_memory(array, tuple((n,) for n in array.shape), "image")
+        stage = None
+        hsv = _shared_hsv(array, config)
+    else:
+        hsv = None
     # Fuse the leading pointwise steps with decoding when the level is read as it is and one
     # mask reads it (several masks share one decode of each chunk instead).
     in_use = [name for name in config.masks if name in expression.names()]
@@ -367,9 +429,12 @@ def _build(
             return stage.keep(value, label)
 
         chain: list[PixelStep] | None = [] if fuse else None  # pointwise steps to fuse
-        for index, step in _reorder(steps):
+        for position, (index, step) in enumerate(_reorder(steps)):
             try:
                 kwargs = step.arguments(resolution.mpp)
+                if position == 0 and hsv is not None and step.name in _FROM_HSV:
+                    value = _from_hsv(hsv, step.name, kwargs)
+                    continue
                 pointwise = chain is not None and _fusable(step)
                 if chain is not None and not pointwise:
                     value = _fused(slide, resolution.level, chain, value)
@@ -421,6 +486,8 @@ def _build(
             value = _fused(slide, resolution.level, chain, value)
         masks[name] = flush(value, source, pending)
     mask = expression.evaluate(masks)
+    if whole:
+        mask = mask.rechunk(out_chunks)  # the output keeps the configured chunks
     canonical = config.canonical()
     provenance: dict[str, Any] = {
         "source": {

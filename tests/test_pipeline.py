@@ -33,11 +33,14 @@ output: "(tissue | dark) & ~pen"
 """
 
 
-@pytest.fixture(params=["scratch-zarr", "in-memory"])
+@pytest.fixture(params=["scratch-zarr", "in-memory", "whole-image"])
 def stage_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the staged tests both with scratch Zarr arrays and with in-memory intermediates."""
+    """Run the staged tests with scratch Zarr arrays, with in-memory intermediates, and with
+    the whole working image in one chunk (the default for small images)."""
     import slidemask.pipeline as pipeline
 
+    if request.param != "whole-image":
+        monkeypatch.setattr(pipeline, "WHOLE_IMAGE_PIXELS", 0)
     monkeypatch.setattr(
         pipeline, "IN_MEMORY_PIXELS", 0 if request.param == "scratch-zarr" else 2**40
     )
@@ -89,6 +92,35 @@ def test_staged_global_steps_equal_lazy_graph(
     assert 0 < got.mean() < 1
 
 
+def test_whole_image_masks_share_one_hsv_conversion(
+    tmp_path: Path, synthetic_slide: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In whole-image mode the masks that start in HSV read one conversion; same result."""
+    import slidemask.pipeline as pipeline
+
+    conversions: list[tuple[int, ...]] = []
+    original = pipeline.rgb_to_hsv
+
+    def counting(array: np.ndarray) -> np.ndarray:
+        conversions.append(array.shape)
+        return original(array)
+
+    monkeypatch.setattr(pipeline, "rgb_to_hsv", counting)
+    config = config_from_yaml(
+        "resolution: {level: 1}\nchunk_size: 128\nmasks:\n"
+        "  s: [saturation, {threshold: {above: 20}}, {remove_small_objects: {min_area: 20}}]\n"
+        "  b: [{hsv_range: {lower: [100, 10, 30], upper: [170, 255, 255]}}]\n"
+        "  r: [{hsv_range: {lower: [170, 5, 0], upper: [10, 255, 250]}}]\n"
+        "output: s & ~(b | r)\n"
+    )
+    expected, _ = build_mask(open_slide(synthetic_slide, chunk_size=128), config)
+    result = run_slide(synthetic_slide, config, tmp_path)
+    assert result.status == "done", result.error
+    stored = read_mask(result.output)
+    assert len(conversions) == 1 and stored.chunks == expected.chunks
+    np.testing.assert_array_equal(stored.compute(), expected.compute())
+
+
 def test_median_threshold_rewrite_is_exact(synthetic_slide: Path) -> None:
     import cv2
 
@@ -129,9 +161,12 @@ def test_staged_run_any_chunking(
 
 
 def test_staged_build_stores_global_inputs_and_resolves_otsu_first(
-    tmp_path: Path, synthetic_slide: Path
+    tmp_path: Path, synthetic_slide: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import slidemask.pipeline as pipeline
     from slidemask.pipeline import _build, _Stage
+
+    monkeypatch.setattr(pipeline, "WHOLE_IMAGE_PIXELS", 0)  # stage this small image
 
     stored: list[str] = []
 
@@ -200,7 +235,9 @@ def test_pointwise_steps_fuse_with_decoding(
     )
     slide = open_slide(synthetic_slide, chunk_size=chunk_size)
     mask, _ = _build(slide, config, _Stage(tmp_path / "scratch"))
-    assert calls == [1]  # the leading pointwise steps (grey before an Otsu) were fused
+    # the leading pointwise steps (grey before an Otsu) were fused, unless the whole image
+    # was decoded into memory first
+    assert calls == ([] if stage_kind == "whole-image" else [1])
     expected, _ = build_mask(slide, config)
     np.testing.assert_array_equal(mask.compute(), expected.compute())
     result = run_slide(synthetic_slide, config, tmp_path / "out")

@@ -157,10 +157,27 @@ def hsv_in_range(
     rows, cols = tile.shape[:2]
     if rows == 0 or cols == 0:
         return np.zeros((rows, cols), dtype=bool)
+    return in_hsv_range(rgb_to_hsv(tile), lower=lower, upper=upper)
+
+
+def rgb_to_hsv(tile: np.ndarray) -> np.ndarray:
+    """``cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)`` of a ``(rows, cols, 3 or 4)`` uint8 RGB(A)
+    tile (alpha ignored): ``(rows, cols, 3)`` uint8, hue 0-179, saturation and value 0-255."""
     rgb = np.ascontiguousarray(tile)
     if rgb.shape[2] == 4:
         rgb = cv2.cvtColor(rgb, cv2.COLOR_RGBA2RGB)
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+
+
+def in_hsv_range(
+    hsv: np.ndarray, *, lower: tuple[int, int, int], upper: tuple[int, int, int]
+) -> np.ndarray:
+    """:func:`hsv_in_range` of a tile already converted by :func:`rgb_to_hsv`: ``(rows, cols)``
+    bool. ``lower`` and ``upper`` must have passed :func:`check_hsv_bounds`."""
+    rows, cols = hsv.shape[:2]
+    if rows == 0 or cols == 0:
+        return np.zeros((rows, cols), dtype=bool)
+    hsv = np.ascontiguousarray(hsv)
     if lower[0] <= upper[0]:
         mask = cv2.inRange(hsv, lower, upper)
     else:
@@ -181,6 +198,11 @@ def saturation_kernel(tile: np.ndarray) -> np.ndarray:
         return np.zeros((rows, cols), dtype=np.uint8)
     rgb = np.ascontiguousarray(tile[..., :3])
     return np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1])
+
+
+def hsv_saturation(hsv: np.ndarray) -> np.ndarray:
+    """:func:`saturation_kernel` of a tile already converted by :func:`rgb_to_hsv`."""
+    return np.ascontiguousarray(hsv[..., 1])
 
 
 def rgb_mean_kernel(tile: np.ndarray) -> np.ndarray:

@@ -606,6 +606,15 @@ class TwoPass:
         """Pass 1 on one chunk whose first pixel is at ``offset`` (row, col) in the mask."""
         return self.summarize(tile, offset=offset, **self.summarize_kwargs)
 
+    def whole(self, image: np.ndarray) -> np.ndarray:
+        """The operation on a whole image in memory (one chunk): pass 1, merge, pass 2."""
+        record = _one(self.summarize_chunk(image, (0, 0)))
+        pairs = _pair_task(record, None, None, None, layers=self.layers)
+        merged = merge_blocks(
+            [[pairs]], layers=self.layers, shape=image.shape, decide=self.decide
+        )
+        return self.apply(image, chunk_lut(merged, 0, 0), **self.apply_kwargs)
+
     def summaries(self, mask: da.Array) -> da.Array:
         """Pass 1, lazily: an object array with one record per chunk of ``mask`` (which must
         be a 2-D ``bool`` dask array without empty chunks)."""
@@ -631,8 +640,15 @@ class TwoPass:
 
     def run(self, mask: da.Array, *, merged: Delayed | Merged | None = None) -> da.Array:
         """The operation on ``mask``, lazily; pass 1 and the merge too unless ``merged`` (of
-        this mask's chunks) is given."""
+        this mask's chunks) is given. A mask of one chunk is done in one task per chunk
+        (pass 1, the merge and pass 2 together: nothing crosses a chunk face)."""
         token = self.token(mask)
+        if merged is None and mask.numblocks == (1, 1):
+            dtype = np.dtype(self.dtype)
+            return da.map_blocks(
+                self.whole, mask, dtype=dtype, meta=np.empty((0, 0), dtype),
+                name=f"slidemask-{self.op}-whole-{token}",
+            )
         if merged is None:
             merged = build_merge(
                 mask, op=self.op, summarize=self.summarize,

@@ -43,6 +43,7 @@ import copy
 import itertools
 import json
 import os
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -468,6 +469,9 @@ def stored_config_hash(path: str | os.PathLike[str]) -> str | None:
 def read_mask(path: str | os.PathLike[str]) -> da.Array:
     """Open a complete output lazily as a dask array chunked like the stored zarr array.
 
+    Arrays in the layout :func:`write_zarr` writes are read through :class:`StoredArray`
+    (chunk files read directly, about twice as fast as zarr's reader); others through zarr.
+
     Raises
     ------
     SlidemaskError
@@ -481,6 +485,16 @@ def read_mask(path: str | os.PathLike[str]) -> da.Array:
         raise SlidemaskError(
             f"{p}: not a complete slidemask output (no completion marker: the write was "
             "interrupted or this is not a slidemask mask)"
+        )
+    try:
+        stored = StoredArray(p)  # the layout write_zarr writes: read its chunk files directly
+    except SlidemaskError:
+        pass
+    else:
+        return da.from_array(
+            stored, chunks=stored.chunks, asarray=False, lock=False, fancy=False,
+            meta=np.empty((0,) * stored.ndim, dtype=stored.dtype),
+            name=f"slidemask-read-{uuid.uuid4().hex}",
         )
     try:
         array = zarr.open_array(p, mode="r")
