@@ -227,6 +227,8 @@ class _Stage:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.image: np.ndarray | None = None
+        """The working image when it was decoded whole into memory (for the preview)."""
 
     def store(self, value: da.Array, name: str) -> StoredArray | np.ndarray:
         """Compute ``value`` and return it for windowed reads: in memory when it is small
@@ -340,6 +342,23 @@ def _otsu_split(image: da.Array, bounds: dict[str, Any], value: Any) -> da.Array
     return mask if above is None else mask & threshold(image, above=above)
 
 
+def _compute_masks(
+    masks: dict[str, da.Array], thresholds: dict[str, dict[str, Any]]
+) -> tuple[dict[str, da.Array], dict[str, dict[str, Any]]]:
+    """Compute in-memory masks (and any lazy Otsu threshold with them) in one pass."""
+    names = list(masks)
+    arrays, values = dask.compute([masks[n] for n in names], thresholds)
+    computed = {
+        name: _in_memory(np.asarray(array), tuple((n,) for n in array.shape), f"mask-{name}")
+        for name, array in zip(names, arrays, strict=True)
+    }
+    floats = {
+        step: {side: v if v is None or isinstance(v, str) else float(v) for side, v in d.items()}
+        for step, d in values.items()
+    }
+    return computed, floats
+
+
 _FROM_HSV = ("hsv_range", "saturation")
 
 
@@ -396,6 +415,8 @@ def _build(
         array = np.empty(image.shape, image.dtype)
         da.store(image, array, lock=False)  # chunks decoded in place, no concatenation
         image = _in_memory(array, tuple((n,) for n in array.shape), "image")
+        assert stage is not None
+        stage.image = array
         stage = None
         hsv = _shared_hsv(array, config)
     else:
@@ -485,6 +506,10 @@ def _build(
         if chain is not None:
             value = _fused(slide, resolution.level, chain, value)
         masks[name] = flush(value, source, pending)
+    if whole:
+        # each mask's chain as its own tasks, side by side (in one graph dask would fuse the
+        # masks' last steps and the expression into a single task); then the expression
+        masks, thresholds = _compute_masks(masks, thresholds)
     mask = expression.evaluate(masks)
     if whole:
         mask = mask.rechunk(out_chunks)  # the output keeps the configured chunks
@@ -592,8 +617,10 @@ def _write_with_extras(
     target: Path,
     scratch: Path,
     overwrite: bool,
+    image: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The mask and its extras, built in ``scratch`` and moved into place (mask last)."""
+    """The mask and its extras, built in ``scratch`` and moved into place (mask last).
+    ``image``: the working image, when it is in memory, for the preview's thumbnail."""
     finals = extra_output_paths(target, config.outputs.extras)
     check_target(target, overwrite)
     for key, final in finals.items():
@@ -619,7 +646,7 @@ def _write_with_extras(
         )
     if "preview" in built:
         write_preview(slide, stored, built["preview"],
-                      mask_downsample=float(provenance["downsample"]))
+                      mask_downsample=float(provenance["downsample"]), image=image)
     if components is None and "summary" in built and stored.size <= COMPONENT_COUNT_MAX_PIXELS:
         (table,) = dask.compute(label_stats(stored))
         components = len(table)
@@ -682,12 +709,13 @@ def run_slide(
         slide = open_slide(path, chunk_size=config.chunk_size)
         scratch = target.parent / f".{target.name}.scratch-{uuid.uuid4().hex[:12]}"
         try:
-            mask, provenance = _build(slide, config, stage=_Stage(scratch))
+            stage = _Stage(scratch)
+            mask, provenance = _build(slide, config, stage=stage)
             stats = {"total_pixels": int(mask.size)}
             attrs = {"provenance": provenance, "stats": stats}
             if config.outputs.extras:
                 summary = _write_with_extras(
-                    slide, mask, attrs, config, target, scratch, overwrite
+                    slide, mask, attrs, config, target, scratch, overwrite, stage.image
                 )
             else:
                 write_zarr(

@@ -159,7 +159,9 @@ def test_local_components_match_skimage(data, connectivity):
 def test_traced_components_equal_labelled(data, connectivity, value):
     """Border following measures exactly what labelling does, faces included."""
     m, _ = data
-    traced = kl.traced_components(m, connectivity=connectivity, value=value)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kl, "_likely_many", lambda *args, **kwargs: False)  # always trace
+        traced = kl.traced_components(m, connectivity=connectivity, value=value)
     assert traced is not None
     comps, faces = traced
     ref = kl.local_components(m if value else ~m, connectivity=connectivity)
@@ -171,10 +173,12 @@ def test_traced_components_equal_labelled(data, connectivity, value):
         np.testing.assert_array_equal(getattr(faces, name), getattr(ref_faces, name))
 
 
-def test_traced_components_give_way_to_labelling_when_many():
+def test_traced_components_give_way_to_labelling_when_many(monkeypatch):
     m = np.zeros((64, 64), bool)
-    m[::2, ::2] = True  # 1024 objects: more borders than border following is used for
-    assert kl.traced_components(m, connectivity=8) is None
+    m[::2, ::2] = True  # 1024 objects: more than border following is used for
+    assert kl.traced_components(m, connectivity=8) is None  # estimated from sampled rows
+    monkeypatch.setattr(kl, "_likely_many", lambda *args, **kwargs: False)
+    assert kl.traced_components(m, connectivity=8) is None  # counted after tracing
     comps, faces = kl.components_and_faces(m, connectivity=8)
     assert comps.count == 32 * 32 and comps.labels is not None
     np.testing.assert_array_equal(faces.top[::2], np.arange(1, 33))

@@ -65,14 +65,19 @@ def _to_rgb8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(image[:, :, :1], 3, axis=2))
 
 
-def _thumbnail(slide: Slide, max_size: int) -> np.ndarray:
-    level = _thumbnail_level(slide, max_size)
-    image = slide.levels[level]
-    longer = max(int(image.shape[0]), int(image.shape[1]))
-    factor = max(1, min(longer // max_size, int(image.shape[0]), int(image.shape[1])))
-    if factor > 1:
-        image = downsample_mean(image, factor)
-    thumb = _to_rgb8(np.asarray(image.compute()))
+def _thumbnail(slide: Slide, max_size: int, image: np.ndarray | None = None) -> np.ndarray:
+    if image is None:
+        level = slide.levels[_thumbnail_level(slide, max_size)]
+        longer = max(int(level.shape[0]), int(level.shape[1]))
+        factor = max(1, min(longer // max_size, int(level.shape[0]), int(level.shape[1])))
+        if factor > 1:
+            level = downsample_mean(level, factor)
+        image = np.asarray(level.compute())
+    elif max(image.shape[:2]) >= 2 * max_size:
+        # an integer factor first: OpenCV's area average is several times faster then
+        factor = 1.0 / (max(image.shape[:2]) // max_size)
+        image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    thumb = _to_rgb8(image)
     rows, cols = thumb.shape[:2]
     if max(rows, cols) > max_size:
         scale = max_size / max(rows, cols)
@@ -116,11 +121,14 @@ def render_preview(
     mask_downsample: float,
     color: tuple[int, int, int] = OUTLINE_RGB,
     thickness: int = 2,
+    image: np.ndarray | None = None,
 ) -> np.ndarray:
     """The preview as an RGB uint8 array: thumbnail (longer side <= ``max_size``) + outline.
 
     Args:
         slide: the slide the mask was computed from.
+        image: the whole slide already in memory at some resolution, ``(rows, cols[,
+            channels])``, to shrink into the thumbnail instead of reading a pyramid level.
         mask: (rows, cols) bool/integer mask (non-zero = inside), dask or numpy, any chunking.
         max_size: longest side of the preview in pixels.
         mask_downsample: level-0 pixels per mask pixel (``Resolution.downsample``).
@@ -140,7 +148,7 @@ def render_preview(
         )
     if mask.ndim != 2 or 0 in mask.shape:
         raise MaskError(f"preview: expects a non-empty (rows, cols) mask, got shape {mask.shape}")
-    thumb = _thumbnail(slide, max_size)
+    thumb = _thumbnail(slide, max_size, image)
     slide_shape = (int(slide.levels[0].shape[0]), int(slide.levels[0].shape[1]))
     small = _mask_on_thumbnail(mask, thumb.shape[:2], slide_shape, float(mask_downsample))
     canvas = np.ascontiguousarray(thumb)
@@ -159,6 +167,7 @@ def write_preview(
     mask_downsample: float,
     color: tuple[int, int, int] = OUTLINE_RGB,
     thickness: int = 2,
+    image: np.ndarray | None = None,
 ) -> Path:
     """Write :func:`render_preview` as a PNG at ``path`` (replaced atomically) and return it.
 
@@ -167,7 +176,7 @@ def write_preview(
     """
     image = render_preview(
         slide, mask, max_size=max_size, mask_downsample=mask_downsample, color=color,
-        thickness=thickness,
+        thickness=thickness, image=image,
     )
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
