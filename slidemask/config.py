@@ -832,8 +832,9 @@ def config_hash(config: Config) -> str:
 # --- loading --------------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """Safe loader that rejects duplicate keys (plain YAML keeps the last one silently)."""
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe loader that rejects duplicate keys (plain YAML keeps the last one silently).
+    LibYAML's parser where PyYAML has it (about 6 times faster), else the pure-Python one."""
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:

@@ -61,6 +61,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -240,18 +241,28 @@ class _Stage:
         return StoredArray(path)
 
     def keep(
-        self, value: da.Array, name: str = "image", *, then: TwoPass | None = None
+        self,
+        value: da.Array,
+        name: str = "image",
+        *,
+        then: TwoPass | None = None,
+        store: bool = True,
     ) -> da.Array:
         """:meth:`store` ``value`` and read it back as a dask array.
 
         With ``then`` (a global operation) the result is that operation applied to the stored
         copy: each chunk is summarized (pass 1) in the task that stores it, the merge is
         computed in the same pass, and pass 2 is the only read of the stored copy (see
-        :class:`slidemask.ops.components.TwoPass`).
+        :class:`slidemask.ops.components.TwoPass`). With ``store=False`` (for a ``value``
+        that is cheap to compute twice: the pass 2 of a global step on a stored copy) nothing
+        is stored: pass 1 and pass 2 each compute ``value``.
         """
         if then is None:
             return self._read_back(self.store(value, name), value, name)
         value = regular_chunks(check_mask(value, then.op))
+        if not store:
+            (merged,) = dask.compute(then.merge(then.summaries(value), value))
+            return then.run(value, merged=merged)
         if value.size <= IN_MEMORY_PIXELS:
             # two arrays sharing their chunks, optimized together
             array, records = dask.compute(value, then.summaries(value))
@@ -450,7 +461,10 @@ def _build(
             return stage.keep(value, label)
 
         chain: list[PixelStep] | None = [] if fuse else None  # pointwise steps to fuse
+        # the value is a global step's pass 2 on a stored copy: cheap enough to compute twice
+        recomputable = False
         for position, (index, step) in enumerate(_reorder(steps)):
+            after_global, recomputable = recomputable, False
             try:
                 kwargs = step.arguments(resolution.mpp)
                 if position == 0 and hsv is not None and step.name in _FROM_HSV:
@@ -492,7 +506,12 @@ def _build(
                         plan = step.spec.two_pass(**kwargs)
                     if plan is not None:  # pass 1 while storing, pass 2 reads the copy
                         assert stage is not None
-                        value = stage.keep(value, f"{name}-{index}", then=plan)
+                        # after a stored global step, the next one reads its pass 2 twice
+                        # instead of storing it (every other step stores: bounded rework)
+                        store = not after_global
+                        value = stage.keep(value, f"{name}-{index}", then=plan, store=store)
+                        recomputable = store
+                        continue
                     else:
                         if stage is not None:  # read twice: from scratch, not from the slide
                             value = keep(value, f"{name}-{index}")
@@ -634,22 +653,33 @@ def _write_with_extras(
     name = _label_name(config.expression)
     built: dict[str, Path] = {key: folder / final.name for key, final in finals.items()}
     components: int | None = None
-    if "ome_zarr" in built:
-        write_ome_labels(
-            stored, built["ome_zarr"], mpp=provenance["mpp"], name=name,
-            source_image_path=slide.path, attrs={"provenance": provenance},
-        )
-    if "geojson" in built:
-        components = write_geojson(
-            stored, built["geojson"], downsample=float(provenance["downsample"]),
-            classification=name.capitalize(),
-        )
-    if "preview" in built:
-        write_preview(slide, stored, built["preview"],
-                      mask_downsample=float(provenance["downsample"]), image=image)
-    if components is None and "summary" in built and stored.size <= COMPONENT_COUNT_MAX_PIXELS:
-        (table,) = dask.compute(label_stats(stored))
-        components = len(table)
+    # The preview (mostly PNG encoding, which releases the GIL) is drawn in a thread while the
+    # other extras are computed.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        preview = None
+        if "preview" in built:
+            preview = pool.submit(
+                write_preview, slide, stored, built["preview"],
+                mask_downsample=float(provenance["downsample"]), image=image,
+            )
+        if "ome_zarr" in built:
+            write_ome_labels(
+                stored, built["ome_zarr"], mpp=provenance["mpp"], name=name,
+                source_image_path=slide.path, attrs={"provenance": provenance},
+            )
+        if "geojson" in built:
+            components = write_geojson(
+                stored, built["geojson"], downsample=float(provenance["downsample"]),
+                classification=name.capitalize(),
+            )
+        if (
+            components is None and "summary" in built
+            and stored.size <= COMPONENT_COUNT_MAX_PIXELS
+        ):
+            (table,) = dask.compute(label_stats(stored))
+            components = len(table)
+        if preview is not None:
+            preview.result()  # raises what the preview raised
     summary = _summary(stats, provenance, components)
     if "summary" in built:
         write_summary_json(summary, built["summary"])

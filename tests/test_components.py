@@ -174,14 +174,14 @@ def test_traced_components_equal_labelled(data, connectivity, value):
 
 
 def test_traced_components_give_way_to_labelling_when_many(monkeypatch):
-    m = np.zeros((64, 64), bool)
-    m[::2, ::2] = True  # 1024 objects: more than border following is used for
+    m = np.zeros((128, 128), bool)
+    m[::2, ::2] = True  # 4096 objects: more than border following is used for
     assert kl.traced_components(m, connectivity=8) is None  # estimated from sampled rows
     monkeypatch.setattr(kl, "_likely_many", lambda *args, **kwargs: False)
     assert kl.traced_components(m, connectivity=8) is None  # counted after tracing
     comps, faces = kl.components_and_faces(m, connectivity=8)
-    assert comps.count == 32 * 32 and comps.labels is not None
-    np.testing.assert_array_equal(faces.top[::2], np.arange(1, 33))
+    assert comps.count == 64 * 64 and comps.labels is not None
+    np.testing.assert_array_equal(faces.top[::2], np.arange(1, 65))
 
 
 def test_kernels_accept_empty_tiles():

@@ -195,11 +195,12 @@ def on_faces(faces: Faces, count: int) -> np.ndarray:
     return flag
 
 
-TRACE_LIMIT = 256
+TRACE_LIMIT = 1024
 """Above this many components in one tile, :func:`traced_components` gives up and the tile is
-labelled instead: each component costs 10-30 microseconds of Python, so on noisy real masks
-(thousands of specks per 2048² chunk) labelling is faster (measured 30-100 ms against
-150-180 ms)."""
+labelled instead: each component costs 10-40 microseconds of Python, so on noisy real masks
+(thousands of specks per 2048² chunk) labelling is faster. Measured on 2048² chunks of real
+``grey < 220`` masks: 734 objects traced in 49 ms against 90 ms labelled; 4758 holes traced in
+180 ms against 96 ms labelled."""
 
 _SAMPLE_STEP = 16
 
