@@ -159,9 +159,11 @@ def test_local_components_match_skimage(data, connectivity):
 def test_traced_components_equal_labelled(data, connectivity, value):
     """Border following measures exactly what labelling does, faces included."""
     m, _ = data
+    before = m.copy()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(kl, "_likely_many", lambda *args, **kwargs: False)  # always trace
         traced = kl.traced_components(m, connectivity=connectivity, value=value)
+    np.testing.assert_array_equal(m, before)  # the tile is read, never written
     assert traced is not None
     comps, faces = traced
     ref = kl.local_components(m if value else ~m, connectivity=connectivity)

@@ -326,18 +326,25 @@ def traced_components(
         total = total if value else img.size - total
         if n == 1:
             comps.area[1] = total
-        else:  # flood fill in a copy (``traced`` is one for 4-connectivity)
-            canvas = traced if connectivity == 4 else traced.copy()
-            _trace_areas(canvas, comps, offset, total=total, connectivity=connectivity)
+        else:  # ``traced`` is the caller's tile only for 8-connectivity of True pixels
+            _trace_areas(traced, comps, offset, total=total, connectivity=connectivity,
+                         copy=traced is img)
     return comps, faces
 
 
 def _trace_areas(
-    canvas: np.ndarray, comps: LocalComponents, offset: int, *, total: int, connectivity: int
+    canvas: np.ndarray,
+    comps: LocalComponents,
+    offset: int,
+    *,
+    total: int,
+    connectivity: int,
+    copy: bool,
 ) -> None:
-    """Fill ``comps.area`` in place: flood fill (in ``canvas``, which is overwritten; tile
-    pixel (r, c) is its (r + offset, c + offset)) every component but the one with the largest
-    box, and give that one the remaining pixels."""
+    """Fill ``comps.area`` in place: flood fill every component but the one with the largest
+    box, and give that one the remaining pixels. Tile pixel (r, c) is ``canvas``'s
+    (r + offset, c + offset); ``canvas`` is overwritten unless ``copy`` (then each fill works
+    on a copy of its component's box)."""
     n = comps.count
     boxes = (comps.bottom[1:] - comps.top[1:]) * (comps.right[1:] - comps.left[1:])
     largest = int(np.argmax(boxes)) + 1
@@ -347,6 +354,8 @@ def _trace_areas(
             continue
         top, left = int(comps.top[k]) + offset, int(comps.left[k]) + offset
         window = canvas[top:int(comps.bottom[k]) + offset, left:int(comps.right[k]) + offset]
+        if copy:
+            window = window.copy()
         seed = (int(comps.first_col[k]) + offset - left, int(comps.first_row[k]) + offset - top)
         area = cv2.floodFill(window, None, seed, 2, flags=connectivity)[0]
         comps.area[k] = area
