@@ -112,7 +112,7 @@ from slidemask.report import SlideResult
 from slidemask.writers.atomic import check_target, publish
 from slidemask.writers.geojson import write_geojson
 from slidemask.writers.ome_zarr import write_ome_labels
-from slidemask.writers.preview import write_preview
+from slidemask.writers.preview import shrink_for_preview, write_preview
 from slidemask.writers.summary import qc_warnings, summary_record, write_summary_json
 from slidemask.writers.zarr import (
     StoredArray,
@@ -243,8 +243,9 @@ class _Stage:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.image: np.ndarray | None = None
-        """The working image when it was decoded whole into memory (for the preview)."""
+        self.image: Any = None
+        """The working image shrunk for the preview when it was decoded whole into memory
+        (a ``Delayed`` until the masks are computed), else None."""
 
     def store(self, value: da.Array, name: str) -> StoredArray | np.ndarray:
         """Compute ``value`` and return it for windowed reads: in memory when it is small
@@ -369,11 +370,14 @@ def _otsu_split(image: da.Array, bounds: dict[str, Any], value: Any) -> da.Array
 
 
 def _compute_masks(
-    masks: dict[str, da.Array], thresholds: dict[str, dict[str, Any]]
+    masks: dict[str, da.Array], thresholds: dict[str, dict[str, Any]], stage: _Stage
 ) -> tuple[dict[str, da.Array], dict[str, dict[str, Any]]]:
-    """Compute in-memory masks (and any lazy Otsu threshold with them) in one pass."""
+    """Compute in-memory masks (and any lazy Otsu threshold with them) in one pass; the
+    preview's shrunken image (``stage.image``, when delayed) is made in the same pass."""
     names = list(masks)
-    arrays, values = dask.compute([masks[n] for n in names], thresholds)
+    arrays, values, stage.image = dask.compute(
+        [masks[n] for n in names], thresholds, stage.image
+    )
     computed = {
         name: _in_memory(np.asarray(array), tuple((n,) for n in array.shape), f"mask-{name}")
         for name, array in zip(names, arrays, strict=True)
@@ -437,13 +441,15 @@ def _build(
     expression = config.expression
     out_chunks = image.chunks[:2]
     whole = stage is not None and image.shape[0] * image.shape[1] <= WHOLE_IMAGE_PIXELS
+    whole_stage: _Stage | None = None
     if whole:  # decode once into memory; every mask from it in one pass (module docstring)
         array = np.empty(image.shape, image.dtype)
         da.store(image, array, lock=False)  # chunks decoded in place, no concatenation
         image = _in_memory(array, tuple((n,) for n in array.shape), "image")
         assert stage is not None
-        stage.image = array
-        stage = None
+        if "preview" in config.outputs.extras:  # shrunk beside the masks' computation
+            stage.image = dask.delayed(shrink_for_preview, pure=False)(array)
+        whole_stage, stage = stage, None
         hsv = _shared_hsv(array, config)
     else:
         hsv = None
@@ -540,10 +546,10 @@ def _build(
         if chain is not None:
             value = _fused(slide, resolution.level, chain, value)
         masks[name] = flush(value, source, pending)
-    if whole:
+    if whole_stage is not None:
         # each mask's chain as its own tasks, side by side (in one graph dask would fuse the
         # masks' last steps and the expression into a single task); then the expression
-        masks, thresholds = _compute_masks(masks, thresholds)
+        masks, thresholds = _compute_masks(masks, thresholds, whole_stage)
     mask = expression.evaluate(masks)
     if whole:
         mask = mask.rechunk(out_chunks)  # the output keeps the configured chunks
@@ -661,22 +667,29 @@ def _write_with_extras(
         _check_extra_target(key, final)
     folder = scratch / "outputs"  # apart from the stage's intermediates, whatever the names
     built_mask = folder / target.name
-    write_zarr(mask, built_mask, attrs=attrs, count_into="stats.foreground_pixels")
-    stored = read_mask(built_mask)
-    written = read_attrs(built_mask)
-    provenance, stats = written["provenance"], written["stats"]
-    name = _label_name(config.expression)
     built: dict[str, Path] = {key: folder / final.name for key, final in finals.items()}
     components: int | None = None
     # The preview (mostly PNG encoding, which releases the GIL) is drawn in a thread while the
-    # other extras are computed.
+    # other extras are computed; from the mask in memory (whole-image mode) it starts at once,
+    # beside the mask's write, else from the stored mask.
     with ThreadPoolExecutor(max_workers=1) as pool:
         preview = None
-        if "preview" in built:
-            preview = pool.submit(
-                write_preview, slide, stored, built["preview"],
-                mask_downsample=float(provenance["downsample"]), image=image,
+
+        def start_preview(source: da.Array) -> Any:
+            return pool.submit(
+                write_preview, slide, source, built["preview"],
+                mask_downsample=float(attrs["provenance"]["downsample"]), image=image,
             )
+
+        if "preview" in built and image is not None:
+            preview = start_preview(mask)
+        write_zarr(mask, built_mask, attrs=attrs, count_into="stats.foreground_pixels")
+        stored = read_mask(built_mask)
+        written = read_attrs(built_mask)
+        provenance, stats = written["provenance"], written["stats"]
+        name = _label_name(config.expression)
+        if "preview" in built and preview is None:
+            preview = start_preview(stored)
         if "ome_zarr" in built:
             write_ome_labels(
                 stored, built["ome_zarr"], mpp=provenance["mpp"], name=name,

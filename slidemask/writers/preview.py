@@ -35,6 +35,7 @@ __all__ = [
     "open_stored_mask",
     "preview_from_outputs",
     "render_preview",
+    "shrink_for_preview",
     "write_preview",
 ]
 
@@ -65,6 +66,17 @@ def _to_rgb8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(image[:, :, :1], 3, axis=2))
 
 
+def shrink_for_preview(image: np.ndarray, max_size: int = 1024) -> np.ndarray:
+    """``image`` area-averaged by the largest integer factor that keeps its longer side at
+    least ``max_size`` (OpenCV's area average is several times faster by an integer factor);
+    the image itself when it is under twice ``max_size``. A preview drawn from the result
+    equals one drawn from ``image``."""
+    factor = max(image.shape[:2]) // max_size
+    if factor < 2:
+        return image
+    return cv2.resize(image, None, fx=1.0 / factor, fy=1.0 / factor, interpolation=cv2.INTER_AREA)
+
+
 def _thumbnail(slide: Slide, max_size: int, image: np.ndarray | None = None) -> np.ndarray:
     if image is None:
         level = slide.levels[_thumbnail_level(slide, max_size)]
@@ -73,10 +85,8 @@ def _thumbnail(slide: Slide, max_size: int, image: np.ndarray | None = None) -> 
         if factor > 1:
             level = downsample_mean(level, factor)
         image = np.asarray(level.compute())
-    elif max(image.shape[:2]) >= 2 * max_size:
-        # an integer factor first: OpenCV's area average is several times faster then
-        factor = 1.0 / (max(image.shape[:2]) // max_size)
-        image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    else:
+        image = shrink_for_preview(image, max_size)
     thumb = _to_rgb8(image)
     rows, cols = thumb.shape[:2]
     if max(rows, cols) > max_size:
