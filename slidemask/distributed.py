@@ -475,9 +475,26 @@ memory back to the OS sooner. Setting any trim threshold also turns off glibc's 
 threshold, so every chunk-sized numpy array is then a fresh ``mmap`` whose pages fault in
 again. Measured on a 2-core machine, one 12000² slide (median 7, threshold, closing 4) in a
 1-thread worker: 4.1 s with that setting, 1.7-2.0 s without it (2.0 s in a plain process).
-slidemask's memory is bounded by its chunking, not by returning freed pages, so its local
-workers keep glibc's defaults (``None`` removes the variable; one set in the environment of
-the process that starts the cluster is still passed on)."""
+slidemask's memory is bounded by its chunking, not by returning freed pages, so its workers
+keep glibc's defaults: local ones through this configuration (``None`` removes the variable;
+one set in the environment of the process that starts the cluster is still passed on), SLURM
+and PBS ones through a line the job script exports (:func:`jobqueue_kwargs`)."""
+
+
+def _worker_config_export() -> str:
+    """A job-script line that gives the job's nanny :data:`WORKER_ENVIRON`.
+
+    Dask's ``DASK_*`` environment variables lower-case their keys, so they cannot reach the
+    upper-case ``MALLOC_TRIM_THRESHOLD_`` entry; ``DASK_INTERNAL_INHERIT_CONFIG`` (the
+    serialized configuration dask itself hands to subprocesses) keeps it as it is."""
+    nested: dict[str, Any] = {}
+    for dotted, value in WORKER_ENVIRON.items():
+        node = nested
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return f"export DASK_INTERNAL_INHERIT_CONFIG={dask.config.serialize(nested)}"
 
 
 def _jobqueue_class(cfg: ExecutionConfig) -> Any:
@@ -517,7 +534,8 @@ def jobqueue_kwargs(cfg: ExecutionConfig) -> dict[str, Any]:
         "local_directory": cfg.local_directory,
         "log_directory": cfg.log_directory,
         "job_extra_directives": list(cfg.job_extra_directives) or None,
-        "job_script_prologue": list(cfg.job_script_prologue) or None,
+        # workers keep glibc's malloc defaults, as local ones do (WORKER_ENVIRON)
+        "job_script_prologue": [_worker_config_export(), *cfg.job_script_prologue],
     }
     kwargs.update({k: v for k, v in optional.items() if v is not None})
     return kwargs

@@ -114,6 +114,8 @@ def test_slurm_job_script_has_the_resources():
                       "#SBATCH --exclusive", "#SBATCH -e logs/", "#SBATCH -o logs/"):
         assert any(line.startswith(directive) for line in lines), directive
     assert "module load python/3.11" in lines
+    export = next(line for line in lines if "DASK_INTERNAL_INHERIT_CONFIG" in line)
+    assert lines.index(export) < lines.index("module load python/3.11")
     worker = next(line for line in lines if "distributed.cli.dask_worker" in line)
     assert SCHEDULER_PLACEHOLDER in worker
     # 8 cores / 2 threads per worker = 4 worker processes, each one slide at a time
@@ -321,7 +323,10 @@ def test_slurm_run_with_a_stand_in_sbatch(tmp_path: Path, monkeypatch: pytest.Mo
         assert "SLURM jobs of 2 cores" in ex.description
         out = ex.map(tasks.square_or_raise, [(i, 2) for i in range(5)])
         inside = ex.map(tasks.scheduler_inside_task, [()])[0]
+        trim = ex.map(tasks.malloc_trim_setting, [(0,)])[0]
     logs = "".join(p.read_text() for p in tmp_path.glob("job-*.log"))
+    # the job's workers keep glibc's malloc defaults (distributed sets 65536 otherwise)
+    assert trim.ok and trim.value == os.environ.get("MALLOC_TRIM_THRESHOLD_"), logs
     assert [o.value for o in out] == [0, 1, None, 9, 16], logs
     assert out[2].error == "ValueError: slide 2 is corrupt"
     assert inside.ok and inside.value is not None
