@@ -42,7 +42,6 @@ too); for long chains write intermediate results to Zarr.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -60,6 +59,7 @@ from scipy.sparse.csgraph import connected_components
 
 from slidemask.errors import MaskError
 from slidemask.kernels import labels as kl
+from slidemask.ops.literal import literal_array
 
 __all__ = [
     "ComponentTable",
@@ -494,20 +494,6 @@ def build_merge(
                          token=token)
 
 
-def records_array(records: np.ndarray, token: str) -> da.Array:
-    """Computed pass-1 records (an object array of the chunk grid's shape) as a dask array
-    with one record per chunk, for :func:`merge_records`."""
-    name = f"slidemask-records-{token}-{uuid.uuid4().hex}"
-    nbr, nbc = records.shape
-    layer: dict[Any, Any] = {
-        (name, i, j): records[i : i + 1, j : j + 1] for i, j in np.ndindex(nbr, nbc)
-    }
-    return da.Array(
-        HighLevelGraph.from_collections(name, layer, dependencies=[]), name,
-        chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META,
-    )
-
-
 def merge_records(
     records: da.Array,
     *,
@@ -565,14 +551,10 @@ def apply_merge(
     """
     nbr, nbc = mask.numblocks
     if isinstance(merged, Merged):
-        name = f"slidemask-{op}-lut-{token}-{uuid.uuid4().hex}"
-        layer: dict[Any, Any] = {
-            (name, i, j): _one(chunk_lut(merged, i, j)) for i, j in np.ndindex(nbr, nbc)
-        }
-        luts = da.Array(
-            HighLevelGraph.from_collections(name, layer, dependencies=[]), name,
-            chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META,
-        )
+        table = np.empty((nbr, nbc), dtype=object)
+        for i, j in np.ndindex(nbr, nbc):
+            table[i, j] = chunk_lut(merged, i, j)
+        luts = literal_array(table, ((1,) * nbr, (1,) * nbc), f"slidemask-{op}-lut-{token}")
         again = mask
     else:
         luts = da.zeros((nbr, nbc), chunks=1, dtype=np.uint8).map_blocks(
@@ -639,7 +621,8 @@ class TwoPass:
         as :meth:`summaries` gives, or those records computed)."""
         token = self.token(mask)
         if isinstance(records, np.ndarray):
-            records = records_array(records, token)
+            grid = tuple((1,) * n for n in records.shape)
+            records = literal_array(records, grid, f"slidemask-records-{token}")
         if records.numblocks != mask.numblocks:
             raise MaskError(
                 f"{self.op}: records for {records.numblocks} chunks, mask has {mask.numblocks}"
