@@ -484,14 +484,20 @@ def build_merge(
     token: str,
 ) -> Delayed:
     """Pass 1, the pair tasks and the merge task, as one lazy ``Delayed`` of :class:`Merged`."""
-    nbr, nbc = mask.numblocks
-    records = da.map_blocks(
-        _pass1_block, mask, kernel=summarize, kwargs=summarize_kwargs,
-        chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META,
-        name=f"slidemask-{op}-summary-{token}",
-    )
+    records = _pass1(mask, summarize, summarize_kwargs, name=f"slidemask-{op}-summary-{token}")
     return merge_records(records, op=op, layers=layers, decide=decide, shape=mask.shape,
                          token=token)
+
+
+def _pass1(
+    mask: da.Array, summarize: Callable[..., kl.Record], kwargs: dict[str, Any], *, name: str
+) -> da.Array:
+    """Pass 1, lazily: an object array with one record per chunk of ``mask``."""
+    nbr, nbc = mask.numblocks
+    return da.map_blocks(
+        _pass1_block, mask, kernel=summarize, kwargs=kwargs,
+        chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META, name=name,
+    )
 
 
 def merge_records(
@@ -609,12 +615,8 @@ class TwoPass:
     def summaries(self, mask: da.Array) -> da.Array:
         """Pass 1, lazily: an object array with one record per chunk of ``mask`` (which must
         be a 2-D ``bool`` dask array without empty chunks)."""
-        nbr, nbc = mask.numblocks
-        return da.map_blocks(
-            _pass1_block, mask, kernel=self.summarize, kwargs=self.summarize_kwargs,
-            chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META,
-            name=f"slidemask-{self.op}-summary-{self.token(mask)}",
-        )
+        name = f"slidemask-{self.op}-summary-{self.token(mask)}"
+        return _pass1(mask, self.summarize, self.summarize_kwargs, name=name)
 
     def merge(self, records: da.Array | np.ndarray, mask: da.Array) -> Delayed:
         """The lazy :class:`Merged` of pass-1 ``records`` of ``mask``'s chunks (a dask array,
@@ -632,8 +634,8 @@ class TwoPass:
 
     def run(self, mask: da.Array, *, merged: Delayed | Merged | None = None) -> da.Array:
         """The operation on ``mask``, lazily; pass 1 and the merge too unless ``merged`` (of
-        this mask's chunks) is given. A mask of one chunk is done in one task per chunk
-        (pass 1, the merge and pass 2 together: nothing crosses a chunk face)."""
+        this mask's chunks) is given. A mask of one chunk is done in one task (pass 1, the
+        merge and pass 2 together: nothing crosses a chunk face)."""
         token = self.token(mask)
         if merged is None and mask.numblocks == (1, 1):
             dtype = np.dtype(self.dtype)
