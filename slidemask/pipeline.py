@@ -285,11 +285,7 @@ class _Stage:
     def _read_back(stored: StoredArray | np.ndarray, value: da.Array, name: str) -> da.Array:
         if isinstance(stored, np.ndarray):
             return _in_memory(stored, value.chunks, name)
-        return da.from_array(
-            stored, chunks=stored.chunks, asarray=False, lock=False, fancy=False,
-            meta=np.empty((0,) * stored.ndim, dtype=stored.dtype),
-            name=f"slidemask-stage-{name}-{tokenize(stored.path, value.name)}",
-        )
+        return stored.to_dask(f"slidemask-stage-{name}-{tokenize(stored.path, value.name)}")
 
     def compute(self, value: Any) -> Any:
         (result,) = dask.compute(value)

@@ -196,8 +196,7 @@ def saturation_kernel(tile: np.ndarray) -> np.ndarray:
     rows, cols = tile.shape[:2]
     if rows == 0 or cols == 0:
         return np.zeros((rows, cols), dtype=np.uint8)
-    rgb = np.ascontiguousarray(tile[..., :3])
-    return np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1])
+    return hsv_saturation(rgb_to_hsv(tile))
 
 
 def hsv_saturation(hsv: np.ndarray) -> np.ndarray:

@@ -69,8 +69,8 @@ def _to_rgb8(image: np.ndarray) -> np.ndarray:
 def shrink_for_preview(image: np.ndarray, max_size: int = 1024) -> np.ndarray:
     """``image`` area-averaged by the largest integer factor that keeps its longer side at
     least ``max_size`` (OpenCV's area average is several times faster by an integer factor);
-    the image itself when it is under twice ``max_size``. A preview drawn from the result
-    equals one drawn from ``image``."""
+    the image itself when it is under twice ``max_size``. The preview's final resize then
+    starts from at most twice its size."""
     factor = max(image.shape[:2]) // max_size
     if factor < 2:
         return image

@@ -213,6 +213,13 @@ class StoredArray:
     def __reduce__(self) -> tuple[Any, ...]:
         return (StoredArray, (self.path,))
 
+    def to_dask(self, name: str) -> da.Array:
+        """This array as a lazy dask array chunked like the stored one, named ``name``."""
+        return da.from_array(
+            self, chunks=self.chunks, asarray=False, lock=False, fancy=False,
+            meta=np.empty((0,) * self.ndim, dtype=self.dtype), name=name,
+        )
+
     def _chunk(self, index: tuple[int, ...]) -> np.ndarray | None:
         path = os.path.join(self.path, "c", *map(str, index))
         try:
@@ -491,11 +498,7 @@ def read_mask(path: str | os.PathLike[str]) -> da.Array:
     except SlidemaskError:
         pass
     else:
-        return da.from_array(
-            stored, chunks=stored.chunks, asarray=False, lock=False, fancy=False,
-            meta=np.empty((0,) * stored.ndim, dtype=stored.dtype),
-            name=f"slidemask-read-{uuid.uuid4().hex}",
-        )
+        return stored.to_dask(f"slidemask-read-{uuid.uuid4().hex}")
     try:
         array = zarr.open_array(p, mode="r")
     except Exception as exc:  # noqa: BLE001 - zarr raises several types for a bad store
