@@ -1,0 +1,180 @@
+"""The configuration model: resolution, masks, output expression, outputs, execution.
+
+:class:`Config` is one validated configuration file (the format is described in
+:mod:`slidemask.config`); :class:`Resolution` says where masks are computed and
+:class:`Outputs` which files are written besides ``<name>.zarr``. :func:`config_hash` is the
+SHA-256 of the canonical JSON form (:meth:`Config.canonical`): it ignores formatting, key
+order, comments, redundant parentheses in ``output`` and the ``execution`` section, so equal
+masks give equal hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import keyword
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field, field_validator, model_validator
+
+from slidemask.config.expression import Expr, parse_expression
+from slidemask.config.params import StrictModel
+from slidemask.config.steps import StepList
+from slidemask.distributed import ExecutionConfig
+from slidemask.errors import ConfigError
+
+__all__ = ["Config", "MaskName", "Outputs", "Resolution", "config_hash"]
+
+MaskName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+"""A mask's name: an identifier, so that output expressions can name it."""
+
+
+class Resolution(StrictModel):
+    """Where masks are computed: a pyramid ``level`` (0 = full resolution), a target ``mpp``
+    or a target ``downsample``.
+
+    ``mpp`` (micrometres per pixel) reads the coarsest level that is not coarser, then
+    area-averages it by the nearest integer factor (the slide must state its pixel size).
+    ``downsample`` (level-0 pixels per working pixel, e.g. CLAM's 64) does the same by
+    downsample, so it needs no pixel size: the coarsest level whose downsample is at most the
+    target, area-averaged by ``floor(target / level downsample + 0.5)``.
+    """
+
+    level: int | None = Field(None, ge=0)
+    mpp: float | None = Field(None, gt=0)
+    downsample: float | None = Field(None, ge=1)
+
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"downsample"})
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Resolution:
+        given = [v for v in (self.level, self.mpp, self.downsample) if v is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of level: (pyramid level) or mpp: (µm per pixel) or "
+                "downsample: (level-0 pixels per pixel)"
+            )
+        return self
+
+
+class Outputs(StrictModel):
+    """What :func:`slidemask.pipeline.run_slide` writes for a slide besides ``<name>.zarr``.
+
+    Every file is named after the mask, ``<name>.zarr``: ``<name>.ome.zarr`` (OME-Zarr 0.5
+    label pyramid), ``<name>.geojson`` (QuPath annotations, level-0 pixel coordinates),
+    ``<name>.png`` (thumbnail with the mask outline) and ``<name>.json`` (area in mm²,
+    fraction, components, thresholds, resolution, QC warnings). All default to off, so a
+    config without ``outputs:`` writes exactly the mask. The plain Zarr mask is always written:
+    resuming a batch relies on it, and every extra is in place before it is.
+    """
+
+    zarr: bool = True
+    ome_zarr: bool = False
+    geojson: bool = False
+    preview: bool = False
+    summary: bool = False
+
+    @field_validator("zarr")
+    @classmethod
+    def _always(cls, v: bool) -> bool:
+        if v is not True:
+            raise ValueError(
+                "the plain Zarr mask is always written (resuming a batch relies on it); "
+                "leave zarr: true or remove the key"
+            )
+        return v
+
+    @property
+    def extras(self) -> list[str]:
+        """Names of the enabled outputs besides the Zarr mask, in writing order."""
+        return [k for k in ("ome_zarr", "geojson", "preview", "summary") if getattr(self, k)]
+
+
+
+class Config(StrictModel):
+    """A validated mask configuration (see the module docstring for the format)."""
+
+    resolution: Resolution = Field(
+        default_factory=lambda: Resolution(level=0, mpp=None, downsample=None)
+    )
+    masks: dict[MaskName, StepList] = Field(min_length=1)
+    output: str
+    chunk_size: int = Field(2048, ge=64, le=16384, description="working chunk edge, pixels")
+    outputs: Outputs = Field(
+        default_factory=Outputs,
+        description="extra outputs beside <name>.zarr: ome_zarr, geojson, preview, summary",
+    )
+    execution: ExecutionConfig = Field(
+        default_factory=lambda: ExecutionConfig.model_validate({}),
+        description="where slides run (threads, processes, a scheduler address, slurm, pbs); "
+        "see slidemask.distributed.ExecutionConfig",
+    )
+
+    # Keys that describe how to run rather than what to compute; never part of the hash.
+    _NOT_HASHED: ClassVar[frozenset[str]] = frozenset({"execution"})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_output(cls, data: Any) -> Any:
+        if (
+            isinstance(data, Mapping)
+            and "output" not in data
+            and isinstance(data.get("masks"), Mapping)
+            and len(data["masks"]) == 1
+        ):
+            return {**data, "output": next(iter(data["masks"]))}
+        return data
+
+    @field_validator("masks")
+    @classmethod
+    def _names_not_keywords(cls, masks: dict[str, Any]) -> dict[str, Any]:
+        bad = [n for n in masks if keyword.iskeyword(n)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is a reserved word and cannot name a mask")
+        return masks
+
+    @field_validator("output")
+    @classmethod
+    def _valid_expression(cls, text: str, info: Any) -> str:
+        try:
+            expr = parse_expression(text)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        masks = info.data.get("masks")
+        if isinstance(masks, Mapping):
+            unknown = sorted(expr.names() - set(masks))
+            if unknown:
+                raise ValueError(
+                    f"unknown mask {unknown[0]!r} (defined: {', '.join(masks)})"
+                )
+        return text
+
+    @property
+    def expression(self) -> Expr:
+        """The parsed ``output`` expression."""
+        return parse_expression(self.output)
+
+    def canonical(self) -> dict[str, Any]:
+        """Plain-JSON form with defaults filled in; equal configs give equal dicts."""
+        data: dict[str, Any] = {
+            "resolution": self.resolution.canonical(),
+            "masks": {
+                name: [step.canonical() for step in steps] for name, steps in self.masks.items()
+            },
+            "output": str(self.expression),
+            "chunk_size": self.chunk_size,
+        }
+        if self.outputs != Outputs():
+            data["outputs"] = self.outputs.canonical()
+        return {k: v for k, v in data.items() if k not in self._NOT_HASHED}
+
+
+def config_hash(config: Config) -> str:
+    """SHA-256 (hex) of the configuration's canonical JSON: same masks, same hash.
+
+    Formatting, comments, key order and redundant parentheses in ``output`` do not change it.
+    """
+    text = json.dumps(config.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+

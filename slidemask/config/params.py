@@ -1,0 +1,294 @@
+"""Step parameter models: each mirrors one public function's keyword arguments.
+
+Every model is strict (YAML ``"7"`` is not the number 7, ``true`` is not 1) and rejects
+unknown keys. :meth:`StrictModel.canonical` gives the plain-JSON form that is hashed
+(:func:`slidemask.config.config_hash`) and recorded in provenance;
+:meth:`StrictModel.arguments` gives the keyword arguments of the public function, with sizes
+in micrometres (``radius_um``, ``min_area_um2``, ``max_hole_area_um2``) converted to pixels of
+the working resolution: radii to ``floor(radius_um / mpp + 0.5)`` pixels, areas to
+``area_um2 / mpp**2`` pixels (not rounded).
+
+See Also
+--------
+slidemask.config.steps : the registry that names each model's step and public function.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from slidemask.errors import MaskError
+
+__all__ = [
+    "OTSU",
+    "ContourFillParams",
+    "FillHolesParams",
+    "GrayParams",
+    "HsvRangeParams",
+    "KeepLargestHolesParams",
+    "KeepLargestParams",
+    "MeanBlurParams",
+    "MedianBlurParams",
+    "RadiusParams",
+    "RemoveSmallObjectsParams",
+    "RgbMeanParams",
+    "SaturationParams",
+    "SquareParams",
+    "StrictModel",
+    "ThresholdParams",
+]
+
+
+class StrictModel(BaseModel):
+    """Base of every configuration model: strict types, no unknown keys, immutable."""
+
+    # strict: YAML "7" is not silently the number 7, true is not 1
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    # Optional keys added after the format was first released: left out of the canonical
+    # form (and so of the config hash) while unset, so older configs keep their hash.
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset()
+
+    def canonical(self) -> dict[str, Any]:
+        """Plain-JSON parameters for hashing and provenance."""
+        data = self.model_dump(mode="json")
+        return {k: v for k, v in data.items() if not (k in self._OMIT_IF_NONE and v is None)}
+
+    def arguments(self, mpp: float | None) -> dict[str, Any]:
+        """Keyword arguments of the public function, sizes in pixels of the working resolution.
+
+        ``mpp`` is the working resolution's µm per pixel (None when the slide does not state
+        it); keys in micrometres are converted with it.
+        """
+        return self.model_dump()
+
+
+def _need_mpp(mpp: float | None, key: str, alternative: str) -> float:
+    if mpp is None:
+        raise MaskError(
+            f"{key}: the slide does not state its pixel size, so micrometres cannot be "
+            f"converted to pixels; give {alternative} in pixels instead (and a resolution "
+            "by level: or downsample:)"
+        )
+    return float(mpp)
+
+
+def _one_of(model: BaseModel, keys: tuple[str, ...], *, required: bool) -> None:
+    given = [k for k in keys if getattr(model, k) is not None]
+    if len(given) > 1 or (required and not given):
+        raise ValueError(f"give {'exactly' if required else 'at most'} one of {', '.join(keys)}")
+
+
+class GrayParams(StrictModel):
+    """``to_gray(rgb)``: no parameters."""
+
+
+class MedianBlurParams(StrictModel):
+    """``median_blur(image, ksize)``."""
+
+    ksize: int = Field(description="odd aperture edge in pixels, >= 3")
+
+    @field_validator("ksize")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v < 3 or v % 2 == 0:
+            raise ValueError(f"ksize must be an odd number of pixels >= 3, got {v}")
+        return v
+
+
+OTSU = "otsu"
+"""Threshold value meaning "the slide-wide Otsu threshold of this step's input"."""
+
+
+class ThresholdParams(StrictModel):
+    """``threshold(image, above=, below=)``: strict comparisons in the image's own scale.
+
+    Either bound may be ``otsu``: the slide-wide Otsu threshold ``t`` of the step's input
+    (:func:`slidemask.ops.otsu.otsu_threshold`); ``above: otsu`` keeps ``x > t`` and
+    ``below: otsu`` keeps ``x <= t`` (Otsu's two classes, as scikit-image and OpenCV split).
+    """
+
+    above: float | str | None = Field(None, description="keep pixels > above (or 'otsu')")
+    below: float | str | None = Field(None, description="keep pixels < below (or 'otsu')")
+
+    @field_validator("above", "below")
+    @classmethod
+    def _number_or_otsu(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, str) and v != OTSU:
+            raise ValueError(
+                f"Input should be a valid number (got {v!r}) or {OTSU!r} (a slide-wide Otsu "
+                "threshold)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _one_side(self) -> ThresholdParams:
+        if self.above is None and self.below is None:
+            raise ValueError("give above:, below: or both (a band above < x < below)")
+        if self.above == OTSU and self.below == OTSU:
+            raise ValueError("only one side can be otsu: above: otsu or below: otsu")
+        if (
+            isinstance(self.above, float | int)
+            and isinstance(self.below, float | int)
+            and self.above >= self.below
+        ):
+            raise ValueError(
+                f"above ({self.above}) must be less than below ({self.below}); the mask keeps "
+                "above < x < below"
+            )
+        return self
+
+    @property
+    def otsu(self) -> bool:
+        """Whether one bound is the slide-wide Otsu threshold."""
+        return OTSU in (self.above, self.below)
+
+
+HSV = Annotated[list[int], Field(min_length=3, max_length=3)]
+
+
+class HsvRangeParams(StrictModel):
+    """``hsv_range(rgb, lower, upper)``: OpenCV HSV units, H 0-179, S and V 0-255, inclusive."""
+
+    lower: HSV
+    upper: HSV
+
+    @field_validator("lower", "upper")
+    @classmethod
+    def _units(cls, v: list[int]) -> list[int]:
+        h, s, val = v
+        if not 0 <= h <= 179:
+            raise ValueError(
+                f"hue {h} is outside 0-179 (OpenCV hue is degrees / 2: 120 is blue, 60 green)"
+            )
+        if not (0 <= s <= 255 and 0 <= val <= 255):
+            raise ValueError(f"saturation and value must be in 0-255, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HsvRangeParams:
+        for i, channel in ((1, "saturation"), (2, "value")):
+            if self.lower[i] > self.upper[i]:
+                raise ValueError(
+                    f"lower {channel} {self.lower[i]} is above upper {self.upper[i]} "
+                    "(only hue may wrap around, from red to red)"
+                )
+        return self
+
+
+class RadiusParams(StrictModel):
+    """``binary_dilation/erosion/opening/closing(mask, radius)``: a disk footprint.
+
+    ``radius`` in pixels, or ``radius_um`` in micrometres (``floor(radius_um / mpp + 0.5)``
+    pixels at the working resolution).
+    """
+
+    radius: int | None = Field(None, ge=0, description="disk radius in pixels")
+    radius_um: float | None = Field(None, ge=0, description="disk radius in micrometres")
+
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"radius", "radius_um"})
+
+    @model_validator(mode="after")
+    def _one(self) -> RadiusParams:
+        _one_of(self, ("radius", "radius_um"), required=True)
+        return self
+
+    def arguments(self, mpp: float | None) -> dict[str, Any]:
+        if self.radius is not None:
+            return {"radius": self.radius}
+        assert self.radius_um is not None
+        pixels = self.radius_um / _need_mpp(mpp, "radius_um", "radius")
+        return {"radius": math.floor(pixels + 0.5)}
+
+
+class SquareParams(StrictModel):
+    """``square_dilation/erosion/opening/closing(mask, size)``: OpenCV's ``np.ones((size, size))``
+    kernel (CLAM's and PathML's morphology)."""
+
+    size: int = Field(ge=1, description="square edge in pixels (even sizes are off-centre)")
+
+
+class SaturationParams(StrictModel):
+    """``saturation(rgb)``: no parameters."""
+
+
+class RgbMeanParams(StrictModel):
+    """``rgb_mean(rgb)``: no parameters."""
+
+
+class MeanBlurParams(MedianBlurParams):
+    """``mean_blur(image, ksize)``: the same odd ``ksize`` as the median."""
+
+
+Connectivity = Literal[4, 8]
+
+
+class FillHolesParams(StrictModel):
+    """``fill_holes(mask, max_hole_area=)``: none given fills every hole.
+
+    ``max_hole_area`` in pixels or ``max_hole_area_um2`` in µm² (holes up to that area, inclusive,
+    are filled).
+    """
+
+    max_hole_area: float | None = Field(None, ge=0, description="pixels")
+    max_hole_area_um2: float | None = Field(None, ge=0, description="square micrometres")
+
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"max_hole_area", "max_hole_area_um2"})
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> FillHolesParams:
+        _one_of(self, ("max_hole_area", "max_hole_area_um2"), required=False)
+        return self
+
+    def arguments(self, mpp: float | None) -> dict[str, Any]:
+        if self.max_hole_area_um2 is None:
+            return {"max_hole_area": self.max_hole_area}
+        um = _need_mpp(mpp, "max_hole_area_um2", "max_hole_area")
+        return {"max_hole_area": self.max_hole_area_um2 / (um * um)}
+
+
+class RemoveSmallObjectsParams(StrictModel):
+    """``remove_small_objects(mask, min_area, connectivity=)``: drop components with fewer
+    than ``min_area`` pixels (or ``min_area_um2`` µm²)."""
+
+    min_area: float | None = Field(None, ge=0, description="pixels")
+    min_area_um2: float | None = Field(None, ge=0, description="square micrometres")
+    connectivity: Connectivity = 8
+
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"min_area", "min_area_um2"})
+
+    @model_validator(mode="after")
+    def _one(self) -> RemoveSmallObjectsParams:
+        _one_of(self, ("min_area", "min_area_um2"), required=True)
+        return self
+
+    def arguments(self, mpp: float | None) -> dict[str, Any]:
+        if self.min_area is not None:
+            area = self.min_area
+        else:
+            assert self.min_area_um2 is not None
+            um = _need_mpp(mpp, "min_area_um2", "min_area")
+            area = self.min_area_um2 / (um * um)
+        return {"min_area": area, "connectivity": self.connectivity}
+
+
+class KeepLargestParams(StrictModel):
+    """``keep_largest(mask, n, connectivity=)``: keep the ``n`` largest components."""
+
+    n: int = Field(ge=1)
+    connectivity: Connectivity = 8
+
+
+class KeepLargestHolesParams(StrictModel):
+    """``keep_largest_holes(mask, n)``: keep each object's ``n`` largest holes, fill the rest
+    (CLAM's ``max_n_holes``)."""
+
+    n: int = Field(ge=0)
+
+
+class ContourFillParams(StrictModel):
+    """``contour_fill(mask)``: no parameters."""
+
