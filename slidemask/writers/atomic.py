@@ -15,16 +15,19 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Mapping
-from importlib import metadata
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, BinaryIO, Literal, TextIO, overload
 
 import dask
 import numpy as np
 
+from slidemask._version import package_version
+
 __all__ = [
     "LEFTOVER_KINDS",
+    "atomic_write",
     "check_attrs",
     "check_target",
     "jsonable",
@@ -45,16 +48,33 @@ LEFTOVER_KINDS = ("partial", "replaced", "scratch")
 the old output moved aside while being replaced, and the runner's scratch arrays."""
 
 
-def package_version() -> str:
-    try:
-        return metadata.version("slidemask")
-    except metadata.PackageNotFoundError:
-        # running from a source tree that was never installed
-        return "0+unknown"
+def jsonable(
+    value: Any, where: str = "attrs", *, default: Callable[[Any], Any] | None = None
+) -> Any:
+    """``value`` as plain JSON types, for Zarr attributes, summaries and reports.
 
+    Parameters
+    ----------
+    value
+        Nested mappings, lists, tuples and sets of ``None``, bool, int, float, str, numpy
+        scalars and arrays (as lists) and paths (as str). Mapping keys become str.
+    where
+        Where ``value`` sits, for the error message (``attrs.provenance.mpp``).
+    default
+        Called on any other object for its JSON form (``str``, say), as in
+        :func:`json.dumps`; ``None`` raises instead.
 
-def jsonable(value: Any, where: str = "attrs") -> Any:
-    """Plain JSON types from numpy scalars/arrays, paths and tuples; anything else is an error."""
+    Returns
+    -------
+    object
+        JSON types only: NaN becomes ``None`` and infinities the strings ``"inf"`` and
+        ``"-inf"`` (JSON has neither), so ``json.dumps(..., allow_nan=False)`` accepts it.
+
+    Raises
+    ------
+    TypeError
+        An object of another type and no ``default``; the message names ``where``.
+    """
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, (int, np.integer)) and not isinstance(value, np.bool_):
@@ -67,14 +87,16 @@ def jsonable(value: Any, where: str = "attrs") -> Any:
             return None if math.isnan(number) else str(number)
         return number
     if isinstance(value, np.ndarray):
-        return jsonable(value.tolist(), where)
+        return jsonable(value.tolist(), where, default=default)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise TypeError(f"{where}: {type(value).__name__} cannot be stored as a Zarr attribute")
+        return {str(k): jsonable(v, f"{where}.{k}", default=default) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v, f"{where}[{i}]", default=default) for i, v in enumerate(value)]
+    if default is not None:
+        return jsonable(default(value), where)
+    raise TypeError(f"{where}: {type(value).__name__} has no JSON form")
 
 
 def check_attrs(attrs: Mapping[str, Any]) -> None:
@@ -97,6 +119,49 @@ def check_attrs(attrs: Mapping[str, Any]) -> None:
 
 def partial_path(final: Path) -> Path:
     return final.parent / f".{final.name}{_PARTIAL_INFIX}{uuid.uuid4().hex}"
+
+
+@overload
+def atomic_write(
+    path: str | os.PathLike[str], *, binary: Literal[False] = ...
+) -> AbstractContextManager[TextIO]: ...
+@overload
+def atomic_write(
+    path: str | os.PathLike[str], *, binary: Literal[True]
+) -> AbstractContextManager[BinaryIO]: ...
+def atomic_write(
+    path: str | os.PathLike[str], *, binary: bool = False
+) -> AbstractContextManager[IO[Any]]:
+    """Write one file all at once or not at all::
+
+        with atomic_write(path) as fh:
+            fh.write(text)
+
+    The ``with`` block writes into a hidden sibling ``.<name>.partial-<hex>`` (UTF-8 text
+    with newlines as written, or bytes when ``binary``); when it ends, the file is flushed,
+    fsynced and renamed over ``path`` (``os.replace``: an existing file is replaced, and a
+    reader sees the old file or the new one, never part of one). If the block raises, the
+    partial file is removed and ``path`` is left as it was. The file gets the permissions
+    ``open`` gives (0o666 less the umask). The folder must exist.
+    """
+    return _atomic_write(Path(path), binary)
+
+
+@contextmanager
+def _atomic_write(final: Path, binary: bool) -> Iterator[IO[Any]]:
+    partial = partial_path(final)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with (
+            os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")
+        ) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(partial, final)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def partial_outputs(path: str | os.PathLike[str]) -> list[Path]:
