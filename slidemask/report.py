@@ -10,17 +10,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import socket
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal, get_args
+
+from slidemask._version import package_version
+from slidemask.writers.atomic import atomic_write, jsonable
 
 __all__ = [
     "REPORT_CSV",
@@ -28,7 +28,6 @@ __all__ = [
     "STATUSES",
     "SlideResult",
     "Status",
-    "slidemask_version",
     "status_counts",
     "write_report",
 ]
@@ -93,7 +92,7 @@ class SlideResult:
             "error": self.error,
             "seconds": round(float(self.seconds), 3),
             "config_hash": self.config_hash,
-            "stats": _jsonable(self.stats),
+            "stats": jsonable(self.stats, "stats", default=str),
         }
 
 
@@ -104,14 +103,6 @@ def status_counts(results: Iterable[SlideResult]) -> dict[str, int]:
         counts[r.status] += 1
     counts["total"] = sum(counts.values())
     return counts
-
-
-def slidemask_version() -> str:
-    """The installed slidemask version, or ``"unknown"`` when running from an uninstalled tree."""
-    try:
-        return version("slidemask")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def write_report(
@@ -162,7 +153,7 @@ def write_report(
         config_hash = hashes.pop() if len(hashes) == 1 else None
     run: dict[str, Any] = {
         "format": REPORT_FORMAT,
-        "slidemask_version": slidemask_version(),
+        "slidemask_version": package_version(),
         "started": None if started is None else _iso(started),
         "finished": _iso(finished),
         "seconds": None if started is None else round((finished - started).total_seconds(), 3),
@@ -171,12 +162,14 @@ def write_report(
         "config_hash": config_hash,
         "counts": status_counts(results),
     }
-    run.update(_jsonable(dict(extra or {})))
+    run.update(jsonable(dict(extra or {}), "extra", default=str))
     run["slides"] = [r.to_dict() for r in results]
     json_path = out_dir / REPORT_JSON
     csv_path = out_dir / REPORT_CSV
-    _write_atomic(json_path, json.dumps(run, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-    _write_atomic(csv_path, _csv_text(results))
+    with atomic_write(json_path) as fh:
+        fh.write(json.dumps(run, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    with atomic_write(csv_path) as fh:
+        fh.write(_csv_text(results))
     return json_path, csv_path
 
 
@@ -187,23 +180,6 @@ def _aware(t: datetime) -> datetime:
 
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="seconds")
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types: numpy scalars/arrays to Python, paths to str, NaN/inf to None."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if hasattr(value, "tolist") and callable(value.tolist):  # numpy scalar or array
-        return _jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
 
 
 def _flatten(stats: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -243,18 +219,3 @@ def _csv_text(results: list[SlideResult]) -> str:
     for row in rows:
         writer.writerow({k: _csv_cell(v) for k, v in row.items()})
     return buffer.getvalue()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, fsync, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

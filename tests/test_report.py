@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from slidemask._version import package_version
 from slidemask.report import (
     SlideResult,
-    slidemask_version,
     status_counts,
     write_report,
 )
@@ -69,7 +69,7 @@ def test_report_json(results: list[SlideResult], tmp_path: Path):
     assert report["started"] == "2026-01-02T03:04:05+00:00"
     assert report["finished"] == "2026-01-02T03:05:35+00:00"
     assert report["seconds"] == 90
-    assert report["slidemask_version"] == slidemask_version() != ""
+    assert report["slidemask_version"] == package_version() != ""
     assert report["config_hash"] == "abc"
     assert report["counts"] == {"done": 1, "skipped": 1, "failed": 2, "total": 4}
     assert report["scheduler"] == "processes" and report["workers"] == 2

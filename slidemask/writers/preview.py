@@ -28,6 +28,7 @@ import zarr
 from slidemask.errors import MaskError, SlidemaskError
 from slidemask.io.tiff import Slide, open_slide
 from slidemask.ops.resample import downsample_mean
+from slidemask.writers.atomic import atomic_write
 
 __all__ = [
     "OUTLINE_RGB",
@@ -189,15 +190,12 @@ def write_preview(
         thickness=thickness, image=image,
     )
     final = Path(path)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"{final}: OpenCV could not encode the PNG")
     final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.parent / f".{final.stem}.partial-{os.urandom(8).hex()}.png"
-    try:
-        if not cv2.imwrite(str(partial), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"{final}: OpenCV could not write the PNG")
-        os.replace(partial, final)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with atomic_write(final, binary=True) as fh:
+        fh.write(png.tobytes())
     return final
 
 

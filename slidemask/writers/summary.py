@@ -17,7 +17,6 @@ collection's own task keys, so results built from the same mask share its tasks.
 from __future__ import annotations
 
 import json
-import math
 import numbers
 import os
 from pathlib import Path
@@ -31,6 +30,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from slidemask.errors import MaskError
+from slidemask.writers.atomic import atomic_write, jsonable
 
 __all__ = [
     "FULL_FRACTION",
@@ -166,24 +166,10 @@ def qc_warnings(summary: dict[str, Any]) -> list[str]:
     return warnings
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def summary_record(summary: dict[str, Any]) -> dict[str, Any]:
     """A computed summary as plain JSON types, with ``warnings`` (see :func:`qc_warnings`)."""
     _require_computed(summary, "summary_record")
-    record = _plain(summary)
+    record: dict[str, Any] = jsonable(summary, "summary")
     record["warnings"] = qc_warnings(summary)
     return record
 
@@ -193,11 +179,6 @@ def write_summary_json(summary: dict[str, Any], path: str | os.PathLike[str]) ->
     record = summary_record(summary)
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.parent / f".{final.name}.partial-{os.urandom(8).hex()}"
-    try:
-        partial.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        os.replace(partial, final)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with atomic_write(final) as fh:
+        fh.write(json.dumps(record, indent=2, allow_nan=False) + "\n")
     return final
