@@ -13,18 +13,18 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask
-from pydantic import ValidationError
-
-from slidemask.batch import LogProgress, TerminalProgress, run_batch
-from slidemask.config import Config, default_config, load_config
-from slidemask.distributed import JOB_QUEUES, ExecutionConfig, job_script
 from slidemask.errors import ConfigError, SlidemaskError
-from slidemask.io import open_slide
-from slidemask.pipeline import run_slide
-from slidemask.report import REPORT_JSON, status_counts
+
+# Everything heavy (dask, pydantic, tifffile, OpenCV, zarr, the pipeline) is imported by the
+# command that needs it, so ``--help``, ``--version`` and usage errors answer at once.
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from slidemask.batch import TerminalProgress
+    from slidemask.config import Config
+    from slidemask.distributed import ExecutionConfig
 
 __all__ = ["main"]
 
@@ -51,6 +51,26 @@ class _Exit(Exception):
         self.status = status
 
 
+class _Version(argparse.Action):
+    """``--version``: print ``slidemask <version>`` and exit 0.
+
+    Unlike argparse's own ``version`` action, the version is looked up only when asked for,
+    so building the parser stays cheap.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0,
+                         help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        import slidemask
+
+        sys.stdout.write(f"{parser.prog} {slidemask.__version__}\n")
+        parser.exit()
+
+
 def _verbosity(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-v", "--verbose", action="count", default=0,
@@ -67,6 +87,7 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Exit status: 0 all succeeded, 1 a slide failed, 2 usage or config error.",
     )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
 
@@ -221,6 +242,10 @@ def _validation_message(exc: ValidationError) -> str:
 
 def _execution(config: Config, args: argparse.Namespace) -> ExecutionConfig:
     """The config's ``execution:`` with the command line's options on top."""
+    from pydantic import ValidationError
+
+    from slidemask.distributed import ExecutionConfig
+
     overrides: dict[str, Any] = {}
     if args.scheduler is not None:
         overrides["scheduler"] = args.scheduler
@@ -242,6 +267,10 @@ def _execution(config: Config, args: argparse.Namespace) -> ExecutionConfig:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from slidemask.batch import LogProgress, TerminalProgress, run_batch
+    from slidemask.config import load_config
+    from slidemask.report import REPORT_JSON, status_counts
+
     started = time.perf_counter()
     try:
         config = load_config(args.config)
@@ -272,6 +301,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_cluster_script(args: argparse.Namespace) -> int:
+    from slidemask.config import load_config
+    from slidemask.distributed import JOB_QUEUES, job_script
+
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -323,6 +355,8 @@ def _info_table(info: dict[str, Any]) -> str:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from slidemask.io import open_slide
+
     try:
         slide = open_slide(args.slide)
     except SlidemaskError as exc:
@@ -357,7 +391,11 @@ def _cmd_preview(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import dask
+
+    from slidemask.config import default_config
     from slidemask.io.synthetic import write_synthetic_slide
+    from slidemask.pipeline import run_slide
 
     if args.size < 64:
         _error(f"--size must be at least 64 pixels, got {args.size}")

@@ -18,7 +18,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from slidemask.errors import ConfigError
-from slidemask.io import slide_name
 
 __all__ = [
     "MANIFEST_SUFFIXES",
@@ -228,6 +227,8 @@ def output_path_for(
     The name is :func:`slidemask.io.slide_name` made safe by :func:`safe_output_name`. Two
     slides with the same name map to the same path here; use :func:`output_paths` for a batch.
     """
+    from slidemask.io import slide_name  # here: slidemask.io imports dask.array and tifffile
+
     _check_suffix(suffix)
     out = Path(output_dir) / (safe_output_name(slide_name(slide_path)) + suffix)
     # Belt and braces: the name has no separator and cannot be "." or "..".
@@ -258,6 +259,8 @@ def output_paths(
     dict
         ``{absolute slide path: output path}`` in input order (duplicates collapsed).
     """
+    from slidemask.io import slide_name
+
     _check_suffix(suffix)
     out_dir = Path(output_dir)
     paths = list(dict.fromkeys(_absolute(s) for s in slides))

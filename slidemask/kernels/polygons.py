@@ -14,10 +14,13 @@ at a vertex (diagonal-only contacts) are split into valid parts with ``shapely.m
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import shapely
-from shapely.geometry.base import BaseGeometry
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 __all__ = ["drop_collinear", "join_pieces", "label_polygons"]
 
@@ -86,6 +89,8 @@ def label_polygons(
         :func:`join_pieces`; :func:`drop_collinear` removes them). Memory: the tile
         upsampled 2x as ``uint8`` while tracing.
     """
+    import shapely  # here, not at import time: only GeoJSON output needs it
+
     out: dict[int, list[BaseGeometry]] = {}
     if labels.size == 0 or not labels.any():
         return out
@@ -133,6 +138,8 @@ def _clean_ring(xy: np.ndarray) -> np.ndarray:
 
 def drop_collinear(geometry: BaseGeometry) -> BaseGeometry:
     """Remove vertices in the middle of straight axis-parallel edges (pixel-edge geometry)."""
+    import shapely
+
     polygons = []
     for part in shapely.get_parts(geometry):
         shell = _clean_ring(shapely.get_coordinates(part.exterior)[:-1])
@@ -149,6 +156,8 @@ def join_pieces(pieces: list[BaseGeometry]) -> BaseGeometry:
     differ from the pieces' total, a full overlay union (``shapely.union_all``) is used.
     Collinear vertices are dropped from the result.
     """
+    import shapely
+
     if len(pieces) == 1:
         return drop_collinear(pieces[0])
     total = sum(p.area for p in pieces)

@@ -17,18 +17,19 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import dask.array as da
 import numpy as np
-import shapely
-from shapely.geometry.base import BaseGeometry
 
 from slidemask.errors import MaskError
 from slidemask.kernels import labels as kl
 from slidemask.kernels.polygons import join_pieces, label_polygons
 from slidemask.ops.components import check_mask, chunk_lut, label_merge
+
+if TYPE_CHECKING:  # shapely itself is imported where used: only GeoJSON output needs it
+    from shapely.geometry.base import BaseGeometry
 
 __all__ = ["write_geojson"]
 
@@ -44,6 +45,8 @@ def _block_polygons(
 
 
 def _feature(geometry: BaseGeometry, downsample: float, properties: str) -> str:
+    import shapely
+
     if downsample != 1.0:
         geometry = shapely.transform(geometry, lambda xy: xy * downsample)
     geometry = shapely.orient_polygons(geometry, exterior_cw=False)

@@ -1,0 +1,134 @@
+"""Start-up: ``import slidemask`` and ``slidemask --help/--version`` load no heavy dependency.
+
+The public names of the package load lazily (PEP 562); these tests check, in fresh
+interpreters, which modules an import pulls in, and that every public name still resolves.
+There are no timing assertions (shared machines are too noisy); see issue 10 for the targets.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+import pytest
+
+import slidemask
+from slidemask._version import UNKNOWN_VERSION
+from slidemask.cli import main
+
+HEAVY = ("distributed", "dask_jobqueue", "ome_zarr", "shapely", "skimage", "scipy")
+"""Never imported by ``import slidemask``."""
+
+CLI_HEAVY = (*HEAVY, "dask", "numpy", "pydantic", "yaml", "zarr", "cv2", "tifffile")
+"""Not imported by ``import slidemask`` nor by ``slidemask --help`` / ``--version``."""
+
+
+def _loaded_after(code: str) -> set[str]:
+    """Top-level package names in ``sys.modules`` after running ``code`` in a fresh Python."""
+    probe = (
+        f"{code}\n"
+        "import json, sys\n"
+        "print(json.dumps(sorted({name.partition('.')[0] for name in sys.modules})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def _installed_version() -> str:
+    try:
+        return version("slidemask")
+    except PackageNotFoundError:
+        return UNKNOWN_VERSION
+
+
+def test_import_loads_no_heavy_module() -> None:
+    loaded = _loaded_after("import slidemask")
+    assert "slidemask" in loaded
+    assert loaded.isdisjoint(CLI_HEAVY), sorted(loaded & set(CLI_HEAVY))
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["run", "--help"]])
+def test_help_and_version_load_no_heavy_module(argv: list[str]) -> None:
+    loaded = _loaded_after(
+        "import contextlib, io\n"
+        "from slidemask.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main({argv!r}) == 0\n"
+    )
+    assert loaded.isdisjoint(CLI_HEAVY), sorted(loaded & set(CLI_HEAVY))
+
+
+def test_version_option_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out == f"slidemask {_installed_version()}\n"
+    assert slidemask.__version__ == _installed_version()
+
+
+def test_version_needs_no_command(capsys: pytest.CaptureFixture[str]) -> None:
+    # a command is otherwise required (exit 2), as with --help
+    assert main([]) == 2
+    capsys.readouterr()
+    assert main(["--version", "info"]) == 0
+    assert capsys.readouterr().out.startswith("slidemask ")
+
+
+def test_help_mentions_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "--version" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs_the_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "slidemask", "--version"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"slidemask {_installed_version()}\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "slidemask"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "usage: slidemask" in result.stderr
+
+
+def test_from_import_loads_the_definition() -> None:
+    from slidemask import ConfigError, fill_holes, threshold
+    from slidemask.errors import ConfigError as defined_error
+    from slidemask.ops.holes import fill_holes as defined_fill
+    from slidemask.ops.local import threshold as defined_threshold
+
+    assert threshold is defined_threshold
+    assert fill_holes is defined_fill
+    assert ConfigError is defined_error
+
+
+def test_dir_lists_all_public_names() -> None:
+    names = dir(slidemask)
+    assert set(slidemask.__all__) <= set(names)
+    assert names == sorted(names)
+
+
+@pytest.mark.parametrize("name", slidemask.__all__)
+def test_every_public_name_resolves(name: str) -> None:
+    value = getattr(slidemask, name)
+    assert value is not None
+    if name != "__version__":  # the submodule's own object, not a copy
+        assert getattr(importlib.import_module(slidemask._LAZY[name]), name) is value
+
+
+def test_star_import_gives_all_names() -> None:
+    namespace: dict[str, object] = {}
+    exec("from slidemask import *", namespace)
+    assert set(slidemask.__all__) <= set(namespace)
+
+
+def test_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = slidemask.no_such_name  # type: ignore[attr-defined]
+    assert not hasattr(slidemask, "no_such_name")
