@@ -1,4 +1,5 @@
-"""Dask arrays over values already in memory, without copying or hashing them."""
+"""Dask arrays over values already in memory: :func:`literal_array` without copying or hashing
+them, :func:`as_dask` for the arrays the public functions accept."""
 
 from __future__ import annotations
 
@@ -10,7 +11,24 @@ import dask.array as da
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
-__all__ = ["literal_array"]
+from slidemask.errors import MaskError
+
+__all__ = ["as_dask", "literal_array"]
+
+
+def as_dask(image: Any, name: str) -> da.Array:
+    """``image`` as a dask array: a dask array as it is, a numpy array as one chunk.
+
+    Raises
+    ------
+    MaskError
+        Anything else; the message names the function ``name`` that was called.
+    """
+    if isinstance(image, da.Array):
+        return image
+    if isinstance(image, np.ndarray):
+        return da.from_array(image)
+    raise MaskError(f"{name} expects a dask (or numpy) array, got {type(image).__name__}")
 
 
 def literal_array(

@@ -63,6 +63,7 @@ from slidemask.kernels.morphology import (
     square_morphology_kernel,
 )
 from slidemask.kernels.threshold import as_real, threshold_mask
+from slidemask.ops.literal import as_dask as _as_dask
 
 __all__ = [
     "PixelChain",
@@ -121,14 +122,6 @@ class PixelChain:
         return tuple(
             (f"{s.kernel.__module__}.{s.kernel.__qualname__}", repr(s.kwargs)) for s in self.steps
         )
-
-
-def _as_dask(image: Any, name: str) -> da.Array:
-    if isinstance(image, da.Array):
-        return image
-    if isinstance(image, np.ndarray):
-        return da.from_array(image)
-    raise MaskError(f"{name} expects a dask (or numpy) array, got {type(image).__name__}")
 
 
 def _single_channel_chunk(image: da.Array) -> da.Array:

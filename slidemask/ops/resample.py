@@ -29,6 +29,7 @@ import dask.array as da
 import numpy as np
 
 from slidemask.errors import MaskError, SlideError
+from slidemask.ops.literal import as_dask
 
 __all__ = [
     "OUTPUT_CHUNK",
@@ -181,14 +182,6 @@ def block_max(tile: np.ndarray, *, factor: int) -> np.ndarray:
 # dask graphs
 
 
-def _as_dask(image: Any, name: str) -> da.Array:
-    if isinstance(image, da.Array):
-        return image
-    if isinstance(image, np.ndarray):
-        return da.from_array(image)
-    raise MaskError(f"{name} expects a dask (or numpy) array, got {type(image).__name__}")
-
-
 def _aligned_axis_chunks(chunks: tuple[int, ...], size: int, factor: int) -> tuple[int, ...]:
     """Regular chunks of a multiple of ``factor`` near the largest input chunk, over ``size``."""
     step = factor * max(1, math.floor(max(chunks) / factor + 0.5))
@@ -262,7 +255,7 @@ def downsample_mean(image: da.Array, factor: int) -> da.Array:
         MaskError: bad factor, bool or non-numeric dtype, or a factor larger than the image.
     """
     f = _check_factor(factor, "downsample_mean")
-    image = _as_dask(image, "downsample_mean")
+    image = as_dask(image, "downsample_mean")
     _check_ndim(image.shape, "downsample_mean")
     if image.dtype == np.bool_ or image.dtype.kind not in "uif":
         raise MaskError(
@@ -289,7 +282,7 @@ def downsample_nearest(mask: da.Array, factor: int) -> da.Array:
     twice with factors a and b equals applying it once with a*b.
     """
     f = _check_factor(factor, "downsample_nearest")
-    mask = _as_dask(mask, "downsample_nearest")
+    mask = as_dask(mask, "downsample_nearest")
     _check_ndim(mask.shape, "downsample_nearest")
     if f == 1 or mask.size == 0:
         return mask[::f, ::f]
@@ -304,7 +297,7 @@ def downsample_max(mask: da.Array, factor: int) -> da.Array:
     it once with a*b, so a pyramid built by repeated halving matches direct downsampling.
     """
     f = _check_factor(factor, "downsample_max")
-    mask = _as_dask(mask, "downsample_max")
+    mask = as_dask(mask, "downsample_max")
     _check_ndim(mask.shape, "downsample_max")
     _lowest(mask.dtype)
     if f == 1 or mask.size == 0:
