@@ -27,6 +27,7 @@ from slidemask.errors import MaskError
 from slidemask.kernels import labels as kl
 from slidemask.kernels.polygons import join_pieces, label_polygons
 from slidemask.ops.components import check_mask, chunk_lut, label_merge
+from slidemask.writers.atomic import atomic_write
 
 if TYPE_CHECKING:  # shapely itself is imported where used: only GeoJSON output needs it
     from shapely.geometry.base import BaseGeometry
@@ -81,7 +82,8 @@ def write_geojson(
     mask
         2-D ``bool`` dask array, at any pyramid level.
     path
-        Output file (overwritten).
+        Output file, replaced atomically (:func:`slidemask.writers.atomic.atomic_write`): an
+        interrupted write leaves the old file, or none.
     downsample
         Level-0 pixels per mask pixel; coordinates are multiplied by it.
     classification, color
@@ -108,9 +110,8 @@ def write_geojson(
         "objectType": "annotation",
         "classification": {"name": str(classification), "color": _check_color(color)},
     })
-    path = Path(path)
     count = 0
-    with path.open("w", encoding="utf-8") as out:
+    with atomic_write(path) as out:
         out.write('{"type": "FeatureCollection", "features": [')
         if mask.size:
             count = _write_features(mask, out, float(downsample), properties)
