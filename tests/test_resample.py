@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import dask
@@ -258,6 +259,51 @@ def test_select_resolution_by_level_and_errors():
     assert select_resolution(no_mpp, level=0).mpp is None
     with pytest.raises(SlideError, match="level"):
         select_resolution(no_mpp, mpp=8)
+
+
+@pytest.mark.parametrize(
+    ("target", "level", "factor"),
+    [
+        (1, 0, 1),
+        (3, 0, 3),  # level 1 (4) is coarser than 3: level 0, x3
+        (4, 1, 1),
+        (5.9, 1, 1),  # 5.9 / 4 = 1.475 -> 1
+        (6, 1, 2),  # 6 / 4 = 1.5 -> 2 (halves round up)
+        (16, 2, 1),
+        (64, 2, 4),  # CLAM's 64 on downsamples 1, 4, 16: level 2, 4 x 4 blocks
+        (100.0, 2, 6),  # 100 / 16 = 6.25 -> 6
+    ],
+)
+def test_select_resolution_by_downsample(target, level, factor):
+    slide = fake_slide([(16000, 12000), (4000, 3000), (1000, 750)], 0.25)
+    res = select_resolution(slide, downsample=target)
+    mpp = pytest.approx(0.25 * 4**level * factor)
+    assert res == Resolution(level=level, factor=factor, mpp=mpp,
+                             downsample=slide.downsamples[level] * factor)
+    no_mpp = fake_slide([(16000, 12000), (4000, 3000), (1000, 750)], None)
+    assert select_resolution(no_mpp, downsample=target) == Resolution(
+        level, factor, None, slide.downsamples[level] * factor)
+
+
+def test_select_resolution_by_downsample_takes_a_level_within_rounding():
+    slide = fake_slide([(16000, 12000), (4000, 3000)], 0.25)
+    slide = dataclasses.replace(slide, downsamples=[1.0, 4.0 * (1 + 1e-12)])
+    res = select_resolution(slide, downsample=4)
+    assert (res.level, res.factor, res.downsample) == (1, 1, 4.0 * (1 + 1e-12))
+
+
+def test_select_resolution_by_downsample_errors():
+    slide = fake_slide([(16000, 12000), (4000, 3000)], 0.25)
+    with pytest.raises(MaskError, match="exactly one"):
+        select_resolution(slide, level=0, downsample=4)
+    with pytest.raises(MaskError, match="exactly one"):
+        select_resolution(slide, mpp=1.0, downsample=4)
+    with pytest.raises(MaskError, match=r"downsample 100000 is coarser than the whole slide "
+                                        r"fake.svs \(4000 x 3000 pixels at level 1\)"):
+        select_resolution(slide, downsample=100000)
+    for bad in (0.5, 0, -4, float("nan"), float("inf"), True, "4"):
+        with pytest.raises(MaskError, match="downsample must be a number >= 1"):
+            select_resolution(slide, downsample=bad)
 
 
 def test_image_at_synthetic_slide_matches_reference(synthetic_slide):

@@ -351,11 +351,15 @@ class Resolution:
 
 
 def select_resolution(
-    slide: _SlideLike, *, mpp: float | None = None, level: int | None = None
+    slide: _SlideLike,
+    *,
+    mpp: float | None = None,
+    level: int | None = None,
+    downsample: float | None = None,
 ) -> Resolution:
-    """The working resolution for a target pixel size (µm) or a pyramid level.
+    """The working resolution for a target pixel size (µm), a pyramid level or a downsample.
 
-    Exactly one of ``mpp`` and ``level`` is given.
+    Exactly one of ``mpp``, ``level`` and ``downsample`` is given.
 
     ``level=N``: that level as stored (factor 1).
 
@@ -367,17 +371,26 @@ def select_resolution(
     finer than level 0 gives level 0 at factor 1 (no upsampling); ``Resolution.mpp`` always
     states the pixel size actually used.
 
+    ``downsample=D`` (level-0 pixels per result pixel, e.g. CLAM's 64): the same choice by
+    downsample, so the slide need not state its pixel size: the coarsest level whose
+    downsample is at most D, then the factor ``floor(D / level downsample + 0.5)`` (at least
+    1). E.g. 64 on a pyramid with downsamples 1, 4, 16 reads level 2 and averages 4 x 4
+    blocks. ``Resolution.mpp`` is None when the slide does not state its pixel size.
+
     Raises:
         SlideError: ``mpp`` is asked for but the slide does not state its pixel size (the
             message says to choose a ``level`` instead).
-        MaskError: neither or both given, a level out of range, a non-positive mpp, or a
-            target so coarse that the image would have no pixels.
+        MaskError: not exactly one given, a level out of range, a non-positive mpp, a
+            downsample below 1, or a target so coarse that the image would have no pixels.
     """
-    if (mpp is None) == (level is None):
+    if sum(value is not None for value in (mpp, level, downsample)) != 1:
         raise MaskError(
-            "resolution: give exactly one of mpp (micrometres per pixel) or level "
-            f"(pyramid level index), got mpp={mpp!r}, level={level!r}"
+            "resolution: give exactly one of mpp (micrometres per pixel), level "
+            "(pyramid level index) or downsample (level-0 pixels per pixel), got "
+            f"mpp={mpp!r}, level={level!r}, downsample={downsample!r}"
         )
+    if downsample is not None:
+        return _by_downsample(slide, downsample)
     n_levels = len(slide.levels)
     if level is not None:
         if isinstance(level, bool) or not isinstance(level, int | np.integer):
@@ -414,6 +427,34 @@ def select_resolution(
     return Resolution(
         level=chosen, factor=factor, mpp=level_mpp * factor,
         downsample=float(slide.downsamples[chosen]) * factor,
+    )
+
+
+def _by_downsample(slide: _SlideLike, downsample: float) -> Resolution:
+    if (
+        isinstance(downsample, bool) or not isinstance(downsample, numbers.Real)
+        or not math.isfinite(downsample) or downsample < 1
+    ):
+        raise MaskError(
+            "resolution: downsample must be a number >= 1 (level-0 pixels per pixel), got "
+            f"{downsample!r}"
+        )
+    target = float(downsample)
+    # a level whose downsample is the target but for rounding (4.000000001) still qualifies
+    candidates = [i for i, d in enumerate(slide.downsamples) if d <= target * (1 + 1e-9)]
+    level = max(candidates, key=lambda i: slide.downsamples[i]) if candidates else 0
+    level_downsample = float(slide.downsamples[level])
+    factor = max(1, math.floor(target / level_downsample + 0.5))
+    rows, cols = slide.levels[level].shape[:2]
+    if rows // factor == 0 or cols // factor == 0:
+        raise MaskError(
+            f"resolution: downsample {target:g} is coarser than the whole slide {slide.path} "
+            f"({rows} x {cols} pixels at level {level})"
+        )
+    level_mpp = slide.level_mpp(level)
+    return Resolution(
+        level=level, factor=factor, mpp=None if level_mpp is None else level_mpp * factor,
+        downsample=level_downsample * factor,
     )
 
 
