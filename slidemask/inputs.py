@@ -3,8 +3,10 @@
 :func:`expand_inputs` turns what a user typed after ``--input`` (files, directories, glob
 patterns, manifests) into one ordered list of slide paths. :func:`output_paths` maps each slide
 to ``<output_dir>/<name>.zarr`` with a name that cannot leave ``output_dir`` and that is unique
-within the run. Nothing here opens a slide: a missing or unreadable slide is the run's business,
-reported per slide, so one bad entry never stops the others from being listed.
+within the run, and :func:`extra_paths_for` names the extra outputs beside it
+(``<name>.ome.zarr``, ``<name>.geojson``, ``<name>.png``, ``<name>.json``). Nothing here opens a
+slide: a missing or unreadable slide is the run's business, reported per slide, so one bad
+entry never stops the others from being listed.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ import glob
 import hashlib
 import os
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from slidemask.errors import ConfigError
 
 __all__ = [
+    "EXTRA_SUFFIXES",
     "MANIFEST_SUFFIXES",
     "SLIDE_SUFFIXES",
     "expand_inputs",
+    "extra_paths_for",
     "is_slide_file",
     "output_path_for",
     "output_paths",
@@ -38,6 +42,15 @@ SLIDE_SUFFIXES: tuple[str, ...] = (
 MANIFEST_SUFFIXES: tuple[str, ...] = (".txt", ".lst", ".csv")
 """Endings of manifest files: ``.txt``/``.lst`` hold one path per line, ``.csv`` a ``path``
 column."""
+
+EXTRA_SUFFIXES: Mapping[str, str] = {
+    "ome_zarr": ".ome.zarr",
+    "geojson": ".geojson",
+    "preview": ".png",
+    "summary": ".json",
+}
+"""File-name ending of each extra output (:class:`slidemask.config.Outputs`), which replaces
+the ``.zarr`` of the mask's name."""
 
 _GLOB_CHARS = frozenset("*?[")
 # Characters never kept in an output name: path separators, NUL, and the ones Windows and SMB
@@ -235,6 +248,42 @@ def output_path_for(
     if out.parent != Path(output_dir):
         raise ConfigError(f"output name for {os.fspath(slide_path)!r} escapes {output_dir!r}")
     return out
+
+
+def extra_paths_for(
+    target: str | os.PathLike[str], extras: Iterable[str]
+) -> dict[str, Path]:
+    """Where each extra output of the mask ``<name>.zarr`` goes, beside it.
+
+    Parameters
+    ----------
+    target
+        The mask's path, ``<folder>/<name>.zarr`` (a name without ``.zarr`` is used whole).
+    extras
+        Keys of :data:`EXTRA_SUFFIXES`: ``"ome_zarr"``, ``"geojson"``, ``"preview"``,
+        ``"summary"``.
+
+    Returns
+    -------
+    dict
+        ``{key: <folder>/<name><ending>}`` in the order of ``extras``: ``<name>.ome.zarr``,
+        ``<name>.geojson``, ``<name>.png``, ``<name>.json``.
+
+    Raises
+    ------
+    ValueError
+        A key that is not an extra output; the message lists the known ones.
+    """
+    target = Path(target)
+    stem = target.name.removesuffix(".zarr")
+    paths: dict[str, Path] = {}
+    for key in extras:
+        if key not in EXTRA_SUFFIXES:
+            raise ValueError(
+                f"unknown extra output {key!r}; known: {', '.join(EXTRA_SUFFIXES)}"
+            )
+        paths[key] = target.parent / f"{stem}{EXTRA_SUFFIXES[key]}"
+    return paths
 
 
 def _path_hash(path: Path, length: int) -> str:

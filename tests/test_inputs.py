@@ -10,6 +10,7 @@ import pytest
 from slidemask.errors import ConfigError
 from slidemask.inputs import (
     expand_inputs,
+    extra_paths_for,
     output_path_for,
     output_paths,
     safe_output_name,
@@ -249,3 +250,14 @@ def test_slide_named_report_does_not_collide_with_the_run_report() -> None:
     assert safe_output_name("report") == "report_slide"
     assert safe_output_name("Report") == "Report_slide"
     assert safe_output_name("reports") == "reports"
+
+
+def test_extra_paths_sit_beside_the_mask() -> None:
+    paths = extra_paths_for(Path("out/a.b.zarr"), ["ome_zarr", "geojson", "preview", "summary"])
+    assert paths == {
+        "ome_zarr": Path("out/a.b.ome.zarr"), "geojson": Path("out/a.b.geojson"),
+        "preview": Path("out/a.b.png"), "summary": Path("out/a.b.json")}
+    assert list(extra_paths_for("out/a.zarr", ["summary", "preview"])) == ["summary", "preview"]
+    assert extra_paths_for("out/a.zarr", []) == {}
+    with pytest.raises(ValueError, match="unknown extra output 'png'; known: ome_zarr, geojson"):
+        extra_paths_for("out/a.zarr", ["png"])
