@@ -1,16 +1,23 @@
-"""The staged runner (scratch Zarr + halo windows) equals the lazy graph, bit for bit."""
+"""One engine: a configured mask is the same public API calls, with the same graph, and equals
+the whole-image result for any chunking."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dask
+import dask.array as da
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+import slidemask as sm
 from slidemask.config import config_from_yaml
 from slidemask.io import open_slide
-from slidemask.pipeline import _reorder, build_mask, run_slide
+from slidemask.pipeline import build_mask, run_slide
 from slidemask.writers.zarr import read_mask
 
 CONFIG = """
@@ -33,28 +40,34 @@ output: "(tissue | dark) & ~pen"
 """
 
 
-@pytest.fixture(params=["scratch-zarr", "in-memory", "whole-image"])
-def stage_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the staged tests with scratch Zarr arrays, with in-memory intermediates, and with
-    the whole working image in one chunk (the default for small images)."""
-    import slidemask.pipeline as pipeline
-
-    if request.param != "whole-image":
-        monkeypatch.setattr(pipeline, "WHOLE_IMAGE_PIXELS", 0)
-    monkeypatch.setattr(
-        pipeline, "IN_MEMORY_PIXELS", 0 if request.param == "scratch-zarr" else 2**40
-    )
-    return str(request.param)
+@pytest.fixture(params=["chunked", "whole-image"])
+def mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run with the working image chunked, and as one chunk (the default for small images)."""
+    limit = 0 if request.param == "chunked" else 2**25
+    with dask.config.set({"slidemask.whole-image-pixels": limit}):
+        yield str(request.param)
 
 
-def test_staged_run_equals_lazy_graph(
-    tmp_path: Path, synthetic_slide: Path, stage_kind: str
+def _whole(array: da.Array) -> da.Array:
+    """``array`` computed and made one chunk: the steps then run on the whole image."""
+    value = array.compute()
+    return da.from_array(value, chunks=value.shape)
+
+
+def test_run_slide_equals_whole_image_calls(
+    tmp_path: Path, synthetic_slide: Path, mode: str
 ) -> None:
     config = config_from_yaml(CONFIG)
-    expected, _ = build_mask(open_slide(synthetic_slide, chunk_size=256), config)
+    rgb = _whole(open_slide(synthetic_slide).levels[0])
+    grey = sm.to_gray(rgb)
+    tissue = sm.binary_opening(
+        sm.binary_closing(sm.threshold(sm.median_blur(grey, 7), below=220), 4), 2
+    )
+    pen = sm.binary_dilation(sm.hsv_range(rgb, [100, 80, 30], [130, 255, 255]), 3)
+    expected = ((tissue | sm.threshold(grey, below=60)) & ~pen).compute()
     result = run_slide(synthetic_slide, config, tmp_path)
     assert result.status == "done", result.error
-    np.testing.assert_array_equal(read_mask(result.output).compute(), expected.compute())
+    np.testing.assert_array_equal(read_mask(result.output).compute(), expected)
     assert not [p for p in tmp_path.iterdir() if "scratch" in p.name]  # scratch removed
 
 
@@ -78,170 +91,173 @@ output: "t | u"
 """
 
 
-def test_staged_global_steps_equal_lazy_graph(
-    tmp_path: Path, synthetic_slide: Path, stage_kind: str
-) -> None:
-    """Global steps summarized while their input is stored (pass 1 fused with the store, one
-    read for pass 2) give exactly the lazy two-pass graph."""
+def test_global_steps_equal_whole_image(tmp_path: Path, synthetic_slide: Path, mode: str) -> None:
     config = config_from_yaml(GLOBAL_CONFIG)
-    expected, _ = build_mask(open_slide(synthetic_slide, chunk_size=96), config)
+    grey = sm.to_gray(_whole(open_slide(synthetic_slide).levels[1]))
+    t = sm.fill_holes(sm.threshold(grey, below=215), max_hole_area=40)
+    t = sm.keep_largest(sm.keep_largest_holes(sm.remove_small_objects(t, 30, connectivity=4), 2), 3)
+    expected = (sm.contour_fill(t) | sm.fill_holes(sm.threshold(grey, below=200))).compute()
     result = run_slide(synthetic_slide, config, tmp_path)
     assert result.status == "done", result.error
     got = read_mask(result.output).compute()
-    np.testing.assert_array_equal(got, expected.compute())
+    np.testing.assert_array_equal(got, expected)
     assert 0 < got.mean() < 1
 
 
-def test_whole_image_masks_share_one_hsv_conversion(
-    tmp_path: Path, synthetic_slide: Path, monkeypatch: pytest.MonkeyPatch
+# --- the configuration is the API --------------------------------------------------------------
+
+START = st.sampled_from(["gray", "saturation", "rgb_mean"])
+THRESHOLD = st.sampled_from(
+    ["{below: 215}", "{above: 40}", "{above: 30, below: 230}", "{above: otsu}", "{below: otsu}"]
+)
+MASK_STEP = st.sampled_from([
+    ("closing: {radius: 2}", lambda m: sm.binary_closing(m, 2)),
+    ("opening: {radius: 1}", lambda m: sm.binary_opening(m, 1)),
+    ("dilation: {radius: 3}", lambda m: sm.binary_dilation(m, 3)),
+    ("square_closing: {size: 5}", lambda m: sm.square_closing(m, 5)),
+    ("median_blur: {ksize: 5}", lambda m: sm.median_blur(m, 5)),
+    ("fill_holes: {}", sm.fill_holes),
+    ("fill_holes: {max_hole_area: 30}", lambda m: sm.fill_holes(m, max_hole_area=30)),
+    ("remove_small_objects: {min_area: 25}", lambda m: sm.remove_small_objects(m, 25)),
+    ("keep_largest: {n: 2}", lambda m: sm.keep_largest(m, 2)),
+])
+STARTS: dict[str, Callable[[da.Array], da.Array]] = {
+    "gray": sm.to_gray, "saturation": sm.saturation, "rgb_mean": sm.rgb_mean,
+}
+
+
+def _threshold(grey: da.Array, params: str) -> da.Array:
+    bounds = config_from_yaml(f"masks: {{m: [gray, {{threshold: {params}}}]}}").masks["m"][1]
+    kwargs = bounds.arguments(None)
+    if "otsu" not in params:
+        return sm.threshold(grey, **kwargs)
+    t = sm.otsu_threshold(grey)
+    return sm.threshold(grey, above=t) if "above" in params else ~sm.threshold(grey, above=t)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    start=START,
+    median=st.sampled_from([None, 3, 7]),
+    limit=THRESHOLD,
+    steps=st.lists(MASK_STEP, max_size=3),
+    chunk_size=st.integers(64, 300),
+)
+def test_config_is_the_api(
+    synthetic_slide: Path,
+    start: str,
+    median: int | None,
+    limit: str,
+    steps: list[tuple[str, Callable[[da.Array], da.Array]]],
+    chunk_size: int,
 ) -> None:
-    """In whole-image mode the masks that start in HSV read one conversion; same result."""
-    import slidemask.pipeline as pipeline
-
-    conversions: list[tuple[int, ...]] = []
-    original = pipeline.rgb_to_hsv
-
-    def counting(array: np.ndarray) -> np.ndarray:
-        conversions.append(array.shape)
-        return original(array)
-
-    monkeypatch.setattr(pipeline, "rgb_to_hsv", counting)
+    """A chain of steps from YAML builds the very graph the same public calls build, and both
+    equal the steps on the whole image in memory, for any chunking."""
+    lines = [start] + ([f"{{median_blur: {{ksize: {median}}}}}"] if median else [])
+    lines += [f"{{threshold: {limit}}}"] + [f"{{{text}}}" for text, _ in steps]
     config = config_from_yaml(
-        "resolution: {level: 1}\nchunk_size: 128\nmasks:\n"
-        "  s: [saturation, {threshold: {above: 20}}, {remove_small_objects: {min_area: 20}}]\n"
-        "  b: [{hsv_range: {lower: [100, 10, 30], upper: [170, 255, 255]}}]\n"
-        "  r: [{hsv_range: {lower: [170, 5, 0], upper: [10, 255, 250]}}]\n"
-        "output: s & ~(b | r)\n"
+        f"resolution: {{level: 1}}\nchunk_size: {chunk_size}\nmasks:\n  m: [{', '.join(lines)}]\n"
     )
-    expected, _ = build_mask(open_slide(synthetic_slide, chunk_size=128), config)
-    result = run_slide(synthetic_slide, config, tmp_path)
-    assert result.status == "done", result.error
-    stored = read_mask(result.output)
-    assert len(conversions) == 1 and stored.chunks == expected.chunks
-    np.testing.assert_array_equal(stored.compute(), expected.compute())
+
+    def calls(rgb: da.Array) -> da.Array:
+        value = STARTS[start](rgb)
+        if median:
+            value = sm.median_blur(value, median)
+        value = _threshold(value, limit)
+        for _, step in steps:
+            value = step(value)
+        return value
+
+    with dask.config.set({"slidemask.whole-image-pixels": 0}):
+        slide = open_slide(synthetic_slide, chunk_size=chunk_size)
+        configured, _ = build_mask(slide, config)
+        api = calls(slide.levels[1])
+        assert configured.name == api.name  # the same graph
+        got = configured.compute()
+    expected = calls(_whole(slide.levels[1])).compute()
+    np.testing.assert_array_equal(got, expected)
 
 
-def test_median_threshold_rewrite_is_exact(synthetic_slide: Path) -> None:
+# --- what the engine does with the calls --------------------------------------------------------
+
+
+def _layers(array: da.Array) -> list[str]:
+    return [str(name) for name in array.dask.layers]
+
+
+def test_pointwise_steps_fuse_with_decoding(synthetic_slide: Path) -> None:
+    slide = open_slide(synthetic_slide, chunk_size=200)
+    mask = sm.threshold(sm.to_gray(slide.levels[1]), below=220)
+    layers = [name for name in _layers(mask) if not name.startswith("original-")]
+    assert len(layers) == 1 and layers[0].startswith("slidemask-pixels-")  # one pass per tile
+    expected = sm.threshold(sm.to_gray(_whole(slide.levels[1])), below=220)
+    np.testing.assert_array_equal(mask.compute(), expected.compute())
+    assert mask.chunks == slide.levels[1].chunks[:2]
+
+
+def test_neighbourhood_chain_reads_one_window(synthetic_slide: Path) -> None:
+    slide = open_slide(synthetic_slide, chunk_size=128)
+    grey = sm.to_gray(slide.levels[1])
+    mask = sm.binary_opening(sm.binary_closing(sm.threshold(grey, below=220), 3), 2)
+    assert sum("-store-" in name for name in _layers(mask)) == 1  # one scratch copy
+    ref = sm.binary_opening(sm.binary_closing(sm.threshold(_whole(grey), below=220), 3), 2)
+    np.testing.assert_array_equal(mask.compute(), ref.compute())
+
+
+@pytest.mark.parametrize("bounds", [{"below": 221}, {"above": 17.5}])
+def test_median_then_threshold_is_the_majority_vote(synthetic_slide: Path, bounds: Any) -> None:
     import cv2
 
-    rgb = open_slide(synthetic_slide).levels[1].compute()
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    for params in ("{below: 221}", "{above: 17.5}"):
-        config = config_from_yaml(
-            f"masks: {{m: [gray, {{median_blur: {{ksize: 9}}}}, {{threshold: {params}}}]}}\n"
-            "resolution: {level: 1}\nchunk_size: 300"
-        )
-        names = [step.name for _, step in _reorder(config.masks["m"])]
-        assert names == ["gray", "threshold", "median_blur"]
-        got, _ = build_mask(open_slide(synthetic_slide, chunk_size=300), config)
-        median = cv2.medianBlur(grey, 9)
-        expected = median < 221 if "below" in params else median > 17.5
-        np.testing.assert_array_equal(got.compute(), expected)
+    slide = open_slide(synthetic_slide, chunk_size=150)
+    grey = sm.to_gray(slide.levels[1])
+    got = sm.threshold(sm.median_blur(grey, 9), **bounds)
+    assert got.name == sm.median_blur(sm.threshold(grey, **bounds), 9).name
+    median = cv2.medianBlur(grey.compute(), 9)
+    expected = median < 221 if "below" in bounds else median > 17.5
+    np.testing.assert_array_equal(got.compute(), expected)
 
 
-def test_band_threshold_is_not_reordered() -> None:
-    config = config_from_yaml(
-        "masks: {m: [gray, {median_blur: {ksize: 7}}, {threshold: {above: 10, below: 200}}]}"
-    )
-    assert [s.name for _, s in _reorder(config.masks["m"])] == ["gray", "median_blur", "threshold"]
+def test_band_threshold_of_a_median_stays_a_median(synthetic_slide: Path) -> None:
+    slide = open_slide(synthetic_slide, chunk_size=150)
+    grey = sm.to_gray(slide.levels[1])
+    got = sm.threshold(sm.median_blur(grey, 5), above=10, below=200)
+    assert got.name != sm.median_blur(sm.threshold(grey, above=10, below=200), 5).name
 
 
-@pytest.mark.parametrize("chunk_size", [64, 200])
-def test_staged_run_any_chunking(
-    tmp_path: Path, synthetic_slide: Path, chunk_size: int, stage_kind: str
-) -> None:
-    text = CONFIG.replace("chunk_size: 256", f"chunk_size: {chunk_size}").replace(
-        "level: 0", "level: 1"
-    )
-    config = config_from_yaml(text)
-    expected, _ = build_mask(open_slide(synthetic_slide, chunk_size=512), config)
-    result = run_slide(synthetic_slide, config, tmp_path)
-    assert result.status == "done", result.error
-    np.testing.assert_array_equal(read_mask(result.output).compute(), expected.compute())
+def test_otsu_reads_its_stored_copy(synthetic_slide: Path) -> None:
+    from skimage.filters import threshold_otsu
+
+    slide = open_slide(synthetic_slide, chunk_size=128)
+    grey = sm.to_gray(slide.levels[1])
+    value = sm.otsu_threshold(grey)
+    mask = sm.threshold(grey, above=value)
+    # the grey image is computed once (while stored); the threshold reads the stored copy
+    assert sum(name.startswith("slidemask-pixels-") for name in _layers(mask)) == 1
+    assert any(name.startswith("slidemask-threshold-") for name in _layers(mask))
+    whole = grey.compute()
+    got, t = dask.compute(mask, value)
+    assert float(t) == threshold_otsu(whole)
+    np.testing.assert_array_equal(got, whole > t)
 
 
-def test_staged_build_stores_global_inputs_and_resolves_otsu_first(
-    tmp_path: Path, synthetic_slide: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import slidemask.pipeline as pipeline
-    from slidemask.pipeline import _build, _Stage
-
-    monkeypatch.setattr(pipeline, "WHOLE_IMAGE_PIXELS", 0)  # stage this small image
-
-    stored: list[str] = []
-
-    class Recording(_Stage):
-        def store(self, value, name):  # type: ignore[no-untyped-def]
-            stored.append(name)
-            return super().store(value, name)
-
-        def keep(self, value, name="image", *, then=None, store=True):  # type: ignore[no-untyped-def]
-            if then is not None:  # stored (or not) while pass 1 of the global step runs
-                stored.append(name if store else f"{name} (not stored)")
-            return super().keep(value, name, then=then, store=store)
-
-    config = config_from_yaml(
-        "resolution: {level: 1}\nchunk_size: 256\nmasks:\n  t:\n    - saturation\n"
-        "    - median_blur: {ksize: 5}\n    - threshold: {above: otsu}\n"
-        "    - closing: {radius: 2}\n    - remove_small_objects: {min_area: 50}\n"
-        "    - fill_holes: {}\n"
-    )
-    slide = open_slide(synthetic_slide, chunk_size=256)
-    mask, provenance = _build(slide, config, Recording(tmp_path / "scratch"))
-    # window source, Otsu input, window source, then each global step's input: the second
-    # of two global steps reads the first one's pass 2 twice instead of storing it
-    assert stored == ["t-1", "t-2", "t-3", "t-4", "t-5 (not stored)"]
-    # the threshold is a number before the mask's graph is built: no histogram in the graph
-    assert isinstance(provenance["thresholds"]["t[2]"]["above"], float)
-    assert not any("histogram" in str(name) for name in mask.dask.layers)
-    expected, _ = build_mask(slide, config)
-    np.testing.assert_array_equal(mask.compute(), expected.compute())
+def test_several_masks_share_one_decode(synthetic_slide: Path) -> None:
+    config = config_from_yaml(CONFIG.replace("level: 0", "level: 1"))
+    with dask.config.set({"slidemask.whole-image-pixels": 0}):
+        mask, _ = build_mask(open_slide(synthetic_slide, chunk_size=256), config)
+    assert sum(name.startswith("slidemask-read-") for name in _layers(mask)) == 1
+    assert not any(name.startswith("slidemask-pixels-") for name in _layers(mask))
 
 
-@pytest.mark.parametrize(
-    "steps",
-    [
-        "[gray, {threshold: {below: 220}}]",
-        "[{hsv_range: {lower: [120, 20, 50], upper: [179, 255, 235]}}]",
-        "[saturation, {threshold: {above: 20, below: 200}}, fill_holes]",
-        "[rgb_mean, {threshold: {below: 200}}, {closing: {radius: 3}}]",
-        "[gray, {median_blur: {ksize: 5}}, {threshold: {below: 220}}]",
-        "[gray, {threshold: {below: otsu}}]",
-    ],
-)
-@pytest.mark.parametrize("chunk_size", [100, 256, 1000])
-def test_pointwise_steps_fuse_with_decoding(
-    tmp_path: Path,
-    synthetic_slide: Path,
-    steps: str,
-    chunk_size: int,
-    stage_kind: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A single mask's leading pointwise steps run tile by tile as the level is decoded
-    (``Slide.map_pixels``); the result equals the lazy graph bit for bit."""
-    from slidemask.io.tiff import Slide
-    from slidemask.pipeline import _build, _Stage
-
-    calls: list[int] = []
-    original = Slide.map_pixels
-
-    def recording(self: Slide, level: int, *args: Any, **kwargs: Any) -> Any:
-        calls.append(level)
-        return original(self, level, *args, **kwargs)
-
-    monkeypatch.setattr(Slide, "map_pixels", recording)
-    config = config_from_yaml(
-        f"resolution: {{level: 1}}\nchunk_size: {chunk_size}\nmasks:\n  t: {steps}\n"
-    )
-    slide = open_slide(synthetic_slide, chunk_size=chunk_size)
-    mask, _ = _build(slide, config, _Stage(tmp_path / "scratch"))
-    # the leading pointwise steps (grey before an Otsu) were fused, unless the whole image
-    # was decoded into memory first
-    assert calls == ([] if stage_kind == "whole-image" else [1])
-    expected, _ = build_mask(slide, config)
-    np.testing.assert_array_equal(mask.compute(), expected.compute())
-    result = run_slide(synthetic_slide, config, tmp_path / "out")
-    assert result.status == "done", result.error
-    np.testing.assert_array_equal(read_mask(result.output).compute(), expected.compute())
-    assert result.stats["foreground_pixels"] == int(expected.sum().compute())
+def test_dask_compute_of_several_outputs_shares_work(synthetic_slide: Path) -> None:
+    slide = open_slide(synthetic_slide, chunk_size=128)
+    mask = sm.threshold(sm.to_gray(slide.levels[1]), below=215)
+    filled = sm.fill_holes(mask)
+    clean = sm.remove_small_objects(filled, 20)
+    a, b = dask.compute(filled, clean)
+    whole = _whole(mask)
+    np.testing.assert_array_equal(a, sm.fill_holes(whole).compute())
+    np.testing.assert_array_equal(b, sm.remove_small_objects(sm.fill_holes(whole), 20).compute())
+    held = clean.persist()
+    np.testing.assert_array_equal(held.compute(), b)

@@ -14,8 +14,9 @@ from skimage import measure
 
 from slidemask.batch import run_batch
 from slidemask.config import config_from_yaml
+from slidemask.inputs import extra_paths_for
 from slidemask.io import open_slide
-from slidemask.pipeline import build_mask, extra_output_paths, run_slide
+from slidemask.pipeline import build_mask, run_slide
 from slidemask.writers.preview import open_stored_mask
 from slidemask.writers.zarr import is_complete, read_attrs, read_mask
 
@@ -100,7 +101,7 @@ def test_no_outputs_section_writes_only_the_mask(tmp_path: Path, synthetic_slide
 
 
 def test_extra_output_paths() -> None:
-    paths = extra_output_paths(Path("out/a.b.zarr"), ["ome_zarr", "geojson", "preview", "summary"])
+    paths = extra_paths_for(Path("out/a.b.zarr"), ["ome_zarr", "geojson", "preview", "summary"])
     assert {k: p.name for k, p in paths.items()} == {
         "ome_zarr": "a.b.ome.zarr", "geojson": "a.b.geojson", "preview": "a.b.png",
         "summary": "a.b.json"}

@@ -27,6 +27,11 @@ from slidemask.errors import SlideError, TileError
 from slidemask.io.metadata import slide_mpp, vendor_of, vendor_properties
 
 DEFAULT_CHUNK_SIZE = 2048
+
+PIXELS_ATTR = "_slidemask_pixels"
+"""Attribute of a level array (and of pointwise results on it, see :mod:`slidemask.ops.local`):
+``(slide, level, steps)``, so that the next pointwise step is fused with decoding
+(:meth:`Slide.map_pixels`)."""
 """Default working chunk edge in pixels: chunks are whole tiles merged to about this size."""
 
 
@@ -643,7 +648,7 @@ def open_slide(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_
     base = shapes[0]
     downsamples = [((base[0] / s[0]) + (base[1] / s[1])) / 2 for s in shapes]
     geo0 = geometries[0]
-    return Slide(
+    slide = Slide(
         path=Path(path_str),
         name=slide_name(path_str),
         levels=levels,
@@ -655,6 +660,10 @@ def open_slide(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_
         properties=properties,
         readers=readers,
     )
+    for index, level in enumerate(levels):
+        # pointwise steps on this level run on each file tile as it is decoded
+        setattr(level, PIXELS_ATTR, (slide, index, ()))
+    return slide
 
 
 _SLIDE_SUFFIXES = (

@@ -632,10 +632,26 @@ class TwoPass:
         return merge_records(records, op=self.op, layers=self.layers, decide=self.decide,
                              shape=mask.shape, token=token)
 
+    def pass1_chunk(
+        self, tile: np.ndarray, offset: tuple[int, ...]
+    ) -> tuple[kl.Record, np.ndarray]:
+        """Pass 1 on one chunk as the engine runs it: the chunk's record and the tile to store
+        for pass 2 (:meth:`apply_stored` turns that tile into the result)."""
+        return self.summarize_chunk(tile, offset), tile
+
+    def apply_stored(self, stored: np.ndarray, lut: kl.ChunkLut) -> np.ndarray:
+        """Pass 2 on the tile :meth:`pass1_chunk` stored, with the chunk's lookup table."""
+        return self.apply(stored, lut, **self.apply_kwargs)
+
+    def _apply_gate(self, stored: np.ndarray, lut: np.ndarray) -> np.ndarray:
+        return self.apply_stored(stored, lut[0, 0])
+
     def run(self, mask: da.Array, *, merged: Delayed | Merged | None = None) -> da.Array:
         """The operation on ``mask``, lazily; pass 1 and the merge too unless ``merged`` (of
         this mask's chunks) is given. A mask of one chunk is done in one task (pass 1, the
-        merge and pass 2 together: nothing crosses a chunk face)."""
+        merge and pass 2 together: nothing crosses a chunk face). Otherwise each pass-1 task
+        stores the tile :meth:`pass1_chunk` gives to scratch and pass 2 reads it back
+        (:func:`run_stored`): the input is computed once and never held."""
         token = self.token(mask)
         if merged is None and mask.numblocks == (1, 1):
             dtype = np.dtype(self.dtype)
@@ -644,15 +660,29 @@ class TwoPass:
                 name=f"slidemask-{self.op}-whole-{token}",
             )
         if merged is None:
-            merged = build_merge(
-                mask, op=self.op, summarize=self.summarize,
-                summarize_kwargs=self.summarize_kwargs, layers=self.layers, decide=self.decide,
-                token=token,
-            )
+            return self.run_stored(mask)[0]
         return apply_merge(
             mask, merged, op=self.op, apply=self.apply, apply_kwargs=self.apply_kwargs,
             dtype=self.dtype, token=token,
         )
+
+    def run_stored(self, mask: da.Array) -> tuple[da.Array, Delayed]:
+        """The operation through scratch storage (:mod:`slidemask.ops.scratch`), and its lazy
+        :class:`Merged` (for a table computed alongside: compute both together)."""
+        from slidemask.ops.scratch import stored_reads, stores
+
+        token = self.token(mask)
+        grid, folder = stores(mask, self.op, summarize=self.pass1_chunk)
+        merged = merge_records(grid, op=self.op, layers=self.layers, decide=self.decide,
+                               shape=mask.shape, token=token)
+        nbr, nbc = mask.numblocks
+        luts = da.zeros((nbr, nbc), chunks=1, dtype=np.uint8).map_blocks(
+            _lut_block, merged, dtype=object, meta=_OBJ_META,
+            name=f"slidemask-{self.op}-lut-{token}",
+        )
+        out = stored_reads(folder, grid, mask, gate=luts, apply=self._apply_gate,
+                           dtype=self.dtype, label=self.op)
+        return out, merged
 
 
 # ----------------------------------------------------------------------------------------------
@@ -784,6 +814,18 @@ def label_merge(mask: da.Array, connectivity: int, dtype: np.dtype) -> Delayed:
     )
 
 
+def label_plan(connectivity: int, dtype: np.dtype) -> TwoPass:
+    """:func:`label` as a :class:`TwoPass` (``connectivity`` checked, ``dtype`` int32/int64)."""
+    return TwoPass(
+        op="label", params=(connectivity, dtype.str), summarize=kl.object_summary,
+        summarize_kwargs={"connectivity": connectivity, "include": "all"},
+        layers={"fg": connectivity},
+        decide=partial(_decide_labels, max_label=int(np.iinfo(dtype).max)),
+        apply=kl.relabel, apply_kwargs={"connectivity": connectivity, "dtype": dtype},
+        dtype=dtype,
+    )
+
+
 def _label_dtype(dtype: Any, what: str) -> np.dtype:
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.int32), np.dtype(np.int64)):
@@ -807,12 +849,7 @@ def label(mask: da.Array, *, connectivity: int = 8, dtype: Any = np.int32) -> da
     dt = _label_dtype(dtype, what)
     if mask.size == 0:
         return da.zeros(mask.shape, dtype=dt, chunks=mask.chunks)
-    merged = label_merge(mask, connectivity, dt)
-    token = tokenize(mask.name, "label", connectivity, dt.str)
-    return apply_merge(
-        mask, merged, op="label", apply=kl.relabel,
-        apply_kwargs={"connectivity": connectivity, "dtype": dt}, dtype=dt, token=token,
-    )
+    return label_plan(connectivity, dt).run(mask)
 
 
 def _table_of(merged: Merged) -> ComponentTable:
@@ -846,10 +883,10 @@ def label_with_stats(
     dt = _label_dtype(dtype, what)
     if mask.size == 0:
         return label(mask, connectivity=connectivity, dtype=dt), label_stats(mask)
-    merged = label_merge(mask, connectivity, dt)
-    token = tokenize(mask.name, "label", connectivity, dt.str)
-    labels = apply_merge(
-        mask, merged, op="label", apply=kl.relabel,
-        apply_kwargs={"connectivity": connectivity, "dtype": dt}, dtype=dt, token=token,
-    )
+    plan = label_plan(connectivity, dt)
+    if mask.numblocks == (1, 1):
+        merged = label_merge(mask, connectivity, dt)
+        labels = plan.run(mask, merged=merged)
+    else:
+        labels, merged = plan.run_stored(mask)
     return labels, dask.delayed(_table_of, pure=True)(merged)

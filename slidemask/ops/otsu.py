@@ -9,11 +9,13 @@ is exactly the histogram it uses; the threshold is then computed from it by scik
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
 import numpy as np
-from skimage.filters import threshold_otsu
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 
 from slidemask.errors import MaskError
 
@@ -44,6 +46,8 @@ def threshold_from_histogram(hist: np.ndarray) -> np.float64:
     lo, hi = int(present[0]), int(present[-1])
     if lo == hi:
         return np.float64(lo)
+    from skimage.filters import threshold_otsu
+
     counts = hist[lo : hi + 1].astype(np.int64)
     centers = np.arange(lo, hi + 1)
     return np.float64(threshold_otsu(hist=(counts, centers)))
@@ -94,6 +98,8 @@ def otsu_threshold(image: da.Array, *, mask: da.Array | None = None) -> da.Array
             )
         args.append(mask.rechunk(image.chunks))
     ndim = image.ndim
+    if mask is None and ndim == 2 and image.numblocks != (1, 1):
+        return _stored_otsu(image, nbins)
     hists = da.map_blocks(
         _block_histogram, *args, nbins=nbins,
         chunks=tuple((1,) * n for n in image.numblocks) + ((nbins,),),
@@ -104,3 +110,40 @@ def otsu_threshold(image: da.Array, *, mask: da.Array | None = None) -> da.Array
         _threshold_block, drop_axis=0, chunks=(), dtype=np.float64,
         meta=np.empty((), np.float64),
     )
+
+
+STORED_ATTR = "_slidemask_stored"
+"""Attribute of an Otsu value computed while its image was stored to scratch:
+``(image name, store grid, folder)``; :func:`slidemask.ops.local.threshold` of that image by
+that value reads the stored copy instead of computing the image again."""
+
+
+@dataclass(frozen=True)
+class _StoreHistogram:
+    nbins: int
+
+    def __call__(self, tile: np.ndarray, offset: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        return np.bincount(tile.ravel(), minlength=self.nbins).astype(np.int64), tile
+
+
+def _sum_threshold(rows: list[list[np.ndarray]]) -> np.ndarray:
+    total = np.sum([cell[0, 0] for row in rows for cell in row], axis=0, dtype=np.int64)
+    return np.asarray(threshold_from_histogram(np.asarray(total)), dtype=np.float64)
+
+
+def _stored_otsu(image: da.Array, nbins: int) -> da.Array:
+    """Otsu of a 2-D image whose chunks are stored to scratch while they are histogrammed,
+    so that a threshold by the value reads them back (:data:`STORED_ATTR`) instead of dask
+    holding every chunk until the histogram is complete."""
+    from slidemask.ops.scratch import stores
+
+    grid, folder = stores(image, "otsu", summarize=_StoreHistogram(nbins))
+    name = f"slidemask-otsu-{tokenize(grid.name)}"
+    nbr, nbc = grid.numblocks
+    task = (_sum_threshold, [[(grid.name, i, j) for j in range(nbc)] for i in range(nbr)])
+    graph = HighLevelGraph.from_collections(
+        name, {(name,): task}, dependencies=[grid]  # type: ignore[list-item]
+    )
+    value = da.Array(graph, name, chunks=(), dtype=np.float64, meta=np.empty((), np.float64))
+    setattr(value, STORED_ATTR, (image.name, grid, folder))
+    return value

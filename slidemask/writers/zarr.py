@@ -58,6 +58,7 @@ from numcodecs import Zstd
 from zarr.codecs import ZstdCodec
 
 from slidemask.errors import SlidemaskError
+from slidemask.ops.scratch import release
 from slidemask.writers.atomic import (
     check_attrs,
     check_target,
@@ -390,7 +391,9 @@ def write_zarr(
         ``mask`` is not a dask array or is 0-d, or ``attrs`` uses the reserved key.
 
     Memory: one chunk per worker thread at a time, plus what computing the mask needs. If
-    computing fails, the temporary array is removed and nothing appears at ``path``.
+    computing fails or is interrupted, the temporary array is removed and nothing appears at
+    ``path``; either way the scratch folders of the mask's graph are removed afterwards
+    (:func:`slidemask.ops.scratch.release`).
     """
     if not isinstance(mask, da.Array):
         raise ValueError(f"write_zarr expects a dask array, got {type(mask).__name__}")
@@ -435,6 +438,8 @@ def write_zarr(
     except BaseException:
         remove(partial)
         raise
+    finally:
+        release(mask)  # the mask's scratch copies (global and neighbourhood steps)
     return Path(written)
 
 

@@ -1,0 +1,367 @@
+"""Scratch chunks inside a dask graph: the engine behind neighbourhood and global operations.
+
+Every public operation builds an ordinary dask graph, and the graph itself decides where a
+value that is needed twice lives: not in memory, but in a scratch folder on disk.
+
+* A **global operation** (:func:`two_pass`: ``fill_holes``, ``remove_small_objects``,
+  ``keep_largest``, ``label``...) needs its input twice: pass 1 summarizes every chunk, one
+  merge task decides, pass 2 applies the decision per chunk. Sharing the input chunks between
+  the passes would make dask hold every chunk of the slide until the merge has run (2.2 GiB
+  for a 50000² mask). Here each pass-1 task computes its chunk, writes it to the scratch
+  folder and returns only its summary; each pass-2 task waits for the merge, reads its chunk
+  back and applies the decision. The input is computed once and never held.
+* A **neighbourhood operation** (:func:`map_windows`: median, mean, binary morphology) needs
+  each chunk's neighbours. ``map_overlap`` keeps finished chunks in memory until all their
+  neighbours have run (661 MiB for a median at 40960²). Here each chunk is written to scratch
+  together with its edge strips (as wide as the chain's halo), and each output task waits
+  only for the store tasks of the chunks its window touches, then reads the window from disk.
+  Consecutive neighbourhood operations share one store and one window read (their halos add).
+
+Scratch files are LZ4-compressed (``bool`` chunks bit-packed first): measured on 2 cores,
+about 1 ms to store and 0.7 ms to read a 2048² ``bool`` chunk, against 3.7 ms for writing
+the raw bytes. The folder lives under dask's ``temporary-directory`` setting (else the
+system's temporary folder); with several machines (dask-jobqueue), point that setting at a
+shared file system. It is removed by the writers once they are done (also on error or
+Ctrl-C: :func:`release`), and otherwise when the last graph that uses it is garbage-collected
+or the process exits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+__all__ = ["ScratchFolder", "map_windows", "release", "scratch_root", "stored_reads", "stores"]
+
+_LIVE: weakref.WeakValueDictionary[str, ScratchFolder] = weakref.WeakValueDictionary()
+"""Scratch folders by the name of the graph layer that writes them (for :func:`release`)."""
+
+_OBJ_META = np.empty((0, 0), dtype=object)
+
+
+def scratch_root() -> str:
+    """Where scratch folders go: dask's ``temporary-directory`` setting, else the system's
+    temporary folder."""
+    configured = dask.config.get("temporary-directory", None)
+    return str(configured) if configured else tempfile.gettempdir()
+
+
+def _remove(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class ScratchFolder:
+    """A folder of chunk files for one stored intermediate (created on first write).
+
+    The object made in the driving process removes the folder when it is garbage-collected
+    (or at exit); copies sent to worker processes never remove anything.
+    """
+
+    def __init__(self, path: str, *, owner: bool = True) -> None:
+        self.path = path
+        if owner:
+            weakref.finalize(self, _remove, path)
+
+    @classmethod
+    def new(cls, label: str) -> ScratchFolder:
+        name = f"slidemask-scratch-{label}-{uuid.uuid4().hex[:12]}"
+        return cls(os.path.join(scratch_root(), name))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_worker_copy, (self.path,))
+
+    def __dask_tokenize__(self) -> object:
+        return self.path
+
+    def remove(self) -> None:
+        _remove(self.path)
+
+    def _file(self, i: int, j: int, part: str) -> str:
+        return os.path.join(self.path, f"{i}.{j}{part}")
+
+    def write(self, i: int, j: int, tile: np.ndarray, *, depth: int = 0) -> None:
+        """Store chunk (i, j), and with ``depth`` its four edge strips of that width."""
+        os.makedirs(self.path, exist_ok=True)
+        _save(self._file(i, j, ""), tile)
+        if depth:
+            d = depth
+            for part, strip in (
+                (".top", tile[:d]), (".bottom", tile[-d:]),
+                (".left", tile[:, :d]), (".right", tile[:, -d:]),
+            ):
+                _save(self._file(i, j, part), strip)
+
+    def read(
+        self, i: int, j: int, shape: tuple[int, ...], dtype: np.dtype, part: str = ""
+    ) -> np.ndarray:
+        """Chunk (i, j) (or one of its strips) as stored."""
+        return _load(self._file(i, j, part), shape, dtype)
+
+
+def _worker_copy(path: str) -> ScratchFolder:
+    return ScratchFolder(path, owner=False)
+
+
+def _save(path: str, array: np.ndarray) -> None:
+    import imagecodecs
+
+    array = np.ascontiguousarray(array)
+    if array.dtype == np.bool_:
+        array = np.packbits(array, axis=-1)
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(imagecodecs.lz4_encode(array.tobytes()))
+    os.replace(tmp, path)  # a retried task never leaves half a chunk
+
+
+def _load(path: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    import imagecodecs
+
+    with open(path, "rb") as fh:
+        data = imagecodecs.lz4_decode(fh.read())
+    if dtype == np.bool_:
+        packed_shape = shape[:-1] + ((shape[-1] + 7) // 8,)
+        packed = np.frombuffer(data, np.uint8).reshape(packed_shape)
+        return np.unpackbits(packed, axis=-1, count=shape[-1]).view(np.bool_)
+    return np.frombuffer(data, dtype).reshape(shape).copy()
+
+
+def release(*collections: Any) -> None:
+    """Remove the scratch folders that the graphs of ``collections`` write.
+
+    The writers call this when they are done (also on error or Ctrl-C); a later computation
+    of the same graph writes the folders again.
+    """
+    for collection in collections:
+        graph = getattr(collection, "__dask_graph__", lambda: None)()
+        layers = getattr(graph, "layers", {})
+        for name in layers:
+            folder = _LIVE.get(name) if isinstance(name, str) else None
+            if folder is not None:
+                folder.remove()
+
+
+# ----------------------------------------------------------------------------------------------
+# Storing chunks
+# ----------------------------------------------------------------------------------------------
+
+
+class _Store:
+    """Task: store a chunk (and strips); return ``summarize(tile, offset)`` in a 1x1 object
+    array, or None when there is nothing to summarize."""
+
+    def __init__(
+        self,
+        folder: ScratchFolder,
+        depth: int,
+        summarize: Callable[[np.ndarray, tuple[int, int]], tuple[Any, np.ndarray]] | None,
+    ) -> None:
+        self.folder = folder
+        self.depth = depth
+        self.summarize = summarize
+
+    def __call__(self, tile: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
+        assert block_info is not None
+        i, j = block_info[0]["chunk-location"][:2]
+        out = np.empty((1, 1), dtype=object)
+        if self.summarize is not None:
+            offset = tuple(start for start, _ in block_info[0]["array-location"][:2])
+            out[0, 0], tile = self.summarize(tile, offset)  # type: ignore[arg-type]
+        self.folder.write(i, j, tile, depth=self.depth)
+        return out
+
+
+def stores(
+    value: da.Array,
+    label: str,
+    *,
+    depth: int = 0,
+    summarize: Callable[[np.ndarray, tuple[int, int]], tuple[Any, np.ndarray]] | None = None,
+) -> tuple[da.Array, ScratchFolder]:
+    """The lazy store of every chunk of a 2-D ``value``: an object array with one element per
+    chunk (``summarize``'s record, else None), and the folder the chunks go to.
+
+    ``summarize(tile, offset) -> (record, tile_to_store)`` runs in the task that stores the
+    chunk (``offset``: the chunk's first (row, col)); what it returns as the tile is stored.
+    """
+    folder = ScratchFolder.new(label)
+    nbr, nbc = value.numblocks[:2]
+    name = f"slidemask-{label}-store-{tokenize(value.name, depth, summarize)}"
+    grid = da.map_blocks(
+        _Store(folder, depth, summarize), value,
+        chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META, name=name,
+    )
+    _LIVE[name] = folder
+    return grid, folder
+
+
+class _Read:
+    """Task: chunk (i, j) read back, optionally passed through ``apply(tile, gate_value)``."""
+
+    def __init__(
+        self,
+        folder: ScratchFolder,
+        chunks: tuple[tuple[int, ...], ...],
+        dtype: np.dtype,
+        apply: Callable[[np.ndarray, Any], np.ndarray] | None,
+    ) -> None:
+        self.folder = folder
+        self.chunks = chunks
+        self.dtype = dtype
+        self.apply = apply
+
+    def __call__(self, i: int, j: int, gate: Any) -> np.ndarray:
+        shape = (self.chunks[0][i], self.chunks[1][j])
+        tile = self.folder.read(i, j, shape, self.dtype)
+        return tile if self.apply is None else self.apply(tile, gate)
+
+
+def stored_reads(
+    folder: ScratchFolder,
+    store_grid: da.Array,
+    like: da.Array,
+    *,
+    gate: Any = None,
+    apply: Callable[[np.ndarray, Any], np.ndarray] | None = None,
+    dtype: Any = None,
+    label: str,
+) -> da.Array:
+    """Read the chunks that ``store_grid`` wrote (a dask array of ``like``'s chunks).
+
+    Each read waits for its own store task, or, with ``gate`` (a dask array of one element
+    per chunk, e.g. per-chunk lookup tables; or a 0-d dask array, e.g. a threshold), for that
+    element instead, which is passed to ``apply(tile, gate_element)``.
+    """
+    nbr, nbc = like.numblocks[:2]
+    out_dtype = np.dtype(like.dtype if dtype is None else dtype)
+    reader = _Read(folder, like.chunks[:2], np.dtype(like.dtype), apply)
+    waits = store_grid if gate is None else gate
+    name = f"slidemask-{label}-{tokenize(store_grid.name, waits.name, apply, str(out_dtype))}"
+    def wait(i: int, j: int) -> tuple[Any, ...]:
+        return (waits.name,) if waits.ndim == 0 else (waits.name, i, j)
+
+    dsk: dict[Any, Any] = {
+        (name, i, j): (reader, i, j, wait(i, j)) for i in range(nbr) for j in range(nbc)
+    }
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[waits])  # type: ignore[list-item]
+    return da.Array(graph, name, chunks=like.chunks[:2], dtype=out_dtype,
+                    meta=np.empty((0, 0), out_dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# Halo windows
+# ----------------------------------------------------------------------------------------------
+
+
+class _Window:
+    """Task: chunk (i, j)'s window (grown by ``depth``, clipped to the image) assembled from
+    the stored chunks and strips, passed through ``chain``, cropped back to the chunk."""
+
+    def __init__(
+        self,
+        folder: ScratchFolder,
+        chunks: tuple[tuple[int, ...], ...],
+        dtype: np.dtype,
+        depth: int,
+        chain: Callable[[np.ndarray], np.ndarray],
+        out_dtype: np.dtype,
+    ) -> None:
+        self.folder = folder
+        self.chunks = chunks
+        self.starts = tuple(np.concatenate([[0], np.cumsum(c)]).astype(int) for c in chunks)
+        self.dtype = dtype
+        self.depth = depth
+        self.chain = chain
+        self.out_dtype = out_dtype
+
+    def __call__(self, i: int, j: int, *_waits: Any) -> np.ndarray:
+        d = self.depth
+        rs, cs = self.starts
+        y0, y1, x0, x1 = int(rs[i]), int(rs[i + 1]), int(cs[j]), int(cs[j + 1])
+        wy0, wy1 = max(0, y0 - d), min(int(rs[-1]), y1 + d)
+        wx0, wx1 = max(0, x0 - d), min(int(cs[-1]), x1 + d)
+        window = np.empty((wy1 - wy0, wx1 - wx0), dtype=self.dtype)
+        for a in _overlapping(rs, wy0, wy1):
+            for b in _overlapping(cs, wx0, wx1):
+                ay0, ay1, bx0, bx1 = int(rs[a]), int(rs[a + 1]), int(cs[b]), int(cs[b + 1])
+                py0, py1 = max(ay0, wy0), min(ay1, wy1)
+                px0, px1 = max(bx0, wx0), min(bx1, wx1)
+                part = self._part(a, b, py0 - ay0, py1 - ay0, px0 - bx0, px1 - bx0)
+                window[py0 - wy0 : py1 - wy0, px0 - wx0 : px1 - wx0] = part
+        out = self.chain(window)
+        return np.ascontiguousarray(out[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0]).astype(
+            self.out_dtype, copy=False
+        )
+
+    def _part(self, a: int, b: int, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Rows r0:r1, cols c0:c1 of chunk (a, b): from an edge strip when it lies in one."""
+        h, w = self.chunks[0][a], self.chunks[1][b]
+        d = self.depth
+        if d and d < h and r1 <= d:
+            return self.folder.read(a, b, (d, w), self.dtype, ".top")[r0:r1, c0:c1]
+        if d and d < h and r0 >= h - d:
+            strip = self.folder.read(a, b, (d, w), self.dtype, ".bottom")
+            return strip[r0 - (h - d) : r1 - (h - d), c0:c1]
+        if d and d < w and c1 <= d:
+            return self.folder.read(a, b, (h, d), self.dtype, ".left")[r0:r1, c0:c1]
+        if d and d < w and c0 >= w - d:
+            strip = self.folder.read(a, b, (h, d), self.dtype, ".right")
+            return strip[r0:r1, c0 - (w - d) : c1 - (w - d)]
+        return self.folder.read(a, b, (h, w), self.dtype)[r0:r1, c0:c1]
+
+
+def _overlapping(starts: np.ndarray, lo: int, hi: int) -> range:
+    """Indices of the chunks (first offsets ``starts``, total last) that ``[lo, hi)`` touches,
+    clipped to the array."""
+    lo, hi = max(lo, 0), min(hi, int(starts[-1]))
+    first = int(np.searchsorted(starts, lo, side="right")) - 1
+    last = int(np.searchsorted(starts, hi, side="left")) - 1
+    return range(max(first, 0), max(last, first) + 1)
+
+
+def map_windows(
+    value: da.Array,
+    chain: Callable[[np.ndarray], np.ndarray],
+    depth: int,
+    *,
+    dtype: Any,
+    label: str,
+) -> da.Array:
+    """``chain`` applied to halo windows of a 2-D ``value``, equal to ``chain(whole value)``.
+
+    ``chain(window) -> array`` of the window's shape must be exact ``depth`` pixels inside
+    each window edge and apply its own border rule at true image edges (the contract of
+    every kernel in :mod:`slidemask.kernels`). A single-chunk ``value`` is mapped directly;
+    otherwise ``value`` is stored to scratch (with edge strips of width ``depth``) and each
+    output chunk reads its window back (module notes).
+    """
+    out_dtype = np.dtype(dtype)
+    meta = np.empty((0, 0), out_dtype)
+    if value.numblocks == (1, 1) or depth == 0 or value.size == 0:
+        return da.map_blocks(chain, value, dtype=out_dtype, meta=meta)
+    grid, folder = stores(value, label, depth=depth)
+    task = _Window(folder, value.chunks, np.dtype(value.dtype), depth, chain, out_dtype)
+    rs, cs = task.starts
+    nbr, nbc = value.numblocks
+    name = f"slidemask-{label}-{tokenize(grid.name, chain, depth, str(out_dtype))}"
+    dsk: dict[Any, Any] = {}
+    for i in range(nbr):
+        rows = _overlapping(rs, int(rs[i]) - depth, int(rs[i + 1]) + depth)
+        for j in range(nbc):
+            cols = _overlapping(cs, int(cs[j]) - depth, int(cs[j + 1]) + depth)
+            waits = [(grid.name, a, b) for a in rows for b in cols]
+            dsk[(name, i, j)] = (task, i, j, *waits)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[grid])  # type: ignore[list-item]
+    return da.Array(graph, name, chunks=value.chunks, dtype=out_dtype, meta=meta)
+
