@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dask
+import dask.array as da
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -331,3 +332,27 @@ def test_slurm_run_with_a_stand_in_sbatch(tmp_path: Path, monkeypatch: pytest.Mo
     assert out[2].error == "ValueError: slide 2 is corrupt"
     assert inside.ok and inside.value is not None
     assert inside.value[:3] == ("threads", 1, 4096) and inside.value[3] != os.getpid()
+
+
+@pytest.mark.timeout(120)
+def test_engine_runs_on_the_distributed_scheduler(
+    cluster: Executor, synthetic_slide: Path, tmp_path: Path
+):
+    """Global and neighbourhood steps (scratch stores and reads on worker processes) and a
+    slide-wide Otsu give the whole-image answer under dask.distributed."""
+    import slidemask as sm
+
+    client = getattr(cluster, "client", None)
+    if client is None:
+        pytest.skip("this executor has no distributed client")
+    slide = sm.open_slide(synthetic_slide, chunk_size=128)
+    grey = sm.to_gray(slide.levels[1])
+    with dask.config.set({"temporary-directory": str(tmp_path)}):
+        mask = sm.threshold(grey, above=sm.otsu_threshold(grey))
+        mask = sm.remove_small_objects(sm.fill_holes(sm.binary_closing(mask, 2)), 20)
+    got = mask.compute(scheduler=client)
+    whole = grey.compute()
+    ref = da.from_array(whole, chunks=whole.shape)
+    expected = sm.threshold(ref, above=sm.otsu_threshold(ref))
+    expected = sm.remove_small_objects(sm.fill_holes(sm.binary_closing(expected, 2)), 20)
+    np.testing.assert_array_equal(got, expected.compute())
