@@ -35,20 +35,14 @@ from slidemask.config.params import (
     StrictModel,
     ThresholdParams,
 )
-from slidemask.kernels.color import hsv_in_range, rgb_mean_kernel, rgb_to_gray, saturation_kernel
-from slidemask.kernels.threshold import threshold_mask
 from slidemask.ops.components import (
     keep_largest,
-    keep_largest_plan,
     remove_small_objects,
-    remove_small_objects_plan,
 )
 from slidemask.ops.holes import (
     contour_fill,
     fill_holes,
-    fill_holes_plan,
     keep_largest_holes,
-    keep_largest_holes_plan,
 )
 from slidemask.ops.local import (
     binary_closing,
@@ -91,8 +85,11 @@ class StepSpec:
 
     ``function`` is called as ``function(image, **params.arguments(mpp))`` (the parameters
     with micrometres converted to pixels). ``accepts`` lists the kinds of input it takes;
-    ``returns`` is its output kind (None: same as its input); ``scope`` tells the staged
-    runner how to schedule it (a ``global`` step's input is stored first, as it is read twice).
+    ``returns`` is its output kind (None: same as its input); ``scope`` says how far it looks,
+    for the documentation. How a step runs (fused with decoding, on halo windows with its
+    declared depth, or in two passes through scratch) is the public function's own business,
+    the same whether it is called from Python or from a config (:mod:`slidemask.ops.local`,
+    :mod:`slidemask.ops.scratch`).
     """
 
     params: type[StrictModel]
@@ -101,14 +98,6 @@ class StepSpec:
     returns: Kind | None
     summary: str
     scope: Scope = "pixel"
-    tile_kernel: Callable[..., Any] | None = None
-    """For a pointwise step: the numpy kernel, called as ``tile_kernel(tile, **arguments)``
-    with the same arguments as ``function``; the runner fuses a run of such steps with
-    decoding (:meth:`slidemask.io.Slide.map_pixels`)."""
-    two_pass: Callable[..., Any] | None = None
-    """For a global step: ``two_pass(**arguments)`` gives the operation as a
-    :class:`slidemask.ops.components.TwoPass` (None where it has nothing to compute); the
-    runner computes its pass 1 while storing the step's input."""
 
 
 _ANY_IMAGE: frozenset[Kind] = frozenset({"color", "gray", "mask"})
@@ -117,14 +106,11 @@ _MASK: frozenset[Kind] = frozenset({"mask"})
 
 STEPS: dict[str, StepSpec] = {
     "gray": StepSpec(GrayParams, to_gray, _COLOR, "gray",
-                     "to_gray: luma, identical to cv2.cvtColor(RGB2GRAY)",
-                     tile_kernel=rgb_to_gray),
+                     "to_gray: luma, identical to cv2.cvtColor(RGB2GRAY)"),
     "saturation": StepSpec(SaturationParams, saturation, _COLOR, "gray",
-                           "saturation: S of cv2.cvtColor(RGB2HSV), uint8 0-255",
-                           tile_kernel=saturation_kernel),
+                           "saturation: S of cv2.cvtColor(RGB2HSV), uint8 0-255"),
     "rgb_mean": StepSpec(RgbMeanParams, rgb_mean, _COLOR, "gray",
-                         "rgb_mean: (R + G + B) / 3 rounded, ImageJ's (QuPath's) grey",
-                         tile_kernel=rgb_mean_kernel),
+                         "rgb_mean: (R + G + B) / 3 rounded, ImageJ's (QuPath's) grey"),
     "median_blur": StepSpec(MedianBlurParams, median_blur, _ANY_IMAGE, None,
                             "median_blur: median filter, ksize pixels", "neighbourhood"),
     "mean_blur": StepSpec(MeanBlurParams, mean_blur, frozenset({"gray"}), None,
@@ -132,10 +118,9 @@ STEPS: dict[str, StepSpec] = {
                           "neighbourhood"),
     "threshold": StepSpec(ThresholdParams, threshold, frozenset({"gray"}), "mask",
                           "threshold: strict > above and/or < below, in the image's scale, "
-                          "or otsu", tile_kernel=threshold_mask),
+                          "or otsu"),
     "hsv_range": StepSpec(HsvRangeParams, hsv_range, _COLOR, "mask",
-                          "hsv_range: OpenCV HSV box, H 0-179, S/V 0-255, hue may wrap",
-                          tile_kernel=hsv_in_range),
+                          "hsv_range: OpenCV HSV box, H 0-179, S/V 0-255, hue may wrap"),
     "dilation": StepSpec(RadiusParams, binary_dilation, _MASK, "mask",
                          "binary_dilation: grow by a disk of radius pixels (or radius_um)",
                          "neighbourhood"),
@@ -160,21 +145,18 @@ STEPS: dict[str, StepSpec] = {
                                "neighbourhood"),
     "fill_holes": StepSpec(FillHolesParams, fill_holes, _MASK, "mask",
                            "fill_holes: fill holes up to max_hole_area (none: all holes)",
-                           "global", two_pass=fill_holes_plan),
+                           "global"),
     "contour_fill": StepSpec(ContourFillParams, contour_fill, _MASK, "mask",
                              "contour_fill: findContours + drawContours(FILLED) = fill_holes",
-                             "global", two_pass=fill_holes_plan),
+                             "global"),
     "remove_small_objects": StepSpec(RemoveSmallObjectsParams, remove_small_objects, _MASK,
                                      "mask", "remove_small_objects: drop components smaller "
-                                     "than min_area", "global",
-                                     two_pass=remove_small_objects_plan),
+                                     "than min_area", "global"),
     "keep_largest": StepSpec(KeepLargestParams, keep_largest, _MASK, "mask",
-                             "keep_largest: keep the n largest components", "global",
-                             two_pass=keep_largest_plan),
+                             "keep_largest: keep the n largest components", "global"),
     "keep_largest_holes": StepSpec(KeepLargestHolesParams, keep_largest_holes, _MASK, "mask",
                                    "keep_largest_holes: keep each object's n largest holes, "
-                                   "fill the rest", "global",
-                                   two_pass=keep_largest_holes_plan),
+                                   "fill the rest", "global"),
 }
 """Step name -> :class:`StepSpec`. Add an entry here to make a new public function
 configurable; the step model is generated from this dict when the module is imported."""
