@@ -28,6 +28,7 @@ from slidemask.kernels import labels as kl
 from slidemask.kernels.polygons import join_pieces, label_polygons
 from slidemask.ops.components import check_mask, chunk_lut, label_merge
 from slidemask.writers.atomic import atomic_write
+from slidemask.writers.zarr import stored_copy
 
 if TYPE_CHECKING:  # shapely itself is imported where used: only GeoJSON output needs it
     from shapely.geometry.base import BaseGeometry
@@ -114,7 +115,8 @@ def write_geojson(
     with atomic_write(path) as out:
         out.write('{"type": "FeatureCollection", "features": [')
         if mask.size:
-            count = _write_features(mask, out, float(downsample), properties)
+            with stored_copy(mask) as stored:  # read twice: computed once
+                count = _write_features(stored, out, float(downsample), properties)
         out.write("\n]}\n")
     return count
 

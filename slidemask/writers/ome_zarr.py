@@ -59,6 +59,7 @@ from zarr.codecs import ZstdCodec
 
 from slidemask.errors import MaskError
 from slidemask.ops.resample import downsample_max, downsample_nearest
+from slidemask.ops.scratch import release
 from slidemask.writers.atomic import (
     check_attrs,
     check_target,
@@ -390,4 +391,6 @@ def write_ome_labels(
     except BaseException:
         remove(partial)
         raise
+    finally:
+        release(mask)  # the mask's scratch copies, if it was built with global steps
     return Path(done)

@@ -39,12 +39,13 @@ at the final path; a killed process may leave a ``.partial-`` sibling, which
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -476,6 +477,25 @@ def stored_config_hash(path: str | os.PathLike[str]) -> str | None:
     provenance = read_attrs(path).get("provenance")
     value = provenance.get("config_hash") if isinstance(provenance, dict) else None
     return value if isinstance(value, str) else None
+
+
+@contextlib.contextmanager
+def stored_copy(mask: da.Array) -> Iterator[da.Array]:
+    """``mask`` written to a scratch Zarr array and read back, for writers that read it several
+    times (each read of a lazy mask with global steps would run its passes again); removed on
+    exit. A mask that is already a plain read of stored chunks is yielded as it is."""
+    from slidemask.ops.scratch import ScratchFolder
+
+    if len(getattr(mask.dask, "layers", mask.dask)) <= 2:  # a read: cheap to read again
+        yield mask
+        return
+    folder = ScratchFolder.new("copy")
+    try:
+        path = Path(folder.path) / "mask.zarr"
+        write_zarr(mask, path)
+        yield read_mask(path)
+    finally:
+        folder.remove()
 
 
 def read_mask(path: str | os.PathLike[str]) -> da.Array:
