@@ -95,8 +95,21 @@ Threshold = float | int | da.Array
 class PixelStep:
     """A pointwise numpy kernel with its keyword arguments: ``kernel(tile, **kwargs)``.
 
-    ``kernel`` must be a module-level function (so the step pickles to process workers) whose
-    output pixel depends only on the same input pixel.
+    Parameters
+    ----------
+    kernel : callable
+        ``kernel(tile, **kwargs) -> ndarray``: a module-level function (so the step pickles
+        to process workers) whose output pixel depends only on the same input pixel.
+    kwargs : tuple of (str, object) pairs
+        Keyword arguments, sorted by name (hashable, so the step tokenizes deterministically).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from slidemask.kernels.threshold import threshold_mask
+    >>> step = PixelStep(threshold_mask, (("below", 5),))
+    >>> step(np.array([[1, 9]], dtype=np.uint8))
+    array([[ True, False]])
     """
 
     kernel: Callable[..., np.ndarray]
@@ -111,6 +124,20 @@ class PixelChain:
     """Pointwise steps applied in order to one tile (e.g. grey, then threshold).
 
     Used by :meth:`slidemask.io.Slide.map_pixels` to convert each file tile as it is decoded.
+
+    Parameters
+    ----------
+    steps : tuple of PixelStep
+        Applied first to last; each step's output is the next one's input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from slidemask.kernels.color import rgb_to_gray
+    >>> from slidemask.kernels.threshold import threshold_mask
+    >>> chain = PixelChain((PixelStep(rgb_to_gray), PixelStep(threshold_mask, (("below", 100),))))
+    >>> chain(np.array([[[0, 0, 0], [255, 255, 255]]], dtype=np.uint8))
+    array([[ True, False]])
     """
 
     steps: tuple[PixelStep, ...]
@@ -195,22 +222,45 @@ def map_exact_overlap(
 
     Parameters
     ----------
-    kernel
+    kernel : callable
         ``kernel(window, **kernel_kwargs) -> array`` of the window's shape, exact for every
         pixel at least ``depth`` pixels inside each window edge and applying its own border
         rule at the window edges that are true image edges.
-    image
-        ``(rows, cols)`` or ``(rows, cols, channels)``; the halo is added along rows and
-        columns only (a split channel axis is rechunked to one chunk).
-    depth
-        Halo in pixels, from the kernel's ``*_depth`` function.
-    dtype
+    image : dask.array.Array
+        ``(rows, cols)`` or ``(rows, cols, channels)`` in level pixels; the halo is added
+        along rows and columns only (a split channel axis is rechunked to one chunk).
+    depth : int
+        Halo in pixels of ``image``, from the kernel's ``*_depth`` function.
+    dtype : numpy.dtype or type
         Output dtype (passed with ``meta`` so dask never calls the kernel on empty arrays).
+    **kernel_kwargs
+        Passed to ``kernel``.
 
     Returns
     -------
     dask.array.Array
-        Same shape and chunks as ``image``.
+        Same shape and chunks as ``image``, of ``dtype``; lazy.
+
+    Notes
+    -----
+    ``dask.array.map_overlap`` with ``boundary="none"``: a block stays in memory until its
+    neighbours' tasks have run (module notes). The public neighbourhood functions use
+    :func:`slidemask.ops.scratch.map_windows` on 2-D images instead.
+
+    Examples
+    --------
+    >>> import cv2
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask.kernels.filters import median_blur, median_depth
+    >>> grey = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    >>> out = map_exact_overlap(
+    ...     median_blur, da.from_array(grey, chunks=3), median_depth(3), dtype=np.uint8, ksize=3
+    ... )
+    >>> out.chunks
+    ((3, 3, 2), (3, 3, 2))
+    >>> bool((out.compute() == cv2.medianBlur(grey, 3)).all())
+    True
     """
     image = _single_channel_chunk(image)
     meta = np.empty((0,) * image.ndim, dtype=dtype)
@@ -233,17 +283,34 @@ def to_gray(rgb: da.Array) -> da.Array:
 
     Parameters
     ----------
-    rgb
+    rgb : dask.array.Array
         ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA (alpha dropped), uint8 or uint16,
-        channels last. Float is refused: OpenCV's float conversion differs by 1 ulp with the
-        pixel's position in its tile. A 2-D or ``(rows, cols, 1)`` image is returned as 2-D.
+        channels last, in level pixels (a numpy array is taken as one chunk). Float is
+        refused: OpenCV's float conversion differs by 1 ulp with the pixel's position in its
+        tile. A 2-D or ``(rows, cols, 1)`` image is returned as 2-D.
 
     Returns
     -------
     dask.array.Array
         ``(rows, cols)``, same dtype: ``0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601, OpenCV's
         fixed-point rounding). Per-pixel: same row/column chunks, no halo; the channel axis is
-        rechunked to one chunk if split.
+        rechunked to one chunk if split. Lazy; on a slide level it runs on each file tile as
+        it is decoded.
+
+    Raises
+    ------
+    MaskError
+        Not an RGB(A) or grey image, or not uint8/uint16.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import to_gray
+    >>> rgb = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [250, 240, 245]]], np.uint8)
+    >>> to_gray(da.from_array(rgb, chunks=(1, 1, 3))).compute()
+    array([[ 76, 150],
+           [ 29, 244]], dtype=uint8)
     """
     rgb = _as_dask(rgb, "to_gray")
     check_gray_input(rgb.shape, rgb.dtype)
@@ -262,14 +329,29 @@ def saturation(rgb: da.Array) -> da.Array:
 
     Parameters
     ----------
-    rgb
-        ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA uint8, channels last.
+    rgb : dask.array.Array
+        ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA uint8, channels last, in level
+        pixels (a numpy array is taken as one chunk).
 
     Returns
     -------
     dask.array.Array
-        ``(rows, cols)`` uint8, same row/column chunks. Per-pixel; each task holds one
-        3-byte-per-pixel HSV block besides its input.
+        ``(rows, cols)`` uint8 0-255, same row/column chunks; lazy. Per-pixel; each task
+        holds one 3-byte-per-pixel HSV block besides its input.
+
+    Raises
+    ------
+    MaskError
+        Not a uint8 RGB(A) image.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import saturation
+    >>> rgb = np.array([[[255, 0, 0], [250, 240, 245]]], dtype=np.uint8)
+    >>> saturation(da.from_array(rgb, chunks=(1, 1, 3))).compute()
+    array([[255,  10]], dtype=uint8)
     """
     rgb = _as_dask(rgb, "saturation")
     check_hsv_input(rgb.shape, rgb.dtype)
@@ -277,9 +359,36 @@ def saturation(rgb: da.Array) -> da.Array:
 
 
 def rgb_mean(rgb: da.Array) -> da.Array:
-    """Lazy unweighted grey ``(R + G + B + 1) // 3`` of a uint8 RGB(A) image (see
-    :func:`slidemask.kernels.color.rgb_mean_kernel`); ``(rows, cols)`` uint8, same row/column
-    chunks, per-pixel."""
+    """Lazy unweighted grey ``(R + G + B + 1) // 3`` of a uint8 RGB(A) image.
+
+    ImageJ's default RGB to 8-bit conversion, the grey QuPath's simple tissue detection
+    thresholds (:func:`slidemask.kernels.color.rgb_mean_kernel`).
+
+    Parameters
+    ----------
+    rgb : dask.array.Array
+        ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA (alpha ignored) uint8, channels
+        last, in level pixels (a numpy array is taken as one chunk).
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` uint8, same row/column chunks; per-pixel, lazy.
+
+    Raises
+    ------
+    MaskError
+        Not a uint8 RGB(A) image.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import rgb_mean
+    >>> rgb = np.array([[[255, 0, 0], [250, 240, 245]]], dtype=np.uint8)
+    >>> rgb_mean(da.from_array(rgb, chunks=(1, 1, 3))).compute()
+    array([[ 85, 245]], dtype=uint8)
+    """
     rgb = _as_dask(rgb, "rgb_mean")
     if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.dtype != np.uint8:
         raise MaskError(
@@ -335,11 +444,12 @@ def threshold(
 
     Parameters
     ----------
-    image
-        ``(rows, cols)`` or ``(rows, cols, 1)``, integer or float, compared in its own value
-        scale (uint8 0-255, uint16 0-65535, float as stored). For colour, use :func:`to_gray`
-        or select a channel (``rgb[..., 0]``) first.
-    above, below
+    image : dask.array.Array
+        ``(rows, cols)`` or ``(rows, cols, 1)`` in level pixels, integer or float, compared
+        in its own value scale (uint8 0-255, uint16 0-65535, float as stored). For colour,
+        use :func:`to_gray` or select a channel (``rgb[..., 0]``) first. A numpy array is
+        taken as one chunk.
+    above, below : float, int or dask.array.Array, optional
         Strict thresholds: real numbers, or 0-d dask arrays (a threshold computed lazily
         elsewhere, e.g. a slide-wide Otsu value; it stays lazy and is not range-checked).
         Comparisons are exact (``127.5`` on uint8 means ``x >= 128``).
@@ -347,13 +457,32 @@ def threshold(
     Returns
     -------
     dask.array.Array
-        ``(rows, cols)`` bool, same chunks. Per-pixel, one byte per pixel per block.
+        ``(rows, cols)`` bool, same chunks; lazy. Per-pixel, one byte per pixel per block.
 
     Raises
     ------
     MaskError
         Neither threshold given; a multi-channel or bool image; a NaN threshold; a number
         outside an integer dtype's range (e.g. ``above=300`` on uint8); ``above >= below``.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import otsu_threshold, threshold
+    >>> grey = da.from_array(np.array([[10, 200, 30], [220, 50, 240]], np.uint8), chunks=1)
+    >>> threshold(grey, below=100).compute().astype(int)
+    array([[1, 0, 1],
+           [0, 1, 0]])
+    >>> threshold(grey, above=20, below=220).compute().astype(int)
+    array([[0, 1, 1],
+           [0, 1, 0]])
+
+    A threshold computed lazily, here the image's own Otsu value (50):
+
+    >>> threshold(grey, above=otsu_threshold(grey)).compute().astype(int)
+    array([[0, 1, 0],
+           [1, 0, 1]])
     """
     image = _as_dask(image, "threshold")
     if above is None and below is None:
@@ -461,16 +590,34 @@ def hsv_range(
 
     Parameters
     ----------
-    rgb
-        ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA (alpha dropped), uint8.
-    lower, upper
+    rgb : dask.array.Array
+        ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA (alpha dropped), uint8, in level
+        pixels (a numpy array is taken as one chunk).
+    lower, upper : sequence of int
         ``(hue 0-179 = degrees / 2, saturation 0-255, value 0-255)``, inclusive integers.
 
     Returns
     -------
     dask.array.Array
-        ``(rows, cols)`` bool, same row/column chunks. Per pixel; each task holds one
+        ``(rows, cols)`` bool, same row/column chunks; lazy. Per pixel; each task holds one
         3-byte-per-pixel HSV block besides its input.
+
+    Raises
+    ------
+    MaskError
+        Not a uint8 RGB(A) image, or bounds that are not three integers in OpenCV's ranges.
+
+    Examples
+    --------
+    Blue pen ink (hue 100-128 is blue in OpenCV's half-degree scale):
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import hsv_range
+    >>> rgb = np.array([[[255, 0, 0], [0, 0, 255], [250, 240, 245]]], dtype=np.uint8)
+    >>> pen = hsv_range(da.from_array(rgb, chunks=(1, 2, 3)), [100, 80, 30], [128, 255, 255])
+    >>> pen.compute().astype(int)
+    array([[0, 1, 0]])
     """
     rgb = _as_dask(rgb, "hsv_range")
     check_hsv_input(rgb.shape, rgb.dtype)
@@ -483,19 +630,48 @@ def median_blur(image: da.Array, ksize: int) -> da.Array:
 
     Parameters
     ----------
-    image
-        ``(rows, cols)`` or ``(rows, cols, channels)`` (channels filtered independently).
-        ksize 3 or 5: uint8, uint16, int16, float32 or bool with 1-4 channels; larger ksize:
-        uint8 or bool, 1, 3 or 4 channels (OpenCV's limits). Bool is filtered as 0/1, a
-        majority vote.
-    ksize
-        Odd square aperture edge in pixels, >= 3. Halo: ``ksize // 2`` pixels.
+    image : dask.array.Array
+        ``(rows, cols)`` or ``(rows, cols, channels)`` in level pixels (channels filtered
+        independently; a numpy array is taken as one chunk). ksize 3 or 5: uint8, uint16,
+        int16, float32 or bool with 1-4 channels; larger ksize: uint8 or bool, 1, 3 or 4
+        channels (OpenCV's limits). Bool is filtered as 0/1, a majority vote.
+    ksize : int
+        Odd square aperture edge in pixels of ``image``, >= 3. Halo: ``ksize // 2`` pixels.
 
     Returns
     -------
     dask.array.Array
-        Same shape, dtype and chunks (a ``(rows, cols, 1)`` input stays 3-D). Image edges
-        are replicated, as OpenCV does. Each task holds its block plus the halo.
+        Same shape, dtype and chunks (a ``(rows, cols, 1)`` input stays 3-D); lazy. Image
+        edges are replicated, as OpenCV does.
+
+    Raises
+    ------
+    MaskError
+        An even or too small ``ksize``, or a dtype / channel count OpenCV cannot filter at
+        that ``ksize``.
+
+    Notes
+    -----
+    A 2-D chunked image is stored to scratch with edge strips and each output chunk reads
+    its halo window back (:func:`slidemask.ops.scratch.map_windows`), so each task holds one
+    window and memory does not grow with the slide's width; consecutive neighbourhood steps
+    share one window read.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import median_blur
+    >>> grey = np.zeros((6, 6), dtype=np.uint8)
+    >>> grey[:3, :3] = 9
+    >>> grey[2, 3] = 255  # an isolated bright pixel, removed by the median
+    >>> median_blur(da.from_array(grey, chunks=3), 3).compute()
+    array([[9, 9, 9, 0, 0, 0],
+           [9, 9, 9, 0, 0, 0],
+           [9, 9, 9, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0]], dtype=uint8)
     """
     image = _as_dask(image, "median_blur")
     check_median_input(image.shape, image.dtype, ksize)
@@ -509,20 +685,41 @@ def median_blur(image: da.Array, ksize: int) -> da.Array:
 
 
 def mean_blur(image: da.Array, ksize: int) -> da.Array:
-    """Lazy ``ksize`` x ``ksize`` mean filter of a grey image (see
-    :func:`slidemask.kernels.filters.mean_blur_kernel`).
+    """Lazy ``ksize`` x ``ksize`` mean filter of a grey image.
+
+    The exact integer mean ``(sum + n // 2) // n`` (``n = ksize**2``) with edges replicated
+    (:func:`slidemask.kernels.filters.mean_blur_kernel`); for ``ksize = 3`` ImageJ's
+    ``smooth()``, as QuPath's simple tissue detection applies it.
 
     Parameters
     ----------
-    image
-        ``(rows, cols)`` uint8 or uint16.
-    ksize
-        Odd aperture edge in pixels, >= 3; halo ``ksize // 2``.
+    image : dask.array.Array
+        ``(rows, cols)`` uint8 or uint16 in level pixels (a numpy array is taken as one chunk).
+    ksize : int
+        Odd aperture edge in pixels of ``image``, >= 3; halo ``ksize // 2``.
 
     Returns
     -------
     dask.array.Array
-        Same shape, dtype and chunks; equal to the kernel on the whole image.
+        Same shape, dtype and chunks; equal to the kernel on the whole image; lazy. Memory as
+        :func:`median_blur` (halo windows read from scratch).
+
+    Raises
+    ------
+    MaskError
+        An even or too small ``ksize``, or not a 2-D uint8/uint16 image.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import mean_blur
+    >>> grey = np.arange(16, dtype=np.uint8).reshape(4, 4) * 10
+    >>> mean_blur(da.from_array(grey, chunks=2), 3).compute()
+    array([[ 17,  23,  33,  40],
+           [ 43,  50,  60,  67],
+           [ 83,  90, 100, 107],
+           [110, 117, 127, 133]], dtype=uint8)
     """
     image = _as_dask(image, "mean_blur")
     ksize = check_odd_ksize(ksize, "mean_blur")
@@ -553,8 +750,40 @@ def binary_dilation(mask: da.Array, radius: int) -> da.Array:
     """Lazy dilation of a 2-D bool mask by a disk of ``radius`` pixels.
 
     Identical to ``skimage.morphology.dilation(mask, footprint=disk(radius))`` (scikit-image
-    0.26, default border mode) on the whole image. Radius 0 returns a copy. Same chunks;
-    halo ``radius`` pixels.
+    0.26, default border mode) on the whole image.
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        ``(rows, cols)`` bool, in the pixels of its level (a numpy array is taken as one
+        chunk).
+    radius : int
+        Disk radius in pixels of ``mask``, >= 0; 0 returns a copy. Halo: ``radius`` pixels.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` bool, same chunks; lazy. Memory as :func:`median_blur` (halo
+        windows read from scratch; consecutive morphology steps share one window read).
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, or a negative or non-integer radius.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import binary_dilation
+    >>> mask = np.zeros((5, 5), dtype=bool)
+    >>> mask[2, 2] = True
+    >>> binary_dilation(da.from_array(mask, chunks=2), 1).compute().astype(int)
+    array([[0, 0, 0, 0, 0],
+           [0, 0, 1, 0, 0],
+           [0, 1, 1, 1, 0],
+           [0, 0, 1, 0, 0],
+           [0, 0, 0, 0, 0]])
     """
     return _morphology(mask, "dilation", radius)
 
@@ -563,8 +792,39 @@ def binary_erosion(mask: da.Array, radius: int) -> da.Array:
     """Lazy erosion of a 2-D bool mask by a disk of ``radius`` pixels.
 
     Identical to ``skimage.morphology.erosion(mask, footprint=disk(radius))`` (scikit-image
-    0.26, default border mode: pixels outside the image never erode the mask). Same chunks;
-    halo ``radius`` pixels.
+    0.26, default border mode: pixels outside the image never erode the mask).
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        ``(rows, cols)`` bool, in the pixels of its level (a numpy array is taken as one
+        chunk).
+    radius : int
+        Disk radius in pixels of ``mask``, >= 0. Halo: ``radius`` pixels.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` bool, same chunks; lazy. Memory as :func:`binary_dilation`.
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, or a negative or non-integer radius.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import binary_erosion
+    >>> mask = np.zeros((5, 5), dtype=bool)
+    >>> mask[1:4, 1:4] = True
+    >>> binary_erosion(da.from_array(mask, chunks=2), 1).compute().astype(int)
+    array([[0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0],
+           [0, 0, 1, 0, 0],
+           [0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0]])
     """
     return _morphology(mask, "erosion", radius)
 
@@ -573,8 +833,43 @@ def binary_opening(mask: da.Array, radius: int) -> da.Array:
     """Lazy opening (erosion, then dilation) of a 2-D bool mask by a disk of ``radius`` pixels.
 
     Identical to ``skimage.morphology.opening(mask, footprint=disk(radius))`` (scikit-image
-    0.26, default border mode). Removes foreground specks narrower than the disk. Same
-    chunks; halo ``2 * radius`` pixels.
+    0.26, default border mode). Removes foreground specks narrower than the disk.
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        ``(rows, cols)`` bool, in the pixels of its level (a numpy array is taken as one
+        chunk).
+    radius : int
+        Disk radius in pixels of ``mask``, >= 0. Halo: ``2 * radius`` pixels.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` bool, same chunks; lazy. Memory as :func:`binary_dilation`.
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, or a negative or non-integer radius.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import binary_opening
+    >>> from skimage.morphology import disk
+    >>> mask = np.zeros((7, 7), dtype=bool)
+    >>> mask[:5, :5] = disk(2)
+    >>> mask[6, 6] = True  # a one-pixel speck
+    >>> binary_opening(da.from_array(mask, chunks=4), 1).compute().astype(int)
+    array([[0, 0, 1, 0, 0, 0, 0],
+           [0, 1, 1, 1, 0, 0, 0],
+           [1, 1, 1, 1, 1, 0, 0],
+           [0, 1, 1, 1, 0, 0, 0],
+           [0, 0, 1, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0, 0]])
     """
     return _morphology(mask, "opening", radius)
 
@@ -583,8 +878,42 @@ def binary_closing(mask: da.Array, radius: int) -> da.Array:
     """Lazy closing (dilation, then erosion) of a 2-D bool mask by a disk of ``radius`` pixels.
 
     Identical to ``skimage.morphology.closing(mask, footprint=disk(radius))`` (scikit-image
-    0.26, default border mode). Fills background gaps narrower than the disk. Same chunks;
-    halo ``2 * radius`` pixels.
+    0.26, default border mode). Fills background gaps narrower than the disk.
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        ``(rows, cols)`` bool, in the pixels of its level (a numpy array is taken as one
+        chunk).
+    radius : int
+        Disk radius in pixels of ``mask``, >= 0. Halo: ``2 * radius`` pixels.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` bool, same chunks; lazy. Memory as :func:`binary_dilation`.
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, or a negative or non-integer radius.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import binary_closing
+    >>> mask = np.zeros((7, 9), dtype=bool)
+    >>> mask[2:5, 2:7] = True
+    >>> mask[3, 4] = False  # a one-pixel gap
+    >>> binary_closing(da.from_array(mask, chunks=4), 1).compute().astype(int)
+    array([[0, 0, 0, 0, 0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0, 0, 0, 0],
+           [0, 0, 1, 1, 1, 1, 1, 0, 0],
+           [0, 0, 1, 1, 1, 1, 1, 0, 0],
+           [0, 0, 1, 1, 1, 1, 1, 0, 0],
+           [0, 0, 0, 0, 0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0, 0, 0, 0]])
     """
     return _morphology(mask, "closing", radius)
 
@@ -605,28 +934,167 @@ def _square(mask: da.Array, op: SquareOp, size: int) -> da.Array:
 
 
 def square_dilation(mask: da.Array, size: int) -> da.Array:
-    """Lazy ``cv2.dilate(mask, np.ones((size, size)))`` of a 2-D bool mask (see
-    :func:`slidemask.kernels.morphology.square_morphology_kernel`); same chunks, halo
-    ``size // 2``."""
+    """Lazy ``cv2.dilate(mask, np.ones((size, size)))`` of a 2-D bool mask.
+
+    OpenCV's square kernel, as CLAM and PathML apply it
+    (:func:`slidemask.kernels.morphology.square_morphology_kernel`).
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        ``(rows, cols)`` bool, in the pixels of its level (a numpy array is taken as one
+        chunk).
+    size : int
+        Square edge in pixels of ``mask``, >= 1. Halo: ``size // 2`` pixels.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` bool, same chunks; lazy. Memory as :func:`binary_dilation`.
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, or ``size`` not a positive integer.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import square_dilation
+    >>> mask = np.zeros((5, 5), dtype=bool)
+    >>> mask[2, 2] = True
+    >>> square_dilation(da.from_array(mask, chunks=2), 3).compute().astype(int)
+    array([[0, 0, 0, 0, 0],
+           [0, 1, 1, 1, 0],
+           [0, 1, 1, 1, 0],
+           [0, 1, 1, 1, 0],
+           [0, 0, 0, 0, 0]])
+    """
     return _square(mask, "dilation", size)
 
 
 def square_erosion(mask: da.Array, size: int) -> da.Array:
-    """Lazy ``cv2.erode(mask, np.ones((size, size)))`` of a 2-D bool mask."""
+    """Lazy ``cv2.erode(mask, np.ones((size, size)))`` of a 2-D bool mask.
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        ``(rows, cols)`` bool, in the pixels of its level (a numpy array is taken as one
+        chunk).
+    size : int
+        Square edge in pixels of ``mask``, >= 1. Halo: ``size // 2`` pixels.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` bool, same chunks; lazy. Memory as :func:`binary_dilation`.
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, or ``size`` not a positive integer.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import square_erosion
+    >>> mask = np.zeros((5, 5), dtype=bool)
+    >>> mask[1:4, 1:4] = True
+    >>> square_erosion(da.from_array(mask, chunks=2), 3).compute().astype(int)
+    array([[0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0],
+           [0, 0, 1, 0, 0],
+           [0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0]])
+    """
     return _square(mask, "erosion", size)
 
 
 def square_opening(mask: da.Array, size: int) -> da.Array:
-    """Lazy ``cv2.morphologyEx(mask, MORPH_OPEN, np.ones((size, size)))``.
+    """Lazy ``cv2.morphologyEx(mask, MORPH_OPEN, np.ones((size, size)))`` of a 2-D bool mask.
 
+    Parameters
+    ----------
+    mask : dask.array.Array
+        ``(rows, cols)`` bool, in the pixels of its level (a numpy array is taken as one
+        chunk).
+    size : int
+        Square edge in pixels of ``mask``, >= 1. Halo: ``2 * (size // 2)`` pixels.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` bool, same chunks; lazy. Memory as :func:`binary_dilation`.
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, or ``size`` not a positive integer.
+
+    Notes
+    -----
     ``k`` iterations of a ``k0`` x ``k0`` square equal one square of ``size = (k0 - 1) * k
     + 1`` (OpenCV itself grows the kernel so): PathML's 7 x 7 kernel applied 3 times is
-    ``size 19``. Same chunks; halo ``2 * (size // 2)``.
+    ``size 19``.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import square_opening
+    >>> mask = np.zeros((6, 6), dtype=bool)
+    >>> mask[:3, :3] = True
+    >>> mask[4, 4] = True  # a one-pixel speck
+    >>> square_opening(da.from_array(mask, chunks=4), 3).compute().astype(int)
+    array([[1, 1, 1, 0, 0, 0],
+           [1, 1, 1, 0, 0, 0],
+           [1, 1, 1, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0]])
     """
     return _square(mask, "opening", size)
 
 
 def square_closing(mask: da.Array, size: int) -> da.Array:
-    """Lazy ``cv2.morphologyEx(mask, MORPH_CLOSE, np.ones((size, size)))`` (see
-    :func:`square_opening` for iterations)."""
+    """Lazy ``cv2.morphologyEx(mask, MORPH_CLOSE, np.ones((size, size)))`` of a 2-D bool mask.
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        ``(rows, cols)`` bool, in the pixels of its level (a numpy array is taken as one
+        chunk).
+    size : int
+        Square edge in pixels of ``mask``, >= 1 (see :func:`square_opening` for
+        iterations). Halo: ``2 * (size // 2)`` pixels.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` bool, same chunks; lazy. Memory as :func:`binary_dilation`.
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, or ``size`` not a positive integer.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import square_closing
+    >>> mask = np.zeros((7, 9), dtype=bool)
+    >>> mask[2:5, 2:7] = True
+    >>> mask[3, 4] = False  # a one-pixel gap
+    >>> square_closing(da.from_array(mask, chunks=4), 3).compute().astype(int)
+    array([[0, 0, 0, 0, 0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0, 0, 0, 0],
+           [0, 0, 1, 1, 1, 1, 1, 0, 0],
+           [0, 0, 1, 1, 1, 1, 1, 0, 0],
+           [0, 0, 1, 1, 1, 1, 1, 0, 0],
+           [0, 0, 0, 0, 0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    """
     return _square(mask, "closing", size)
