@@ -36,8 +36,29 @@ def threshold_from_histogram(hist: np.ndarray) -> np.float64:
     """Otsu threshold of a full-range integer histogram (bin ``k`` counts value ``k``).
 
     Equal to ``skimage.filters.threshold_otsu`` of any image with that histogram; an image of a
-    single value gives that value (as scikit-image does). Raises :class:`MaskError` when the
-    histogram is empty (no pixel selected).
+    single value gives that value (as scikit-image does).
+
+    Parameters
+    ----------
+    hist : numpy.ndarray
+        1-D pixel counts, e.g. 256 bins for uint8 or 65536 for uint16 grey values.
+
+    Returns
+    -------
+    numpy.float64
+        The threshold, in grey values: pixels above it are the bright class.
+
+    Raises
+    ------
+    MaskError
+        The histogram is empty (no pixel selected).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> grey = np.array([12, 40, 200, 220, 30, 180], dtype=np.uint8)
+    >>> float(threshold_from_histogram(np.bincount(grey, minlength=256)))
+    40.0
     """
     hist = np.asarray(hist)
     present = np.flatnonzero(hist)
@@ -62,22 +83,51 @@ def otsu_threshold(image: da.Array, *, mask: da.Array | None = None) -> da.Array
 
     Parameters
     ----------
-    image
-        Dask array of ``uint8`` or ``uint16`` grey values, any shape (typically (rows, cols)).
-    mask
-        Optional ``bool`` dask array of the same shape: only pixels where it is True count,
-        giving exactly ``threshold_otsu(image[mask])``.
+    image : dask.array.Array
+        ``uint8`` or ``uint16`` grey values, any shape (typically ``(rows, cols)`` in the
+        pixels of one level).
+    mask : dask.array.Array, optional
+        ``bool``, the same shape: only pixels where it is True count, giving exactly
+        ``threshold_otsu(image[mask])``.
 
     Returns
     -------
     dask.array.Array
         0-d ``float64``: the threshold, in the image's grey values. Pixels above it are the
-        bright class. Computing it raises :class:`MaskError` when no pixel is selected.
+        bright class. Lazy: pass it to :func:`slidemask.threshold` as ``above=`` or
+        ``below=`` without computing it.
+
+    Raises
+    ------
+    MaskError
+        Not a dask array, not uint8/uint16, or a bad ``mask``; when computed, no pixel
+        selected.
 
     Notes
     -----
     One histogram per chunk (256 ``int64`` for ``uint8``, 65536 for ``uint16``), summed by a
-    tree reduction; memory does not grow with the image.
+    tree reduction; memory does not grow with the image. A chunked 2-D image without
+    ``mask`` is stored to scratch while it is histogrammed, so that
+    ``threshold(image, above=otsu_threshold(image))`` reads that copy back instead of
+    computing ``image`` twice or holding its chunks until the histogram is complete.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import otsu_threshold
+    >>> grey = da.from_array(np.array([[12, 40, 200], [220, 30, 180]], np.uint8), chunks=2)
+    >>> t = otsu_threshold(grey)
+    >>> t.shape, t.dtype
+    ((), dtype('float64'))
+    >>> float(t.compute())  # skimage.filters.threshold_otsu gives 40 too
+    40.0
+
+    Only the pixels of a mask count (here all but the 40):
+
+    >>> keep = da.from_array(np.array([[True, False, True], [True, True, True]]), chunks=2)
+    >>> float(otsu_threshold(grey, mask=keep).compute())
+    30.0
     """
     if not isinstance(image, da.Array):
         raise MaskError(f"otsu_threshold: expected a dask array, got {type(image).__name__}")
