@@ -91,14 +91,36 @@ def _mean_accumulator(dtype: np.dtype, factor: int) -> np.dtype:
 def block_mean(tile: np.ndarray, *, factor: int) -> np.ndarray:
     """Area average of each ``factor x factor`` block of ``tile`` (numpy, whole or one block).
 
-    Rows and columns that do not fill a whole block at the bottom/right edge are dropped:
-    the output has ``rows // factor`` x ``cols // factor`` pixels (channels kept).
+    Parameters
+    ----------
+    tile : numpy.ndarray
+        ``(rows, cols)`` or ``(rows, cols, channels)``, integer or float (bool is refused:
+        use :func:`block_max` for masks).
+    factor : int
+        Block edge in pixels of ``tile``, >= 1.
 
-    dtype in/out: integer images keep their dtype, each output pixel being the exact rounded
-    mean ``(sum + f*f // 2) // (f*f)`` (round half up) with the sum in uint32/uint64 (int64 for
-    signed types). Float images keep their dtype; the sum is taken in float64 in a fixed order
-    (rows of the block first, then columns) so that the result does not depend on the shape
-    of the array the block sits in. Bool is refused (use :func:`block_max` for masks).
+    Returns
+    -------
+    numpy.ndarray
+        ``rows // factor`` x ``cols // factor`` pixels (channels kept): rows and columns that
+        do not fill a whole block at the bottom/right edge are dropped. Integer images keep
+        their dtype, each output pixel being the exact rounded mean ``(sum + f*f // 2) //
+        (f*f)`` (round half up) with the sum in uint32/uint64 (int64 for signed types). Float
+        images keep their dtype; the sum is taken in float64 in a fixed order (rows of the
+        block first, then columns) so that the result does not depend on the shape of the
+        array the block sits in.
+
+    Raises
+    ------
+    MaskError
+        A bad factor, a bool or non-numeric dtype, or not an image.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> block_mean(np.arange(20, dtype=np.uint8).reshape(4, 5), factor=2)
+    array([[ 3,  5],
+           [13, 15]], dtype=uint8)
     """
     f = _check_factor(factor, "downsample_mean")
     _check_ndim(tile.shape, "downsample_mean")
@@ -134,9 +156,26 @@ def block_mean(tile: np.ndarray, *, factor: int) -> np.ndarray:
 def block_nearest(tile: np.ndarray, *, factor: int) -> np.ndarray:
     """Every ``factor``-th pixel from the top-left one: ``tile[::f, ::f]`` (numpy).
 
-    Output ``ceil(rows / f)`` x ``ceil(cols / f)`` (a partial block at the bottom/right edge
-    is kept); output pixel ``(i, j)`` is input pixel ``(i*f, j*f)``, so its centre coincides
-    with an input pixel centre. Any dtype (bool masks included); dtype unchanged.
+    Parameters
+    ----------
+    tile : numpy.ndarray
+        ``(rows, cols)`` or ``(rows, cols, channels)``, any dtype (bool masks included).
+    factor : int
+        Step in pixels of ``tile``, >= 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``ceil(rows / f)`` x ``ceil(cols / f)`` (a partial block at the bottom/right edge is
+        kept), dtype unchanged; output pixel ``(i, j)`` is input pixel ``(i*f, j*f)``, so its
+        centre coincides with an input pixel centre. A copy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> block_nearest(np.arange(20, dtype=np.uint8).reshape(4, 5), factor=2)
+    array([[ 0,  2,  4],
+           [10, 12, 14]], dtype=uint8)
     """
     f = _check_factor(factor, "downsample_nearest")
     _check_ndim(tile.shape, "downsample_nearest")
@@ -156,9 +195,29 @@ def _lowest(dtype: np.dtype) -> Any:
 def block_max(tile: np.ndarray, *, factor: int) -> np.ndarray:
     """Maximum of each ``factor x factor`` block (numpy); for bool masks: any pixel set.
 
-    Output ``ceil(rows / f)`` x ``ceil(cols / f)``: a partial block at the bottom/right edge
-    takes the maximum of the pixels it has, so no foreground pixel is lost at any scale.
-    dtype unchanged (bool, integers, floats).
+    Parameters
+    ----------
+    tile : numpy.ndarray
+        ``(rows, cols)`` or ``(rows, cols, channels)``, bool, integer or float.
+    factor : int
+        Block edge in pixels of ``tile``, >= 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``ceil(rows / f)`` x ``ceil(cols / f)``, dtype unchanged: a partial block at the
+        bottom/right edge takes the maximum of the pixels it has, so no foreground pixel is
+        lost at any scale.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mask = np.zeros((5, 5), dtype=bool)
+    >>> mask[0, 1] = mask[4, 4] = True
+    >>> block_max(mask, factor=2).astype(int)
+    array([[1, 0, 0],
+           [0, 0, 0],
+           [0, 0, 1]])
     """
     f = _check_factor(factor, "downsample_max")
     _check_ndim(tile.shape, "downsample_max")
@@ -239,20 +298,39 @@ def _downsample(
 def downsample_mean(image: da.Array, factor: int) -> da.Array:
     """Lazy area average of ``image`` over ``factor x factor`` pixel blocks (channels kept).
 
-    Args:
-        image: (rows, cols) or (rows, cols, channels), integer or float, any chunking.
-        factor: positive integer; 1 returns ``image`` unchanged.
+    Parameters
+    ----------
+    image : dask.array.Array
+        ``(rows, cols)`` or ``(rows, cols, channels)`` in the pixels of its level, integer or
+        float, any chunking (a numpy array is taken as one chunk).
+    factor : int
+        Block edge in pixels of ``image``, >= 1; 1 returns ``image`` unchanged.
 
-    Returns:
-        dask array of ``rows // factor`` x ``cols // factor`` pixels: the partial blocks at the
-        bottom and right edges are dropped (so every output pixel is a full-block mean and
-        output pixel ``(i, j)`` covers input ``[i*f, (i+1)*f) x [j*f, (j+1)*f)``). Same dtype;
-        integers are rounded half up exactly (see :func:`block_mean`). Bit for bit equal to
-        :func:`block_mean` on the whole array, for any input chunking. Output chunks are about
-        :data:`OUTPUT_CHUNK` (or the input chunk / factor when larger) pixels a side.
+    Returns
+    -------
+    dask.array.Array
+        ``rows // factor`` x ``cols // factor`` pixels: the partial blocks at the bottom and
+        right edges are dropped (so every output pixel is a full-block mean and output pixel
+        ``(i, j)`` covers input ``[i*f, (i+1)*f) x [j*f, (j+1)*f)``). Same dtype; integers
+        are rounded half up exactly (see :func:`block_mean`). Bit for bit equal to
+        :func:`block_mean` on the whole array, for any input chunking. Output chunks are
+        about :data:`OUTPUT_CHUNK` (or the input chunk / factor when larger) pixels a side.
+        Lazy; each task holds one (rechunked) input chunk and its output.
 
-    Raises:
-        MaskError: bad factor, bool or non-numeric dtype, or a factor larger than the image.
+    Raises
+    ------
+    MaskError
+        A bad factor, a bool or non-numeric dtype, or a factor larger than the image.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import downsample_mean
+    >>> image = da.from_array(np.arange(20, dtype=np.uint8).reshape(4, 5), chunks=3)
+    >>> downsample_mean(image, 2).compute()  # the fifth column is dropped
+    array([[ 3,  5],
+           [13, 15]], dtype=uint8)
     """
     f = _check_factor(factor, "downsample_mean")
     image = as_dask(image, "downsample_mean")
@@ -277,9 +355,37 @@ def downsample_mean(image: da.Array, factor: int) -> da.Array:
 def downsample_nearest(mask: da.Array, factor: int) -> da.Array:
     """Lazy ``mask[::factor, ::factor]`` (top-left pixel of each block), any dtype.
 
-    Output ``ceil(rows / f)`` x ``ceil(cols / f)``; equal to :func:`block_nearest` on the whole
-    array for any chunking; output chunks merged to about :data:`OUTPUT_CHUNK`. Applying it
-    twice with factors a and b equals applying it once with a*b.
+    Parameters
+    ----------
+    mask : dask.array.Array
+        ``(rows, cols)`` or ``(rows, cols, channels)``, any dtype (a numpy array is taken as
+        one chunk).
+    factor : int
+        Step in pixels of ``mask``, >= 1.
+
+    Returns
+    -------
+    dask.array.Array
+        ``ceil(rows / f)`` x ``ceil(cols / f)``, same dtype; equal to :func:`block_nearest` on
+        the whole array for any chunking; output chunks merged to about
+        :data:`OUTPUT_CHUNK`. Applying it twice with factors a and b equals applying it once
+        with a*b.
+
+    Raises
+    ------
+    MaskError
+        A bad factor, or not an image.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> mask = np.zeros((5, 5), dtype=bool)
+    >>> mask[0, 1] = mask[4, 4] = True
+    >>> downsample_nearest(da.from_array(mask, chunks=3), 2).compute().astype(int)
+    array([[0, 0, 0],
+           [0, 0, 0],
+           [0, 0, 1]])
     """
     f = _check_factor(factor, "downsample_nearest")
     mask = as_dask(mask, "downsample_nearest")
@@ -292,9 +398,37 @@ def downsample_nearest(mask: da.Array, factor: int) -> da.Array:
 def downsample_max(mask: da.Array, factor: int) -> da.Array:
     """Lazy block maximum (for bool masks: any pixel set), partial edge blocks kept.
 
-    Output ``ceil(rows / f)`` x ``ceil(cols / f)``, same dtype; equal to :func:`block_max` on
-    the whole array for any chunking. Applying it twice with factors a and b equals applying
-    it once with a*b, so a pyramid built by repeated halving matches direct downsampling.
+    Parameters
+    ----------
+    mask : dask.array.Array
+        ``(rows, cols)`` or ``(rows, cols, channels)``, bool, integer or float (a numpy array
+        is taken as one chunk).
+    factor : int
+        Block edge in pixels of ``mask``, >= 1.
+
+    Returns
+    -------
+    dask.array.Array
+        ``ceil(rows / f)`` x ``ceil(cols / f)``, same dtype; equal to :func:`block_max` on
+        the whole array for any chunking. Applying it twice with factors a and b equals
+        applying it once with a*b, so a pyramid built by repeated halving matches direct
+        downsampling.
+
+    Raises
+    ------
+    MaskError
+        A bad factor, an unsupported dtype, or not an image.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> mask = np.zeros((5, 5), dtype=bool)
+    >>> mask[0, 1] = mask[4, 4] = True
+    >>> downsample_max(da.from_array(mask, chunks=3), 2).compute().astype(int)
+    array([[1, 0, 0],
+           [0, 0, 0],
+           [0, 0, 1]])
     """
     f = _check_factor(factor, "downsample_max")
     mask = as_dask(mask, "downsample_max")
@@ -331,12 +465,25 @@ class _SlideLike(Protocol):
 class Resolution:
     """Where a mask is computed: a pyramid level, then an integer area-average downsample.
 
-    Attributes:
-        level: pyramid level read from the slide.
-        factor: extra integer downsample applied to that level (1 = the level as stored).
-        mpp: effective micrometres per result pixel (``level mpp * factor``), None when the
-            slide does not state its pixel size.
-        downsample: level-0 pixels per result pixel (``level downsample * factor``).
+    Made by :func:`select_resolution`; :func:`image_at` reads the slide image at it.
+
+    Attributes
+    ----------
+    level : int
+        Pyramid level read from the slide.
+    factor : int
+        Extra integer downsample applied to that level (1 = the level as stored).
+    mpp : float or None
+        Effective micrometres per result pixel (``level mpp * factor``), None when the
+        slide does not state its pixel size.
+    downsample : float
+        Level-0 pixels per result pixel (``level downsample * factor``).
+
+    Examples
+    --------
+    >>> from slidemask import Resolution
+    >>> Resolution(level=2, factor=4, mpp=8.0, downsample=16.0).to_dict()
+    {'level': 2, 'factor': 4, 'mpp': 8.0, 'downsample': 16.0}
     """
 
     level: int
@@ -345,7 +492,13 @@ class Resolution:
     downsample: float
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able record (for output attributes and summaries)."""
+        """JSON-able record (for output attributes and summaries).
+
+        Returns
+        -------
+        dict
+            ``level``, ``factor``, ``mpp`` and ``downsample``.
+        """
         return {"level": self.level, "factor": self.factor, "mpp": self.mpp,
                 "downsample": self.downsample}
 
@@ -359,8 +512,36 @@ def select_resolution(
 ) -> Resolution:
     """The working resolution for a target pixel size (µm), a pyramid level or a downsample.
 
-    Exactly one of ``mpp``, ``level`` and ``downsample`` is given.
+    Parameters
+    ----------
+    slide : Slide
+        An open slide (:func:`slidemask.open_slide`), or anything with its ``path``,
+        ``levels``, ``downsamples``, ``mpp``, ``level_mpp`` and ``level_for_mpp``.
+    mpp : float, optional
+        Target micrometres per result pixel.
+    level : int, optional
+        Pyramid level index, used as stored.
+    downsample : float, optional
+        Target level-0 pixels per result pixel (>= 1). Give exactly one of ``mpp``,
+        ``level`` and ``downsample``.
 
+    Returns
+    -------
+    Resolution
+        The level, the integer factor, the effective µm per result pixel (None when the
+        slide does not state its pixel size) and the level-0 downsample. Reads no pixels.
+
+    Raises
+    ------
+    SlideError
+        ``mpp`` is asked for but the slide does not state its pixel size (the message says
+        to choose a ``level`` instead).
+    MaskError
+        Not exactly one given, a level out of range, a non-positive mpp, a downsample below
+        1, or a target so coarse that the image would have no pixels.
+
+    Notes
+    -----
     ``level=N``: that level as stored (factor 1).
 
     ``mpp=X`` (micrometres per pixel): the coarsest level whose pixels are not coarser than
@@ -377,11 +558,25 @@ def select_resolution(
     1). E.g. 64 on a pyramid with downsamples 1, 4, 16 reads level 2 and averages 4 x 4
     blocks. ``Resolution.mpp`` is None when the slide does not state its pixel size.
 
-    Raises:
-        SlideError: ``mpp`` is asked for but the slide does not state its pixel size (the
-            message says to choose a ``level`` instead).
-        MaskError: not exactly one given, a level out of range, a non-positive mpp, a
-            downsample below 1, or a target so coarse that the image would have no pixels.
+    Examples
+    --------
+    A three-level synthetic slide at 0.5 µm per level-0 pixel:
+
+    >>> import os
+    >>> import tempfile
+    >>> from slidemask import open_slide, select_resolution, write_synthetic_slide
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_synthetic_slide(os.path.join(tmp.name, "s.ome.tif"), 1024, levels=3)
+    >>> slide = open_slide(path)
+    >>> slide.downsamples
+    [1.0, 2.0, 4.0]
+    >>> select_resolution(slide, mpp=8)
+    Resolution(level=2, factor=4, mpp=8.0, downsample=16.0)
+    >>> select_resolution(slide, level=1)
+    Resolution(level=1, factor=1, mpp=1.0, downsample=2.0)
+    >>> select_resolution(slide, downsample=64)
+    Resolution(level=2, factor=16, mpp=32.0, downsample=64.0)
+    >>> tmp.cleanup()
     """
     if sum(value is not None for value in (mpp, level, downsample)) != 1:
         raise MaskError(
@@ -461,8 +656,36 @@ def _by_downsample(slide: _SlideLike, downsample: float) -> Resolution:
 def image_at(slide: _SlideLike, resolution: Resolution) -> da.Array:
     """The slide image at ``resolution``: the level's dask array, area-averaged by the factor.
 
-    Shape ``(level rows // factor, level cols // factor, channels)``, the slide's dtype; lazy
-    (see :func:`downsample_mean` for exactness, edges and memory).
+    Parameters
+    ----------
+    slide : Slide
+        An open slide (:func:`slidemask.open_slide`).
+    resolution : Resolution
+        From :func:`select_resolution`.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(level rows // factor, level cols // factor, channels)`` in the pixels of the
+        resolution, the slide's dtype; lazy (see :func:`downsample_mean` for exactness,
+        edges and memory).
+
+    Raises
+    ------
+    MaskError
+        The resolution's level does not exist in the slide.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from slidemask import image_at, open_slide, select_resolution, write_synthetic_slide
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> slide = open_slide(write_synthetic_slide(os.path.join(tmp.name, "s.tif"), 1024, levels=3))
+    >>> image = image_at(slide, select_resolution(slide, mpp=8))  # level 2, factor 4
+    >>> image.shape, image.dtype
+    ((64, 64, 3), dtype('uint8'))
+    >>> tmp.cleanup()
     """
     if not 0 <= resolution.level < len(slide.levels):
         raise MaskError(
