@@ -26,7 +26,29 @@ from dask.base import tokenize
 
 @dataclass(frozen=True)
 class KernelStep:
-    """One numpy kernel ``fn(tile, **kwargs)`` and the halo it needs, in pixels."""
+    """One numpy kernel ``fn(tile, **kwargs)`` and the halo it needs, in pixels.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(window, **kwargs) -> ndarray`` of the window's shape (a kernel of
+        :mod:`slidemask.kernels`).
+    depth : int
+        Halo in pixels of the image: ``fn`` is exact that far inside each window edge.
+        Per-pixel kernels have depth 0.
+    kwargs : dict
+        Keyword arguments of ``fn``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from slidemask.kernels.filters import median_blur, median_depth
+    >>> from slidemask.kernels.threshold import threshold_mask
+    >>> steps = [KernelStep(median_blur, median_depth(3), {"ksize": 3}),
+    ...          KernelStep(threshold_mask, 0, {"below": 128})]
+    >>> KernelStep.chain_dtype(steps, np.uint8)
+    dtype('bool')
+    """
 
     fn: Callable[..., np.ndarray]
     depth: int
@@ -34,18 +56,50 @@ class KernelStep:
 
     @staticmethod
     def chain_dtype(steps: Sequence[KernelStep], dtype: Any) -> np.dtype:
-        """Output dtype of ``steps`` applied to a ``dtype`` image (probed on one pixel)."""
+        """Output dtype of ``steps`` applied to a ``dtype`` image (probed on one pixel).
+
+        Parameters
+        ----------
+        steps : sequence of KernelStep
+            Kernels in order.
+        dtype : numpy.dtype or type
+            The input image's dtype.
+
+        Returns
+        -------
+        numpy.dtype
+        """
         return KernelChain(tuple(steps))(np.zeros((1, 1), dtype=dtype)).dtype
 
 
 @dataclass(frozen=True)
 class KernelChain:
-    """Kernels applied one after another to a window; the halo of the chain is their sum."""
+    """Kernels applied one after another to a window; the halo of the chain is their sum.
+
+    Parameters
+    ----------
+    steps : tuple of KernelStep
+        Applied first to last.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from slidemask.kernels.filters import median_blur, median_depth
+    >>> from slidemask.kernels.morphology import binary_morphology, morphology_depth
+    >>> chain = KernelChain((
+    ...     KernelStep(median_blur, median_depth(5), {"ksize": 5}),
+    ...     KernelStep(binary_morphology, morphology_depth("closing", 2),
+    ...                {"op": "closing", "radius": 2}),
+    ... ))
+    >>> chain.depth  # 2 + 2 * 2 pixels
+    6
+    """
 
     steps: tuple[KernelStep, ...]
 
     @property
     def depth(self) -> int:
+        """Halo of the whole chain in pixels: the sum of its steps' depths."""
         return sum(step.depth for step in self.steps)
 
     def __call__(self, window: np.ndarray) -> np.ndarray:
@@ -59,6 +113,26 @@ class HaloWindows:
 
     The window is the block grown by the chain's halo on every side, clipped to the image.
     Picklable when ``source`` is (a ``zarr.Array`` is), so graphs run on process workers.
+
+    Parameters
+    ----------
+    source : array-like
+        2-D, sliced as ``source[y0:y1, x0:x1]`` (a ``zarr.Array``, a numpy array).
+    chain : KernelChain
+        The kernels; ``chain.depth`` is the halo read around each block.
+    dtype : numpy.dtype
+        Output dtype.
+
+    Examples
+    --------
+    >>> import cv2
+    >>> import numpy as np
+    >>> from slidemask.kernels.filters import median_blur
+    >>> grey = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    >>> windows = HaloWindows(grey, KernelChain((KernelStep(median_blur, 1, {"ksize": 3}),)),
+    ...                       np.dtype(np.uint8))
+    >>> bool((windows[2:5, 3:7] == cv2.medianBlur(grey, 3)[2:5, 3:7]).all())
+    True
     """
 
     def __init__(self, source: Any, chain: KernelChain, dtype: np.dtype) -> None:
@@ -93,15 +167,43 @@ def map_windows(
 ) -> da.Array:
     """Lazy ``(rows, cols)`` array: the kernel chain applied to halo windows of ``source``.
 
-    Args:
-        source: a 2-D array-like supporting ``source[y0:y1, x0:x1]`` (e.g. a ``zarr.Array``).
-        steps: kernels in order; per-pixel kernels have depth 0.
-        chunks: output chunking (rows, cols).
-        dtype: output dtype.
-
     Equal to applying the chain to the whole ``source`` in memory, bit for bit, provided each
     kernel is exact ``depth`` pixels inside a window edge and applies its own border rule at
     the image edges (the contract of every kernel in :mod:`slidemask.kernels`).
+
+    Parameters
+    ----------
+    source : array-like
+        2-D, supporting ``source[y0:y1, x0:x1]`` (e.g. a ``zarr.Array``), in the pixels of
+        its level.
+    steps : sequence of KernelStep
+        Kernels in order; per-pixel kernels have depth 0.
+    chunks : tuple
+        Output chunking (rows, cols): two ints or two tuples of chunk lengths.
+    dtype : numpy.dtype or type
+        Output dtype.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` of ``dtype``; lazy. Each task reads its block plus the chain's halo
+        from ``source``, filters it and crops it: no task depends on another, so memory does
+        not grow with the slide's width.
+
+    Examples
+    --------
+    >>> import cv2
+    >>> import numpy as np
+    >>> from slidemask.kernels.filters import median_blur, median_depth
+    >>> from slidemask.kernels.threshold import threshold_mask
+    >>> grey = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    >>> steps = [KernelStep(median_blur, median_depth(3), {"ksize": 3}),
+    ...          KernelStep(threshold_mask, 0, {"below": 128})]
+    >>> mask = map_windows(grey, steps, chunks=(3, 3), dtype=bool)
+    >>> mask.chunks
+    ((3, 3, 2), (3, 3, 2))
+    >>> bool((mask.compute() == (cv2.medianBlur(grey, 3) < 128)).all())
+    True
     """
     chain = KernelChain(tuple(steps))
     windows = HaloWindows(source, chain, np.dtype(dtype))
