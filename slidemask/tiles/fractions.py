@@ -236,7 +236,7 @@ def tile_areas(
     # through parts.to_delayed() and dask.delayed costs 0.3 s of graph work on 625 chunks.
     name = f"slidemask-tile-areas-{tokenize(parts.name)}"
     keys = [(parts.name, 0, i, j) for i in range(len(row_ranges)) for j in range(len(col_ranges))]
-    layer = {(name, 0, 0, 0): (_assemble, keys, row_ranges, col_ranges, shape)}
+    layer: dict[Any, Any] = {(name, 0, 0, 0): (_assemble, keys, row_ranges, col_ranges, shape)}
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[parts])
     return da.Array(graph, name, chunks=tuple((n,) for n in shape), dtype=np.float64,
                     meta=np.empty((0, 0, 0), np.float64))
