@@ -52,7 +52,21 @@ _OBJ_META = np.empty((0, 0), dtype=object)
 
 def scratch_root() -> str:
     """Where scratch folders go: dask's ``temporary-directory`` setting, else the system's
-    temporary folder."""
+    temporary folder.
+
+    Returns
+    -------
+    str
+        The folder in which :meth:`ScratchFolder.new` makes its folders (read at graph
+        construction, so set it around the call that builds the graph).
+
+    Examples
+    --------
+    >>> import dask
+    >>> with dask.config.set({"temporary-directory": "/scratch/me"}):
+    ...     scratch_root()
+    '/scratch/me'
+    """
     configured = dask.config.get("temporary-directory", None)
     return str(configured) if configured else tempfile.gettempdir()
 
@@ -66,6 +80,39 @@ class ScratchFolder:
 
     The object made in the driving process removes the folder when it is garbage-collected
     (or at exit); copies sent to worker processes never remove anything.
+
+    Parameters
+    ----------
+    path : str
+        The folder; created by the first :meth:`write`.
+    owner : bool
+        Remove the folder when this object is garbage-collected (the driving process's copy).
+
+    Notes
+    -----
+    Chunk ``(i, j)`` is the file ``<path>/<i>.<j>``, its edge strips ``<i>.<j>.top``,
+    ``.bottom``, ``.left`` and ``.right``: raw bytes, LZ4-compressed, bool bit-packed first.
+    Each file is written under a temporary name and renamed, so a retried task never leaves
+    half a chunk.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import dask
+    >>> import numpy as np
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> with dask.config.set({"temporary-directory": tmp.name}):
+    ...     folder = ScratchFolder.new("demo")
+    >>> folder.write(0, 0, np.eye(3, dtype=bool), depth=1)
+    >>> sorted(os.listdir(folder.path))
+    ['0.0', '0.0.bottom', '0.0.left', '0.0.right', '0.0.top']
+    >>> folder.read(0, 0, (1, 3), np.dtype(bool), ".top").astype(int)
+    array([[1, 0, 0]])
+    >>> folder.remove()
+    >>> os.path.exists(folder.path)
+    False
+    >>> tmp.cleanup()
     """
 
     def __init__(self, path: str, *, owner: bool = True) -> None:
@@ -75,6 +122,7 @@ class ScratchFolder:
 
     @classmethod
     def new(cls, label: str) -> ScratchFolder:
+        """A new owning folder ``slidemask-scratch-<label>-<hex>`` under :func:`scratch_root`."""
         name = f"slidemask-scratch-{label}-{uuid.uuid4().hex[:12]}"
         return cls(os.path.join(scratch_root(), name))
 
@@ -85,13 +133,24 @@ class ScratchFolder:
         return self.path
 
     def remove(self) -> None:
+        """Remove the folder and its files (nothing if it does not exist)."""
         _remove(self.path)
 
     def _file(self, i: int, j: int, part: str) -> str:
         return os.path.join(self.path, f"{i}.{j}{part}")
 
     def write(self, i: int, j: int, tile: np.ndarray, *, depth: int = 0) -> None:
-        """Store chunk (i, j), and with ``depth`` its four edge strips of that width."""
+        """Store chunk (i, j), and with ``depth`` its four edge strips of that width.
+
+        Parameters
+        ----------
+        i, j : int
+            The chunk's (row, col) index in the chunk grid.
+        tile : numpy.ndarray
+            The chunk, 2-D, any fixed-size dtype.
+        depth : int
+            Width in pixels of the edge strips (the halo a window read needs); 0 for none.
+        """
         os.makedirs(self.path, exist_ok=True)
         _save(self._file(i, j, ""), tile)
         if depth:
@@ -105,7 +164,24 @@ class ScratchFolder:
     def read(
         self, i: int, j: int, shape: tuple[int, ...], dtype: np.dtype, part: str = ""
     ) -> np.ndarray:
-        """Chunk (i, j) (or one of its strips) as stored."""
+        """Chunk (i, j) (or one of its strips) as stored.
+
+        Parameters
+        ----------
+        i, j : int
+            The chunk's (row, col) index in the chunk grid.
+        shape : tuple of int
+            The stored array's shape (a strip's shape for a strip).
+        dtype : numpy.dtype
+            The stored array's dtype.
+        part : str
+            ``""`` for the chunk, or ``".top"``, ``".bottom"``, ``".left"``, ``".right"``.
+
+        Returns
+        -------
+        numpy.ndarray
+            A new array of ``shape`` and ``dtype``.
+        """
         return _load(self._file(i, j, part), shape, dtype)
 
 
@@ -142,6 +218,32 @@ def release(*collections: Any) -> None:
 
     The writers call this when they are done (also on error or Ctrl-C); a later computation
     of the same graph writes the folders again.
+
+    Parameters
+    ----------
+    *collections : dask collection
+        Results of slidemask's operations (dask arrays); other objects are ignored.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import median_blur
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> grey = da.from_array(np.zeros((4, 4), dtype=np.uint8), chunks=2)
+    >>> with dask.config.set({"temporary-directory": tmp.name}):
+    ...     smooth = median_blur(grey, 3)
+    >>> int(smooth.sum().compute())
+    0
+    >>> len(os.listdir(tmp.name))  # the scratch copy of ``grey`` with its edge strips
+    1
+    >>> release(smooth)
+    >>> os.listdir(tmp.name)
+    []
+    >>> tmp.cleanup()
     """
     for collection in collections:
         graph = getattr(collection, "__dask_graph__", lambda: None)()
@@ -189,11 +291,49 @@ def stores(
     depth: int = 0,
     summarize: Callable[[np.ndarray, tuple[int, int]], tuple[Any, np.ndarray]] | None = None,
 ) -> tuple[da.Array, ScratchFolder]:
-    """The lazy store of every chunk of a 2-D ``value``: an object array with one element per
-    chunk (``summarize``'s record, else None), and the folder the chunks go to.
+    """The lazy store of every chunk of a 2-D ``value``, and the folder the chunks go to.
 
-    ``summarize(tile, offset) -> (record, tile_to_store)`` runs in the task that stores the
-    chunk (``offset``: the chunk's first (row, col)); what it returns as the tile is stored.
+    Pass 1 of a global operation: each task computes one chunk of ``value``, writes it to
+    scratch and returns only a small record, so no chunk is held in memory for pass 2
+    (:func:`stored_reads`).
+
+    Parameters
+    ----------
+    value : dask.array.Array
+        2-D, in the pixels of its level.
+    label : str
+        Names the graph layer and the folder (``slidemask-scratch-<label>-<hex>``).
+    depth : int
+        Also store each chunk's edge strips of this width (for :func:`map_windows`).
+    summarize : callable, optional
+        ``summarize(tile, offset) -> (record, tile_to_store)``, run in the task that stores
+        the chunk (``offset``: the chunk's first (row, col) in pixels of ``value``); what it
+        returns as the tile is stored.
+
+    Returns
+    -------
+    grid : dask.array.Array
+        Object array with one element per chunk (shape ``value.numblocks``):
+        ``summarize``'s record, else None.
+    folder : ScratchFolder
+        Where the chunks go (under :func:`scratch_root`); removed by :func:`release` or when
+        the last graph using it is garbage-collected.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> def chunk_sum(tile, offset):
+    ...     return (offset, int(tile.sum())), tile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> value = da.from_array(np.arange(16, dtype=np.uint8).reshape(4, 4), chunks=2)
+    >>> with dask.config.set({"temporary-directory": tmp.name}):
+    ...     grid, folder = stores(value, "demo", summarize=chunk_sum)
+    >>> grid.compute().tolist()
+    [[((0, 0), 10), ((0, 2), 18)], [((2, 0), 42), ((2, 2), 50)]]
+    >>> tmp.cleanup()
     """
     folder = ScratchFolder.new(label)
     nbr, nbc = value.numblocks[:2]
@@ -239,9 +379,49 @@ def stored_reads(
 ) -> da.Array:
     """Read the chunks that ``store_grid`` wrote (a dask array of ``like``'s chunks).
 
-    Each read waits for its own store task, or, with ``gate`` (a dask array of one element
-    per chunk, e.g. per-chunk lookup tables; or a 0-d dask array, e.g. a threshold), for that
-    element instead, which is passed to ``apply(tile, gate_element)``.
+    Pass 2 of a global operation: each task waits for its own store task, or, with ``gate``,
+    for the decision that the merge of pass 1 made, reads its chunk back and applies it.
+
+    Parameters
+    ----------
+    folder : ScratchFolder
+        The folder :func:`stores` returned.
+    store_grid : dask.array.Array
+        The grid :func:`stores` returned.
+    like : dask.array.Array
+        The stored array: its chunks and dtype describe the files.
+    gate : dask.array.Array, optional
+        One element per chunk (e.g. per-chunk lookup tables) or 0-d (e.g. a threshold),
+        computed from ``store_grid`` (so it runs after every store it needs): each read
+        waits for its element instead of its store task, and passes it to
+        ``apply(tile, gate_element)``.
+    apply : callable, optional
+        ``apply(tile, element) -> ndarray`` of the tile's rows and cols; ``element`` is the
+        gate's, else the chunk's record in ``store_grid``.
+    dtype : numpy.dtype, optional
+        Output dtype (default ``like.dtype``).
+    label : str
+        Names the graph layer.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` with ``like``'s chunks; lazy.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> value = da.from_array(np.arange(16, dtype=np.uint8).reshape(4, 4), chunks=2)
+    >>> with dask.config.set({"temporary-directory": tmp.name}):
+    ...     grid, folder = stores(value, "demo")
+    >>> back = stored_reads(folder, grid, value, label="demo")
+    >>> back.chunks == value.chunks, bool((back.compute() == value.compute()).all())
+    (True, True)
+    >>> tmp.cleanup()
     """
     nbr, nbc = like.numblocks[:2]
     out_dtype = np.dtype(like.dtype if dtype is None else dtype)
@@ -340,11 +520,50 @@ def map_windows(
 ) -> da.Array:
     """``chain`` applied to halo windows of a 2-D ``value``, equal to ``chain(whole value)``.
 
-    ``chain(window) -> array`` of the window's shape must be exact ``depth`` pixels inside
-    each window edge and apply its own border rule at true image edges (the contract of
-    every kernel in :mod:`slidemask.kernels`). A single-chunk ``value`` is mapped directly;
-    otherwise ``value`` is stored to scratch (with edge strips of width ``depth``) and each
-    output chunk reads its window back (module notes).
+    A single-chunk ``value`` is mapped directly; otherwise ``value`` is stored to scratch
+    (with edge strips of width ``depth``) and each output chunk reads its window back
+    (module notes): it waits only for the store tasks of the chunks its window touches, so
+    memory does not grow with the slide's width.
+
+    Parameters
+    ----------
+    value : dask.array.Array
+        2-D, in the pixels of its level.
+    chain : callable
+        ``chain(window) -> array`` of the window's shape, exact ``depth`` pixels inside each
+        window edge and applying its own border rule at true image edges (the contract of
+        every kernel in :mod:`slidemask.kernels`). Picklable for process workers.
+    depth : int
+        The chain's halo in pixels of ``value``.
+    dtype : numpy.dtype or type
+        Output dtype.
+    label : str
+        Names the graph layers and the scratch folder.
+
+    Returns
+    -------
+    dask.array.Array
+        ``value``'s shape and chunks, of ``dtype``; lazy.
+
+    Examples
+    --------
+    >>> import functools
+    >>> import tempfile
+    >>> import cv2
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask.kernels.filters import median_blur
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> grey = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    >>> with dask.config.set({"temporary-directory": tmp.name}):
+    ...     out = map_windows(da.from_array(grey, chunks=3),
+    ...                       functools.partial(median_blur, ksize=3), 1,
+    ...                       dtype=np.uint8, label="median")
+    >>> bool((out.compute() == cv2.medianBlur(grey, 3)).all())
+    True
+    >>> release(out)
+    >>> tmp.cleanup()
     """
     out_dtype = np.dtype(dtype)
     meta = np.empty((0, 0), out_dtype)
