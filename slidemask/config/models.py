@@ -23,6 +23,7 @@ from slidemask.config.params import StrictModel
 from slidemask.config.steps import StepList
 from slidemask.distributed import ExecutionConfig
 from slidemask.errors import ConfigError
+from slidemask.tiles.spec import TileSpec
 
 __all__ = ["Config", "MaskName", "Outputs", "Resolution", "config_hash"]
 
@@ -104,6 +105,11 @@ class Config(StrictModel):
     outputs: Outputs = Field(
         default_factory=Outputs,
         description="extra outputs beside <name>.zarr: ome_zarr, geojson, preview, summary",
+    )
+    tiles: TileSpec | None = Field(
+        default=None,
+        description="patch coordinates beside each mask (slidemask.tiles.TileSpec); not part "
+        "of the mask's config hash: the tiles' manifest records their own",
     )
     execution: ExecutionConfig = Field(
         default_factory=lambda: ExecutionConfig.model_validate({}),
