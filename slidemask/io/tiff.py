@@ -27,17 +27,35 @@ from slidemask.errors import SlideError, TileError
 from slidemask.io.metadata import slide_mpp, vendor_of, vendor_properties
 
 DEFAULT_CHUNK_SIZE = 2048
+"""Default working chunk edge in pixels: chunks are whole tiles merged to about this size."""
 
 PIXELS_ATTR = "_slidemask_pixels"
 """Attribute of a level array (and of pointwise results on it, see :mod:`slidemask.ops.local`):
 ``(slide, level, steps)``, so that the next pointwise step is fused with decoding
 (:meth:`Slide.map_pixels`)."""
-"""Default working chunk edge in pixels: chunks are whole tiles merged to about this size."""
 
 
 @dataclass(frozen=True)
 class LevelGeometry:
-    """How one pyramid level is laid out in the file (all sizes in level pixels)."""
+    """How one pyramid level is laid out in the file (all sizes in level pixels).
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(rows, cols, channels)``.
+    dtype : str
+        Pixel dtype in native byte order (``numpy.dtype.str``, e.g. ``"|u1"``).
+    tiled : bool
+        Tiles (True) or strips (False).
+    segment_rows, segment_cols : int
+        Tile height and width, or rows per strip and the full width (1 row for raw strips).
+    raw_rows : bool
+        Uncompressed strips: any row range can be read without decoding.
+    strip_rows : int
+        Rows per strip as stored (tile height for tiled levels).
+    compression : str
+        tifffile's name of the compression (``"JPEG"``, ``"NONE"``, ...).
+    """
 
     shape: tuple[int, int, int]  # rows, cols, channels
     dtype: str
@@ -55,6 +73,40 @@ class LevelReader:
     Pickling keeps only the path, series and level indices and the file's size and
     modification time; the file is (re)opened once per process on first read. A file changed
     since opening is an error rather than silently mixed data.
+
+    Parameters
+    ----------
+    path : str
+        The slide file (absolute).
+    series, level : int
+        tifffile's series index and the pyramid level in it.
+    fingerprint : tuple of int
+        The file's ``(size, mtime_ns)`` when it was opened.
+    geometry : LevelGeometry
+        The level's layout.
+
+    Raises
+    ------
+    SlideError
+        On first read: the file changed or vanished since it was opened.
+    TileError
+        On a read: a tile or strip cannot be read or decoded (named by its level pixel).
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from slidemask import open_slide, write_synthetic_slide
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "demo.ome.tif")
+    >>> path = write_synthetic_slide(path, 512, tile=128, levels=3)
+    >>> slide = open_slide(path)
+    >>> reader = slide.readers[2]  # what slide.levels[2] reads through
+    >>> reader.shape, reader.dtype
+    ((128, 128, 3), dtype('uint8'))
+    >>> reader[0:2, 0:3].shape  # level pixels (rows, cols, channels)
+    (2, 3, 3)
+    >>> tmp.cleanup()
     """
 
     def __init__(
@@ -97,6 +149,34 @@ class MappedLevelReader:
     ``reader[y0:y1, x0:x1]`` equals ``function(level[y0:y1, x0:x1])`` for a pointwise
     ``function``, but each file tile is decoded and mapped while it is still in the CPU cache,
     and the decoded RGB region is never assembled. Picklable when ``function`` is.
+
+    Parameters
+    ----------
+    reader : LevelReader
+        The level.
+    function : callable
+        Pointwise: ``(rows, cols, channels)`` in, ``(rows, cols)`` or ``(rows, cols, k)``
+        of ``dtype`` out.
+    dtype : numpy.dtype
+        The output dtype.
+    channels : int or None
+        The output's channel count, or None for a 2-D output.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from slidemask import open_slide, write_synthetic_slide
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "demo.ome.tif")
+    >>> path = write_synthetic_slide(path, 512, tile=128, levels=3)
+    >>> slide = open_slide(path)
+    >>> import numpy as np
+    >>> from slidemask.kernels.color import rgb_to_gray
+    >>> grey = MappedLevelReader(slide.readers[2], rgb_to_gray, np.dtype(np.uint8), None)
+    >>> bool((grey[0:64, 0:64] == rgb_to_gray(slide.readers[2][0:64, 0:64])).all())
+    True
+    >>> tmp.cleanup()
     """
 
     def __init__(
@@ -443,6 +523,26 @@ def level_chunks(geometry: LevelGeometry, chunk_size: int) -> tuple[int, int]:
 
     Strips span the full width, so stripped levels get full-width chunks of about
     ``chunk_size**2`` pixels (never less than one strip).
+
+    Parameters
+    ----------
+    geometry : LevelGeometry
+        The level's layout.
+    chunk_size : int
+        Target chunk edge in level pixels.
+
+    Returns
+    -------
+    tuple of int
+        ``(rows, cols)`` of the level's chunks, in level pixels, at most the level's shape.
+
+    Examples
+    --------
+    >>> geometry = LevelGeometry(shape=(5000, 6000, 3), dtype="|u1", tiled=True,
+    ...                          segment_rows=240, segment_cols=240, raw_rows=False,
+    ...                          strip_rows=240, compression="JPEG")
+    >>> level_chunks(geometry, 2048)  # 9 tiles of 240 a side: the nearest to 2048
+    (2160, 2160)
     """
     rows, cols, _ = geometry.shape
     if geometry.tiled:
@@ -459,19 +559,48 @@ def level_chunks(geometry: LevelGeometry, chunk_size: int) -> tuple[int, int]:
 class Slide:
     """A whole-slide image opened lazily; no pixel data is read until a level is computed.
 
-    Attributes:
-        path: the slide file.
-        name: the file name without its extension (used to name outputs).
-        levels: one dask array per pyramid level, shape (rows, cols, channels), channels last,
-            dtype as stored; chunks are whole tiles/strips merged to about ``chunk_size``.
-        downsamples: level-0 pixels per pixel of each level (1.0 for level 0).
-        mpp: micrometres per level-0 pixel, or None when the file does not say.
-        vendor: the format tifffile recognised ("aperio", "ome", "hamamatsu", "qptiff",
-            "generic", ...).
-        compression: compression of level 0 (e.g. "JPEG", "APERIO_JP2000_RGB", "LZW", "NONE").
-        tile_shape: (rows, cols) of one level-0 tile or strip.
-        properties: vendor facts (magnification, software, ...).
-        readers: the picklable per-level readers behind ``levels`` (see :meth:`map_pixels`).
+    Made by :func:`open_slide`.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The slide file.
+    name : str
+        The file name without its extension (used to name outputs).
+    levels : list of dask.array.Array
+        One per pyramid level, shape ``(rows, cols, channels)`` in that level's pixels,
+        channels last, dtype as stored; chunks are whole tiles/strips merged to about
+        ``chunk_size``.
+    downsamples : list of float
+        Level-0 pixels per pixel of each level (1.0 for level 0).
+    mpp : float or None
+        Micrometres per level-0 pixel, or None when the file does not say.
+    vendor : str
+        The format tifffile recognised ("aperio", "ome", "hamamatsu", "qptiff", "generic",
+        ...).
+    compression : str
+        Compression of level 0 (e.g. "JPEG", "APERIO_JP2000_RGB", "LZW", "NONE").
+    tile_shape : tuple of int
+        ``(rows, cols)`` of one level-0 tile or strip.
+    properties : dict
+        Vendor facts (magnification, software, ...).
+    readers : list of LevelReader
+        The picklable per-level readers behind ``levels`` (see :meth:`map_pixels`).
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from slidemask import open_slide, write_synthetic_slide
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "demo.ome.tif")
+    >>> path = write_synthetic_slide(path, 512, tile=128, levels=3)
+    >>> slide = open_slide(path)
+    >>> slide.name, slide.vendor, slide.mpp, slide.downsamples
+    ('demo', 'ome', 0.5, [1.0, 2.0, 4.0])
+    >>> [level.shape for level in slide.levels]
+    [(512, 512, 3), (256, 256, 3), (128, 128, 3)]
+    >>> tmp.cleanup()
     """
 
     path: Path
@@ -501,15 +630,50 @@ class Slide:
         but faster and lighter: a decoded tile is converted while it is in the CPU cache and
         the level's RGB chunk is never assembled.
 
-        Args:
-            level: pyramid level index.
-            function: picklable pointwise function of a ``(rows, cols, channels)`` tile of the
-                level's dtype, returning ``(rows, cols)`` (``channels=None``) or
-                ``(rows, cols, channels)`` of ``dtype``.
-            dtype: the output dtype.
-            channels: the output's channel count, or None for a 2-D output.
-            token: a deterministic description of ``function`` for the graph key (default:
-                dask's tokenization of ``function``).
+        Parameters
+        ----------
+        level : int
+            Pyramid level index.
+        function : callable
+            Picklable pointwise function of a ``(rows, cols, channels)`` tile of the level's
+            dtype, returning ``(rows, cols)`` (``channels=None``) or ``(rows, cols,
+            channels)`` of ``dtype``.
+        dtype : numpy.dtype or type
+            The output dtype.
+        channels : int, optional
+            The output's channel count, or None for a 2-D output.
+        token : object, optional
+            A deterministic description of ``function`` for the graph key (default: dask's
+            tokenization of ``function``).
+
+        Returns
+        -------
+        dask.array.Array
+            ``(rows, cols)`` or ``(rows, cols, channels)`` in the level's pixels, of
+            ``dtype``, with the level's row/column chunks; lazy.
+
+        Raises
+        ------
+        ValueError
+            This Slide was not made by :func:`open_slide` (it has no tile readers).
+
+        Examples
+        --------
+        >>> import os
+        >>> import tempfile
+        >>> from slidemask import open_slide, write_synthetic_slide
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> path = os.path.join(tmp.name, "demo.ome.tif")
+        >>> path = write_synthetic_slide(path, 512, tile=128, levels=3)
+        >>> slide = open_slide(path)
+        >>> import numpy as np
+        >>> from slidemask.kernels.color import rgb_to_gray
+        >>> grey = slide.map_pixels(2, rgb_to_gray, dtype=np.uint8)
+        >>> grey.shape, grey.chunks == slide.levels[2].chunks[:2]
+        ((128, 128), True)
+        >>> bool((grey.compute() == rgb_to_gray(slide.levels[2].compute())).all())
+        True
+        >>> tmp.cleanup()
         """
         if not self.readers:
             raise ValueError("this Slide was not made by open_slide: it has no tile readers")
@@ -533,14 +697,37 @@ class Slide:
         )
 
     def level_mpp(self, level: int) -> float | None:
-        """Micrometres per pixel at ``level`` (None when the slide has no mpp)."""
+        """Micrometres per pixel at ``level`` (None when the slide has no mpp).
+
+        Parameters
+        ----------
+        level : int
+            Pyramid level index.
+
+        Returns
+        -------
+        float or None
+            ``mpp * downsamples[level]``.
+        """
         return None if self.mpp is None else self.mpp * self.downsamples[level]
 
     def level_for_mpp(self, mpp: float) -> int:
         """The coarsest level whose pixels are not coarser than ``mpp`` µm (level 0 if none is).
 
-        Raises:
-            SlideError: the slide does not state its pixel size.
+        Parameters
+        ----------
+        mpp : float
+            Target micrometres per pixel.
+
+        Returns
+        -------
+        int
+            A level index.
+
+        Raises
+        ------
+        SlideError
+            The slide does not state its pixel size.
         """
         if self.mpp is None:
             raise SlideError(
@@ -556,7 +743,13 @@ class Slide:
         return best
 
     def info(self) -> dict[str, Any]:
-        """JSON-able summary: levels, shapes, dtype, chunks, tile size, compression, mpp, vendor."""
+        """JSON-able summary: levels, shapes, dtype, chunks, tile size, compression, mpp, vendor.
+
+        Returns
+        -------
+        dict
+            What ``slidemask info SLIDE --json`` prints.
+        """
         return {
             "path": str(self.path),
             "vendor": self.vendor,
@@ -584,13 +777,46 @@ def open_slide(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_
     Reads only the TIFF directory structure, never pixel data. The returned levels can be
     computed with any dask scheduler, ``dask.distributed`` process workers included.
 
-    Args:
-        path: the slide file; it is only ever opened read-only.
-        chunk_size: target chunk edge in level pixels; chunks are whole tiles (or strips).
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The slide file; it is only ever opened read-only.
+    chunk_size : int
+        Target chunk edge in level pixels; chunks are whole tiles (or strips).
 
-    Raises:
-        SlideError: missing file, not a TIFF, truncated file, undecodable compression or an
-            unsupported layout; the message names the path and the reason.
+    Returns
+    -------
+    Slide
+        One lazy ``(rows, cols, channels)`` dask array per pyramid level (dtype as stored,
+        channels last), the level-0 pixel size in µm and the vendor facts. Each task opens
+        the file itself and reads only the tiles of its chunk, so memory is a chunk per
+        worker thread.
+
+    Raises
+    ------
+    SlideError
+        Missing file, not a TIFF, truncated file, undecodable compression or an unsupported
+        layout; the message names the path and the reason.
+    ValueError
+        ``chunk_size`` is not positive.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from slidemask import open_slide, write_synthetic_slide
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "demo.ome.tif")
+    >>> path = write_synthetic_slide(path, 512, tile=128, levels=3)
+    >>> slide = open_slide(path)
+    >>> level0 = slide.levels[0]  # a lazy dask array; nothing read yet
+    >>> level0.shape, level0.dtype, level0.chunksize
+    ((512, 512, 3), dtype('uint8'), (512, 512, 3))
+    >>> open_slide(path, chunk_size=256).levels[0].chunksize  # whole 128-pixel tiles
+    (256, 256, 3)
+    >>> slide.level_mpp(2), slide.level_for_mpp(1.5)
+    (2.0, 1)
+    >>> tmp.cleanup()
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of pixels, got {chunk_size}")
@@ -683,7 +909,24 @@ _SLIDE_SUFFIXES = (
 
 
 def slide_name(path: str | os.PathLike[str]) -> str:
-    """The slide's file name without its image suffix (``a.ome.tif`` -> ``a``); names outputs."""
+    """The slide's file name without its image suffix (``a.ome.tif`` -> ``a``); names outputs.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The slide file (need not exist).
+
+    Returns
+    -------
+    str
+        The file name less one known slide suffix (case-insensitive), else less its last
+        suffix.
+
+    Examples
+    --------
+    >>> slide_name("scans/CMU-1.svs"), slide_name("x.ome.tif"), slide_name("scan.v2.tiff")
+    ('CMU-1', 'x', 'scan.v2')
+    """
     name = Path(path).name
     lower = name.lower()
     for suffix in _SLIDE_SUFFIXES:

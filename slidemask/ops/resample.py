@@ -566,7 +566,7 @@ def select_resolution(
     >>> import tempfile
     >>> from slidemask import open_slide, select_resolution, write_synthetic_slide
     >>> tmp = tempfile.TemporaryDirectory()
-    >>> path = write_synthetic_slide(os.path.join(tmp.name, "s.ome.tif"), 1024, levels=3)
+    >>> path = write_synthetic_slide(os.path.join(tmp.name, "s.tif"), 512, tile=128, levels=3)
     >>> slide = open_slide(path)
     >>> slide.downsamples
     [1.0, 2.0, 4.0]
@@ -681,10 +681,11 @@ def image_at(slide: _SlideLike, resolution: Resolution) -> da.Array:
     >>> import tempfile
     >>> from slidemask import image_at, open_slide, select_resolution, write_synthetic_slide
     >>> tmp = tempfile.TemporaryDirectory()
-    >>> slide = open_slide(write_synthetic_slide(os.path.join(tmp.name, "s.tif"), 1024, levels=3))
+    >>> path = write_synthetic_slide(os.path.join(tmp.name, "s.tif"), 512, tile=128, levels=3)
+    >>> slide = open_slide(path)
     >>> image = image_at(slide, select_resolution(slide, mpp=8))  # level 2, factor 4
     >>> image.shape, image.dtype
-    ((64, 64, 3), dtype('uint8'))
+    ((32, 32, 3), dtype('uint8'))
     >>> tmp.cleanup()
     """
     if not 0 <= resolution.level < len(slide.levels):
