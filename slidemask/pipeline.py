@@ -63,6 +63,7 @@ from slidemask.ops.local import threshold
 from slidemask.ops.otsu import otsu_threshold
 from slidemask.ops.resample import Resolution, image_at, select_resolution
 from slidemask.report import SlideResult
+from slidemask.tiles.runner import write_slide_tiles
 from slidemask.writers.atomic import check_target, publish
 from slidemask.writers.geojson import write_geojson
 from slidemask.writers.ome_zarr import write_ome_labels
@@ -71,6 +72,7 @@ from slidemask.writers.summary import qc_warnings, summary_record, write_summary
 from slidemask.writers.zarr import (
     read_attrs,
     read_mask,
+    stored_config_hash,
     write_zarr,
 )
 
@@ -386,6 +388,10 @@ def run_slide(
         Exact output path, overriding the name derived from the slide (a batch passes
         :func:`slidemask.inputs.output_paths` here to keep names unique).
 
+    With ``config.tiles``, the tiles are written beside the mask once it is complete
+    (``<name>.tiles.*``, :func:`slidemask.tiles.runner.write_slide_tiles`); when the mask is
+    already complete with this config (and not ``overwrite``), only the tiles are written.
+
     Returns
     -------
     SlideResult
@@ -398,6 +404,19 @@ def run_slide(
     try:
         target = Path(output) if output is not None else output_path_for(path, output_dir)
         slide = open_slide(path, chunk_size=config.chunk_size)
+        if config.tiles is not None and not overwrite and stored_config_hash(target) == digest:
+            # the mask is complete with this config (a batch resumes): only its tiles are due
+            provenance = read_attrs(target)["provenance"]
+            only = write_slide_tiles(target, config.tiles, slide=slide, config_hash=digest)
+            stored = read_attrs(target).get("stats", {})
+            total = stored.get("total_pixels") or 0
+            return SlideResult(
+                path=Path(path), output=target, status="done", config_hash=digest,
+                seconds=time.perf_counter() - started,
+                stats={**stored, "tiles": only.count,
+                       "fraction": stored.get("foreground_pixels", 0) / total if total else None,
+                       **{k: provenance[k] for k in ("level", "factor", "mpp", "downsample")}},
+            )
         scratch = target.parent / f".{target.name}.scratch-{uuid.uuid4().hex[:12]}"
         try:
             # intermediates go to the slide's scratch folder, beside the output
@@ -420,6 +439,10 @@ def run_slide(
             shutil.rmtree(scratch, ignore_errors=True)
         for warning in qc_warnings(summary):
             log.warning("slide %s: %s", path, warning)
+        tiles = (
+            write_slide_tiles(target, config.tiles, slide=slide, config_hash=digest)
+            if config.tiles is not None else None
+        )
         stored = read_attrs(target).get("stats", {})
         total = stored.get("total_pixels") or 0
         result_stats = {
@@ -429,6 +452,7 @@ def run_slide(
             "factor": provenance["factor"],
             "mpp": provenance["mpp"],
             "downsample": provenance["downsample"],
+            **({"tiles": tiles.count} if tiles is not None else {}),
         }
     except Exception as exc:  # noqa: BLE001 - one bad slide must not stop a batch
         reason = _reason(exc)

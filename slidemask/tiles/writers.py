@@ -52,7 +52,7 @@ from slidemask.tiles.frame import open_mask
 from slidemask.tiles.spec import FORMATS, TileSpec
 from slidemask.tiles.table import TileTable
 from slidemask.tiles.tiling import tile_grid
-from slidemask.writers.atomic import package_version, partial_path, remove
+from slidemask.writers.atomic import package_version, partial_outputs, partial_path, remove
 
 if TYPE_CHECKING:
     from slidemask.io.tiff import Slide
@@ -62,6 +62,7 @@ __all__ = [
     "render_tiles_preview",
     "tile_paths",
     "tiles_complete",
+    "MANIFEST_SUFFIX",
     "trident_dir_name",
     "write_clam_h5",
     "write_tile_table",
@@ -432,6 +433,9 @@ def write_tile_table(
     """
     stem = Path(out_stem)
     paths = tile_paths(stem, formats, table=table)
+    for final in [*paths.values(), _stem_path(stem, MANIFEST_SUFFIX)]:
+        for leftover in partial_outputs(final):  # left by a killed run
+            remove(leftover)
     out = TileOutputs()
     for fmt in formats:
         if fmt == "clam":

@@ -1,0 +1,142 @@
+"""Tiles beside stored masks: what ``slidemask run`` (with ``tiles:``) and ``slidemask tiles``
+call.
+
+For a mask output ``DIR/<name>.zarr`` the tiles are ``DIR/<name>.tiles.*`` (see
+:mod:`slidemask.tiles.writers`), with the manifest ``DIR/<name>.tiles.json`` written last. The
+manifest records the tile settings' hash and the mask's config hash: a resumed batch keeps
+tiles whose manifest matches both and whose files all exist (:func:`tiles_up_to_date`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from slidemask.tiles.spec import TileSpec
+
+if TYPE_CHECKING:
+    from slidemask.io.tiff import Slide
+    from slidemask.report import SlideResult
+    from slidemask.tiles.writers import TileOutputs
+
+__all__ = ["tile_slides", "tiles_stem", "tiles_up_to_date", "write_slide_tiles"]
+
+log = logging.getLogger(__name__)
+
+
+def tiles_stem(mask_output: str | os.PathLike[str]) -> Path:
+    """``DIR/<name>`` for the mask output ``DIR/<name>.zarr``: the tiles' file stem."""
+    path = Path(mask_output)
+    name = path.name[: -len(".zarr")] if path.name.endswith(".zarr") else path.name
+    return path.parent / name
+
+
+def tiles_up_to_date(
+    mask_output: str | os.PathLike[str], spec: TileSpec, config_hash: str | None
+) -> bool:
+    """True when the tiles beside ``mask_output`` were written with ``spec`` from a mask made
+    with ``config_hash``, completely (manifest last, every listed file present)."""
+    from slidemask.tiles.writers import tiles_complete
+
+    extra = {"config_hash": config_hash} if config_hash is not None else None
+    return tiles_complete(tiles_stem(mask_output), spec, extra=extra)
+
+
+def write_slide_tiles(
+    mask_output: str | os.PathLike[str],
+    spec: TileSpec,
+    *,
+    slide: Slide | str | os.PathLike[str] | None = None,
+    config_hash: str | None = None,
+) -> TileOutputs:
+    """Tile a stored mask and write ``spec.formats`` beside it (``DIR/<name>.tiles.*``).
+
+    ``slide`` (a :class:`~slidemask.io.tiff.Slide` or its path) gives the read level,
+    CLAM's level dimensions and the preview's thumbnail; without it the tiles are read from
+    level 0 and the preview shows the mask. ``config_hash`` (the mask's) goes into the
+    manifest for :func:`tiles_up_to_date`. Computes with the current dask scheduler.
+    """
+    from slidemask.io.tiff import Slide, open_slide
+    from slidemask.tiles.writers import write_tiles
+
+    opened = open_slide(slide) if slide is not None and not isinstance(slide, Slide) else slide
+    extra: dict[str, Any] = {"mask": str(mask_output)}
+    if config_hash is not None:
+        extra["config_hash"] = config_hash
+    return write_tiles(mask_output, tiles_stem(mask_output), slide=opened, spec=spec,
+                       extra=extra)
+
+
+def tile_slides(
+    inputs: Sequence[str | os.PathLike[str]],
+    spec: TileSpec,
+    output_dir: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> list[SlideResult]:
+    """Write tiles for every slide of ``inputs`` from its stored mask in ``output_dir``.
+
+    Each slide's mask is the output ``slidemask run`` wrote for it (``output_dir/<name>.zarr``,
+    named as :func:`slidemask.inputs.output_paths` names them). Slides whose tiles are up to
+    date are ``skipped`` (unless ``overwrite``); a slide without a complete mask ``failed``
+    with the reason; a failure never stops the others. Runs slide after slide in this process
+    with the current dask scheduler (tiling reads each mask once).
+
+    Returns
+    -------
+    list of SlideResult
+        One per slide; ``stats["tiles"]`` is the number of tiles written or kept.
+    """
+    from slidemask.inputs import expand_inputs, output_paths
+    from slidemask.report import SlideResult
+    from slidemask.writers.zarr import is_complete, stored_config_hash
+
+    slides = expand_inputs(inputs)
+    masks = output_paths(slides, Path(os.path.abspath(output_dir)))
+    results: list[SlideResult] = []
+    for slide in slides:
+        mask = masks[slide]
+        started = time.perf_counter()
+        digest = stored_config_hash(mask)
+        if not is_complete(mask):
+            reason = f"{slide}: no complete mask at {mask}; run `slidemask run` first"
+            log.error("%s", reason)
+            results.append(SlideResult(path=slide, output=mask, status="failed", error=reason))
+            continue
+        if not overwrite and tiles_up_to_date(mask, spec, digest):
+            log.info("skipped %s: tiles up to date beside %s", slide.name, mask)
+            results.append(SlideResult(path=slide, output=mask, status="skipped",
+                                       stats={"tiles": _manifest_count(mask)},
+                                       config_hash=digest or ""))
+            continue
+        try:
+            written = write_slide_tiles(mask, spec, slide=slide, config_hash=digest)
+        except Exception as exc:  # noqa: BLE001 - one bad slide must not stop the others
+            reason = f"{slide}: {type(exc).__name__}: {exc}"
+            log.error("tiles for %s failed: %s", slide, reason)
+            results.append(SlideResult(path=slide, output=mask, status="failed", error=reason,
+                                       seconds=time.perf_counter() - started))
+            continue
+        log.info("done %s: %d tiles -> %s", slide.name, written.count, written.manifest)
+        results.append(SlideResult(path=slide, output=mask, status="done",
+                                   seconds=time.perf_counter() - started,
+                                   stats={"tiles": written.count}, config_hash=digest or ""))
+    return results
+
+
+def _manifest_count(mask_output: Path) -> int | None:
+    import json
+
+    from slidemask.tiles.writers import MANIFEST_SUFFIX
+
+    stem = tiles_stem(mask_output)
+    try:
+        record = json.loads((stem.parent / f"{stem.name}{MANIFEST_SUFFIX}").read_text())
+    except (OSError, ValueError):
+        return None
+    count = record.get("count") if isinstance(record, dict) else None
+    return count if isinstance(count, int) else None
