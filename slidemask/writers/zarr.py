@@ -98,6 +98,23 @@ def regular_chunks(arr: da.Array) -> da.Array:
 
     A Zarr array has one chunk shape; dask chunks must match it exactly so that no two
     tasks write into the same zarr chunk.
+
+    Parameters
+    ----------
+    arr : dask.array.Array
+        Any shape and dtype.
+
+    Returns
+    -------
+    dask.array.Array
+        ``arr`` itself when every axis is regular, else ``arr`` rechunked to the first chunk
+        length of each irregular axis; lazy.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> regular_chunks(da.zeros((10, 10), chunks=((3, 4, 3), 5))).chunks
+    ((3, 3, 3, 1), (5, 5))
     """
     target: list[int | tuple[int, ...]] = []
     changed = False
@@ -184,8 +201,34 @@ class StoredArray:
     machine, reading the 100 chunks of a 20000² bool mask took 0.23 s through zarr (its
     event-loop thread serializes the reads) against 0.12 s here. Picklable.
 
-    Raises ``SlidemaskError`` when the array is not one :func:`write_zarr` writes (another
-    codec, chunk-key encoding or data type): use ``zarr.open_array`` for those.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The Zarr v3 array directory (its ``zarr.json`` is read now).
+
+    Raises
+    ------
+    SlidemaskError
+        The array is not one :func:`write_zarr` writes (another codec, chunk-key encoding
+        or data type): use ``zarr.open_array`` for those.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import write_zarr
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_zarr(da.from_array(np.eye(5, dtype=bool), chunks=2),
+    ...                   os.path.join(tmp.name, "eye.zarr"))
+    >>> stored = StoredArray(path)
+    >>> stored.shape, stored.dtype
+    ((5, 5), dtype('bool'))
+    >>> stored[1:3, 0:3].astype(int)
+    array([[0, 1, 0],
+           [0, 0, 1]])
+    >>> tmp.cleanup()
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -311,14 +354,49 @@ def store_chunks(
 ) -> tuple[da.Array, Callable[[], Path]]:
     """Write ``mask`` chunk by chunk as a side effect of summarizing each chunk.
 
-    Returns the lazy grid of summaries (an object array, one element per chunk: the value of
-    ``summarize(chunk, offset)``) and a ``finish()`` that marks the array complete and moves
-    it to ``path`` once that grid, or anything built on it, has been computed. Every task
-    that summarizes a chunk also writes it, so a chunk is computed once for both, with no
-    chunk held for a second consumer (:func:`write_zarr` with a separate summary pass would
-    need dask to share chunks between two collections). The array is laid out as
-    :func:`write_zarr` lays it out (``mask`` must have regular chunks: see
-    :func:`regular_chunks`), without attributes. ``path`` is replaced if it exists.
+    Every task that summarizes a chunk also writes it, so a chunk is computed once for both,
+    with no chunk held for a second consumer (:func:`write_zarr` with a separate summary pass
+    would need dask to share chunks between two collections). The array is laid out as
+    :func:`write_zarr` lays it out, without attributes. ``path`` is replaced if it exists.
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        With regular chunks (see :func:`regular_chunks`).
+    path : str or os.PathLike
+        The Zarr array directory to create; its parent is created.
+    summarize : callable
+        ``summarize(chunk, offset) -> record`` (``offset``: the chunk's first index per
+        axis, in pixels of ``mask``).
+
+    Returns
+    -------
+    grid : dask.array.Array
+        Object array, one element per chunk: the records; lazy.
+    finish : callable
+        ``finish() -> Path``: marks the array complete and moves it to ``path``; call it once
+        ``grid``, or anything built on it, has been computed.
+
+    Raises
+    ------
+    ValueError
+        ``mask`` has irregular chunks.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> mask = da.from_array(np.eye(5, dtype=bool), chunks=3)
+    >>> grid, finish = store_chunks(mask, os.path.join(tmp.name, "eye.zarr"),
+    ...                             lambda chunk, offset: int(chunk.sum()))
+    >>> grid.compute().tolist()
+    [[3, 0], [0, 2]]
+    >>> finish().name
+    'eye.zarr'
+    >>> tmp.cleanup()
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -355,25 +433,25 @@ def write_zarr(
 
     Parameters
     ----------
-    mask
-        Dask array, usually ``(rows, cols)`` bool in the pixels of one pyramid level. Stored
-        with its own dtype and shape; irregular chunks are rechunked to the first chunk size
-        of each axis (Zarr needs a regular grid), otherwise zarr chunks equal dask chunks.
-    path
+    mask : dask.array.Array
+        Usually ``(rows, cols)`` bool in the pixels of one pyramid level. Stored with its
+        own dtype and shape; irregular chunks are rechunked to the first chunk size of each
+        axis (Zarr needs a regular grid), otherwise zarr chunks equal dask chunks.
+    path : str or os.PathLike
         The output directory to create (e.g. ``out/slide.zarr``); its parent is created.
-    overwrite
+    overwrite : bool
         Replace an existing output at ``path``. The old output stays in place, complete,
         until the new one is complete. A non-empty directory that is not a Zarr store is
         never replaced.
-    attrs
+    attrs : mapping, optional
         JSON-able attributes stored with the array (e.g. ``{"provenance": {...}}``). Values
         may be dask collections (such as a lazily computed threshold): they are computed in
         the same pass as the mask. The key ``"slidemask"`` is reserved for the writer
         (version, completion marker).
-    count_into
+    count_into : str, optional
         A dotted key path in ``attrs`` (e.g. ``"stats.foreground_pixels"``) under which to
         record the number of nonzero (True) elements, counted while the chunks are written.
-    compute
+    compute : bool
         If true, write now with the current dask scheduler (choose it with
         ``dask.config.set(scheduler=...)``) and return the final path. If false, return a
         ``Delayed`` whose computation writes every chunk, the attributes and the marker, and
@@ -383,6 +461,7 @@ def write_zarr(
     Returns
     -------
     pathlib.Path or dask.delayed.Delayed
+        The final path, or with ``compute=False`` the delayed write.
 
     Raises
     ------
@@ -391,10 +470,43 @@ def write_zarr(
     ValueError
         ``mask`` is not a dask array or is 0-d, or ``attrs`` uses the reserved key.
 
+    Notes
+    -----
     Memory: one chunk per worker thread at a time, plus what computing the mask needs. If
     computing fails or is interrupted, the temporary array is removed and nothing appears at
     ``path``; either way the scratch folders of the mask's graph are removed afterwards
     (:func:`slidemask.ops.scratch.release`).
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import is_complete, read_mask, write_zarr
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> mask = np.zeros((5, 6), dtype=bool)
+    >>> mask[1:3, 1:4] = True
+    >>> path = write_zarr(da.from_array(mask, chunks=(2, 4)), os.path.join(tmp.name, "s.zarr"),
+    ...                   attrs={"provenance": {"level": 0}},
+    ...                   count_into="stats.foreground_pixels")
+    >>> path.name, is_complete(path)
+    ('s.zarr', True)
+    >>> read_mask(path).chunks  # zarr chunks equal the dask chunks
+    ((2, 2, 1), (4, 2))
+    >>> from slidemask.writers.zarr import read_attrs
+    >>> read_attrs(path)["stats"]
+    {'foreground_pixels': 6}
+
+    Writing later, e.g. together with other outputs in one ``dask.compute``:
+
+    >>> later = write_zarr(da.from_array(mask, chunks=3), os.path.join(tmp.name, "l.zarr"),
+    ...                    compute=False)
+    >>> is_complete(os.path.join(tmp.name, "l.zarr"))
+    False
+    >>> os.path.basename(later.compute())
+    'l.zarr'
+    >>> tmp.cleanup()
     """
     if not isinstance(mask, da.Array):
         raise ValueError(f"write_zarr expects a dask array, got {type(mask).__name__}")
@@ -445,7 +557,18 @@ def write_zarr(
 
 
 def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The attributes stored in an output's ``zarr.json`` (empty when unreadable or absent)."""
+    """The attributes stored in an output's ``zarr.json`` (empty when unreadable or absent).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A Zarr v3 array or group directory.
+
+    Returns
+    -------
+    dict
+        The ``attributes`` of its ``zarr.json`` (reads only that file).
+    """
     try:
         with open(Path(path) / "zarr.json", encoding="utf-8") as fh:
             meta = json.load(fh)
@@ -459,6 +582,30 @@ def is_complete(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is an output whose writer finished (it carries the completion marker).
 
     Reads only ``zarr.json``. Temporary ``.partial-`` directories are never complete.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An output of :func:`write_zarr` or :func:`slidemask.write_ome_labels`, or anything.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import dask.array as da
+    >>> from slidemask import is_complete, write_zarr
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "s.zarr")
+    >>> is_complete(path)
+    False
+    >>> _ = write_zarr(da.zeros((4, 4), dtype=bool, chunks=2), path)
+    >>> is_complete(path)
+    True
+    >>> tmp.cleanup()
     """
     if _PARTIAL_INFIX in Path(path).name:
         return False
@@ -471,6 +618,16 @@ def stored_config_hash(path: str | os.PathLike[str]) -> str | None:
 
     The pipeline stores it as ``attributes["provenance"]["config_hash"]``; a run can skip a
     slide whose complete output carries the hash of the config it is about to run.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An output directory.
+
+    Returns
+    -------
+    str or None
+        None when the output is incomplete, absent or records no hash.
     """
     if not is_complete(path):
         return None
@@ -504,11 +661,41 @@ def read_mask(path: str | os.PathLike[str]) -> da.Array:
     Arrays in the layout :func:`write_zarr` writes are read through :class:`StoredArray`
     (chunk files read directly, about twice as fast as zarr's reader); others through zarr.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An output of :func:`write_zarr` (``<slide name>.zarr``).
+
+    Returns
+    -------
+    dask.array.Array
+        The stored array (usually ``(rows, cols)`` bool in the pixels of the working
+        resolution recorded in its provenance), one task per stored chunk; lazy.
+
     Raises
     ------
     SlidemaskError
         ``path`` is missing, not a Zarr array, or lacks the completion marker (an
         interrupted write).
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import read_mask, write_zarr
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_zarr(da.from_array(np.eye(3, dtype=bool), chunks=2),
+    ...                   os.path.join(tmp.name, "s.zarr"))
+    >>> stored = read_mask(path)
+    >>> stored.chunks
+    ((2, 1), (2, 1))
+    >>> stored.compute().astype(int)
+    array([[1, 0, 0],
+           [0, 1, 0],
+           [0, 0, 1]])
+    >>> tmp.cleanup()
     """
     p = Path(path)
     if not p.exists():
