@@ -51,6 +51,8 @@ from slidemask.errors import ConfigError
 from slidemask.inputs import expand_inputs, output_paths
 from slidemask.pipeline import run_slide
 from slidemask.report import REPORT_JSON, SlideResult, write_report
+from slidemask.tiles.runner import tiles_count, tiles_up_to_date
+from slidemask.tiles.spec import TileSpec
 from slidemask.writers.atomic import leftovers, looks_like_zarr
 from slidemask.writers.zarr import is_complete, read_attrs, stored_config_hash
 
@@ -347,8 +349,15 @@ def _remove_tree(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _plan(path: Path, output: Path, digest: str, overwrite: bool) -> _Plan:
-    """Decide, before anything runs, whether and how a slide is (re)done."""
+def _plan(
+    path: Path, output: Path, digest: str, overwrite: bool, tiles: TileSpec | None = None
+) -> _Plan:
+    """Decide, before anything runs, whether and how a slide is (re)done.
+
+    With ``tiles``, a complete mask under this config whose tiles are missing or were made
+    with other settings is run again without ``overwrite``: run_slide keeps the mask and
+    writes the tiles only.
+    """
 
     def fail(reason: str) -> _Plan:
         result = SlideResult(path=path, output=output, status="failed", error=reason,
@@ -368,8 +377,15 @@ def _plan(path: Path, output: Path, digest: str, overwrite: bool) -> _Plan:
         )
     if is_complete(output):
         if not overwrite and stored_config_hash(output) == digest:
+            if tiles is not None and not tiles_up_to_date(output, tiles, digest):
+                log.debug("writing the tiles of %s (missing or made with other settings)",
+                          output)
+                return _Plan(path, output, "run")
+            stats = _stored_stats(output)
+            if tiles is not None:
+                stats["tiles"] = tiles_count(output)
             result = SlideResult(path=path, output=output, status="skipped",
-                                 stats=_stored_stats(output), config_hash=digest)
+                                 stats=stats, config_hash=digest)
             return _Plan(path, output, "known", result=result)
         why = "--overwrite" if overwrite else "the config changed"
         log.debug("redoing %s (%s); the old output stays until the new one is complete",
@@ -468,7 +484,7 @@ def run_batch(
         finished += 1
         progress.slide_finished(result, finished, total)
 
-    plans = [_plan(slide, outputs[slide], digest, overwrite) for slide in slides]
+    plans = [_plan(slide, outputs[slide], digest, overwrite, config.tiles) for slide in slides]
     to_run = [i for i, plan in enumerate(plans) if plan.action == "run"]
     for i, plan in enumerate(plans):
         if plan.result is not None:

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from slidemask.report import SlideResult
     from slidemask.tiles.writers import TileOutputs
 
-__all__ = ["tile_slides", "tiles_stem", "tiles_up_to_date", "write_slide_tiles"]
+__all__ = [
+    "tile_slides", "tiles_count", "tiles_stem", "tiles_up_to_date", "write_slide_tiles",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ def tile_slides(
         if not overwrite and tiles_up_to_date(mask, spec, digest):
             log.info("skipped %s: tiles up to date beside %s", slide.name, mask)
             results.append(SlideResult(path=slide, output=mask, status="skipped",
-                                       stats={"tiles": _manifest_count(mask)},
+                                       stats={"tiles": tiles_count(mask)},
                                        config_hash=digest or ""))
             continue
         try:
@@ -128,7 +130,8 @@ def tile_slides(
     return results
 
 
-def _manifest_count(mask_output: Path) -> int | None:
+def tiles_count(mask_output: str | os.PathLike[str]) -> int | None:
+    """The number of tiles the manifest beside ``mask_output`` records (None: no manifest)."""
     import json
 
     from slidemask.tiles.writers import MANIFEST_SUFFIX
