@@ -80,20 +80,28 @@ def write_geojson(
 
     Parameters
     ----------
-    mask
-        2-D ``bool`` dask array, at any pyramid level.
-    path
+    mask : dask.array.Array
+        2-D ``bool``, in the pixels of any pyramid level or working resolution.
+    path : str or pathlib.Path
         Output file, replaced atomically (:func:`slidemask.writers.atomic.atomic_write`): an
         interrupted write leaves the old file, or none.
-    downsample
-        Level-0 pixels per mask pixel; coordinates are multiplied by it.
-    classification, color
-        QuPath class name and RGB colour (0-255 each) of every annotation.
+    downsample : float
+        Level-0 pixels per mask pixel (``Resolution.downsample``); coordinates are
+        multiplied by it, so they are level-0 pixel edges ``[x, y] = [col, row]``.
+    classification : str
+        QuPath class name of every annotation.
+    color : sequence of int
+        QuPath RGB colour (0-255 each) of every annotation.
 
     Returns
     -------
     int
         Number of features written (the number of 8-connected components).
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, a non-positive ``downsample`` or a bad ``color``.
 
     Notes
     -----
@@ -102,6 +110,31 @@ def write_geojson(
     pieces of a component (a coverage union) as soon as its last chunk row is done, so
     it holds the polygons of the components crossing the current chunk row, not of the slide.
     Features are written in raster order of first pixel within each chunk row.
+
+    Examples
+    --------
+    >>> import json
+    >>> import os
+    >>> import tempfile
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import shapely.geometry
+    >>> from slidemask import write_geojson
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> mask = np.zeros((5, 6), dtype=bool)
+    >>> mask[1:3, 1:4] = True  # 6 pixels
+    >>> mask[4, 5] = True  # 1 pixel
+    >>> path = os.path.join(tmp.name, "s.geojson")
+    >>> write_geojson(da.from_array(mask, chunks=(2, 4)), path, downsample=16.0)
+    2
+    >>> with open(path) as fh:
+    ...     features = json.load(fh)["features"]
+    >>> features[0]["properties"]
+    {'objectType': 'annotation', 'classification': {'name': 'Tissue', 'color': [0, 200, 0]}}
+    >>> polygon = shapely.geometry.shape(features[0]["geometry"])
+    >>> polygon.bounds, polygon.area  # level-0 pixels: 6 mask pixels of 16 x 16
+    ((16.0, 16.0, 64.0, 48.0), 1536.0)
+    >>> tmp.cleanup()
     """
     what = "write_geojson"
     mask = check_mask(mask, what)
