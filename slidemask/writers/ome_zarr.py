@@ -233,38 +233,39 @@ def write_ome_labels(
 
     Parameters
     ----------
-    mask
-        Dask (or numpy) array ``(rows, cols)``, bool or integer (non-zero = mask), in the pixels
-        the mask was computed at. Stored as uint8 0/1; any chunking.
-    path
+    mask : dask.array.Array or numpy.ndarray
+        ``(rows, cols)``, bool or integer (non-zero = mask), in the pixels the mask was
+        computed at. Stored as uint8 0/1; any chunking.
+    path : str or os.PathLike
         The output directory to create (e.g. ``out/slide.ome.zarr``); its parent is created.
-    mpp
+    mpp : float or None
         Micrometres per mask pixel (the effective mpp of the resolution the mask was computed
         at), or None when unknown (scales are then unitless factors 1, 2, 4, ...).
-    name
+    name : str
         The label image's name (a single path component).
-    source_image_path
+    source_image_path : str or os.PathLike, optional
         The slide the mask was computed from; recorded in the ``slidemask`` attributes (the
         OME ``image-label`` ``source`` points at the placeholder parent image, ``../../``).
-    overwrite
+    overwrite : bool
         Replace an existing output at ``path`` (only when it is a Zarr store). The old one
         stays complete in place until the new one is complete.
-    compute
+    compute : bool
         If true, write now with the current dask scheduler and return the final path; if
         false, return a ``Delayed`` that writes everything and returns the final path as a
         string (the empty container is created now under its temporary name).
-    method
+    method : {"nearest", "max"}
         Pyramid downsampling by 2: ``"nearest"`` (top-left pixel) or ``"max"`` (any mask pixel
         in the 2x2 block).
-    coarsest_size
+    coarsest_size : int
         Halve until the coarsest level's longer side is at most this many pixels.
-    attrs
+    attrs : mapping, optional
         Extra JSON-able attributes for the root group (e.g. provenance); values may be dask
         collections, computed in the same pass. The key ``"slidemask"`` is reserved.
 
     Returns
     -------
     pathlib.Path or dask.delayed.Delayed
+        The final path, or with ``compute=False`` the delayed write.
 
     Raises
     ------
@@ -272,6 +273,34 @@ def write_ome_labels(
         ``path`` exists and ``overwrite`` is false (checked now and again when finishing).
     MaskError
         Not a 2-D bool/integer mask, a bad name, method, mpp or coarsest_size.
+
+    Notes
+    -----
+    Every pyramid level is computed in one pass from the mask's own chunks: memory is about
+    one chunk per thread plus small pyramid pieces (module notes).
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import zarr
+    >>> from slidemask import write_ome_labels
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> mask = np.zeros((5, 6), dtype=bool)
+    >>> mask[1:3, 1:4] = True
+    >>> path = write_ome_labels(da.from_array(mask, chunks=(2, 4)),
+    ...                         os.path.join(tmp.name, "s.ome.zarr"), mpp=8.0, coarsest_size=2)
+    >>> labels = zarr.open_group(str(path / "labels" / "tissue"), mode="r")
+    >>> [labels[level].shape for level in ("0", "1", "2")]
+    [(5, 6), (3, 3), (2, 2)]
+    >>> datasets = labels.attrs["ome"]["multiscales"][0]["datasets"]
+    >>> [d["coordinateTransformations"][0]["scale"] for d in datasets]  # µm per pixel
+    [[8.0, 8.0], [16.0, 16.0], [32.0, 32.0]]
+    >>> int(labels["0"][:].sum()), labels["0"].dtype
+    (6, dtype('uint8'))
+    >>> tmp.cleanup()
     """
     label = _as_label_image(mask)
     if not isinstance(name, str) or not _NAME.fullmatch(name):
