@@ -69,9 +69,29 @@ def _to_rgb8(image: np.ndarray) -> np.ndarray:
 
 def shrink_for_preview(image: np.ndarray, max_size: int = 1024) -> np.ndarray:
     """``image`` area-averaged by the largest integer factor that keeps its longer side at
-    least ``max_size`` (OpenCV's area average is several times faster by an integer factor);
-    the image itself when it is under twice ``max_size``. The preview's final resize then
-    starts from at most twice its size."""
+    least ``max_size``.
+
+    OpenCV's area average is several times faster by an integer factor; the preview's final
+    resize then starts from at most twice its size.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(rows, cols[, channels])``, in memory.
+    max_size : int
+        The preview's longest side in pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same dtype; ``image`` itself when its longer side is under twice ``max_size``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> shrink_for_preview(np.zeros((1000, 300, 3), np.uint8), 256).shape  # factor 3
+    (333, 100, 3)
+    """
     factor = max(image.shape[:2]) // max_size
     if factor < 2:
         return image
@@ -136,18 +156,52 @@ def render_preview(
 ) -> np.ndarray:
     """The preview as an RGB uint8 array: thumbnail (longer side <= ``max_size``) + outline.
 
-    Args:
-        slide: the slide the mask was computed from.
-        image: the whole slide already in memory at some resolution, ``(rows, cols[,
-            channels])``, to shrink into the thumbnail instead of reading a pyramid level.
-        mask: (rows, cols) bool/integer mask (non-zero = inside), dask or numpy, any chunking.
-        max_size: longest side of the preview in pixels.
-        mask_downsample: level-0 pixels per mask pixel (``Resolution.downsample``).
-        color: outline colour (R, G, B).
-        thickness: outline width in pixels.
-
     The outline is every contour of the mask (outer borders and hole borders) as OpenCV's
     ``findContours`` traces it on the thumbnail-sized mask.
+
+    Parameters
+    ----------
+    slide : Slide
+        The slide the mask was computed from.
+    mask : dask.array.Array or numpy.ndarray
+        ``(rows, cols)`` bool/integer mask (non-zero = inside), any chunking, in pixels of
+        ``mask_downsample`` level-0 pixels.
+    max_size : int
+        Longest side of the preview in pixels, >= 16.
+    mask_downsample : float
+        Level-0 pixels per mask pixel (``Resolution.downsample``).
+    color : tuple of int
+        Outline colour (R, G, B), 0-255.
+    thickness : int
+        Outline width in preview pixels.
+    image : numpy.ndarray, optional
+        The whole slide already in memory at some resolution, ``(rows, cols[, channels])``,
+        to shrink into the thumbnail instead of reading a pyramid level.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, cols, 3)`` uint8 RGB, the slide's aspect ratio. This computes a thumbnail's
+        worth of the slide and a strided read of the mask (module notes).
+
+    Raises
+    ------
+    MaskError
+        A bad ``max_size`` or ``mask_downsample``, or not a non-empty 2-D mask.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from slidemask import open_slide, threshold, to_gray, write_synthetic_slide
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_synthetic_slide(os.path.join(tmp.name, "s.tif"), 512, tile=128, levels=3)
+    >>> slide = open_slide(path)
+    >>> mask = threshold(to_gray(slide.levels[2]), below=220)  # level 2: 4 level-0 pixels
+    >>> preview = render_preview(slide, mask, max_size=64, mask_downsample=4.0)
+    >>> preview.shape, preview.dtype
+    ((64, 64, 3), dtype('uint8'))
+    >>> tmp.cleanup()
     """
     if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 16:
         raise MaskError(f"preview: max_size must be an integer >= 16 pixels, got {max_size!r}")
@@ -182,8 +236,50 @@ def write_preview(
 ) -> Path:
     """Write :func:`render_preview` as a PNG at ``path`` (replaced atomically) and return it.
 
+    Parameters
+    ----------
+    slide : Slide
+        The slide the mask was computed from.
+    mask : dask.array.Array or numpy.ndarray
+        ``(rows, cols)`` bool/integer mask (non-zero = inside), any chunking.
+    path : str or os.PathLike
+        The PNG file; its folder is created.
+    max_size, mask_downsample, color, thickness, image
+        As for :func:`render_preview`: the preview's longest side in pixels, level-0 pixels
+        per mask pixel, the outline's RGB colour and width, an optional in-memory image.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    MaskError
+        As :func:`render_preview`.
+    OSError
+        The PNG cannot be encoded or written.
+
+    Notes
+    -----
     This computes (a thumbnail's worth of the slide and a strided read of the mask): call it
     from the CLI/pipeline, after the mask is written, ideally on the stored mask.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from slidemask import open_slide, threshold, to_gray, write_synthetic_slide
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_synthetic_slide(os.path.join(tmp.name, "s.tif"), 512, tile=128, levels=3)
+    >>> slide = open_slide(path)
+    >>> mask = threshold(to_gray(slide.levels[2]), below=220)  # level 2: 4 level-0 pixels
+    >>> from slidemask import write_preview
+    >>> png = write_preview(slide, mask, os.path.join(tmp.name, "s.png"), max_size=64,
+    ...                     mask_downsample=4.0)
+    >>> png.name, png.stat().st_size > 0
+    ('s.png', True)
+    >>> tmp.cleanup()
     """
     image = render_preview(
         slide, mask, max_size=max_size, mask_downsample=mask_downsample, color=color,
@@ -200,8 +296,25 @@ def write_preview(
 
 
 def mask_downsample_from_attrs(attrs: Any) -> float | None:
-    """``downsample`` from an output's attributes: at the top level, or one level down
-    (``provenance``, ``slidemask``, ...). None when absent."""
+    """``downsample`` from an output's attributes: at the top level, or one level down.
+
+    Parameters
+    ----------
+    attrs : mapping
+        An output's attributes (``provenance``, ``slidemask``, ... are looked into).
+
+    Returns
+    -------
+    float or None
+        Level-0 pixels per mask pixel; None when absent or not a positive number.
+
+    Examples
+    --------
+    >>> mask_downsample_from_attrs({"provenance": {"downsample": 16.0}})
+    16.0
+    >>> mask_downsample_from_attrs({}) is None
+    True
+    """
     if not isinstance(attrs, dict):
         attrs = dict(attrs) if hasattr(attrs, "keys") else {}
     value = attrs.get("downsample")
@@ -239,11 +352,39 @@ def _ome_label_level0(group: zarr.Group) -> zarr.Array | None:
 
 
 def open_stored_mask(path: str | os.PathLike[str]) -> tuple[da.Array, dict[str, Any]]:
-    """A stored mask, lazily, with its attributes: a plain Zarr v3 array (``write_zarr``) or
-    the level-0 label image of an OME-Zarr container (``write_ome_labels``).
+    """A stored mask, lazily, with its attributes.
 
-    Raises:
-        SlidemaskError: missing path, or neither layout.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A plain Zarr v3 array (:func:`slidemask.write_zarr`) or an OME-Zarr container
+        (:func:`slidemask.write_ome_labels`; its first label image's level 0 is read).
+
+    Returns
+    -------
+    mask : dask.array.Array
+        The stored array, chunked as stored; lazy.
+    attrs : dict
+        The array's (or the container's root group's) attributes.
+
+    Raises
+    ------
+    SlidemaskError
+        Missing path, or neither layout.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import dask.array as da
+    >>> from slidemask import write_zarr
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_zarr(da.zeros((4, 6), dtype=bool, chunks=2), os.path.join(tmp.name, "s.zarr"),
+    ...                   attrs={"provenance": {"downsample": 16.0}})
+    >>> mask, attrs = open_stored_mask(path)
+    >>> mask.shape, attrs["provenance"]
+    ((4, 6), {'downsample': 16.0})
+    >>> tmp.cleanup()
     """
     p = Path(path)
     if not p.exists():
@@ -270,8 +411,48 @@ def preview_from_outputs(
 ) -> Path:
     """Render the preview of an existing output: the slide plus its stored mask.
 
-    The mask's ``downsample`` (level-0 pixels per mask pixel) comes from its attributes when
-    recorded, otherwise from the ratio of the slide's level-0 shape to the mask's shape.
+    What ``slidemask preview SLIDE MASK`` runs. The mask's ``downsample`` (level-0 pixels per
+    mask pixel) comes from its attributes when recorded, otherwise from the ratio of the
+    slide's level-0 shape to the mask's shape.
+
+    Parameters
+    ----------
+    slide_path : str or os.PathLike
+        The slide the mask was computed from.
+    mask_zarr_path : str or os.PathLike
+        The stored mask (see :func:`open_stored_mask`).
+    png_path : str or os.PathLike
+        The PNG to write (replaced atomically).
+    max_size : int
+        The preview's longest side in pixels.
+
+    Returns
+    -------
+    pathlib.Path
+        ``png_path``.
+
+    Raises
+    ------
+    SlideError
+        The slide cannot be opened.
+    SlidemaskError
+        The mask is missing, not a stored mask, or not 2-D.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from slidemask import open_slide, threshold, to_gray, write_synthetic_slide
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_synthetic_slide(os.path.join(tmp.name, "s.tif"), 512, tile=128, levels=3)
+    >>> slide = open_slide(path)
+    >>> mask = threshold(to_gray(slide.levels[2]), below=220)  # level 2: 4 level-0 pixels
+    >>> from slidemask import preview_from_outputs, write_zarr
+    >>> stored = write_zarr(mask, os.path.join(tmp.name, "s.zarr"))  # downsample not recorded
+    >>> png = preview_from_outputs(path, stored, os.path.join(tmp.name, "s.png"), max_size=64)
+    >>> png.name
+    's.png'
+    >>> tmp.cleanup()
     """
     slide = open_slide(slide_path)
     mask, attrs = open_stored_mask(mask_zarr_path)
