@@ -134,6 +134,32 @@ def _build_parser() -> argparse.ArgumentParser:
                            help="processes: memory limit per worker process, e.g. 4GiB")
     _verbosity(run)
 
+    tiles = sub.add_parser(
+        "tiles",
+        help="write patch coordinates from stored masks (the config's tiles: section)",
+        description=(
+            "For each input slide, read its stored mask OUTPUT/<slide name>.zarr (written by "
+            "`slidemask run` with the same config) and write the patches whose exact tissue "
+            "fraction reaches tiles.min_fraction, in the formats tiles.formats lists: "
+            "OUTPUT/<name>.tiles.h5 (CLAM), <mag>x_<size>px_<overlap>px_overlap/patches/"
+            "<name>_patches.h5 (Trident), <name>.tiles.csv, .parquet, .geojson (QuPath "
+            "tiles) and .png (preview), then <name>.tiles.json. Slides whose tiles are up to "
+            "date are skipped; masks are never recomputed."
+        ),
+        epilog="Exit status: 0 all done, 1 a slide failed (e.g. no mask yet), 2 usage or "
+               "config error.",
+    )
+    tiles.add_argument("config", metavar="CONFIG", help="YAML configuration with a tiles: section")
+    tiles.add_argument(
+        "-i", "--input", metavar="PATH", nargs="+", action="extend", required=True,
+        help="slide files, folders of slides, glob patterns or manifests, as for run",
+    )
+    tiles.add_argument("-o", "--output", metavar="DIR", default=".",
+                       help="the folder holding the masks (default: current folder)")
+    tiles.add_argument("--overwrite", action="store_true",
+                       help="rewrite tiles that are up to date")
+    _verbosity(tiles)
+
     script = sub.add_parser(
         "cluster-script",
         help="print the SLURM/PBS job script a run would submit",
@@ -300,6 +326,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if counts["failed"] else EXIT_OK
 
 
+def _cmd_tiles(args: argparse.Namespace) -> int:
+    import dask
+
+    from slidemask.config import load_config
+    from slidemask.report import status_counts
+    from slidemask.tiles.runner import tile_slides
+
+    started = time.perf_counter()
+    try:
+        config = load_config(args.config)
+        if config.tiles is None:
+            raise ConfigError(f"{args.config}: no tiles: section (e.g. tiles: {{size: 256, "
+                              "magnification: 20, formats: [clam]})")
+        with dask.config.set(scheduler="threads"):
+            results = tile_slides(args.input, config.tiles, args.output,
+                                  overwrite=args.overwrite)
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    counts = status_counts(results)
+    tiles = sum(r.stats.get("tiles") or 0 for r in results)
+    print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
+          f"({tiles} tiles) in {time.perf_counter() - started:.1f} s")
+    return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+
 def _cmd_cluster_script(args: argparse.Namespace) -> int:
     from slidemask.config import load_config
     from slidemask.distributed import JOB_QUEUES, job_script
@@ -427,6 +479,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "run": _cmd_run,
+    "tiles": _cmd_tiles,
     "cluster-script": _cmd_cluster_script,
     "info": _cmd_info,
     "preview": _cmd_preview,

@@ -67,12 +67,14 @@ def select_tiles(
     min_fraction: float = 0.5,
     classes: Mapping[str, int] | None = None,
     name: str | None = None,
+    warn: bool = True,
 ) -> TileTable:
     """The :class:`TileTable` of the patches whose fraction reaches ``min_fraction``.
 
     ``areas`` is the computed result of :func:`slidemask.tiles.fractions.tile_areas`
-    (``(classes or 1, rows, cols)`` level-0 pixels squared). Warns
-    (:class:`EmptyTilesWarning`, and on the ``slidemask.tiles`` logger) when nothing is kept.
+    (``(classes or 1, rows, cols)`` level-0 pixels squared). When nothing is kept, says why
+    on the ``slidemask.tiles.tiling`` logger (WARNING) and, if ``warn``, as an
+    :class:`EmptyTilesWarning`.
     """
     classes = dict(classes or {})
     total = areas.sum(axis=0) if areas.shape[0] > 1 else areas[0]
@@ -108,7 +110,8 @@ def select_tiles(
                    f"{float(fraction.max()):.4g})")
         message = f"{where}no tiles: {why}"
         logger.warning(message)
-        warnings.warn(message, EmptyTilesWarning, stacklevel=3)
+        if warn:
+            warnings.warn(message, EmptyTilesWarning, stacklevel=3)
     return table
 
 
@@ -129,6 +132,7 @@ def tile_grid(
     slide_mpp: float | None = None,
     level0_shape: tuple[int, int] | None = None,
     name: str | None = None,
+    warn: bool = True,
 ) -> TileTable:
     """The patches of a regular grid whose exact tissue fraction reaches ``min_fraction``.
 
@@ -182,6 +186,9 @@ def tile_grid(
         ``(rows, cols)`` of level 0 (default: slide, provenance, else the mask's extent).
     name
         The slide's name for file metadata (default: slide or provenance).
+    warn
+        Emit :class:`EmptyTilesWarning` when no patch is kept (the reason is logged at
+        WARNING either way; runners that report the count pass False).
 
     Returns
     -------
@@ -257,4 +264,5 @@ def tile_grid(
     )
     areas = tile_areas(mask, grid, downsample=ds,
                        values=list(values.values()) if values else None).compute()
-    return select_tiles(areas, grid, min_fraction=min_frac, classes=values, name=name)
+    return select_tiles(areas, grid, min_fraction=min_frac, classes=values, name=name,
+                        warn=warn)

@@ -498,7 +498,8 @@ def write_tiles(
     Returns
     -------
     TileOutputs
-        ``{format: path}``, with ``.manifest`` and ``.count``.
+        ``{format: path}``, with ``.manifest`` and ``.count``. No tiles is not an error:
+        the files are written empty and the reason is logged at WARNING.
     """
     mask: Any = mask_path_or_array
     if isinstance(mask, str | os.PathLike):
@@ -509,7 +510,7 @@ def write_tiles(
         frame = None
     if isinstance(mask, np.ndarray):
         mask = da.from_array(mask, chunks=2048)
-    table = tile_grid(mask, slide=slide, downsample=downsample, **spec.grid_args(),
+    table = tile_grid(mask, slide=slide, downsample=downsample, warn=False, **spec.grid_args(),
                       **({} if frame is None else _frame_args(frame, slide)))
     mask_downsample = downsample or (frame.downsample if frame else None) or (
         table.grid.level0_shape[1] / mask.shape[1] if mask.shape[1] else 1.0
