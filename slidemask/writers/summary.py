@@ -48,9 +48,28 @@ FULL_FRACTION = 0.95
 def shared_delayed(collection: Any) -> Any:
     """A ``Delayed`` of a dask collection's value whose graph keeps the collection's task keys.
 
-    Non-dask values and ``Delayed`` objects are returned unchanged. Computing several results
-    made this way in one ``dask.compute`` call computes their common tasks (the mask) once.
-    The price: the collection's graph is not fused (a few more, smaller tasks).
+    Computing several results made this way in one ``dask.compute`` call computes their
+    common tasks (the mask) once. The price: the collection's graph is not fused (a few
+    more, smaller tasks).
+
+    Parameters
+    ----------
+    collection : object
+        A dask collection (e.g. a lazy sum of a mask); anything else is returned unchanged,
+        as are ``Delayed`` objects.
+
+    Returns
+    -------
+    dask.delayed.Delayed or object
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> total = shared_delayed(da.ones((4, 4), chunks=2).sum())
+    >>> type(total).__name__, float(total.compute())
+    ('Delayed', 16.0)
+    >>> shared_delayed(3)
+    3
     """
     if not dask.is_dask_collection(collection) or isinstance(collection, Delayed):
         return collection
@@ -72,21 +91,48 @@ def mask_summary(
 ) -> dict[str, Any]:
     """The summary of one mask, lazily.
 
-    Args:
-        mask: (rows, cols) bool or integer mask (non-zero = tissue), dask or numpy.
-        mpp: micrometres per *mask* pixel (the effective mpp the mask was computed at,
-            ``Resolution.mpp``), or None when the slide does not state its pixel size.
-        downsample: level-0 pixels per mask pixel (``Resolution.downsample``), recorded.
-        threshold: the threshold used (may be lazy, e.g. Otsu's; pass dask arrays through
-            :func:`shared_delayed` to share tasks with a write), recorded.
-        level: the pyramid level the mask was computed from, recorded.
-        components: number of connected components (may be lazy, as ``threshold``), recorded.
+    Parameters
+    ----------
+    mask : dask.array.Array or numpy.ndarray
+        ``(rows, cols)`` bool or integer mask (non-zero = tissue).
+    mpp : float or None
+        Micrometres per *mask* pixel (the effective mpp the mask was computed at,
+        ``Resolution.mpp``), or None when the slide does not state its pixel size.
+    downsample : float
+        Level-0 pixels per mask pixel (``Resolution.downsample``), recorded.
+    threshold : float, optional
+        The threshold used (may be lazy, e.g. Otsu's; pass dask arrays through
+        :func:`shared_delayed` to share tasks with a write), recorded.
+    level : int
+        The pyramid level the mask was computed from, recorded.
+    components : int, optional
+        Number of connected components (may be lazy, as ``threshold``), recorded.
 
-    Returns:
-        dict with keys ``tissue_pixels`` (lazy int), ``total_pixels``, ``tissue_fraction``
-        (lazy float, 0-1), ``tissue_area_mm2`` (lazy float; None without mpp),
-        ``components``, ``threshold``, ``level``, ``mpp``, ``downsample``, ``shape``
-        (rows, cols of the mask). Nothing is computed; ``dask.compute(summary)`` computes it.
+    Returns
+    -------
+    dict
+        Keys ``tissue_pixels`` (lazy int), ``total_pixels``, ``tissue_fraction`` (lazy
+        float, 0-1), ``tissue_area_mm2`` (lazy float, ``pixels * mpp**2 / 1e6``; None without
+        mpp), ``components``, ``threshold``, ``level``, ``mpp``, ``downsample``, ``shape``
+        (rows, cols of the mask). Nothing is computed; ``dask.compute(summary)`` computes it,
+        in the same pass as a write of the same mask.
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D mask, or a bad ``mpp``.
+
+    Examples
+    --------
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> mask = np.zeros((100, 100), dtype=bool)
+    >>> mask[:50, :40] = True
+    >>> summary = mask_summary(da.from_array(mask, chunks=50), mpp=8.0, downsample=16.0, level=2)
+    >>> (summary,) = dask.compute(summary)
+    >>> summary["tissue_pixels"], summary["tissue_fraction"], summary["tissue_area_mm2"]
+    (2000, 0.2, 0.128)
     """
     if isinstance(mask, np.ndarray):
         mask = da.from_array(mask)
@@ -137,7 +183,34 @@ def _require_computed(summary: dict[str, Any], where: str) -> None:
 
 
 def qc_warnings(summary: dict[str, Any]) -> list[str]:
-    """Quality warnings for a computed summary: an empty mask, or one covering > 95 %."""
+    """Quality warnings for a computed summary: an empty mask, or one covering > 95 %.
+
+    Parameters
+    ----------
+    summary : dict
+        A computed :func:`mask_summary` (or the pipeline's summary with the same keys).
+
+    Returns
+    -------
+    list of str
+        One sentence per problem, naming the level, µm per pixel and threshold; empty when
+        the mask looks plausible.
+
+    Raises
+    ------
+    MaskError
+        The summary is still lazy.
+
+    Examples
+    --------
+    >>> summary = {"tissue_pixels": 0, "tissue_fraction": 0.0, "level": 2, "mpp": 8.0,
+    ...            "threshold": 220}
+    >>> (warning,) = qc_warnings(summary)
+    >>> warning.split(";")[0]
+    'empty mask: no tissue found (level 2, 8 µm/pixel, threshold 220)'
+    >>> qc_warnings({**summary, "tissue_pixels": 2000, "tissue_fraction": 0.2})
+    []
+    """
     _require_computed(summary, "qc_warnings")
     where = f"level {summary.get('level')}"
     if summary.get("mpp") is not None:
@@ -167,7 +240,29 @@ def qc_warnings(summary: dict[str, Any]) -> list[str]:
 
 
 def summary_record(summary: dict[str, Any]) -> dict[str, Any]:
-    """A computed summary as plain JSON types, with ``warnings`` (see :func:`qc_warnings`)."""
+    """A computed summary as plain JSON types, with ``warnings`` (see :func:`qc_warnings`).
+
+    Parameters
+    ----------
+    summary : dict
+        A computed :func:`mask_summary`.
+
+    Returns
+    -------
+    dict
+        JSON types only (:func:`slidemask.writers.atomic.jsonable`), plus ``warnings``.
+
+    Raises
+    ------
+    MaskError
+        The summary is still lazy.
+
+    Examples
+    --------
+    >>> summary = {"tissue_pixels": 2000, "tissue_fraction": 0.2, "level": 2, "mpp": 8.0}
+    >>> summary_record(summary)
+    {'tissue_pixels': 2000, 'tissue_fraction': 0.2, 'level': 2, 'mpp': 8.0, 'warnings': []}
+    """
     _require_computed(summary, "summary_record")
     record: dict[str, Any] = jsonable(summary, "summary")
     record["warnings"] = qc_warnings(summary)
@@ -175,7 +270,33 @@ def summary_record(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_summary_json(summary: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write :func:`summary_record` of a computed summary as JSON (replaced atomically)."""
+    """Write :func:`summary_record` of a computed summary as JSON (replaced atomically).
+
+    Parameters
+    ----------
+    summary : dict
+        A computed :func:`mask_summary`.
+    path : str or os.PathLike
+        The JSON file (``<slide name>.json``); its folder is created.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Examples
+    --------
+    >>> import json
+    >>> import os
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> summary = {"tissue_pixels": 2000, "tissue_fraction": 0.2, "level": 2, "mpp": 8.0}
+    >>> path = write_summary_json(summary, os.path.join(tmp.name, "s.json"))
+    >>> with open(path) as fh:
+    ...     json.load(fh)["warnings"]
+    []
+    >>> tmp.cleanup()
+    """
     record = summary_record(summary)
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
