@@ -514,3 +514,98 @@ def test_chunk_task_pickles_and_runs_on_processes() -> None:
     with dask.config.set(scheduler="processes", num_workers=2):
         on_processes = lazy.compute()
     np.testing.assert_array_equal(on_processes, lazy.compute(scheduler="sync"))
+
+
+# ---------------------------------------------------------------- config, batch and CLI
+
+
+_TILED_CONFIG = """\
+resolution: {level: 1}
+masks:
+  tissue:
+    - gray: {}
+    - threshold: {below: 220}
+tiles: {size: 64, units: um, min_fraction: 0.05, formats: [clam, csv, parquet]}
+"""
+
+
+def test_config_tiles_section_is_outside_the_mask_hash(tmp_path: Path) -> None:
+    from slidemask.config import config_hash, load_config
+    from slidemask.errors import ConfigError
+
+    with_tiles = tmp_path / "tiled.yaml"
+    with_tiles.write_text(_TILED_CONFIG)
+    without = tmp_path / "plain.yaml"
+    without.write_text(_TILED_CONFIG.split("tiles:")[0])
+    config = load_config(with_tiles)
+    assert config.tiles == TileSpec(size=64, units="um", min_fraction=0.05,
+                                    formats=["clam", "csv", "parquet"])
+    assert config_hash(config) == config_hash(load_config(without))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(_TILED_CONFIG.replace("min_fraction", "min_fractoin"))
+    with pytest.raises(ConfigError, match="tiles.min_fractoin"):
+        load_config(bad)
+
+
+def test_batch_writes_tiles_beside_masks_and_resumes_them(
+    tmp_path: Path, synthetic_slide: Path
+) -> None:
+    from slidemask.batch import run_batch
+    from slidemask.config import load_config
+
+    config_path = tmp_path / "tiled.yaml"
+    config_path.write_text(_TILED_CONFIG)
+    config = load_config(config_path)
+    out = tmp_path / "out"
+    with dask.config.set(scheduler="threads"):
+        (first,) = run_batch([synthetic_slide], config, out)
+    assert first.status == "done", first.error
+    assert first.stats["tiles"] > 0
+    stem = out / "synthetic"
+    for suffix in (".tiles.h5", ".tiles.csv", ".tiles.parquet", ".tiles.json"):
+        assert (out / f"synthetic{suffix}").is_file()
+    _, patch_size, length, _ = _clam_dataset_read(out / "synthetic.tiles.h5")
+    assert (patch_size, length) == (128, first.stats["tiles"])  # 64 µm at 0.5 µm, level 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["slides"][0]["stats"]["tiles"] == first.stats["tiles"]
+    mask_meta = (out / "synthetic.zarr" / "zarr.json").stat().st_mtime_ns
+
+    with dask.config.set(scheduler="threads"):
+        (again,) = run_batch([synthetic_slide], config, out)
+    assert again.status == "skipped" and again.stats["tiles"] == first.stats["tiles"]
+
+    (out / "synthetic.tiles.csv").unlink()  # as a kill between the mask and its tiles would
+    with dask.config.set(scheduler="threads"):
+        (resumed,) = run_batch([synthetic_slide], config, out)
+    assert resumed.status == "done" and resumed.stats["tiles"] == first.stats["tiles"]
+    assert (out / "synthetic.zarr" / "zarr.json").stat().st_mtime_ns == mask_meta  # kept
+    assert tiles_complete(stem, config.tiles, extra={"config_hash": first.config_hash})
+
+    finer = config.model_copy(update={"tiles": config.tiles.model_copy(update={"size": 32.0})})
+    with dask.config.set(scheduler="threads"):
+        (retiled,) = run_batch([synthetic_slide], finer, out)
+    assert retiled.status == "done" and retiled.stats["tiles"] > first.stats["tiles"]
+    assert (out / "synthetic.zarr" / "zarr.json").stat().st_mtime_ns == mask_meta
+
+
+def test_cli_tiles_command(tmp_path: Path, synthetic_slide: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    from slidemask.cli import main
+
+    config_path = tmp_path / "tiled.yaml"
+    config_path.write_text(_TILED_CONFIG.split("tiles:")[0])
+    out = tmp_path / "out"
+    assert main(["run", str(config_path), "-i", str(synthetic_slide), "-o", str(out), "-q"]) == 0
+    assert not (out / "synthetic.tiles.json").exists()
+    args = ["tiles", str(config_path), "-i", str(synthetic_slide), "-o", str(out), "-q"]
+    assert main(args) == 2  # no tiles: section
+    config_path.write_text(_TILED_CONFIG.replace("[clam, csv, parquet]", "[geojson, preview]"))
+    assert main(args) == 0
+    assert "1 done" in capsys.readouterr().out
+    assert json.loads((out / "synthetic.tiles.geojson").read_text())["features"]
+    assert (out / "synthetic.tiles.png").is_file()
+    assert main(args) == 0
+    assert "1 skipped" in capsys.readouterr().out
+    missing = ["tiles", str(config_path), "-i", str(synthetic_slide), "-o",
+               str(tmp_path / "empty"), "-q"]
+    assert main(missing) == 1
