@@ -556,6 +556,7 @@ def test_batch_writes_tiles_beside_masks_and_resumes_them(
     config_path = tmp_path / "tiled.yaml"
     config_path.write_text(_TILED_CONFIG)
     config = load_config(config_path)
+    assert config.tiles is not None
     out = tmp_path / "out"
     with dask.config.set(scheduler="threads"):
         (first,) = run_batch([synthetic_slide], config, out)
