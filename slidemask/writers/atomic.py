@@ -55,12 +55,12 @@ def jsonable(
 
     Parameters
     ----------
-    value
+    value : object
         Nested mappings, lists, tuples and sets of ``None``, bool, int, float, str, numpy
         scalars and arrays (as lists) and paths (as str). Mapping keys become str.
-    where
+    where : str
         Where ``value`` sits, for the error message (``attrs.provenance.mpp``).
-    default
+    default : callable, optional
         Called on any other object for its JSON form (``str``, say), as in
         :func:`json.dumps`; ``None`` raises instead.
 
@@ -74,6 +74,18 @@ def jsonable(
     ------
     TypeError
         An object of another type and no ``default``; the message names ``where``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> jsonable({"mpp": np.float32(0.5), "shape": (3, 4), "t": float("nan"), 1: np.arange(2)})
+    {'mpp': 0.5, 'shape': [3, 4], 't': None, '1': [0, 1]}
+    >>> jsonable({"x": object()})
+    Traceback (most recent call last):
+    ...
+    TypeError: attrs.x: object has no JSON form
+    >>> jsonable({"x": 1 + 2j}, default=str)
+    {'x': '(1+2j)'}
     """
     if value is None or isinstance(value, (bool, str)):
         return value
@@ -100,7 +112,18 @@ def jsonable(
 
 
 def check_attrs(attrs: Mapping[str, Any]) -> None:
-    """Fail now, not after hours of computing, on attributes that cannot be stored."""
+    """Fail now, not after hours of computing, on attributes that cannot be stored.
+
+    Parameters
+    ----------
+    attrs : mapping
+        Attributes for a Zarr node; dask collections in them (computed later) are allowed.
+
+    Raises
+    ------
+    ValueError
+        A value has no JSON form.
+    """
 
     def placeholder(value: Any) -> Any:
         if dask.is_dask_collection(value):
@@ -118,6 +141,7 @@ def check_attrs(attrs: Mapping[str, Any]) -> None:
 
 
 def partial_path(final: Path) -> Path:
+    """A new hidden sibling name ``.<name>.partial-<hex>`` of ``final`` to write into."""
     return final.parent / f".{final.name}{_PARTIAL_INFIX}{uuid.uuid4().hex}"
 
 
@@ -143,6 +167,30 @@ def atomic_write(
     reader sees the old file or the new one, never part of one). If the block raises, the
     partial file is removed and ``path`` is left as it was. The file gets the permissions
     ``open`` gives (0o666 less the umask). The folder must exist.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The final file.
+    binary : bool
+        Open the partial file for bytes instead of UTF-8 text.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        Yields the open partial file.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "report.json")
+    >>> with atomic_write(path) as fh:
+    ...     _ = fh.write("{}")
+    >>> os.listdir(tmp.name)
+    ['report.json']
+    >>> tmp.cleanup()
     """
     return _atomic_write(Path(path), binary)
 
@@ -169,6 +217,27 @@ def partial_outputs(path: str | os.PathLike[str]) -> list[Path]:
 
     Another process may still be writing one of them; remove them only when no other run
     writes the same output.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An output's final path.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The ``.<name>.partial-<hex>`` siblings, sorted.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> final = Path(tmp.name) / "s.zarr"
+    >>> partial_path(final).mkdir()  # what a killed writer leaves
+    >>> [p.name[:16] for p in partial_outputs(final)]
+    ['.s.zarr.partial-']
+    >>> tmp.cleanup()
     """
     final = Path(path)
     prefix = f".{final.name}{_PARTIAL_INFIX}"
@@ -178,6 +247,7 @@ def partial_outputs(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def looks_like_zarr(path: Path) -> bool:
+    """True when ``path`` holds a Zarr v3 (``zarr.json``) or v2 (``.zarray``/``.zgroup``) node."""
     return (
         (path / "zarr.json").is_file()
         or (path / ".zarray").is_file()
@@ -186,6 +256,14 @@ def looks_like_zarr(path: Path) -> bool:
 
 
 def check_target(final: Path, overwrite: bool) -> None:
+    """Refuse to write ``final`` when it exists without ``overwrite``, or when it is a non-empty
+    folder that is not a Zarr store (never deleted, even with ``overwrite``).
+
+    Raises
+    ------
+    FileExistsError
+        Either case; the message names ``final``.
+    """
     if not (final.exists() or final.is_symlink()):
         return
     if not overwrite:
@@ -206,6 +284,7 @@ def check_target(final: Path, overwrite: bool) -> None:
 
 
 def remove(path: Path) -> None:
+    """Delete a file or a folder tree, ignoring what is already gone."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -213,8 +292,39 @@ def remove(path: Path) -> None:
 
 
 def publish(partial: Path, final: Path, overwrite: bool) -> None:
-    """Move a complete ``partial`` output to ``final``; an existing one is replaced only if
-    ``overwrite``, and stays complete at ``final`` until the new one takes its place."""
+    """Move a complete ``partial`` output to ``final``.
+
+    An existing output is replaced only if ``overwrite``, and stays complete at ``final``
+    until the new one takes its place (it is renamed aside first, then removed).
+
+    Parameters
+    ----------
+    partial : pathlib.Path
+        The complete output under its temporary name (a sibling of ``final``).
+    final : pathlib.Path
+        Where it goes.
+    overwrite : bool
+        Replace an existing output (only a file or a Zarr store).
+
+    Raises
+    ------
+    FileExistsError
+        See :func:`check_target`.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> final = Path(tmp.name) / "s.txt"
+    >>> partial = partial_path(final)
+    >>> _ = partial.write_text("done")
+    >>> publish(partial, final, overwrite=False)
+    >>> os.listdir(tmp.name), final.read_text()
+    (['s.txt'], 'done')
+    >>> tmp.cleanup()
+    """
     check_target(final, overwrite)
     if final.exists() or final.is_symlink():
         aside = final.parent / f".{final.name}.replaced-{uuid.uuid4().hex}"
@@ -236,7 +346,30 @@ def mark_complete_and_publish(
     """Write ``attrs`` plus ``{key: marker + complete}`` into the Zarr node at ``partial`` in
     one ``zarr.json`` write, after all its chunks, then :func:`publish` it to ``final``.
 
-    On any failure the partial output is removed and the error re-raised. Returns ``final``.
+    Parameters
+    ----------
+    partial, final : pathlib.Path
+        The Zarr v3 node written under its temporary name, and where it goes.
+    overwrite : bool
+        Replace an existing output at ``final``.
+    attrs : mapping
+        JSON-able attributes (computed values only).
+    key : str
+        The writer's attribute namespace (``"slidemask"``).
+    marker : mapping
+        The writer's own facts (format and package version); ``completed_at`` and
+        ``complete: true`` are added.
+
+    Returns
+    -------
+    str
+        ``final``.
+
+    Raises
+    ------
+    FileExistsError, TypeError, ValueError
+        ``final`` cannot be replaced, or ``attrs`` has no JSON form. On any failure the
+        partial output is removed and the error re-raised.
     """
     import datetime as dt
 
@@ -260,7 +393,29 @@ def mark_complete_and_publish(
 
 
 def leftovers(output: Path) -> list[Path]:
-    """Temporary siblings of ``output`` that a killed run can leave behind (never complete)."""
+    """Temporary siblings of ``output`` that a killed run can leave behind (never complete).
+
+    Parameters
+    ----------
+    output : pathlib.Path
+        An output's final path.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The ``.<name>.<kind>-<hex>`` siblings of every :data:`LEFTOVER_KINDS`, sorted.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> output = Path(tmp.name) / "s.zarr"
+    >>> (Path(tmp.name) / ".s.zarr.scratch-0123abcd").mkdir()
+    >>> [p.name for p in leftovers(output)]
+    ['.s.zarr.scratch-0123abcd']
+    >>> tmp.cleanup()
+    """
     if not output.parent.is_dir():
         return []
     pattern = re.compile(rf"^\.{re.escape(output.name)}\.(?:{'|'.join(LEFTOVER_KINDS)})-[0-9a-f]+$")
