@@ -9,6 +9,12 @@ What the scene holds (all positions scale with the slide size):
 - holes: background ellipses inside the tissue, some centred on tile corners so they cross tiles;
 - specks: small dark dots scattered over the background (debris an area filter should drop);
 - a blue pen stroke, a sine-shaped band across the upper part of the slide.
+
+With ``texture="noisy"`` the tissue is lighter and grainy, its grey straddling 200 the way
+light eosin and stroma of a real H&E slide do, and the glass carries faint dust: a level-0
+``grey < 200`` mask then has thousands of specks and pinholes per 2048² chunk (as thresholded
+real slides have), where the default ``"smooth"`` texture gives solid tissue. The default
+output is unchanged by the option.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ EOSIN = np.array([226.0, 150.0, 196.0], dtype=np.float32)
 HEMATOXYLIN = np.array([112.0, 72.0, 156.0], dtype=np.float32)
 PEN_BLUE = np.array([48.0, 66.0, 170.0], dtype=np.float32)
 SPECK = np.array([90.0, 80.0, 95.0], dtype=np.float32)
+LIGHT_EOSIN = np.array([236.0, 188.0, 216.0], dtype=np.float32)  # grey about 205
+DUST = np.array([150.0, 140.0, 150.0], dtype=np.float32)
+TEXTURES = ("smooth", "noisy")
 
 
 @dataclass(frozen=True)
@@ -62,9 +71,14 @@ class Scene:
     holes: tuple[Ellipse, ...]
     speck_cell: int
     seed: int
+    texture: str = "smooth"
 
     @classmethod
-    def make(cls, rows: int, cols: int, *, seed: int = 0, tile: int = 512) -> Scene:
+    def make(
+        cls, rows: int, cols: int, *, seed: int = 0, tile: int = 512, texture: str = "smooth"
+    ) -> Scene:
+        if texture not in TEXTURES:
+            raise ValueError(f"texture must be one of {TEXTURES}, got {texture!r}")
         rng = np.random.default_rng(seed)
         scale = min(rows, cols)
         tissue = []
@@ -85,7 +99,8 @@ class Scene:
             r = max(3.0, min(0.3 * min(blob.ry, blob.rx), 1.2 * tile))
             holes.append(Ellipse(cy=float(cy), cx=float(cx), ry=r, rx=0.7 * r))
         return cls(
-            rows, cols, tuple(tissue), tuple(holes), speck_cell=max(64, tile // 2), seed=seed
+            rows, cols, tuple(tissue), tuple(holes), speck_cell=max(64, tile // 2), seed=seed,
+            texture=texture,
         )
 
     def render(self, y0: int, x0: int, rows: int, cols: int, downsample: float = 1.0) -> np.ndarray:
@@ -114,7 +129,9 @@ class Scene:
         stain = 0.5 + 0.5 * np.sin(ys / 37.0) * np.cos(xs / 53.0)
         img = np.empty((rows, cols, 3), dtype=np.float32)
         img[:] = BACKGROUND + 3.0 * noise[..., None]
-        if tissue.any():
+        if self.texture == "noisy":
+            self._noisy(img, tissue, iy, ix, h, noise, stain, ys, xs)
+        elif tissue.any():
             nuclei = (np.sin(ys / 5.3 + 1.7 * np.cos(xs / 7.1)) * np.cos(xs / 6.1) > 0.55) & tissue
             colour = EOSIN[None, None, :] - 30.0 * stain[..., None] + 10.0 * noise[..., None]
             img[tissue] = colour[tissue]
@@ -122,6 +139,40 @@ class Scene:
         self._draw_specks(img, ys, xs, downsample)
         self._draw_pen(img, ys, xs, downsample)
         return np.clip(img, 0, 255).astype(np.uint8)
+
+    def _noisy(
+        self,
+        img: np.ndarray,
+        tissue: np.ndarray,
+        iy: np.ndarray,
+        ix: np.ndarray,
+        h: np.ndarray,
+        noise: np.ndarray,
+        stain: np.ndarray,
+        ys: np.ndarray,
+        xs: np.ndarray,
+    ) -> None:
+        """Grainy light tissue and dusty glass (``texture="noisy"``), in place.
+
+        Grain: the per-pixel hash noise plus a coarser one (3-pixel cells), so pinholes and
+        specks come in sizes of one to a few dozen pixels after JPEG; the stain field moves the
+        tissue's mean grey across the threshold, from dense (few pinholes) to light (many).
+        """
+        c = (iy // np.uint32(3)) * np.uint32(2246822519) ^ (ix // np.uint32(3)) * np.uint32(
+            3266489917
+        ) ^ np.uint32(self.seed * 668265263 + 1)
+        c = (c ^ (c >> np.uint32(15))) * np.uint32(2654435761)
+        coarse = ((c >> np.uint32(24)).astype(np.float32) - 128.0) / 128.0
+        grain = 16.0 * noise + 12.0 * coarse
+        # dust on the glass: about one pixel in 2700
+        dust = (h & np.uint32(4095)) < np.uint32(1) + (c >> np.uint32(31))
+        img[dust & ~tissue] = DUST
+        if tissue.any():
+            light = 0.5 + 0.5 * np.sin(ys / 211.0 + 0.7) * np.cos(xs / 173.0)
+            colour = LIGHT_EOSIN - 18.0 - 30.0 * (stain * light)[..., None] + grain[..., None]
+            nuclei = (np.sin(ys / 5.3 + 1.7 * np.cos(xs / 7.1)) * np.cos(xs / 6.1) > 0.6) & tissue
+            img[tissue] = colour[tissue]
+            img[nuclei] = (HEMATOXYLIN + 12.0 * noise[..., None])[nuclei]
 
     def _draw_specks(
         self, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, downsample: float
@@ -204,6 +255,7 @@ def write_synthetic_slide(
     ome: bool = True,
     byteorder: str = "<",
     workers: int | None = None,
+    texture: str = "smooth",
 ) -> Path:
     """Write a deterministic H&E-like pyramidal tiled BigTIFF and return its path.
 
@@ -220,13 +272,15 @@ def write_synthetic_slide(
         ome: write OME-XML (pyramid as SubIFDs); otherwise a plain BigTIFF with resolution tags.
         byteorder: "<" little-endian or ">" big-endian.
         workers: threads rendering and compressing tiles (default: all cores).
+        texture: "smooth" (solid tissue) or "noisy" (grainy light tissue and dusty glass,
+            whose level-0 ``grey < 200`` mask is speckled like a thresholded real slide's).
 
     Memory stays at a few tiles whatever ``size`` is.
     """
     rows, cols = (size, size) if isinstance(size, int) else size
     path = Path(path)
     workers = workers or os.cpu_count() or 1
-    scene = Scene.make(rows, cols, seed=seed, tile=tile)
+    scene = Scene.make(rows, cols, seed=seed, tile=tile, texture=texture)
     shapes = _level_shapes(rows, cols, tile, levels)
     common: dict[str, Any] = dict(
         dtype=np.uint8,
