@@ -824,3 +824,653 @@ def fill_ranked_holes(tile: np.ndarray, lut: ChunkLut, *, per_owner: int) -> np.
     ids, values = lut["bg"]
     fill[ids] = values
     return tile | lookup(fill, _labels_of(bg))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 1 that applies the chunk's own decisions, and the pass 2 that finishes the stored tile.
+#
+# The engine stores the tile pass 1 returns and hands it to pass 2 with the chunk's lookup
+# table. A component that touches none of the chunk's faces lies wholly in the chunk, so the
+# chunk decides it alone: pass 1 removes small interior objects or fills interior holes right
+# away, and reports only the face-touching components. Those are left exactly as they were
+# (the local decisions never touch them: they are other components), so pass 2 finds them
+# again from one of their face pixels and changes the ones the merge decided to change,
+# without labelling the chunk again.
+#
+# How a chunk is measured depends on what it holds (each way gives the same record and tile):
+# * border following (:func:`trace`), vectorized over the contours: when the chunk has few
+#   borders (tissue without pinholes, glass with a few thousand specks). Interior components
+#   are removed or filled with one ``cv2.drawContours`` call; exact areas are measured (by
+#   flood fill within the component's box) only where bounds cannot decide;
+# * for hole filling, a flood of the background from the chunk's frame: whatever it does not
+#   reach is a hole. Cost grows with the background reached, not the pinholes (tissue riddled
+#   with 10^5 pinholes per chunk);
+# * labelling with OpenCV's statistics (the fallback: noise everywhere).
+#
+# Measured per 2048² chunk, one OpenCV thread, medians (ms), before -> after, pass 1 + pass 2:
+# see scripts/time_global_ops.py ``kernels`` and the table in this module's tests' notes.
+# ---------------------------------------------------------------------------------------------
+
+CONTOUR_LIMIT = 25000
+"""Above this many borders (estimated from sampled rows, or counted), chunks are not measured
+by border following: ``findContours`` makes one Python array per border (about 1 µs each)."""
+
+AREA_FLOOD_LIMIT = 2000
+"""Most components whose exact area pass 1 measures one by one (a flood fill within the
+component's box, about 5 µs plus the box) before it labels the chunk instead."""
+
+STORED_SEED_LIMIT = 48
+"""Pass 2 flood fills up to this many components one by one from their seeds; above, one flood
+from a frame around the tile reaches all of them at once (about 1 ms plus their pixels)."""
+
+
+def _sampled_counts(img: np.ndarray) -> tuple[int, int]:
+    """Estimated numbers of foreground 8-components and background 4-components of a 0/1
+    ``uint8`` tile, from every 16th row (each component has one first pixel in raster order,
+    with no pixel of its own kind before it among its neighbours). Only a speed decision."""
+    h, w = img.shape
+    if h <= _SAMPLE_STEP:
+        return 0, 0
+    rows = np.arange(_SAMPLE_STEP, h, _SAMPLE_STEP)
+    here, above = img[rows].view(bool), img[rows - 1].view(bool)
+    fg = here & ~above
+    fg[:, 1:] &= ~here[:, :-1] & ~above[:, :-1]
+    fg[:, :-1] &= ~above[:, 1:]
+    bg = above & ~here
+    bg[:, 1:] &= here[:, :-1]
+    return (int(np.count_nonzero(fg)) * _SAMPLE_STEP, int(np.count_nonzero(bg)) * _SAMPLE_STEP)
+
+
+def _odd_depth(parent: np.ndarray) -> np.ndarray:
+    """Whether each contour of a ``RETR_TREE`` hierarchy lies at an odd depth (a hole border)."""
+    odd = np.zeros(len(parent), bool)
+    up = parent.copy()
+    live = up >= 0
+    while live.any():
+        odd ^= live
+        up[live] = parent[up[live]]
+        live = up >= 0
+    return odd
+
+
+@dataclass(frozen=True)
+class Traced:
+    """Components of one value in a tile, measured by border following (:func:`trace`).
+
+    Per-component arrays have length ``count + 1`` (index 0 unused), numbered in raster order of
+    first pixel like :func:`label_tile`: box (``bottom``/``right`` exclusive) and first pixel in
+    the tile's frame. ``contour[k]`` is component k's border in ``contours`` (the border of a
+    component traced as a hole lies one pixel outside it), whose coordinates are those of the
+    tile plus ``offset``; ``grand[c]`` is the border two levels above border ``c`` (that of the
+    enclosing component of the same value), -1 if none.
+    """
+
+    count: int
+    top: np.ndarray
+    left: np.ndarray
+    bottom: np.ndarray
+    right: np.ndarray
+    first_row: np.ndarray
+    first_col: np.ndarray
+    faces: Faces
+    contours: tuple[np.ndarray, ...]
+    contour: np.ndarray
+    grand: np.ndarray
+    offset: int
+
+
+def trace(
+    img: np.ndarray, *, connectivity: int, value: bool = True, limit: int = CONTOUR_LIMIT
+) -> Traced | None:
+    """Measure the components of the pixels equal to ``value`` of a 0/1 ``uint8`` tile by border
+    following, vectorized over the borders (the per-border Python of :func:`traced_components`
+    cost 10-40 µs a component). Same numbering, boxes, first pixels and faces as labelling
+    (tested); no areas. None when the tile has more than ``limit`` borders, or (a safety net,
+    never seen) a target face pixel lies on no border. ``img`` is never written.
+    """
+    check_connectivity(connectivity)
+    h, w = img.shape
+    canvas: np.ndarray
+    if connectivity == 8:  # the target pixels as 1: each component is an outer border
+        canvas, offset = (img if value else 1 - img), 0
+    else:  # the target pixels as 0 framed by 1: each component is a hole
+        canvas = cv2.copyMakeBorder(1 - img if value else img, 1, 1, 1, 1,
+                                    cv2.BORDER_CONSTANT, value=1)
+        offset = 1
+    contours, hierarchy = cv2.findContours(canvas, cv2.RETR_TREE, cv2.CHAIN_APPROX_NONE)
+    m = len(contours)
+    if m > limit:
+        return None
+    parent = hierarchy[0, :, 3].astype(np.int64) if m else np.zeros(0, np.int64)
+    grand = np.full(m, -1, np.int64)
+    has = parent >= 0
+    grand[has] = parent[parent[has]]
+    odd = _odd_depth(parent)
+    chosen = np.flatnonzero(odd if connectivity == 4 else ~odd)
+    n = len(chosen)
+    faces = Faces(*(np.zeros(size, LABEL_DTYPE) for size in (w, w, h, h)))
+    z = np.zeros(1, np.int64)
+    if n:
+        borders = [contours[k] for k in chosen.tolist()]
+        lengths = np.fromiter((len(b) for b in borders), np.int64, count=n)
+        pts = np.concatenate(borders).reshape(-1, 2).astype(np.int64)
+        xs, ys = pts[:, 0] - offset, pts[:, 1] - offset
+        starts = np.zeros(n, np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        x0, x1 = np.minimum.reduceat(xs, starts), np.maximum.reduceat(xs, starts)
+        y0, y1 = np.minimum.reduceat(ys, starts), np.maximum.reduceat(ys, starts)
+        first_row, first_col = ys[starts], xs[starts] + offset  # a hole starts right of it
+        order = np.lexsort((first_col, first_row))
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(1, n + 1)
+        grow = 1 - offset  # a hole's border lies one pixel outside it
+        pid = np.repeat(rank, lengths).astype(LABEL_DTYPE)
+        # border points on these rows / columns mark face pixels: the tile's outermost (8),
+        # or the frame's (4)
+        rt, rb, cl, cr = (0, h - 1, 0, w - 1) if connectivity == 8 else (-1, h, -1, w)
+        across = (xs >= 0) & (xs < w)
+        down = (ys >= 0) & (ys < h)
+        for face, line, coord, ok in (
+            (faces.top, ys == rt, xs, across), (faces.bottom, ys == rb, xs, across),
+            (faces.left, xs == cl, ys, down), (faces.right, xs == cr, ys, down),
+        ):
+            sel = line & ok
+            face[coord[sel]] = pid[sel]
+        traced = Traced(
+            count=n,
+            top=np.concatenate([z, (y0 + offset)[order]]),
+            left=np.concatenate([z, (x0 + offset)[order]]),
+            bottom=np.concatenate([z, (y1 + grow)[order]]),
+            right=np.concatenate([z, (x1 + grow)[order]]),
+            first_row=np.concatenate([z, first_row[order]]),
+            first_col=np.concatenate([z, first_col[order]]),
+            faces=faces,
+            contours=tuple(contours),
+            contour=np.concatenate([[-1], chosen[order]]),
+            grand=grand,
+            offset=offset,
+        )
+    else:
+        traced = Traced(0, z, z, z, z, z, z, faces, tuple(contours), np.full(1, -1), grand,
+                        offset)
+    target = np.uint8(value)
+    for face, pixels in zip(
+        (faces.top, faces.bottom, faces.left, faces.right),
+        (img[0], img[-1], img[:, 0], img[:, -1]), strict=True,
+    ):
+        if not np.array_equal(face > 0, pixels == target):  # pragma: no cover
+            return None  # a safety net: never seen
+    return traced
+
+
+def _draw(canvas: np.ndarray, traced: Traced, chosen: np.ndarray, value: int) -> None:
+    """Paint, in place, the whole inside of the borders of the components flagged in ``chosen``
+    (``bool``, length count+1) with ``value``: each component, its holes and everything in them.
+
+    One ``cv2.drawContours`` call, which fills its contours together by the even-odd rule, so
+    a border inside another chosen one is left out (the outer fill covers it). Callers choose
+    sets closed under nesting (what lies in a chosen component's hole is chosen too, as a
+    smaller box is). Exact for both border kinds (tested against scipy).
+    """
+    idx = traced.contour[np.flatnonzero(chosen)]
+    if not len(idx):
+        return
+    picked = np.zeros(len(traced.contours), bool)
+    picked[idx] = True
+    covered = np.zeros(len(idx), bool)
+    up = traced.grand[idx]
+    live = up >= 0
+    while live.any():
+        covered[live] |= picked[up[live]]
+        up[live] = traced.grand[up[live]]
+        live = up >= 0
+    borders = [traced.contours[k] for k in idx[~covered].tolist()]
+    cv2.drawContours(canvas, borders, -1, int(value), cv2.FILLED,
+                     offset=(-traced.offset, -traced.offset))
+
+
+def _box_bounds(
+    top: np.ndarray, left: np.ndarray, bottom: np.ndarray, right: np.ndarray,
+    *, connectivity: int, total: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of each component's area from its box: a component spans its
+    box's rows and columns (at least ``max(h, w)`` pixels 8-connected, ``h + w - 1``
+    4-connected) and fits in it; the one with the largest box has at least ``total`` (all
+    target pixels) less every other box."""
+    bh, bw = bottom - top, right - left
+    upper = bh * bw
+    lower = np.maximum(bh, bw) if connectivity == 8 else np.maximum(bh + bw - 1, 0)
+    lower[0] = upper[0] = 0
+    if len(upper) > 1:
+        k = int(np.argmax(upper[1:])) + 1
+        lower[k] = max(int(lower[k]), total - (int(upper.sum()) - int(upper[k])))
+    return lower, upper
+
+
+def _flood_areas(
+    img: np.ndarray, traced: Traced, idx: np.ndarray, *, connectivity: int
+) -> np.ndarray:
+    """Exact areas of components ``idx``: flood fill each on a copy of its box."""
+    out = np.zeros(len(idx), np.int64)
+    t, lft, b, r = traced.top, traced.left, traced.bottom, traced.right
+    fr, fc = traced.first_row, traced.first_col
+    for i, k in enumerate(idx.tolist()):
+        window = img[t[k]:b[k], lft[k]:r[k]].copy()
+        seed = (int(fc[k] - lft[k]), int(fr[k] - t[k]))
+        out[i] = cv2.floodFill(window, None, seed, 2, flags=connectivity)[0]
+    return out
+
+
+def _face_seeds(faces: Faces, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """One face pixel (row, col) of each label 1..count that touches a face (-1 elsewhere),
+    arrays of length count+1."""
+    h, w = len(faces.left), len(faces.top)
+    labels = np.concatenate([faces.top, faces.bottom, faces.left, faces.right]).astype(np.int64)
+    rows = np.concatenate([np.zeros(w, np.int64), np.full(w, h - 1), np.arange(h),
+                           np.arange(h)])
+    cols = np.concatenate([np.arange(w), np.arange(w), np.zeros(h, np.int64),
+                           np.full(h, w - 1)])
+    seed_r = np.full(count + 1, -1, np.int64)
+    seed_c = np.full(count + 1, -1, np.int64)
+    # reversed so that each label's first entry is written last
+    seed_r[labels[::-1]] = rows[::-1]
+    seed_c[labels[::-1]] = cols[::-1]
+    return seed_r, seed_c
+
+
+def _record(
+    layer: str,
+    *,
+    count: int,
+    ids: np.ndarray,
+    area: np.ndarray,
+    box: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    first: tuple[np.ndarray, np.ndarray],
+    seed: tuple[np.ndarray, np.ndarray],
+    faces: Faces,
+    offset: tuple[int, ...],
+) -> Record:
+    """A pass-1 record of the reported labels ``ids``: per-id arrays, the chunk's frame."""
+    r0, c0 = int(offset[0]), int(offset[1])
+    top, left, bottom, right = (np.asarray(a, np.int64) for a in box)
+    rows = np.stack([seed[0], seed[1], top, left, bottom, right], axis=1)
+    summary = LayerSummary(
+        count=count,
+        ids=np.asarray(ids, LABEL_DTYPE),
+        area=np.asarray(area, np.int64),
+        top=top + r0,
+        left=left + c0,
+        bottom=bottom + r0,
+        right=right + c0,
+        first_row=np.asarray(first[0], np.int64) + r0,
+        first_col=np.asarray(first[1], np.int64) + c0,
+        seeds=Seeds(rows.astype(np.int32).reshape(len(ids), 6), None),
+    )
+    return {layer: summary}, {layer: faces}
+
+
+def _whole_record(layer: str, shape: tuple[int, int], offset: tuple[int, ...]) -> Record:
+    """The record of a tile that is one component of the target value (all faces)."""
+    h, w = shape
+    one = np.ones(1, np.int64)
+    faces = Faces(np.ones(w, LABEL_DTYPE), np.ones(w, LABEL_DTYPE),
+                  np.ones(h, LABEL_DTYPE), np.ones(h, LABEL_DTYPE))
+    return _record(layer, count=1, ids=one, area=one * h * w,
+                   box=(0 * one, 0 * one, one * h, one * w), first=(0 * one, 0 * one),
+                   seed=(0 * one, 0 * one), faces=faces, offset=offset)
+
+
+def _traced_record(
+    layer: str, traced: Traced, ids: np.ndarray, area: np.ndarray, offset: tuple[int, ...]
+) -> Record:
+    seed_r, seed_c = _face_seeds(traced.faces, traced.count)
+    return _record(
+        layer, count=traced.count, ids=ids, area=area,
+        box=(traced.top[ids], traced.left[ids], traced.bottom[ids], traced.right[ids]),
+        first=(traced.first_row[ids], traced.first_col[ids]),
+        seed=(seed_r[ids], seed_c[ids]), faces=traced.faces, offset=offset,
+    )
+
+
+@dataclass(frozen=True)
+class _Stats:
+    """Labels of one value of a tile with OpenCV's statistics (arrays of length count+1)."""
+
+    labels: np.ndarray
+    count: int
+    area: np.ndarray
+    top: np.ndarray
+    left: np.ndarray
+    bottom: np.ndarray
+    right: np.ndarray
+
+
+def _stats(img: np.ndarray, *, connectivity: int) -> _Stats:
+    """``cv2.connectedComponentsWithStats`` (SAUF: labels in raster order of first pixel) on the
+    1-pixels of a 0/1 ``uint8`` tile."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        img, connectivity, cv2.CV_32S, cv2.CCL_SAUF
+    )
+    st = stats.astype(np.int64)
+    st[0] = 0
+    left, top, width, height = st[:, 0], st[:, 1], st[:, 2], st[:, 3]
+    return _Stats(labels, int(n) - 1, st[:, 4], top, left, top + height, left + width)
+
+
+def _first_cols(labels: np.ndarray, ids: np.ndarray, top: np.ndarray, left: np.ndarray,
+                right: np.ndarray) -> np.ndarray:
+    """Column of the first pixel of each label in ``ids``: its first column in its box's top
+    row. Reads each box's top row once (their lengths add up to at most the tile's pixels)."""
+    if not len(ids):
+        return np.zeros(0, np.int64)
+    lens = right - left
+    total = int(lens.sum())
+    starts = np.zeros(len(ids), np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    seg = np.repeat(np.arange(len(ids)), lens)
+    cols = np.arange(total, dtype=np.int64) - starts[seg] + left[seg]
+    hit = np.flatnonzero(labels[top[seg], cols] == ids[seg])
+    first = np.ones(len(hit), bool)
+    first[1:] = seg[hit[1:]] != seg[hit[:-1]]
+    return cols[hit[first]]
+
+
+def _stats_record(
+    layer: str, st: _Stats, ids: np.ndarray, faces: Faces, offset: tuple[int, ...]
+) -> Record:
+    seed_r, seed_c = _face_seeds(faces, st.count)
+    top, left, right = st.top[ids], st.left[ids], st.right[ids]
+    first_col = _first_cols(st.labels, ids, top, left, right)
+    return _record(
+        layer, count=st.count, ids=ids, area=st.area[ids],
+        box=(top, left, st.bottom[ids], right), first=(top, first_col),
+        seed=(seed_r[ids], seed_c[ids]), faces=faces, offset=offset,
+    )
+
+
+def _as_u8(tile: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(tile, dtype=bool).view(np.uint8)
+
+
+def fill_pass1(
+    tile: np.ndarray, *, offset: tuple[int, ...], max_area: float | None = None
+) -> tuple[Record, np.ndarray]:
+    """Pass 1 of hole filling with the chunk's own holes filled.
+
+    Returns the record (layer "bg": the background 4-components touching a face, with a face
+    pixel of each as its seed) and the tile to store: ``tile`` with every hole that lies wholly
+    inside the chunk filled when it has at most ``max_area`` pixels (all of them when None).
+    The reported areas are exact where they are at most ``max_area``, else lower bounds above
+    it (all the merge needs); without a limit they are lower bounds. ``tile`` is not written.
+    """
+    if tile.size == 0:
+        return _empty_record(tile, ("bg",)), tile
+    img = _as_u8(tile)
+    fg = cv2.countNonZero(img)
+    if fg == img.size:
+        return _empty_record(tile, ("bg",)), tile
+    if fg == 0:
+        return _whole_record("bg", img.shape, offset), tile
+    if sum(_sampled_counts(img)) <= CONTOUR_LIMIT:
+        traced = trace(img, connectivity=4, value=False, limit=CONTOUR_LIMIT)
+        if traced is not None:
+            done = _fill_traced(img, traced, offset, max_area, total=img.size - fg)
+            if done is not None:
+                return done
+    if max_area is None:
+        return _fill_flooded(img, offset)
+    return _fill_labelled(img, offset, max_area)
+
+
+def _fill_traced(
+    img: np.ndarray, traced: Traced, offset: tuple[int, ...], max_area: float | None,
+    *, total: int,
+) -> tuple[Record, np.ndarray] | None:
+    face = on_faces(traced.faces, traced.count)
+    inner = ~face
+    inner[0] = False
+    lower, upper = _box_bounds(traced.top, traced.left, traced.bottom, traced.right,
+                               connectivity=4, total=total)
+    area = lower.copy()
+    stored = img.copy()
+    if max_area is None:
+        _draw(stored, traced, inner, 1)
+    else:
+        # exact where bounds cannot decide, and on the faces (the merge adds those up)
+        maybe = np.flatnonzero((lower <= max_area) & ((upper > max_area) | face))
+        if len(maybe) > AREA_FLOOD_LIMIT:
+            return None
+        area[maybe] = _flood_areas(img, traced, maybe, connectivity=4)
+        fill = inner & (area <= max_area)
+        sure = fill & (upper <= max_area)
+        _draw(stored, traced, sure, 1)
+        for k in np.flatnonzero(fill & ~sure).tolist():  # not nested in a sure hole
+            y0, x0 = int(traced.top[k]), int(traced.left[k])
+            r, c = int(traced.first_row[k]), int(traced.first_col[k])
+            if stored[r, c] == 0:
+                window = stored[y0:int(traced.bottom[k]), x0:int(traced.right[k])]
+                cv2.floodFill(window, None, (c - x0, r - y0), 1, flags=4)
+    ids = np.flatnonzero(face)
+    return _traced_record("bg", traced, ids, area[ids], offset), stored.view(bool)
+
+
+def _fill_flooded(img: np.ndarray, offset: tuple[int, ...]) -> tuple[Record, np.ndarray]:
+    """Every hole filled: flood the background from a frame around the tile; what it does not
+    reach is a hole. Then the background left is the face-touching components, measured on the
+    filled tile (few borders there, whatever the pinholes were)."""
+    framed = cv2.copyMakeBorder(img, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.floodFill(framed, None, (0, 0), 2, flags=4)
+    stored = np.ascontiguousarray(framed[1:-1, 1:-1] != 2).view(np.uint8)
+    if sum(_sampled_counts(stored)) <= CONTOUR_LIMIT:
+        traced = trace(stored, connectivity=4, value=False, limit=CONTOUR_LIMIT)
+        if traced is not None:
+            lower, _ = _box_bounds(traced.top, traced.left, traced.bottom, traced.right,
+                                   connectivity=4, total=img.size - cv2.countNonZero(stored))
+            ids = np.arange(1, traced.count + 1)  # all touch a face
+            return _traced_record("bg", traced, ids, lower[ids], offset), stored.view(bool)
+    st = _stats(1 - stored, connectivity=4)
+    faces = faces_of(st.labels)
+    ids = np.arange(1, st.count + 1)
+    return _stats_record("bg", st, ids, faces, offset), stored.view(bool)
+
+
+def _fill_labelled(
+    img: np.ndarray, offset: tuple[int, ...], max_area: float
+) -> tuple[Record, np.ndarray]:
+    st = _stats(1 - img, connectivity=4)
+    faces = faces_of(st.labels)
+    face = on_faces(faces, st.count)
+    fill = ~face & (st.area <= max_area)
+    fill[0] = False
+    stored = img.view(bool).copy()
+    if fill.any():
+        comps = LocalComponents(st.labels, st.count, st.area, st.top, st.left, st.bottom,
+                                st.right, st.top, st.left)
+        if not _paint_boxes(stored, fill, st.labels, comps, value=True):
+            stored |= lookup(fill, st.labels)
+    return _stats_record("bg", st, np.flatnonzero(face), faces, offset), stored
+
+
+def objects_pass1(
+    tile: np.ndarray, *, offset: tuple[int, ...], connectivity: int, min_area: float
+) -> tuple[Record, np.ndarray]:
+    """Pass 1 of ``remove_small_objects`` with the chunk's own small objects removed.
+
+    Returns the record (layer "fg": the objects touching a face, with a face pixel of each as
+    its seed) and the tile to store: ``tile`` less every object that lies wholly inside the
+    chunk and has fewer than ``min_area`` pixels. Reported areas are exact below ``min_area``,
+    else lower bounds of at least ``min_area`` (all the merge needs). ``tile`` is not written.
+    """
+    check_connectivity(connectivity)
+    if tile.size == 0:
+        return _empty_record(tile, ("fg",)), tile
+    img = _as_u8(tile)
+    fg = cv2.countNonZero(img)
+    if fg == 0:
+        return _empty_record(tile, ("fg",)), tile
+    if fg == img.size:
+        return _whole_record("fg", img.shape, offset), tile
+    if sum(_sampled_counts(img)) <= CONTOUR_LIMIT:
+        traced = trace(img, connectivity=connectivity, value=True, limit=CONTOUR_LIMIT)
+        if traced is not None:
+            done = _objects_traced(img, traced, offset, connectivity, min_area, total=fg)
+            if done is not None:
+                return done
+    return _objects_labelled(img, offset, connectivity, min_area)
+
+
+def _objects_traced(
+    img: np.ndarray, traced: Traced, offset: tuple[int, ...], connectivity: int,
+    min_area: float, *, total: int,
+) -> tuple[Record, np.ndarray] | None:
+    face = on_faces(traced.faces, traced.count)
+    inner = ~face
+    inner[0] = False
+    lower, upper = _box_bounds(traced.top, traced.left, traced.bottom, traced.right,
+                               connectivity=connectivity, total=total)
+    area = lower.copy()
+    # exact where bounds cannot decide, and on the faces (the merge adds those up)
+    maybe = np.flatnonzero((lower < min_area) & ((upper >= min_area) | face))
+    if len(maybe) > AREA_FLOOD_LIMIT:
+        return None
+    area[maybe] = _flood_areas(img, traced, maybe, connectivity=connectivity)
+    small = inner & (upper < min_area)
+    area[small] = 0  # not reported: anything below min_area
+    stored = img.copy()
+    _draw(stored, traced, small, 0)  # what lies in a small object is smaller still
+    for k in maybe.tolist():
+        if inner[k] and area[k] < min_area:
+            y0, x0 = int(traced.top[k]), int(traced.left[k])
+            r, c = int(traced.first_row[k]), int(traced.first_col[k])
+            window = stored[y0:int(traced.bottom[k]), x0:int(traced.right[k])]
+            cv2.floodFill(window, None, (c - x0, r - y0), 0, flags=connectivity)
+    ids = np.flatnonzero(face)
+    return _traced_record("fg", traced, ids, area[ids], offset), stored.view(bool)
+
+
+def _objects_labelled(
+    img: np.ndarray, offset: tuple[int, ...], connectivity: int, min_area: float
+) -> tuple[Record, np.ndarray]:
+    st = _stats(img, connectivity=connectivity)
+    faces = faces_of(st.labels)
+    face = on_faces(faces, st.count)
+    drop = ~face & (st.area < min_area)
+    drop[0] = False
+    stored = img.view(bool).copy()
+    if drop.any():
+        comps = LocalComponents(st.labels, st.count, st.area, st.top, st.left, st.bottom,
+                                st.right, st.top, st.left)
+        if not _paint_boxes(stored, drop, st.labels, comps, value=False):
+            keep = ~drop
+            keep[0] = False
+            stored = lookup(keep, st.labels)
+    return _stats_record("fg", st, np.flatnonzero(face), faces, offset), stored
+
+
+def largest_pass1(
+    tile: np.ndarray, *, offset: tuple[int, ...], connectivity: int, n: int
+) -> tuple[Record, np.ndarray]:
+    """Pass 1 of ``keep_largest``: the chunk cannot decide alone (a large interior object may
+    win), so the tile is stored unchanged. The record reports the objects on a face and the
+    ``n`` largest interior ones, each with a seed (a face pixel, or the first pixel), for
+    :func:`keep_stored`."""
+    check_connectivity(connectivity)
+    if tile.size == 0:
+        return _empty_record(tile, ("fg",)), tile
+    img = _as_u8(tile)
+    fg = cv2.countNonZero(img)
+    if fg == 0:
+        return _empty_record(tile, ("fg",)), tile
+    if fg == img.size:
+        return _whole_record("fg", img.shape, offset), tile
+    summaries, faces = object_summary(tile, connectivity=connectivity, offset=(0, 0),
+                                      include=n)
+    s = summaries["fg"]
+    seed_r, seed_c = _face_seeds(faces["fg"], s.count)
+    seed_r, seed_c = seed_r[s.ids], seed_c[s.ids]
+    inside = seed_r < 0
+    seed_r[inside], seed_c[inside] = s.first_row[inside], s.first_col[inside]
+    return _record(
+        "fg", count=s.count, ids=s.ids, area=s.area, box=(s.top, s.left, s.bottom, s.right),
+        first=(s.first_row, s.first_col), seed=(seed_r, seed_c), faces=faces["fg"],
+        offset=offset,
+    ), tile
+
+
+def _mark(
+    img: np.ndarray, seeds: np.ndarray, *, value: int, connectivity: int
+) -> np.ndarray:
+    """A copy of a 0/1 ``uint8`` tile with the components holding ``seeds`` (:class:`Seeds`
+    rows; each a pixel equal to ``value``) set to 2; the copy may be a view into a larger
+    array. Few seeds: a flood fill each within its box. Many: one flood from a frame around the
+    tile that enters only through the seeds on a face (the frame's inner ring holds the other
+    value except beside them), then one each for the rest."""
+    h, w = img.shape
+    r, c = seeds[:, 0].astype(np.int64), seeds[:, 1].astype(np.int64)
+    rest = seeds
+    if len(seeds) > STORED_SEED_LIMIT:
+        framed = cv2.copyMakeBorder(img, 2, 2, 2, 2, cv2.BORDER_CONSTANT, value=1 - value)
+        framed[[0, -1], :] = value
+        framed[:, [0, -1]] = value
+        top, bottom = r == 0, (r == h - 1) & (r != 0)
+        left = (c == 0) & ~top & ~bottom
+        right = (c == w - 1) & ~top & ~bottom & ~left
+        framed[1, c[top] + 2] = value
+        framed[h + 2, c[bottom] + 2] = value
+        framed[r[left] + 2, 1] = value
+        framed[r[right] + 2, w + 2] = value
+        cv2.floodFill(framed, None, (0, 0), 2, flags=connectivity)
+        out = framed[2:-2, 2:-2]
+        rest = seeds[~(top | bottom | left | right)]
+    else:
+        out = img.copy()
+    for row, col, y0, x0, y1, x1 in rest.tolist():
+        if out[row, col] == value:
+            cv2.floodFill(out[y0:y1, x0:x1], None, (col - x0, row - y0), 2, flags=connectivity)
+    return out
+
+
+def _chosen_seeds(lut: ChunkLut, layer: str, value: bool) -> np.ndarray:
+    """Seed rows of the reported labels whose lookup value is ``value``."""
+    seeds = lut.get(f"{layer}-seeds")
+    ids, values = lut[layer]
+    if seeds is None:
+        if len(ids):
+            raise ValueError(f"pass 2 needs the seeds pass 1 stored for layer {layer!r}")
+        return np.zeros((0, 6), np.int32)
+    return seeds.reported[np.asarray(values, bool) == value]
+
+
+def fill_stored(stored: np.ndarray, lut: ChunkLut) -> np.ndarray:
+    """Pass 2 of hole filling on the tile :func:`fill_pass1` stored: fill the face-touching
+    background components the merge filled. Returns a new ``bool`` tile."""
+    if stored.size == 0:
+        return np.zeros(stored.shape, bool)
+    seeds = _chosen_seeds(lut, "bg", True)
+    img = _as_u8(stored)
+    if not len(seeds):
+        return img.view(bool).copy()
+    return _mark(img, seeds, value=0, connectivity=4) != 0
+
+
+def drop_stored(stored: np.ndarray, lut: ChunkLut, *, connectivity: int) -> np.ndarray:
+    """Pass 2 of ``remove_small_objects`` on the tile :func:`objects_pass1` stored: drop the
+    face-touching objects the merge dropped. Returns a new ``bool`` tile."""
+    if stored.size == 0:
+        return np.zeros(stored.shape, bool)
+    seeds = _chosen_seeds(lut, "fg", False)
+    img = _as_u8(stored)
+    if not len(seeds):
+        return img.view(bool).copy()
+    return _mark(img, seeds, value=1, connectivity=connectivity) == 1
+
+
+def keep_stored(stored: np.ndarray, lut: ChunkLut, *, connectivity: int) -> np.ndarray:
+    """Pass 2 of ``keep_largest`` on the tile :func:`largest_pass1` stored: keep only the
+    objects the merge kept (unreported ones are never kept). Returns a new ``bool`` tile."""
+    if stored.size == 0:
+        return np.zeros(stored.shape, bool)
+    seeds = _chosen_seeds(lut, "fg", True)
+    if not len(seeds):
+        return np.zeros(stored.shape, bool)
+    return _mark(_as_u8(stored), seeds, value=1, connectivity=connectivity) == 2

@@ -595,6 +595,16 @@ class TwoPass:
     apply: Callable[..., np.ndarray]
     apply_kwargs: dict[str, Any]
     dtype: Any = bool
+    local: Callable[..., tuple[kl.Record, np.ndarray]] | None = None
+    """Pass 1 that also returns the tile to store (:meth:`pass1_chunk`); None: the tile is
+    stored unchanged and the record is :meth:`summarize_chunk`'s."""
+    local_kwargs: dict[str, Any] = field(default_factory=dict)
+    finish: Callable[..., np.ndarray] | None = None
+    """Pass 2 on the stored tile (:meth:`apply_stored`); None: ``apply``."""
+    finish_kwargs: dict[str, Any] = field(default_factory=dict)
+    decides_locally: bool = False
+    """Whether the tile :meth:`pass1_chunk` stores already has the chunk's own decisions
+    applied (interior components removed or filled); False: it is the input tile itself."""
 
     def token(self, mask: da.Array) -> str:
         return tokenize(mask.name, self.op, self.params)
@@ -602,6 +612,35 @@ class TwoPass:
     def summarize_chunk(self, tile: np.ndarray, offset: tuple[int, ...]) -> kl.Record:
         """Pass 1 on one chunk whose first pixel is at ``offset`` (row, col) in the mask."""
         return self.summarize(tile, offset=offset, **self.summarize_kwargs)
+
+    def pass1_chunk(
+        self, tile: np.ndarray, offset: tuple[int, ...]
+    ) -> tuple[kl.Record, np.ndarray]:
+        """Pass 1 for an engine that stores each chunk: the record (as :meth:`summarize_chunk`
+        gives, for :meth:`merge`) and the tile to store, which pass 2 reads back
+        (:meth:`apply_stored`).
+
+        Where :attr:`decides_locally`, the stored tile already has every decision that is the
+        chunk's alone applied (``remove_small_objects``: small objects not touching a chunk
+        face removed; ``fill_holes``: holes not touching one filled), so pass 2 only changes the
+        few face-touching components; otherwise it is ``tile`` itself, unchanged. Either way
+        ``tile`` is never written, and the records differ from :meth:`summarize_chunk`'s only
+        in what pass 2 needs (seeds on the faces; areas above a limit may be lower bounds), so
+        the two must not be mixed within one run. For any chunking, :meth:`apply_stored` of
+        each chunk with :func:`chunk_lut` of the merged records equals the whole-image
+        operation bit for bit.
+        """
+        if self.local is None:
+            return self.summarize_chunk(tile, offset), tile
+        return self.local(tile, offset=tuple(offset), **self.local_kwargs)
+
+    def apply_stored(self, stored: np.ndarray, lut: kl.ChunkLut) -> np.ndarray:
+        """Pass 2 on the tile :meth:`pass1_chunk` stored, with the chunk's lookup table
+        (:func:`chunk_lut` of the merge of :meth:`pass1_chunk` records). ``stored`` is not
+        written; the result is a new array of :attr:`dtype`."""
+        if self.finish is None:
+            return self.apply(stored, lut, **self.apply_kwargs)
+        return self.finish(stored, lut, **self.finish_kwargs)
 
     def whole(self, image: np.ndarray) -> np.ndarray:
         """The operation on a whole image in memory (one chunk): pass 1, merge, pass 2."""
@@ -631,17 +670,6 @@ class TwoPass:
             )
         return merge_records(records, op=self.op, layers=self.layers, decide=self.decide,
                              shape=mask.shape, token=token)
-
-    def pass1_chunk(
-        self, tile: np.ndarray, offset: tuple[int, ...]
-    ) -> tuple[kl.Record, np.ndarray]:
-        """Pass 1 on one chunk as the engine runs it: the chunk's record and the tile to store
-        for pass 2 (:meth:`apply_stored` turns that tile into the result)."""
-        return self.summarize_chunk(tile, offset), tile
-
-    def apply_stored(self, stored: np.ndarray, lut: kl.ChunkLut) -> np.ndarray:
-        """Pass 2 on the tile :meth:`pass1_chunk` stored, with the chunk's lookup table."""
-        return self.apply(stored, lut, **self.apply_kwargs)
 
     def _apply_gate(self, stored: np.ndarray, lut: np.ndarray) -> np.ndarray:
         return self.apply_stored(stored, lut[0, 0])
@@ -743,6 +771,10 @@ def remove_small_objects_plan(min_area: float, *, connectivity: int = 8) -> TwoP
         layers={"fg": connectivity}, decide=partial(_decide_min_area, min_area=min_area),
         apply=kl.filter_objects,
         apply_kwargs={"connectivity": connectivity, "min_area": min_area},
+        local=kl.objects_pass1,
+        local_kwargs={"connectivity": connectivity, "min_area": min_area},
+        finish=kl.drop_stored, finish_kwargs={"connectivity": connectivity},
+        decides_locally=True,
     )
 
 
@@ -784,6 +816,8 @@ def keep_largest_plan(n: int, *, connectivity: int = 8) -> TwoPass | None:
         summarize_kwargs={"connectivity": connectivity, "include": n},
         layers={"fg": connectivity}, decide=partial(_decide_largest, n=n),
         apply=kl.filter_objects, apply_kwargs={"connectivity": connectivity, "min_area": None},
+        local=kl.largest_pass1, local_kwargs={"connectivity": connectivity, "n": n},
+        finish=kl.keep_stored, finish_kwargs={"connectivity": connectivity},
     )
 
 

@@ -77,6 +77,8 @@ def fill_holes_plan(*, max_hole_area: float | None = None) -> TwoPass | None:
         summarize_kwargs={"per_owner": None, "seeds": True, "max_area": max_area},
         layers={"bg": 4}, decide=partial(_decide_fill, max_area=max_area),
         apply=kl.fill_background, apply_kwargs={"max_area": max_area},
+        local=kl.fill_pass1, local_kwargs={"max_area": max_area}, finish=kl.fill_stored,
+        decides_locally=True,
     )
 
 
