@@ -122,10 +122,30 @@ def _describe(error: Mapping[str, Any]) -> str:
 def parse_config(data: Any, *, source: str = "<config>") -> Config:
     """Validate already-parsed YAML/JSON data; errors name ``source`` and the key path.
 
+    Parameters
+    ----------
+    data : mapping
+        The configuration as plain data (a parsed YAML or JSON document).
+    source : str
+        Names the configuration in error messages (a file name).
+
+    Returns
+    -------
+    Config
+        The validated configuration.
+
     Raises
     ------
     ConfigError
         One line per problem: ``<source>: <key path>: <what is wrong>``.
+
+    Examples
+    --------
+    >>> from slidemask.config import parse_config
+    >>> config = parse_config({"resolution": {"downsample": 16},
+    ...                        "masks": {"tissue": [{"gray": {}}, {"threshold": {"below": 220}}]}})
+    >>> config.resolution.downsample, list(config.masks)
+    (16.0, ['tissue'])
     """
     if data is None:
         raise ConfigError(f"{source}: the configuration is empty")
@@ -145,11 +165,44 @@ def parse_config(data: Any, *, source: str = "<config>") -> Config:
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a YAML configuration file (safe loader; duplicate keys rejected).
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A UTF-8 YAML file (the format is described in :mod:`slidemask.config`; the
+        ``configs/`` folder holds examples).
+
+    Returns
+    -------
+    Config
+        The validated configuration, for :func:`slidemask.build_mask`,
+        :func:`slidemask.run_slide` and :func:`slidemask.run_batch`.
+
     Raises
     ------
     ConfigError
         The file is missing, unreadable, not YAML, or invalid; the message names the file
         and the key path.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from slidemask import ConfigError, load_config
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "tissue.yaml")
+    >>> with open(path, "w") as fh:
+    ...     print("resolution: {mpp: 8}", file=fh)
+    ...     print("masks:", file=fh)
+    ...     print("  tissue: [{gray: {}}, {threshold: {below: 220}}]", file=fh)
+    >>> config = load_config(path)
+    >>> config.resolution.mpp, [step.name for step in config.masks["tissue"]]
+    (8.0, ['gray', 'threshold'])
+    >>> try:
+    ...     load_config(os.path.join(tmp.name, "missing.yaml"))
+    ... except ConfigError as error:
+    ...     print(str(error).endswith("missing.yaml: configuration file not found"))
+    True
+    >>> tmp.cleanup()
     """
     source = os.fspath(path)
     try:
@@ -162,7 +215,43 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def config_from_yaml(text: str, *, source: str = "<string>") -> Config:
-    """Validate a configuration given as YAML text (see :func:`load_config`)."""
+    """Validate a configuration given as YAML text (see :func:`load_config`).
+
+    Parameters
+    ----------
+    text : str
+        The YAML document.
+    source : str
+        Names the configuration in error messages.
+
+    Returns
+    -------
+    Config
+        The validated configuration.
+
+    Raises
+    ------
+    ConfigError
+        Not YAML (with line and column), a duplicate key, or invalid; one line per
+        problem, ``<source>: <key path>: <what is wrong>``.
+
+    Examples
+    --------
+    >>> from slidemask import ConfigError
+    >>> from slidemask.config import config_from_yaml
+    >>> config = config_from_yaml('''
+    ... resolution: {mpp: 8}
+    ... masks:
+    ...   tissue: [{gray: {}}, {threshold: {below: 220}}, {closing: {radius_um: 16}}]
+    ... ''')
+    >>> [step.name for step in config.masks["tissue"]]
+    ['gray', 'threshold', 'closing']
+    >>> try:
+    ...     config_from_yaml("masks: {tissue: [{threshold: {abve: 3}}]}", source="t.yaml")
+    ... except ConfigError as error:
+    ...     print(error)
+    t.yaml: masks.tissue[0].threshold.abve: unknown key (allowed: above, below)
+    """
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except ConfigError as exc:
@@ -204,6 +293,19 @@ chunk_size: 2048                  # working chunk edge in pixels (any value give
 
 
 def default_config() -> Config:
-    """The built-in default configuration (tissue minus blue/green pen ink)."""
+    """The built-in default configuration (tissue minus blue/green pen ink).
+
+    Returns
+    -------
+    Config
+        :data:`DEFAULT_CONFIG_YAML`, validated.
+
+    Examples
+    --------
+    >>> from slidemask.config import default_config
+    >>> config = default_config()
+    >>> list(config.masks), config.resolution.level
+    (['tissue', 'blue_pen', 'green_pen'], 0)
+    """
     return config_from_yaml(DEFAULT_CONFIG_YAML, source="<built-in default config>")
 
