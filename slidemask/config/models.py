@@ -179,7 +179,33 @@ class Config(StrictModel):
 def config_hash(config: Config) -> str:
     """SHA-256 (hex) of the configuration's canonical JSON: same masks, same hash.
 
-    Formatting, comments, key order and redundant parentheses in ``output`` do not change it.
+    Formatting, comments, key order and redundant parentheses in ``output`` do not change it;
+    ``execution`` is left out. A batch skips a slide whose complete output records this hash.
+
+    Parameters
+    ----------
+    config : Config
+        A validated configuration.
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+
+    Examples
+    --------
+    >>> from slidemask import config_hash
+    >>> from slidemask.config import config_from_yaml
+    >>> a = config_from_yaml("masks: {tissue: [{gray: {}}, {threshold: {below: 220}}]}")
+    >>> b = config_from_yaml('''
+    ... masks:        # the same masks, written differently
+    ...   tissue:
+    ...     - gray: {}
+    ...     - threshold: {below: 220.0}
+    ... execution: {scheduler: processes}
+    ... ''')
+    >>> config_hash(a) == config_hash(b), len(config_hash(a))
+    (True, 64)
     """
     text = json.dumps(config.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
