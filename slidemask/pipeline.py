@@ -87,9 +87,26 @@ them anyway; above it ``components`` is None."""
 
 
 def working_resolution(slide: Slide, resolution: ResolutionConfig) -> Resolution:
-    """The pyramid level and integer factor a configuration's ``resolution`` asks for:
-    :func:`slidemask.ops.resample.select_resolution` with its ``level``, ``mpp`` or
-    ``downsample``."""
+    """The pyramid level and integer factor a configuration's ``resolution`` asks for.
+
+    Parameters
+    ----------
+    slide : Slide
+        An open slide.
+    resolution : slidemask.config.Resolution
+        The configuration's ``resolution`` (one of ``level``, ``mpp``, ``downsample``).
+
+    Returns
+    -------
+    slidemask.ops.resample.Resolution
+        :func:`slidemask.ops.resample.select_resolution` with that ``level``, ``mpp`` or
+        ``downsample``.
+
+    Raises
+    ------
+    SlideError, MaskError
+        As :func:`slidemask.ops.resample.select_resolution`.
+    """
     return select_resolution(
         slide, mpp=resolution.mpp, level=resolution.level, downsample=resolution.downsample
     )
@@ -100,11 +117,12 @@ def build_mask(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
 
     Parameters
     ----------
-    slide
+    slide : Slide
         An open slide (:func:`slidemask.open_slide`).
-    config
-        A validated configuration; its steps are applied in order through the public
-        functions named in :data:`slidemask.config.STEPS`, then combined by ``output``.
+    config : slidemask.config.Config
+        A validated configuration (:func:`slidemask.load_config`); its steps are applied in
+        order through the public functions named in :data:`slidemask.config.STEPS`, then
+        combined by ``output``.
 
     Returns
     -------
@@ -119,9 +137,6 @@ def build_mask(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
         value as a lazy 0-d dask array here), the output expression and the config hash.
         JSON-able once its lazy values are computed (``write_zarr`` attributes accept them).
 
-    Memory: bounded whatever the slide's size when computed (chunk work plus scratch files on
-    disk, see the module notes). Scratch folders go under dask's ``temporary-directory``.
-
     Raises
     ------
     SlideError
@@ -130,6 +145,34 @@ def build_mask(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
         The level does not exist; a size in micrometres on a slide without a pixel size; or a
         step refuses this slide's data (e.g. a threshold outside a uint16 image's range): the
         message names the slide and the step's key path in the configuration.
+
+    Notes
+    -----
+    Nothing is read or computed here. Memory when computed: bounded whatever the slide's
+    size (chunk work plus scratch files on disk, see the module notes). Scratch folders go
+    under dask's ``temporary-directory``.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from slidemask import build_mask, open_slide, run_slide, write_synthetic_slide
+    >>> from slidemask.config import config_from_yaml
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_synthetic_slide(os.path.join(tmp.name, "s.tif"), 512, tile=128, levels=3)
+    >>> config = config_from_yaml('''
+    ... resolution: {mpp: 8}
+    ... masks:
+    ...   tissue: [{gray: {}}, {threshold: {below: 220}}, {closing: {radius_um: 16}}]
+    ... ''')
+    >>> mask, provenance = build_mask(open_slide(path), config)  # lazy
+    >>> mask.shape, mask.dtype  # 512 level-0 pixels at 0.5 µm, 16 per mask pixel
+    ((32, 32), dtype('bool'))
+    >>> [provenance[key] for key in ("level", "factor", "mpp", "downsample")]
+    [2, 4, 8.0, 16.0]
+    >>> provenance["thresholds"]
+    {'tissue[1]': {'above': None, 'below': 220.0}}
+    >>> tmp.cleanup()
     """
     return _build(slide, config)
 
@@ -373,18 +416,18 @@ def run_slide(
 
     Parameters
     ----------
-    path
+    path : str or os.PathLike
         The slide file (opened read-only).
-    config
+    config : slidemask.config.Config
         The validated configuration; ``config.outputs`` names the extras: ``<name>.ome.zarr``,
         ``<name>.geojson``, ``<name>.png`` and ``<name>.json`` beside ``<name>.zarr`` (see
         :func:`slidemask.inputs.extra_paths_for`, and the module docstring for their order).
-    output_dir
+    output_dir : str or os.PathLike
         Folder for the output (created if missing).
-    overwrite
+    overwrite : bool
         Replace an existing output (it stays complete until the new one is). Extras of a mask
         that does not exist yet are always replaced (a killed run may have left them).
-    output
+    output : str or os.PathLike, optional
         Exact output path, overriding the name derived from the slide (a batch passes
         :func:`slidemask.inputs.output_paths` here to keep names unique).
 
@@ -397,6 +440,35 @@ def run_slide(
     SlideResult
         ``status`` "done" or "failed", ``error``, wall ``seconds``, and ``stats``:
         foreground pixels, total pixels, fraction, level, factor, mpp and downsample.
+
+    Notes
+    -----
+    Memory: bounded whatever the slide's size (see :func:`build_mask`); the slide's scratch
+    folder ``.<name>.zarr.scratch-<hex>`` beside the output is removed when it is done.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from slidemask import build_mask, open_slide, run_slide, write_synthetic_slide
+    >>> from slidemask.config import config_from_yaml
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_synthetic_slide(os.path.join(tmp.name, "s.tif"), 512, tile=128, levels=3)
+    >>> config = config_from_yaml('''
+    ... resolution: {mpp: 8}
+    ... masks:
+    ...   tissue: [{gray: {}}, {threshold: {below: 220}}, {closing: {radius_um: 16}}]
+    ... ''')
+    >>> result = run_slide(path, config, os.path.join(tmp.name, "out"))
+    >>> result.status, result.output.name, result.stats["total_pixels"]
+    ('done', 's.zarr', 1024)
+
+    A problem with the slide is reported, not raised:
+
+    >>> again = run_slide(path, config, os.path.join(tmp.name, "out"))
+    >>> again.status, "output exists" in again.error
+    ('failed', True)
+    >>> tmp.cleanup()
     """
     started = time.perf_counter()
     digest = config_hash(config)
