@@ -92,15 +92,50 @@ def fill_holes(mask: da.Array, *, max_hole_area: float | None = None) -> da.Arra
 
     Parameters
     ----------
-    mask
-        2-D ``bool`` dask array.
-    max_hole_area
-        Largest hole to fill, in pixels of ``mask`` (inclusive); None fills every hole.
+    mask : dask.array.Array
+        2-D ``bool`` ``(rows, cols)`` in the pixels of its level (a numpy array is taken as
+        one chunk).
+    max_hole_area : float, optional
+        Largest hole to fill, in pixels of ``mask`` (inclusive; a configuration's
+        ``max_hole_area_um2`` is converted with the working resolution's µm per pixel);
+        None fills every hole.
 
     Returns
     -------
     dask.array.Array
-        ``bool``, same shape and chunks. Lazy; computes ``mask`` twice.
+        ``bool``, same shape and chunks. Lazy.
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, or a negative or non-numeric ``max_hole_area``.
+
+    Notes
+    -----
+    Two passes over ``mask``, which is computed once: pass 1 stores each chunk to scratch
+    and summarizes the background touching its faces, one merge decides which holes to
+    fill, pass 2 reads each chunk back and fills (see :mod:`slidemask.ops.components`).
+    No chunk is held in memory between the passes.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import fill_holes
+    >>> mask = np.array([[1, 1, 1, 1, 1, 1, 1],
+    ...                  [1, 0, 1, 0, 0, 1, 1],   # a 1-pixel hole and a 4-pixel hole
+    ...                  [1, 1, 1, 0, 0, 1, 0],   # the right edge's background is no hole
+    ...                  [1, 1, 1, 1, 1, 1, 0]], dtype=bool)
+    >>> fill_holes(da.from_array(mask, chunks=(2, 3))).compute().astype(int)
+    array([[1, 1, 1, 1, 1, 1, 1],
+           [1, 1, 1, 1, 1, 1, 1],
+           [1, 1, 1, 1, 1, 1, 0],
+           [1, 1, 1, 1, 1, 1, 0]])
+    >>> fill_holes(da.from_array(mask, chunks=(2, 3)), max_hole_area=1).compute().astype(int)
+    array([[1, 1, 1, 1, 1, 1, 1],
+           [1, 1, 1, 0, 0, 1, 1],
+           [1, 1, 1, 0, 0, 1, 0],
+           [1, 1, 1, 1, 1, 1, 0]])
     """
     mask = check_mask(mask, "fill_holes")
     plan = fill_holes_plan(max_hole_area=max_hole_area)
@@ -127,8 +162,36 @@ def contour_fill(mask: da.Array) -> da.Array:
     again and the result is the input mask itself (measured identical on every slide of the
     development set), not a filled one.
 
-    ``bool`` in and out, same chunks; lazy; reads ``mask`` twice (see
-    :mod:`slidemask.ops.components`).
+    Parameters
+    ----------
+    mask : dask.array.Array
+        2-D ``bool`` ``(rows, cols)`` in the pixels of its level (a numpy array is taken as
+        one chunk).
+
+    Returns
+    -------
+    dask.array.Array
+        ``bool``, same shape and chunks; lazy. Memory as :func:`fill_holes`.
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import contour_fill
+    >>> mask = np.array([[1, 1, 1, 1, 1, 1, 1],
+    ...                  [1, 0, 1, 0, 0, 1, 1],   # a 1-pixel hole and a 4-pixel hole
+    ...                  [1, 1, 1, 0, 0, 1, 0],   # the right edge's background is no hole
+    ...                  [1, 1, 1, 1, 1, 1, 0]], dtype=bool)
+    >>> contour_fill(da.from_array(mask, chunks=(2, 3))).compute().astype(int)
+    array([[1, 1, 1, 1, 1, 1, 1],
+           [1, 1, 1, 1, 1, 1, 1],
+           [1, 1, 1, 1, 1, 1, 0],
+           [1, 1, 1, 1, 1, 1, 0]])
     """
     return fill_holes(mask)
 
@@ -155,7 +218,39 @@ def keep_largest_holes(mask: da.Array, n: int) -> da.Array:
     holes are those of the input: filling a hole does not make the objects inside it join
     the enclosing object's ranking.
 
-    ``bool`` in and out, same chunks; lazy; computes ``mask`` twice. ``n = 0`` fills all holes.
+    Parameters
+    ----------
+    mask : dask.array.Array
+        2-D ``bool`` ``(rows, cols)`` in the pixels of its level (a numpy array is taken as
+        one chunk).
+    n : int
+        Holes kept per object, >= 0; ``n = 0`` fills all holes.
+
+    Returns
+    -------
+    dask.array.Array
+        ``bool``, same shape and chunks; lazy. Memory as :func:`fill_holes` (two passes,
+        ``mask`` computed once and stored to scratch).
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, or ``n`` not a non-negative integer.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import keep_largest_holes
+    >>> mask = np.array([[1, 1, 1, 1, 1, 1, 1],
+    ...                  [1, 0, 1, 0, 0, 1, 1],   # a 1-pixel hole and a 4-pixel hole
+    ...                  [1, 1, 1, 0, 0, 1, 0],   # the right edge's background is no hole
+    ...                  [1, 1, 1, 1, 1, 1, 0]], dtype=bool)
+    >>> keep_largest_holes(da.from_array(mask, chunks=(2, 3)), 1).compute().astype(int)
+    array([[1, 1, 1, 1, 1, 1, 1],
+           [1, 1, 1, 0, 0, 1, 1],
+           [1, 1, 1, 0, 0, 1, 0],
+           [1, 1, 1, 1, 1, 1, 0]])
     """
     mask = check_mask(mask, "keep_largest_holes")
     plan = keep_largest_holes_plan(n)
