@@ -80,7 +80,32 @@ _BIG = np.iinfo(np.int64).max
 
 
 def area_to_pixels(area_um2: float, mpp: float) -> float:
-    """Convert an area in µm² to pixels of an array whose pixels are ``mpp`` µm wide (and high)."""
+    """Convert an area in µm² to pixels of an array whose pixels are ``mpp`` µm wide (and high).
+
+    Parameters
+    ----------
+    area_um2 : float
+        Area in square micrometres.
+    mpp : float
+        Micrometres per pixel of the array (for a mask at a working resolution, its
+        ``Resolution.mpp``, not the slide's level-0 mpp).
+
+    Returns
+    -------
+    float
+        ``area_um2 / mpp**2`` pixels, not rounded (areas compare with pixel counts).
+
+    Raises
+    ------
+    MaskError
+        ``mpp`` is not positive.
+
+    Examples
+    --------
+    >>> from slidemask import area_to_pixels
+    >>> area_to_pixels(10_000, 8.0)  # 0.01 mm² at 8 µm per pixel
+    156.25
+    """
     if not mpp > 0:
         raise MaskError(f"microns per pixel must be positive, got {mpp!r}")
     return float(area_um2) / (float(mpp) ** 2)
@@ -91,9 +116,36 @@ class ComponentTable:
     """Global table of connected components, one row per component.
 
     Rows are in raster order of each component's first pixel, so row ``k`` describes label
-    ``k + 1`` of :func:`label` (and of ``skimage.measure.label``). Coordinates are pixels of
-    the labelled array: ``top``/``left`` inclusive, ``bottom``/``right`` exclusive;
-    ``first_row``/``first_col`` is the first pixel in row-major order. All arrays ``int64``.
+    ``k + 1`` of :func:`label` (and of ``skimage.measure.label``). Computed by
+    :func:`label_stats`.
+
+    Attributes
+    ----------
+    area : numpy.ndarray
+        Pixel count of each component (``int64``, as all the arrays).
+    top, left, bottom, right : numpy.ndarray
+        Bounding box in pixels of the labelled array: ``top``/``left`` inclusive,
+        ``bottom``/``right`` exclusive.
+    first_row, first_col : numpy.ndarray
+        The component's first pixel in row-major order.
+    label : numpy.ndarray
+        Labels 1..N.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import label_stats
+    >>> mask = np.array([[1, 1, 0, 0, 1],
+    ...                  [1, 1, 0, 1, 0],
+    ...                  [0, 0, 0, 0, 0],
+    ...                  [1, 0, 1, 1, 1]], dtype=bool)
+    >>> chunked = da.from_array(mask, chunks=(2, 3))
+    >>> table = label_stats(chunked).compute()
+    >>> len(table), table.label, table.area
+    (4, array([1, 2, 3, 4]), array([4, 2, 1, 3]))
+    >>> table.top, table.left, table.bottom, table.right
+    (array([0, 0, 3, 3]), array([0, 3, 0, 2]), array([2, 2, 4, 4]), array([2, 5, 1, 5]))
     """
 
     area: np.ndarray
@@ -787,17 +839,46 @@ def remove_small_objects(mask: da.Array, min_area: float, *, connectivity: int =
 
     Parameters
     ----------
-    mask
-        2-D ``bool`` dask array.
-    min_area
+    mask : dask.array.Array
+        2-D ``bool`` ``(rows, cols)`` in the pixels of its level (a numpy array is taken as
+        one chunk).
+    min_area : float
         Area in pixels of ``mask`` (convert µm² with :func:`area_to_pixels`). ``<= 1`` keeps all.
-    connectivity
-        4 or 8 (default): which pixels are neighbours when forming components.
+    connectivity : {4, 8}
+        Which pixels are neighbours when forming components (default 8).
 
     Returns
     -------
     dask.array.Array
-        ``bool``, same shape and chunks. Lazy; computes ``mask`` twice (see the module notes).
+        ``bool``, same shape and chunks; lazy.
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, a bad ``min_area`` or ``connectivity``.
+
+    Notes
+    -----
+    Two passes and one merge (module notes): pass 1 stores each chunk to scratch while it
+    summarizes the components touching its faces, the merge holds a few ``int64`` per such
+    component, pass 2 reads each chunk back. ``mask`` is computed once and no chunk is held
+    between the passes.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import remove_small_objects
+    >>> mask = np.array([[1, 1, 0, 0, 1],
+    ...                  [1, 1, 0, 1, 0],
+    ...                  [0, 0, 0, 0, 0],
+    ...                  [1, 0, 1, 1, 1]], dtype=bool)
+    >>> chunked = da.from_array(mask, chunks=(2, 3))
+    >>> remove_small_objects(chunked, 3).compute().astype(int)  # areas 4, 2, 1, 3
+    array([[1, 1, 0, 0, 0],
+           [1, 1, 0, 0, 0],
+           [0, 0, 0, 0, 0],
+           [0, 0, 1, 1, 1]])
     """
     mask = check_mask(mask, "remove_small_objects")
     plan = remove_small_objects_plan(min_area, connectivity=connectivity)
@@ -825,7 +906,42 @@ def keep_largest(mask: da.Array, n: int, *, connectivity: int = 8) -> da.Array:
     """Keep the ``n`` largest connected components (by pixel count) and drop the rest.
 
     Ties in area go to the component whose first pixel comes first in row-major order.
-    ``bool`` in and out, same chunks; lazy; computes ``mask`` twice.
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        2-D ``bool`` ``(rows, cols)`` in the pixels of its level (a numpy array is taken as
+        one chunk).
+    n : int
+        Components to keep, >= 0 (0 keeps nothing).
+    connectivity : {4, 8}
+        Which pixels are neighbours when forming components (default 8).
+
+    Returns
+    -------
+    dask.array.Array
+        ``bool``, same shape and chunks; lazy. Memory as :func:`remove_small_objects`.
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, a bad ``n`` or ``connectivity``.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import keep_largest
+    >>> mask = np.array([[1, 1, 0, 0, 1],
+    ...                  [1, 1, 0, 1, 0],
+    ...                  [0, 0, 0, 0, 0],
+    ...                  [1, 0, 1, 1, 1]], dtype=bool)
+    >>> chunked = da.from_array(mask, chunks=(2, 3))
+    >>> keep_largest(chunked, 2).compute().astype(int)  # areas 4, 2, 1, 3: keeps 4 and 3
+    array([[1, 1, 0, 0, 0],
+           [1, 1, 0, 0, 0],
+           [0, 0, 0, 0, 0],
+           [0, 0, 1, 1, 1]])
     """
     mask = check_mask(mask, "keep_largest")
     plan = keep_largest_plan(n, connectivity=connectivity)
@@ -871,11 +987,54 @@ def label(mask: da.Array, *, connectivity: int = 8, dtype: Any = np.int32) -> da
     """Label connected components: 0 for background, 1..N in raster order of first pixel.
 
     Equal to ``skimage.measure.label(mask, connectivity=2 for 8 / 1 for 4)`` on the whole
-    image, for any chunking. ``dtype`` is ``int32`` (default, like scikit-image) or ``int64``;
-    more components than ``int32`` holds raise :class:`MaskError` at compute time.
+    image, for any chunking.
 
+    Parameters
+    ----------
+    mask : dask.array.Array
+        2-D ``bool`` ``(rows, cols)`` in the pixels of its level (a numpy array is taken as
+        one chunk).
+    connectivity : {4, 8}
+        Which pixels are neighbours when forming components (default 8).
+    dtype : {numpy.int32, numpy.int64}
+        Label dtype: ``int32`` (default, like scikit-image) or ``int64``.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` of ``dtype``, same chunks; lazy.
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, a bad ``connectivity`` or ``dtype``; at compute time, more
+        components than ``dtype`` holds.
+
+    Notes
+    -----
     Memory: the merge holds a few ``int64`` per component of the whole array (it numbers them
     all); for masks with very many components prefer the filters above.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import label
+    >>> mask = np.array([[1, 1, 0, 0, 1],
+    ...                  [1, 1, 0, 1, 0],
+    ...                  [0, 0, 0, 0, 0],
+    ...                  [1, 0, 1, 1, 1]], dtype=bool)
+    >>> chunked = da.from_array(mask, chunks=(2, 3))
+    >>> label(chunked).compute()
+    array([[1, 1, 0, 0, 2],
+           [1, 1, 0, 2, 0],
+           [0, 0, 0, 0, 0],
+           [3, 0, 4, 4, 4]], dtype=int32)
+    >>> label(chunked, connectivity=4).compute()  # the diagonal pair splits
+    array([[1, 1, 0, 0, 2],
+           [1, 1, 0, 3, 0],
+           [0, 0, 0, 0, 0],
+           [4, 0, 5, 5, 5]], dtype=int32)
     """
     what = "label"
     mask = check_mask(mask, what)
@@ -894,8 +1053,43 @@ def _table_of(merged: Merged) -> ComponentTable:
 def label_stats(mask: da.Array, *, connectivity: int = 8) -> Delayed:
     """Lazy :class:`ComponentTable` of the mask's components (area, bounding box, first pixel).
 
-    Rows are in the order of :func:`label`'s numbering. Computes ``mask`` once (pass 1 only);
-    the table holds seven ``int64`` per component.
+    Rows are in the order of :func:`label`'s numbering.
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        2-D ``bool`` ``(rows, cols)`` in the pixels of its level (a numpy array is taken as
+        one chunk).
+    connectivity : {4, 8}
+        Which pixels are neighbours when forming components (default 8).
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        Computes to a :class:`ComponentTable` (areas in pixels, boxes in pixels of ``mask``).
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask, or a bad ``connectivity``.
+
+    Notes
+    -----
+    Computes ``mask`` once (pass 1 only); the table holds seven ``int64`` per component.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import label_stats
+    >>> mask = np.array([[1, 1, 0, 0, 1],
+    ...                  [1, 1, 0, 1, 0],
+    ...                  [0, 0, 0, 0, 0],
+    ...                  [1, 0, 1, 1, 1]], dtype=bool)
+    >>> chunked = da.from_array(mask, chunks=(2, 3))
+    >>> table = label_stats(chunked).compute()
+    >>> table.area, table.first_row, table.first_col
+    (array([4, 2, 1, 3]), array([0, 0, 3, 3]), array([0, 4, 0, 2]))
     """
     what = "label_stats"
     mask = check_mask(mask, what)
