@@ -431,10 +431,6 @@ def run_slide(
         Exact output path, overriding the name derived from the slide (a batch passes
         :func:`slidemask.inputs.output_paths` here to keep names unique).
 
-    With ``config.tiles``, the tiles are written beside the mask once it is complete
-    (``<name>.tiles.*``, :func:`slidemask.tiles.runner.write_slide_tiles`); when the mask is
-    already complete with this config (and not ``overwrite``), only the tiles are written.
-
     Returns
     -------
     SlideResult
@@ -443,6 +439,10 @@ def run_slide(
 
     Notes
     -----
+    With ``config.tiles``, the tiles are written beside the mask once it is complete
+    (``<name>.tiles.*``, :func:`slidemask.tiles.runner.write_slide_tiles`); when the mask is
+    already complete with this config (and not ``overwrite``), only the tiles are written.
+
     Memory: bounded whatever the slide's size (see :func:`build_mask`); the slide's scratch
     folder ``.<name>.zarr.scratch-<hex>`` beside the output is removed when it is done.
 
