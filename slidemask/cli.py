@@ -386,6 +386,7 @@ def _info_table(info: dict[str, Any]) -> str:
     tile = info.get("tile_shape") or ["?", "?"]
     lines = [
         f"slide        {info.get('path')}",
+        f"backend      {info.get('backend')}",
         f"vendor       {info.get('vendor')}",
         f"compression  {info.get('compression')}",
         f"dtype        {info.get('dtype')}",

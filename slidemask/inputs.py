@@ -27,6 +27,7 @@ __all__ = [
     "SLIDE_SUFFIXES",
     "expand_inputs",
     "extra_paths_for",
+    "is_dicom_folder",
     "is_slide_file",
     "output_path_for",
     "output_paths",
@@ -35,9 +36,11 @@ __all__ = [
 
 SLIDE_SUFFIXES: tuple[str, ...] = (
     ".svs", ".tif", ".tiff", ".ndpi", ".qptiff", ".btf", ".tf8", ".scn", ".bif",
+    ".mrxs", ".vms", ".vmu", ".svslide",
 )
 """Lower-case file-name endings a directory or glob is searched for (``.ome.tif`` ends in
-``.tif``); explicitly named files are taken whatever their ending."""
+``.tif``); explicitly named files are taken whatever their ending. A folder holding DICOM
+instances (``.dcm``) is one slide (:func:`is_dicom_folder`)."""
 
 MANIFEST_SUFFIXES: tuple[str, ...] = (".txt", ".lst", ".csv")
 """Endings of manifest files: ``.txt``/``.lst`` hold one path per line, ``.csv`` a ``path``
@@ -63,6 +66,19 @@ _FALLBACK_NAME = "slide"
 def is_slide_file(path: str | os.PathLike[str]) -> bool:
     """Whether a file name ends in one of :data:`SLIDE_SUFFIXES` (case-insensitive)."""
     return os.fspath(path).lower().endswith(SLIDE_SUFFIXES)
+
+
+def is_dicom_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder with DICOM instances (``*.dcm``) directly inside: a DICOM
+    WSI slide, opened as one pyramid (:func:`slidemask.io.open_slide`)."""
+    try:
+        with os.scandir(path) as entries:
+            return any(
+                e.name.lower().endswith(".dcm") and not e.name.startswith(".") and e.is_file()
+                for e in entries
+            )
+    except OSError:
+        return False
 
 
 def expand_inputs(
@@ -125,6 +141,8 @@ def _expand_item(item: str, *, recursive: bool) -> list[Path]:
         raise ConfigError("input: an empty string is not a slide path, directory or pattern")
     path = _absolute(item)
     if path.is_dir():
+        if is_dicom_folder(path):
+            return [path]  # a DICOM WSI: its instances are one slide
         return _scan_directory(path, item, recursive=recursive)
     if path.is_file():
         if path.name.lower().endswith(MANIFEST_SUFFIXES):
@@ -141,7 +159,11 @@ def _scan_directory(directory: Path, item: str, *, recursive: bool) -> list[Path
     walker: Iterable[Path] = directory.rglob("*") if recursive else directory.iterdir()
     found = sorted(
         p for p in walker
-        if not p.name.startswith(".") and is_slide_file(p.name) and p.is_file()
+        if not p.name.startswith(".")
+        and (
+            (is_slide_file(p.name) and p.is_file())
+            or (p.is_dir() and is_dicom_folder(p))  # a DICOM WSI folder is one slide
+        )
     )
     if not found:
         where = "or its sub-folders " if recursive else ""

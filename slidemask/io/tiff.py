@@ -13,7 +13,7 @@ import math
 import os
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,21 @@ class LevelReader:
         out = handle.read(y0, y1, x0, x1)
         return out[:, :, chans]
 
+    def read_mapped(
+        self,
+        y0: int,
+        y1: int,
+        x0: int,
+        x1: int,
+        function: PixelFunction,
+        dtype: np.dtype,
+        channels: int | None,
+    ) -> np.ndarray:
+        """``function`` of level pixels ``[y0:y1, x0:x1]``, applied to each file tile as it is
+        decoded (see :class:`MappedLevelReader`)."""
+        handle = _handle(self.path, self.series, self.level, self.fingerprint)
+        return handle.read_mapped(y0, y1, x0, x1, function, dtype, channels)
+
 
 PixelFunction = Callable[[np.ndarray], np.ndarray]
 """A pointwise function of an image tile: ``(rows, cols, channels)`` in, ``(rows, cols)`` or
@@ -201,9 +216,7 @@ class MappedLevelReader:
         rows, cols = (list(key) + [slice(None)] * 2)[:2]
         y0, y1, _ = rows.indices(self.shape[0])
         x0, x1, _ = cols.indices(self.shape[1])
-        r = self.reader
-        handle = _handle(r.path, r.series, r.level, r.fingerprint)
-        out = handle.read_mapped(y0, y1, x0, x1, self.function, self.dtype, self.channels)
+        out = self.reader.read_mapped(y0, y1, x0, x1, self.function, self.dtype, self.channels)
         return out if len(key) <= 2 else out[(slice(None), slice(None), *key[2:])]
 
 
@@ -586,6 +599,8 @@ class Slide:
         Vendor facts (magnification, software, ...).
     readers : list of LevelReader
         The picklable per-level readers behind ``levels`` (see :meth:`map_pixels`).
+    backend : str
+        The reader behind the levels: ``"tifffile"`` or ``"openslide"``.
 
     Examples
     --------
@@ -613,6 +628,7 @@ class Slide:
     tile_shape: tuple[int, int]
     properties: dict[str, Any]
     readers: list[LevelReader] = field(default_factory=list, repr=False, compare=False)
+    backend: str = "tifffile"
 
     def map_pixels(
         self,
@@ -752,6 +768,7 @@ class Slide:
         """
         return {
             "path": str(self.path),
+            "backend": self.backend,
             "vendor": self.vendor,
             "mpp": self.mpp,
             "compression": self.compression,
@@ -771,18 +788,37 @@ class Slide:
         }
 
 
-def open_slide(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Slide:
-    """Open a whole-slide TIFF (SVS, NDPI, OME-TIFF, QPTIFF, plain or BigTIFF) lazily.
+BACKENDS = ("auto", "tifffile", "openslide")
+"""Values of ``open_slide(..., backend=)``."""
 
-    Reads only the TIFF directory structure, never pixel data. The returned levels can be
+SlideSource = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+"""What :func:`open_slide` opens: a file, a DICOM folder, or the ``.dcm`` files of one slide."""
+
+
+def open_slide(
+    path: SlideSource,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    backend: str = "auto",
+) -> Slide:
+    """Open a whole-slide image lazily: TIFF formats with tifffile, the rest with OpenSlide.
+
+    Reads only the file's structure, never pixel data. The returned levels can be
     computed with any dask scheduler, ``dask.distributed`` process workers included.
 
     Parameters
     ----------
-    path : str or os.PathLike
-        The slide file; it is only ever opened read-only.
+    path : str, os.PathLike or sequence of them
+        The slide file (opened read-only), a DICOM WSI folder, or the ``.dcm`` instances of
+        one slide.
     chunk_size : int
         Target chunk edge in level pixels; chunks are whole tiles (or strips).
+    backend : {"auto", "tifffile", "openslide"}
+        ``auto`` reads SVS, NDPI, OME-TIFF, QPTIFF and plain or BigTIFF with tifffile and
+        everything else OpenSlide reads with OpenSlide (:mod:`slidemask.io.openslide`: MIRAX,
+        Leica SCN, Ventana BIF, Hamamatsu VMS/VMU, Sakura SVSLIDE, Philips TIFF, DICOM WSI).
+        Both backends give identical pixels where both read a file; ``Slide.backend`` says
+        which one was used.
 
     Returns
     -------
@@ -820,14 +856,33 @@ def open_slide(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of pixels, got {chunk_size}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    if backend == "openslide" or (backend == "auto" and _openslide_only(path)):
+        from slidemask.io.openslide import open_openslide
+
+        return open_openslide(path, chunk_size=chunk_size)
+    if not isinstance(path, (str, os.PathLike)):
+        raise SlideError(str(list(path)), "tifffile opens one file; use backend='openslide'")
     path_str = os.path.abspath(os.fspath(path))
     fingerprint = _fingerprint(path_str) if os.path.exists(path_str) else (0, 0)
-    tf = _open_tiff(path_str)
+    try:
+        tf = _open_tiff(path_str)
+    except SlideError:
+        if backend == "auto" and os.path.isfile(path_str) and _openslide_reads(path_str):
+            from slidemask.io.openslide import open_openslide
+
+            return open_openslide(path_str, chunk_size=chunk_size)
+        raise
     try:
         if not tf.series:
             raise SlideError(path_str, "the TIFF holds no image series")
         series = tf.series[0]
         vendor = vendor_of(tf)
+        if backend == "auto" and vendor in _OPENSLIDE_VENDORS and _openslide_reads(path_str):
+            from slidemask.io.openslide import open_openslide
+
+            return open_openslide(path_str, chunk_size=chunk_size)
         first_page: Any = series.levels[0].pages[0]
         mpp = slide_mpp(tf, vendor, first_page.keyframe)
         properties = vendor_properties(tf, vendor, first_page.keyframe)
@@ -892,6 +947,28 @@ def open_slide(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_
     return slide
 
 
+# tifffile vendors whose slides tifffile reads page by page but not as the scanner laid them
+# out (Leica SCN images and macro series, Philips sparse levels, Ventana BIF overlapping tiles)
+_OPENSLIDE_VENDORS = frozenset({"leica", "philips", "ventana"})
+
+
+def _openslide_only(path: SlideSource) -> bool:
+    """Whether ``auto`` goes straight to OpenSlide: a DICOM folder or instance set, or a
+    format only OpenSlide reads (by its file ending)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return True
+    from slidemask.io.openslide import OPENSLIDE_SUFFIXES
+
+    text = os.fspath(path)
+    return os.path.isdir(text) or text.lower().endswith(OPENSLIDE_SUFFIXES)
+
+
+def _openslide_reads(path: str) -> bool:
+    from slidemask.io.openslide import detect_format
+
+    return detect_format(path) is not None
+
+
 _SLIDE_SUFFIXES = (
     ".ome.tiff",
     ".ome.tif",
@@ -905,6 +982,11 @@ _SLIDE_SUFFIXES = (
     ".tf8",
     ".scn",
     ".bif",
+    ".mrxs",
+    ".vms",
+    ".vmu",
+    ".svslide",
+    ".dcm",
 )
 
 
