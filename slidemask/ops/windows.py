@@ -68,6 +68,7 @@ class KernelStep:
         Returns
         -------
         numpy.dtype
+            The dtype the last step returns.
         """
         return KernelChain(tuple(steps))(np.zeros((1, 1), dtype=dtype)).dtype
 

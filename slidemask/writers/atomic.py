@@ -256,8 +256,16 @@ def looks_like_zarr(path: Path) -> bool:
 
 
 def check_target(final: Path, overwrite: bool) -> None:
-    """Refuse to write ``final`` when it exists without ``overwrite``, or when it is a non-empty
-    folder that is not a Zarr store (never deleted, even with ``overwrite``).
+    """Refuse an output target that exists (without ``overwrite``) or is not a Zarr store.
+
+    A non-empty folder that is not a Zarr store is never replaced, even with ``overwrite``.
+
+    Parameters
+    ----------
+    final : pathlib.Path
+        The output's final path.
+    overwrite : bool
+        Whether an existing output may be replaced.
 
     Raises
     ------
@@ -343,8 +351,10 @@ def mark_complete_and_publish(
     key: str,
     marker: Mapping[str, Any],
 ) -> str:
-    """Write ``attrs`` plus ``{key: marker + complete}`` into the Zarr node at ``partial`` in
-    one ``zarr.json`` write, after all its chunks, then :func:`publish` it to ``final``.
+    """Mark the Zarr node at ``partial`` complete, with its attributes, and publish it.
+
+    ``attrs`` plus ``{key: marker + complete}`` go into its ``zarr.json`` in one write, after
+    all its chunks, then :func:`publish` moves it to ``final``.
 
     Parameters
     ----------

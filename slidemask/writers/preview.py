@@ -68,10 +68,10 @@ def _to_rgb8(image: np.ndarray) -> np.ndarray:
 
 
 def shrink_for_preview(image: np.ndarray, max_size: int = 1024) -> np.ndarray:
-    """``image`` area-averaged by the largest integer factor that keeps its longer side at
-    least ``max_size``.
+    """``image`` area-averaged by an integer factor, its longer side kept >= ``max_size``.
 
-    OpenCV's area average is several times faster by an integer factor; the preview's final
+    The factor is the largest that keeps the longer side at least ``max_size``. OpenCV's area
+    average is several times faster by an integer factor; the preview's final
     resize then starts from at most twice its size.
 
     Parameters

@@ -61,6 +61,7 @@ def shared_delayed(collection: Any) -> Any:
     Returns
     -------
     dask.delayed.Delayed or object
+        The collection's computed value, lazily; or ``collection`` itself.
 
     Examples
     --------

@@ -591,6 +591,7 @@ def is_complete(path: str | os.PathLike[str]) -> bool:
     Returns
     -------
     bool
+        Whether ``zarr.json`` carries ``attributes["slidemask"]["complete"] = true``.
 
     Examples
     --------
