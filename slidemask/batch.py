@@ -4,7 +4,8 @@
 (:func:`slidemask.inputs.expand_inputs`), gives each slide one output directly inside the
 output folder (:func:`slidemask.inputs.output_paths`), decides per slide whether to run it,
 runs the rest through the configured executor (:mod:`slidemask.distributed`: this process, a
-LocalCluster, a Dask scheduler, SLURM or PBS) and writes ``report.json`` and ``report.csv``.
+LocalCluster, a Dask scheduler, SLURM or PBS) and writes ``report.json``, ``report.csv`` and
+``report.html`` (:mod:`slidemask.writers.html_report`: the batch to look at, with the previews).
 
 Resume rules, per slide, checked in this process before anything runs:
 
@@ -46,7 +47,12 @@ from typing import Any, Literal, TextIO
 from dask.callbacks import Callback
 
 from slidemask.config import Config, config_hash
-from slidemask.distributed import ExecutionConfig, TaskOutcome, execution_context
+from slidemask.distributed import (
+    ExecutionConfig,
+    TaskOutcome,
+    execution_context,
+    worker_event_sender,
+)
 from slidemask.errors import ConfigError
 from slidemask.inputs import expand_inputs, output_paths
 from slidemask.pipeline import run_slide
@@ -54,6 +60,7 @@ from slidemask.report import REPORT_JSON, SlideResult, write_report
 from slidemask.tiles.runner import tiles_count, tiles_up_to_date
 from slidemask.tiles.spec import TileSpec
 from slidemask.writers.atomic import leftovers, looks_like_zarr
+from slidemask.writers.html_report import write_html_report
 from slidemask.writers.zarr import is_complete, read_attrs, stored_config_hash
 
 __all__ = [
@@ -64,6 +71,14 @@ __all__ = [
 ]
 
 log = logging.getLogger("slidemask.batch")
+
+PROGRESS_TOPIC = "slidemask-progress"
+"""Topic of the events a slide task on a ``dask.distributed`` worker sends to the batch:
+``{"slide": path, "event": "started"}`` and ``{"slide": path, "event": "tasks", "done": n,
+"total": n}`` (at most :data:`WORKER_EVENT_INTERVAL` apart, and when a graph completes)."""
+
+WORKER_EVENT_INTERVAL = 0.5
+"""Seconds between two task-count events of one slide on a worker."""
 
 # Set while run_batch runs tasks; a task running in this process (the threads scheduler) tells
 # the progress display that its slide started. Worker processes see the default, None.
@@ -89,12 +104,15 @@ class BatchProgress:
         """``count`` slides are about to run on the executor described by ``description``."""
 
     def slide_started(self, path: Path) -> None:
-        """A slide started computing. Only reported for slides running in this process."""
+        """A slide started computing (in this process, or on a ``dask.distributed`` worker)."""
 
-    def slide_tasks(self, done: int, total: int) -> None:
-        """Tasks of the running slide's current dask graph: ``done`` of ``total``.
+    def slide_tasks(self, done: int, total: int, path: Path | None = None) -> None:
+        """Tasks of a running slide's current dask graph: ``done`` of ``total`` (a slide's
+        run computes a few graphs in turn: the mask's write, then its extras).
 
-        Only reported for slides computed by dask's local schedulers in this process.
+        ``path`` names the slide; None means the slide that started last in this process.
+        Reported for slides computed in this process and, through worker events, for slides
+        on ``dask.distributed`` workers (at most every :data:`WORKER_EVENT_INTERVAL` s).
         """
 
     def slide_finished(self, result: SlideResult, finished: int, total: int) -> None:
@@ -151,8 +169,11 @@ class LogProgress(BatchProgress):
 class TerminalProgress(LogProgress):
     """A one-line progress bar on a terminal, above which log lines scroll.
 
-    The line shows slides finished of the total, the counts per status, the elapsed time and,
-    for a slide computed in this process, its name and the share of its dask tasks done.
+    The line shows slides finished of the total, the counts per status and of slides
+    remaining, the elapsed time, an estimate of the time left (``ETA``: the time per slide
+    computed so far, once one has finished, times the slides remaining) and the running
+    slide's name with the share of its current dask graph's tasks done (``+N`` more slides
+    when several run at once on a cluster).
     Log handlers writing to the same terminal must call :meth:`suspend` around each write
     (the CLI's handler does), so log lines never mix with the bar.
     """
@@ -168,8 +189,10 @@ class TerminalProgress(LogProgress):
         self._total = 0
         self._finished = 0
         self._counts = {"done": 0, "skipped": 0, "failed": 0}
-        self._current: str | None = None
-        self._tasks: tuple[int, int] = (0, 0)
+        # running slides, by path, in start order: name, tasks done, tasks in the graph
+        self._running: dict[str, tuple[str, int, int]] = {}
+        self._executing_since: float | None = None
+        self._finished_before_executing = 0
 
     def begin(self, total: int, output_dir: Path, config_hash: str) -> None:
         with self._lock:
@@ -178,26 +201,47 @@ class TerminalProgress(LogProgress):
         super().begin(total, output_dir, config_hash)
         self._draw(force=True)
 
+    def executing(self, count: int, description: str, dashboard_link: str | None) -> None:
+        with self._lock:
+            self._executing_since = time.perf_counter()
+            self._finished_before_executing = self._finished
+        super().executing(count, description, dashboard_link)
+        self._draw(force=True)
+
     def slide_started(self, path: Path) -> None:
         with self._lock:
-            self._current = path.name
-            self._tasks = (0, 0)
+            self._running.pop(str(path), None)
+            self._running[str(path)] = (path.name, 0, 0)
         super().slide_started(path)
         self._draw(force=True)
 
-    def slide_tasks(self, done: int, total: int) -> None:
+    def slide_tasks(self, done: int, total: int, path: Path | None = None) -> None:
         with self._lock:
-            self._tasks = (done, total)
+            key = str(path) if path is not None else next(reversed(self._running), None)
+            if key is None or key not in self._running:
+                return
+            self._running[key] = (self._running[key][0], done, total)
         self._draw()
 
     def slide_finished(self, result: SlideResult, finished: int, total: int) -> None:
         with self._lock:
             self._finished = finished
             self._counts[result.status] += 1
-            if self._current == result.path.name:
-                self._current = None
+            self._running.pop(str(result.path), None)
         super().slide_finished(result, finished, total)
         self._draw(force=True)
+
+    def eta(self) -> float | None:
+        """Seconds left, estimated from the slides computed so far; None before the first."""
+        with self._lock:
+            if self._executing_since is None:
+                return None
+            computed = self._finished - self._finished_before_executing
+            remaining = self._total - self._finished
+            if computed <= 0 or remaining <= 0:
+                return None if remaining > 0 else 0.0
+            spent = time.perf_counter() - self._executing_since
+            return spent / computed * remaining
 
     def end(self, results: Sequence[SlideResult], report: Path) -> None:
         with self._lock:
@@ -223,20 +267,23 @@ class TerminalProgress(LogProgress):
         with self._lock:
             total = max(self._total, 1)
             fraction = self._finished / total
-            bar_width = 20
+            bar_width = 20 if width >= 120 else 10
             filled = int(bar_width * fraction)
             elapsed = time.perf_counter() - self._started
             counts = self._counts
             bar = "#" * filled + "-" * (bar_width - filled)
+            eta = self.eta()
             text = (
                 f"{self._finished}/{self._total} slides [{bar}]"
                 f" {int(100 * fraction):3d}%  {counts['done']} done, {counts['skipped']} skipped,"
-                f" {counts['failed']} failed  {_clock(elapsed)}"
+                f" {counts['failed']} failed, {self._total - self._finished} remaining"
+                f"  {_clock(elapsed)}{'' if eta is None else ' ETA ' + _clock(eta)}"
             )
-            if self._current is not None:
-                done, tasks = self._tasks
+            if self._running:
+                name, done, tasks = next(reversed(self._running.values()))
                 share = f" {int(100 * done / tasks):3d}%" if tasks else ""
-                text += f" | {self._current}{share}"
+                others = len(self._running) - 1
+                text += f" | {name}{share}{f' +{others} running' if others else ''}"
         return text[: max(width - 1, 10)]
 
     def _clear(self) -> None:
@@ -268,11 +315,18 @@ def _clock(seconds: float) -> str:
 
 
 class _TaskCounter(Callback):  # type: ignore[misc]
-    """Reports the local dask scheduler's finished tasks to :meth:`BatchProgress.slide_tasks`."""
+    """Reports the local dask scheduler's finished tasks to :meth:`BatchProgress.slide_tasks`.
 
-    def __init__(self, progress: BatchProgress) -> None:
+    Only graphs computed from the thread that created the counter are counted (dask's local
+    schedulers call callbacks in the thread that called ``compute``): a preview drawn in a
+    helper thread, or another task on the same worker, does not mix its counts in.
+    """
+
+    def __init__(self, progress: BatchProgress, path: Path | None = None) -> None:
         super().__init__()
         self._progress = progress
+        self._path = path
+        self._thread = threading.get_ident()
 
     def _start_state(self, dsk: Any, state: dict[str, Any]) -> None:
         self._report(state)
@@ -282,9 +336,46 @@ class _TaskCounter(Callback):  # type: ignore[misc]
         self._report(state)
 
     def _report(self, state: dict[str, Any]) -> None:
+        if threading.get_ident() != self._thread:
+            return
         done = len(state["finished"])
         total = done + sum(len(state[k]) for k in ("ready", "waiting", "running"))
-        self._progress.slide_tasks(done, total)
+        self._progress.slide_tasks(done, total, self._path)
+
+
+class _WorkerEvents(BatchProgress):
+    """On a ``dask.distributed`` worker: a slide's progress sent to the batch as events
+    (:data:`PROGRESS_TOPIC`), task counts at most every :data:`WORKER_EVENT_INTERVAL` s."""
+
+    def __init__(self, send: Callable[[Any], None]) -> None:
+        self._send = send
+        self._last = 0.0
+
+    def slide_started(self, path: Path) -> None:
+        self._send({"slide": str(path), "event": "started"})
+
+    def slide_tasks(self, done: int, total: int, path: Path | None = None) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < WORKER_EVENT_INTERVAL:
+            return
+        self._last = now
+        self._send({"slide": str(path), "event": "tasks", "done": done, "total": total})
+
+
+def _relay_events(progress: BatchProgress, finished: set[str]) -> Callable[[Any], None]:
+    """The batch's handler of worker events: forwards them to ``progress``, dropping late
+    ones of slides already finished (events and results travel separately)."""
+
+    def handle(message: Any) -> None:
+        if not isinstance(message, dict) or message.get("slide") in finished:
+            return
+        path = Path(str(message.get("slide")))
+        if message.get("event") == "started":
+            progress.slide_started(path)
+        elif message.get("event") == "tasks":
+            progress.slide_tasks(int(message.get("done", 0)), int(message.get("total", 0)), path)
+
+    return handle
 
 
 # --- the batch ----------------------------------------------------------------------------------
@@ -308,9 +399,15 @@ def _slide_task(
     started = _SLIDE_STARTED.get()
     if started is not None:
         started(Path(path))
-    else:
-        _quiet_in_worker()
-    return run_slide(path, config, output_dir, overwrite=overwrite, output=output)
+        return run_slide(path, config, output_dir, overwrite=overwrite, output=output)
+    _quiet_in_worker()
+    send = worker_event_sender(PROGRESS_TOPIC)
+    if send is None:
+        return run_slide(path, config, output_dir, overwrite=overwrite, output=output)
+    events = _WorkerEvents(send)
+    events.slide_started(Path(path))
+    with _TaskCounter(events, Path(path)):
+        return run_slide(path, config, output_dir, overwrite=overwrite, output=output)
 
 
 def _quiet_in_worker() -> None:
@@ -430,8 +527,9 @@ def run_batch(
     config
         The mask configuration; its hash decides which existing outputs are reused.
     output_dir
-        Folder for one ``<slide name>.zarr`` per slide plus ``report.json`` and
-        ``report.csv``; created if missing.
+        Folder for one ``<slide name>.zarr`` per slide plus ``report.json``, ``report.csv``
+        and ``report.html``; created if missing. All three are rewritten by every run,
+        a resumed one too, and list every slide.
     overwrite
         Redo every slide, even those with a complete output made with this config.
     execution
@@ -461,6 +559,29 @@ def run_batch(
     -----
     Memory: this process holds one small record per slide; each slide's pixels stream
     through its own task (see :func:`slidemask.pipeline.run_slide`).
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from slidemask import run_batch, write_synthetic_slide
+    >>> from slidemask.config import config_from_yaml
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> slide = write_synthetic_slide(os.path.join(tmp.name, "a.tif"), 512, tile=128, levels=3)
+    >>> config = config_from_yaml('''
+    ... resolution: {mpp: 8}
+    ... masks:
+    ...   tissue: [{gray: {}}, {threshold: {below: 220}}]
+    ... ''')
+    >>> out = os.path.join(tmp.name, "out")
+    >>> [(r.path.name, r.status, r.output.name) for r in run_batch([slide], config, out)]
+    [('a.tif', 'done', 'a.zarr')]
+
+    Run again, the complete output made with the same configuration is kept:
+
+    >>> [r.status for r in run_batch([slide], config, out)]
+    ['skipped']
+    >>> tmp.cleanup()
     """
     started_at = datetime.now(UTC)
     execution = execution if execution is not None else config.execution
@@ -525,9 +646,11 @@ def _execute(
         for i in to_run
     ]
     labels = [plans[i].path.name for i in to_run]
+    finished: set[str] = set()
 
     def on_done(outcome: TaskOutcome[Any]) -> None:
         index = to_run[outcome.index]
+        finished.add(str(plans[index].path))
         record(index, _outcome_result(outcome, plans[index], digest))
 
     with execution_context(execution) as executor:
@@ -536,7 +659,10 @@ def _execute(
         progress.executing(len(to_run), executor.description, executor.dashboard_link)
         token = _SLIDE_STARTED.set(progress.slide_started)
         try:
-            with _TaskCounter(progress):
+            with (
+                _TaskCounter(progress),
+                executor.subscribe(PROGRESS_TOPIC, _relay_events(progress, finished)),
+            ):
                 executor.map(_slide_task, arguments, labels=labels, on_done=on_done)
         finally:
             _SLIDE_STARTED.reset(token)
@@ -559,5 +685,12 @@ def _finish_report(
                                  error=f"{plan.path}: {unfinished_reason or 'not run'}",
                                  config_hash=digest)
         final.append(result)
-    write_report(final, out_dir, started=started_at, config_hash=digest, extra=extra)
+    json_path, _ = write_report(final, out_dir, started=started_at, config_hash=digest,
+                                extra=extra)
+    try:
+        write_html_report(json_path)
+    except Exception as exc:  # noqa: BLE001 - the page must not cost the run its report
+        log.error("could not write the HTML report beside %s: %s: %s",
+                  json_path, type(exc).__name__, exc)
+        log.debug("traceback", exc_info=True)
     return final

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +24,7 @@ from slidemask.errors import ConfigError, SlidemaskError
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-    from slidemask.batch import TerminalProgress
+    from slidemask.batch import BatchProgress, TerminalProgress
     from slidemask.config import Config
     from slidemask.distributed import ExecutionConfig
 
@@ -102,7 +104,10 @@ def _build_parser() -> argparse.ArgumentParser:
             "still run. A slide whose output is complete and was made with the same config is "
             "skipped, so running the same command again after an interruption resumes it."
         ),
-        epilog="See configs/*.yaml for examples. Exit status: 0 all done, 1 a slide failed, "
+        epilog="See configs/*.yaml for examples. OUTPUT/report.html shows the batch (previews, "
+               "sortable table, outliers). On a terminal a progress line shows slides done, "
+               "failed and remaining with an ETA (SLIDEMASK_PROGRESS=1 or 0 forces it on or "
+               "off; -q hides it). Exit status: 0 all done, 1 a slide failed, "
                "2 usage or config error.",
     )
     run.add_argument("config", metavar="CONFIG", help="YAML mask configuration file")
@@ -203,8 +208,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="make a synthetic slide and mask it with the default config",
         description="Write a deterministic synthetic H&E-like pyramidal JPEG BigTIFF (tissue, "
                     "holes, specks, a blue pen stroke), run the built-in default config "
-                    "(tissue minus blue/green pen ink, the same as configs/pen.yaml) on it, "
-                    "and print where the outputs are.",
+                    "(tissue minus blue/green pen ink, the same as configs/pen.yaml) on it "
+                    "with a preview and summary, and print where the outputs are: the mask, "
+                    "the preview PNG and report.html.",
     )
     demo.add_argument("--size", type=int, default=DEMO_SIZE, metavar="N",
                       help=f"slide edge in pixels, level 0 (default {DEMO_SIZE}: about a minute "
@@ -253,6 +259,40 @@ def _setup_logging(verbose: int, quiet: bool) -> _Console:
     return handler
 
 
+PROGRESS_ENV = "SLIDEMASK_PROGRESS"
+"""Environment variable: ``1`` shows the progress bar even when stderr is not a terminal (for
+tests and log viewers that understand carriage returns), ``0`` never shows it; ``-q`` wins."""
+
+
+def _progress_bar_wanted(quiet: bool) -> bool:
+    if quiet:
+        return False
+    forced = os.environ.get(PROGRESS_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def _batch_progress(quiet: bool) -> Iterator[BatchProgress]:
+    """What a batch shows while it runs: the progress bar (slides done / failed / remaining,
+    ETA, the running slide's tasks) on a terminal, else log lines; the console's log lines
+    print above the bar."""
+    from slidemask.batch import LogProgress, TerminalProgress
+
+    bar = TerminalProgress(sys.stderr) if _progress_bar_wanted(quiet) else None
+    console = next((h for h in log.handlers if isinstance(h, _Console)), None)
+    if console is not None:
+        console.bar = bar
+        console.addFilter(_not_run_slide_failure)
+    try:
+        yield bar or LogProgress()
+    finally:
+        if console is not None:
+            console.bar = None
+            console.removeFilter(_not_run_slide_failure)
+
+
 def _error(message: str) -> None:
     sys.stderr.write(f"slidemask: error: {message}\n")
 
@@ -293,9 +333,10 @@ def _execution(config: Config, args: argparse.Namespace) -> ExecutionConfig:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from slidemask.batch import LogProgress, TerminalProgress, run_batch
+    from slidemask.batch import run_batch
     from slidemask.config import load_config
     from slidemask.report import REPORT_JSON, status_counts
+    from slidemask.writers.html_report import REPORT_HTML
 
     started = time.perf_counter()
     try:
@@ -304,23 +345,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_USAGE
-    bar = TerminalProgress(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
-    console = next((h for h in log.handlers if isinstance(h, _Console)), None)
-    if console is not None:
-        console.bar = bar
-        console.addFilter(_not_run_slide_failure)
     try:
-        results = run_batch(args.input, config, args.output, overwrite=args.overwrite,
-                            execution=execution, progress=bar or LogProgress())
+        with _batch_progress(args.quiet) as progress:
+            results = run_batch(args.input, config, args.output, overwrite=args.overwrite,
+                                execution=execution, progress=progress)
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_USAGE
-    finally:
-        if console is not None:
-            console.bar = None
-            console.removeFilter(_not_run_slide_failure)
     counts = status_counts(results)
     report = Path(args.output) / REPORT_JSON
+    page = report.with_name(REPORT_HTML)
+    if page.is_file():
+        log.info("QC report: %s", page)
     print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed in "
           f"{time.perf_counter() - started:.1f} s; report: {report}")
     return EXIT_FAILED if counts["failed"] else EXIT_OK
@@ -444,11 +480,12 @@ def _cmd_preview(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    import dask
-
-    from slidemask.config import default_config
+    from slidemask.batch import run_batch
+    from slidemask.config import Outputs, default_config
+    from slidemask.inputs import extra_paths_for
     from slidemask.io.synthetic import write_synthetic_slide
-    from slidemask.pipeline import run_slide
+    from slidemask.report import REPORT_JSON
+    from slidemask.writers.html_report import REPORT_HTML
 
     if args.size < 64:
         _error(f"--size must be at least 64 pixels, got {args.size}")
@@ -461,17 +498,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     write_synthetic_slide(slide_path, args.size)
     log.info("slide written in %.1f s; masking it with the default config",
              time.perf_counter() - started)
-    config = default_config()
-    with dask.config.set(scheduler="threads"):
-        result = run_slide(slide_path, config, output_dir, overwrite=True)
-    if result.status != "done":
+    # the default config, plus the preview and summary a first look wants
+    config = default_config().model_copy(update={"outputs": Outputs(preview=True, summary=True)})
+    with _batch_progress(args.quiet) as progress:
+        (result,) = run_batch([slide_path], config, output_dir, overwrite=True,
+                              progress=progress)
+    if result.status != "done" or result.output is None:
         _error(f"demo failed: {result.error}")
         return EXIT_FAILED
     fraction = result.stats.get("fraction")
+    extras = extra_paths_for(result.output, ["preview", "summary"])
     print(f"slide   {slide_path}")
     print(f"mask    {result.output}  (tissue minus pen ink; "
           f"{100 * (fraction or 0):.1f} % of the slide, {result.seconds:.1f} s)")
-    print(f"config  built-in default (same as configs/pen.yaml), hash {result.config_hash[:12]}")
+    print(f"preview {extras['preview']}  (the slide with the mask's outline in green)")
+    print(f"summary {extras['summary']}")
+    print(f"report  {output_dir / REPORT_HTML}  (open in a browser; data in {REPORT_JSON})")
+    print(f"config  built-in default (configs/pen.yaml) with preview and summary, hash "
+          f"{result.config_hash[:12]}")
     print(f"inspect slidemask info {slide_path}")
     print(f"read    python -c \"import slidemask.writers.zarr as z; "
           f"print(z.read_mask('{result.output}'))\"")

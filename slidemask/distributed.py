@@ -35,6 +35,7 @@ memory) has its task re-run on another worker by the scheduler, up to
 from __future__ import annotations
 
 import re
+import sys
 import time
 import traceback as tb_module
 import uuid
@@ -64,6 +65,7 @@ __all__ = [
     "job_script",
     "jobqueue_kwargs",
     "run_task",
+    "worker_event_sender",
 ]
 
 T = TypeVar("T")
@@ -282,6 +284,39 @@ class Executor:
         """
         raise NotImplementedError
 
+    @contextmanager
+    def subscribe(self, topic: str, handler: Callable[[Any], None]) -> Iterator[None]:
+        """Call ``handler(message)`` in this process for each event tasks send on ``topic``
+        (with the sender :func:`worker_event_sender` gives them) while the block runs.
+
+        Tasks running in this process send nothing (they report directly); with a cluster,
+        ``handler`` runs on the client's event-loop thread, so it must be quick and
+        thread-safe.
+        """
+        yield
+
+
+def worker_event_sender(topic: str) -> Callable[[Any], None] | None:
+    """In a task on a ``dask.distributed`` worker: a function sending a message on ``topic``
+    to the clients subscribed to it (:meth:`Executor.subscribe`); None anywhere else.
+
+    Messages must be msgpack-serializable (dicts of str, numbers, lists). Call it at the start
+    of the task, in the task's thread; the function it returns may be called from any thread.
+    """
+    if "distributed" not in sys.modules:  # no worker can be running in this process
+        return None
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return None
+
+    def send(message: Any) -> None:
+        worker.log_event(topic, message)
+
+    return send
+
 
 def run_task(
     func: Callable[..., T],
@@ -423,6 +458,15 @@ class _ClientExecutor(Executor):
             raise
         assert all(o is not None for o in outcomes)
         return outcomes  # type: ignore[return-value]
+
+    @contextmanager
+    def subscribe(self, topic: str, handler: Callable[[Any], None]) -> Iterator[None]:
+        # events arrive as (scheduler time, message)
+        self.client.subscribe_topic(topic, lambda event: handler(event[1]))
+        try:
+            yield
+        finally:
+            self.client.unsubscribe_topic(topic)
 
 
 def _collect(future: Future, index: int, submitted: float) -> TaskOutcome[Any]:

@@ -297,7 +297,7 @@ def test_missing_truncated_and_corrupt_slides_fail_alone(
         assert captured.err.count(error) == 1
     # the failed ones left nothing behind; the others are complete
     assert sorted(p.name for p in out.iterdir()) == [
-        "report.csv", "report.json", "s0.zarr", "s3.zarr"]
+        "report.csv", "report.html", "report.json", "s0.zarr", "s3.zarr"]
     assert is_complete(out / "s0.zarr") and is_complete(out / "s3.zarr")
 
 

@@ -86,7 +86,7 @@ def test_one_failing_slide_fails_alone(tmp_path: Path, config: Path, capsys) -> 
     np.testing.assert_array_equal(read_mask(out / "later.zarr").compute(), _expected(rgb_later))
     assert not (out / "broken.zarr").exists() and not (out / "missing.zarr").exists()
     assert sorted(p.name for p in out.iterdir()) == [
-        "good.zarr", "later.zarr", "report.csv", "report.json"]
+        "good.zarr", "later.zarr", "report.csv", "report.html", "report.json"]
     captured = capsys.readouterr()
     assert "broken.tif" in captured.err and "not a TIFF" in captured.err
     assert "missing.svs" in captured.err and "file not found" in captured.err
@@ -195,6 +195,10 @@ def test_demo_writes_slide_and_mask(tmp_path: Path, capsys) -> None:
     slide, mask = out / "synthetic.ome.tif", out / "synthetic.zarr"
     assert str(slide) in text and str(mask) in text
     assert is_complete(mask)
+    # it shows its result: the preview PNG and the report, with their paths
+    preview, page = out / "synthetic.png", out / "report.html"
+    assert f"preview {preview}" in text and f"report  {page}" in text
+    assert preview.read_bytes().startswith(b"\x89PNG") and page.stat().st_size > 0
     values = read_mask(mask).compute()
     assert values.shape == (600, 600) and 0.05 < values.mean() < 0.95
     # runs again over its own previous output

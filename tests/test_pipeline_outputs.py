@@ -197,7 +197,7 @@ def test_batch_resume_with_extras(tmp_path: Path, synthetic_slide: Path) -> None
     assert [r.status for r in first] == ["done"]
     names = _names(out)
     assert {"synthetic.zarr", "synthetic.png", "synthetic.json", "synthetic.geojson",
-            "synthetic.ome.zarr", "report.json", "report.csv"} == set(names)
+            "synthetic.ome.zarr", "report.json", "report.csv", "report.html"} == set(names)
     second = run_batch([synthetic_slide], config, out)
     assert [r.status for r in second] == ["skipped"]
     assert _names(out) == names
