@@ -13,7 +13,12 @@ Cases on 50000²: ``38k`` (256-px patches at 0.5 µm on a 0.5 µm slide: 256 lev
 9 409 candidates) and ``1m`` (50-px level-0 patches, ``min_fraction=0``: 10⁶ patches kept).
 Peak RSS is the child's ``ru_maxrss``; cpu is its user + system time.
 
-    python scripts/bench_tiles.py --size 50000 --repeats 3
+    python scripts/bench_tiles.py --size 50000 --repeats 5
+
+Measured on the shared 2-core machine (medians of 5, load average 2-5 from other work, so
+±30 %): read 0.73 s / 143 MiB; ``38k`` 1.18 s / 139 MiB (18 869 kept), with CLAM + CSV +
+Parquet 1.15 s / 199 MiB; ``9k`` 1.38 s / 138 MiB; ``1m`` 2.35 s / 198 MiB, with the three
+files 3.30 s / 264 MiB.
 """
 
 from __future__ import annotations
