@@ -42,9 +42,17 @@ __all__ = ["Runs", "axis_runs", "chunk_areas", "tile_areas"]
 class Runs(NamedTuple):
     """One axis of a chunk, cut into maximal runs of pixels that every patch weighs alike.
 
-    ``starts`` partitions the axis (run ``k`` is ``[starts[k], starts[k + 1])``, the last
-    ends at ``length``); ``used`` marks the runs some patch weighs; ``weights`` is the
-    ``(patches, used runs)`` weight of each used run's pixels.
+    Parameters
+    ----------
+    starts : numpy.ndarray
+        First pixel of each run; the runs partition the axis (run ``k`` is ``[starts[k],
+        starts[k + 1])``, the last ends at ``length``).
+    length : int
+        Pixels along the axis.
+    used : numpy.ndarray
+        A bool per run: some patch weighs it.
+    weights : numpy.ndarray
+        ``(patches, used runs)`` float64: the weight of each used run's pixels.
     """
 
     starts: np.ndarray
@@ -54,7 +62,18 @@ class Runs(NamedTuple):
 
 
 def axis_runs(weights: np.ndarray) -> Runs:
-    """The :class:`Runs` of a ``(patches, pixels)`` weight matrix."""
+    """Cut an axis into runs of pixels with equal weight columns.
+
+    Parameters
+    ----------
+    weights : numpy.ndarray
+        ``(patches, pixels)`` overlap lengths (:func:`slidemask.tiles.grid.axis_weights`).
+
+    Returns
+    -------
+    Runs
+        The maximal runs of equal columns of ``weights``.
+    """
     count, length = weights.shape
     if length == 0 or count == 0:
         return Runs(np.zeros(1 if length else 0, np.intp), length,
@@ -99,12 +118,12 @@ def chunk_areas(
 
     Parameters
     ----------
-    block
+    block : numpy.ndarray
         ``(R, C)`` mask chunk: ``bool`` or integer (nonzero = inside), or a class map.
-    row_weights, col_weights
+    row_weights, col_weights : numpy.ndarray
         ``(n_rows, R)`` and ``(n_cols, C)`` float64 overlap lengths of the patch rows and
         columns with the chunk's rows and columns (:func:`slidemask.tiles.grid.axis_weights`).
-    values
+    values : sequence of int, optional
         Class values: one area per value (pixels equal to it). None: one area, of the
         nonzero pixels.
 
@@ -221,14 +240,14 @@ def tile_areas(
 
     Parameters
     ----------
-    mask
-        2-D dask array in the mask's own pixels (``bool``, integer nonzero = inside, or an
-        integer class map with ``values``), any chunking.
-    grid
+    mask : dask.array.Array
+        2-D, in the mask's own pixels (``bool``, integer nonzero = inside, or an integer
+        class map with ``values``), any chunking.
+    grid : TileGrid
         The patches (:func:`slidemask.tiles.grid.make_grid`), level-0 pixels.
-    downsample
+    downsample : float, optional
         Level-0 pixels per mask pixel.
-    values
+    values : sequence of int, optional
         Class values to measure separately; None measures the nonzero pixels.
 
     Returns
@@ -237,6 +256,16 @@ def tile_areas(
         ``(len(values) or 1, grid.rows, grid.cols)`` float64, one chunk. Divide by
         ``grid.size ** 2`` for fractions. Mask pixels beyond the slide's level-0 extent
         (``grid.level0_shape``) do not count.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from slidemask.tiles import make_grid, tile_areas
+    >>> mask = da.ones((10, 10), dtype=bool, chunks=4)
+    >>> grid = make_grid(size=8, level0_shape=(20, 20))  # mask at downsample 2
+    >>> tile_areas(mask, grid, downsample=2.0).compute()[0]
+    array([[64., 64.],
+           [64., 64.]])
     """
     ys, xs = grid.ys(), grid.xs()
     rows0, cols0 = grid.level0_shape

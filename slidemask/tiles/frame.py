@@ -25,17 +25,17 @@ __all__ = ["MaskFrame", "frame_from_attrs", "open_mask", "stored_path"]
 class MaskFrame:
     """How a mask's pixels map onto its slide (None where unknown).
 
-    Attributes
+    Parameters
     ----------
-    downsample
+    downsample : float or None
         Level-0 pixels per mask pixel.
-    level0_mpp
+    level0_mpp : float or None
         Micrometres per level-0 pixel.
-    level0_shape
+    level0_shape : tuple of int or None
         ``(rows, cols)`` of the slide's level 0, pixels.
-    name
+    name : str or None
         The slide's name (outputs are named after it).
-    slide_path
+    slide_path : str or None
         The slide the mask was computed from.
     """
 
@@ -55,7 +55,18 @@ def _number(value: Any) -> float | None:
 
 
 def frame_from_attrs(attrs: dict[str, Any]) -> MaskFrame:
-    """The :class:`MaskFrame` recorded in a stored mask's attributes (``provenance``)."""
+    """Read a mask's frame from its stored attributes.
+
+    Parameters
+    ----------
+    attrs : dict
+        The attributes of a stored mask (:func:`slidemask.writers.zarr.read_attrs`).
+
+    Returns
+    -------
+    MaskFrame
+        What ``attrs["provenance"]`` records (empty when there is none).
+    """
     prov = attrs.get("provenance") if isinstance(attrs, dict) else None
     if not isinstance(prov, dict):
         return MaskFrame()
@@ -85,8 +96,19 @@ def frame_from_attrs(attrs: dict[str, Any]) -> MaskFrame:
 
 
 def stored_path(mask: da.Array) -> Path | None:
-    """The output directory behind a dask array that :func:`~slidemask.read_mask` returned
-    unchanged (not sliced or computed on), else None."""
+    """Find the stored output behind a dask array that ``read_mask`` returned.
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        Any dask array.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The output directory when ``mask`` is :func:`~slidemask.read_mask`'s result as it
+        was returned (not sliced or computed on), else None.
+    """
     layer = mask.dask.layers.get(f"original-{mask.name}") if mask.name else None
     if layer is None:
         return None
@@ -98,11 +120,19 @@ def stored_path(mask: da.Array) -> Path | None:
 
 
 def open_mask(source: str | os.PathLike[str] | da.Array) -> tuple[da.Array, MaskFrame]:
-    """A mask as a dask array with its :class:`MaskFrame`.
+    """Open a mask with its :class:`MaskFrame`.
 
-    ``source`` is the path of a complete mask output (``<name>.zarr``), a dask array from
-    :func:`~slidemask.read_mask` (its frame is read from the same output), or any other
-    dask array (an empty frame: pass ``downsample`` and friends yourself).
+    Parameters
+    ----------
+    source : str, os.PathLike or dask.array.Array
+        The path of a complete mask output (``<name>.zarr``), a dask array from
+        :func:`~slidemask.read_mask` (its frame is read from the same output), or any other
+        dask array (an empty frame: pass ``downsample`` and friends yourself).
+
+    Returns
+    -------
+    tuple of (dask.array.Array, MaskFrame)
+        The lazy mask and its frame.
     """
     if isinstance(source, da.Array):
         path = stored_path(source)

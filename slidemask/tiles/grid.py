@@ -58,34 +58,39 @@ class TileGridError(MaskError):
 class TileGrid:
     """A regular grid of square patches in level-0 pixels, anchored at level-0 ``(0, 0)``.
 
-    Attributes
+    Build it with :func:`make_grid`, which converts sizes in µm or at a magnification.
+
+    Parameters
     ----------
-    size
+    size : int
         Patch edge in level-0 pixels (patches are ``size x size``).
-    step
+    step : float
         Distance between neighbouring patch origins in level-0 pixels (may be fractional;
         each origin is rounded on its own: ``floor(j * step + 0.5)``).
-    rows, cols
+    rows, cols : int
         Number of grid rows and columns (candidate patches: ``rows * cols``).
-    level0_shape
+    level0_shape : tuple of int
         ``(rows, cols)`` of the slide's level 0, in pixels.
-    edge
+    edge : {"drop", "flag"}
         ``"drop"``: only patches wholly inside level 0; ``"flag"``: also patches that start
         inside and run past the right or bottom edge (their ``edge`` flag is set).
-    level, level_downsample
-        The pyramid level a reader opens for these patches and its downsample.
-    read_size
-        Patch edge in pixels of the read level (CLAM's ``patch_size``):
+    level : int
+        The pyramid level a reader opens for these patches.
+    level_downsample : float
+        That level's downsample (level-0 pixels per level pixel).
+    read_size : int
+        Patch edge in pixels of the read level (CLAM's ``patch_size``); 0 means
         ``round(size / level_downsample)``.
-    level0_mpp
+    level0_mpp : float or None
         Micrometres per level-0 pixel, or None when unknown.
-    target_mpp
-        Micrometres per pixel the model expects (None: level 0's own).
-    target_size, target_overlap
-        Patch edge and overlap in target pixels (Trident's ``patch_size`` and ``overlap``).
-    level_shape
-        ``(rows, cols)`` of the read level (CLAM's ``level_dim``, as ``(cols, rows)``):
-        the slide's when known, else level 0's divided by the downsample, rounded up.
+    target_mpp : float or None
+        Micrometres per pixel the model expects (None: unknown).
+    target_size, target_overlap : int
+        Patch edge and overlap in target pixels (Trident's ``patch_size`` and ``overlap``);
+        a ``target_size`` of 0 means ``read_size``.
+    level_shape : tuple of int or None
+        ``(rows, cols)`` of the read level (CLAM's ``level_dim`` is ``(cols, rows)``): the
+        slide's when known; None means level 0's divided by the downsample, rounded up.
     """
 
     size: int
@@ -150,7 +155,23 @@ class TileGrid:
 
 
 def axis_origins(count: int, step: float, start: int = 0) -> np.ndarray:
-    """Origins ``floor(k * step + 0.5)`` for ``k`` in ``[start, start + count)``, int64."""
+    """Patch origins along one axis, each rounded on its own from the exact multiple.
+
+    Parameters
+    ----------
+    count : int
+        How many origins.
+    step : float
+        Level-0 pixels from one origin to the next.
+    start : int, optional
+        Index of the first origin.
+
+    Returns
+    -------
+    numpy.ndarray
+        Level-0 pixels, int64 ``(count,)``: ``floor(k * step + 0.5)`` for ``k`` in
+        ``[start, start + count)``.
+    """
     k = np.arange(start, start + count, dtype=np.float64)
     return np.floor(k * step + 0.5).astype(np.int64)
 
@@ -174,15 +195,15 @@ def axis_weights(
 
     Parameters
     ----------
-    origins
+    origins : numpy.ndarray
         Patch origins in level-0 pixels, ``(n,)``.
-    size
+    size : int
         Patch length in level-0 pixels; a patch covers ``[o, min(o + size, extent))``.
-    extent
+    extent : int
         Level-0 length of the slide along this axis: mask pixels beyond it do not count.
-    downsample
+    downsample : float
         Level-0 pixels per mask pixel: mask pixel ``p`` covers ``[p * d, (p + 1) * d)``.
-    start, stop
+    start, stop : int
         The mask pixels ``[start, stop)`` to weigh.
 
     Returns
@@ -199,7 +220,21 @@ def axis_weights(
 
 
 def read_level(level_downsamples: Sequence[float], target_downsample: float) -> int:
-    """The coarsest level whose downsample is at most ``target_downsample`` (within 1 %)."""
+    """Choose the pyramid level to read patches from.
+
+    Parameters
+    ----------
+    level_downsamples : sequence of float
+        Downsample of each level (level-0 pixels per level pixel).
+    target_downsample : float
+        The downsample the model wants (target µm per pixel over level 0's).
+
+    Returns
+    -------
+    int
+        The coarsest level whose downsample is at most ``target_downsample`` (within
+        :data:`LEVEL_TOLERANCE`), so a reader never upsamples.
+    """
     best = 0
     for index, downsample in enumerate(level_downsamples):
         if downsample <= target_downsample * (1 + LEVEL_TOLERANCE) and (
@@ -240,35 +275,47 @@ def make_grid(
 
     Parameters
     ----------
-    size
+    size : float
         Patch edge, in ``units``.
-    level0_shape
+    level0_shape : tuple of int
         ``(rows, cols)`` of the slide's level 0, pixels.
-    units
-        ``"px"`` or ``"um"`` (see the module docstring): the unit of ``size``, ``stride``
-        and ``overlap``.
-    mpp, magnification
+    units : {"px", "um"}
+        The unit of ``size``, ``stride`` and ``overlap`` (see the module docstring).
+    mpp, magnification : float, optional
         The resolution the model reads, in µm per pixel or as a magnification (``mpp = 10 /
         magnification``); at most one. With ``units="px"`` the sizes are pixels at it.
-    stride
+    stride : float, optional
         Distance between patch origins, in ``units`` (default ``size - overlap``).
-    overlap
+    overlap : float, optional
         Overlap of neighbouring patches, in ``units``; not with ``stride``.
-    edge
+    edge : {"drop", "flag"}
         ``"drop"`` keeps only patches wholly inside level 0; ``"flag"`` also those that run
         past the right or bottom edge.
-    level0_mpp
+    level0_mpp : float, optional
         Micrometres per level-0 pixel (needed for µm, ``mpp`` or ``magnification``).
-    level_downsamples
+    level_downsamples : sequence of float, optional
         Downsample of each pyramid level (``Slide.downsamples``), to choose the read level.
-    level_shapes
+    level_shapes : sequence of tuple of int, optional
         ``(rows, cols)`` of each pyramid level (for CLAM's ``level_dim``), when known.
+
+    Returns
+    -------
+    TileGrid
+        The grid, in level-0 pixels.
 
     Raises
     ------
     TileGridError
         Invalid or contradictory arguments, or a physical size on a slide whose pixel size
         is unknown.
+
+    Examples
+    --------
+    >>> from slidemask.tiles import make_grid
+    >>> grid = make_grid(size=256, magnification=20, level0_shape=(4000, 6000),
+    ...                  level0_mpp=0.25, level_downsamples=(1.0, 4.0))
+    >>> grid.size, grid.level, grid.read_size, grid.rows, grid.cols
+    (512, 0, 512, 7, 11)
     """
     if units not in ("px", "um"):
         raise TileGridError(f"tile_grid: units must be 'px' or 'um', got {units!r}")

@@ -31,7 +31,18 @@ log = logging.getLogger(__name__)
 
 
 def tiles_stem(mask_output: str | os.PathLike[str]) -> Path:
-    """``DIR/<name>`` for the mask output ``DIR/<name>.zarr``: the tiles' file stem."""
+    """Give the tiles' file stem for a mask output.
+
+    Parameters
+    ----------
+    mask_output : str or os.PathLike
+        ``DIR/<name>.zarr``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``DIR/<name>``.
+    """
     path = Path(mask_output)
     name = path.name[: -len(".zarr")] if path.name.endswith(".zarr") else path.name
     return path.parent / name
@@ -40,8 +51,23 @@ def tiles_stem(mask_output: str | os.PathLike[str]) -> Path:
 def tiles_up_to_date(
     mask_output: str | os.PathLike[str], spec: TileSpec, config_hash: str | None
 ) -> bool:
-    """True when the tiles beside ``mask_output`` were written with ``spec`` from a mask made
-    with ``config_hash``, completely (manifest last, every listed file present)."""
+    """Tell whether the tiles beside a mask are complete and current.
+
+    Parameters
+    ----------
+    mask_output : str or os.PathLike
+        ``DIR/<name>.zarr``.
+    spec : TileSpec
+        The tile settings they must have been made with.
+    config_hash : str or None
+        The mask's config hash they must record (None: not checked).
+
+    Returns
+    -------
+    bool
+        True when written completely (manifest last, every listed file present) with
+        ``spec`` from a mask made with ``config_hash``.
+    """
     from slidemask.tiles.writers import tiles_complete
 
     extra = {"config_hash": config_hash} if config_hash is not None else None
@@ -57,10 +83,25 @@ def write_slide_tiles(
 ) -> TileOutputs:
     """Tile a stored mask and write ``spec.formats`` beside it (``DIR/<name>.tiles.*``).
 
-    ``slide`` (a :class:`~slidemask.io.tiff.Slide` or its path) gives the read level,
-    CLAM's level dimensions and the preview's thumbnail; without it the tiles are read from
-    level 0 and the preview shows the mask. ``config_hash`` (the mask's) goes into the
-    manifest for :func:`tiles_up_to_date`. Computes with the current dask scheduler.
+    Computes with the current dask scheduler.
+
+    Parameters
+    ----------
+    mask_output : str or os.PathLike
+        ``DIR/<name>.zarr``, a complete mask output.
+    spec : TileSpec
+        Tile settings and formats.
+    slide : Slide, str or os.PathLike, optional
+        The slide or its path: the read level, CLAM's level dimensions and the preview's
+        thumbnail; without it the tiles are read from level 0 and the preview shows the
+        mask.
+    config_hash : str, optional
+        The mask's config hash, recorded in the manifest for :func:`tiles_up_to_date`.
+
+    Returns
+    -------
+    TileOutputs
+        ``{format: path}``, with ``.manifest`` and ``.count``.
     """
     from slidemask.io.tiff import Slide, open_slide
     from slidemask.tiles.writers import write_tiles
@@ -87,6 +128,18 @@ def tile_slides(
     date are ``skipped`` (unless ``overwrite``); a slide without a complete mask ``failed``
     with the reason; a failure never stops the others. Runs slide after slide in this process
     with the current dask scheduler (tiling reads each mask once).
+
+    Parameters
+    ----------
+    inputs : sequence of str or os.PathLike
+        Slide files, folders, glob patterns or manifests
+        (:func:`slidemask.inputs.expand_inputs`).
+    spec : TileSpec
+        Tile settings and formats.
+    output_dir : str or os.PathLike
+        The folder holding the masks; the tiles go beside them.
+    overwrite : bool, optional
+        Rewrite tiles that are up to date.
 
     Returns
     -------
@@ -131,7 +184,18 @@ def tile_slides(
 
 
 def tiles_count(mask_output: str | os.PathLike[str]) -> int | None:
-    """The number of tiles the manifest beside ``mask_output`` records (None: no manifest)."""
+    """Read the number of tiles the manifest beside a mask records.
+
+    Parameters
+    ----------
+    mask_output : str or os.PathLike
+        ``DIR/<name>.zarr``.
+
+    Returns
+    -------
+    int or None
+        The count, or None without a readable manifest.
+    """
     import json
 
     from slidemask.tiles.writers import MANIFEST_SUFFIX

@@ -20,14 +20,44 @@ _DEFAULT_FORMATS: list[TileFormat] = ["clam"]
 
 
 class TileSpec(BaseModel):
-    """Tiling settings (see :func:`slidemask.tiles.tile_grid` for each key's meaning).
+    """Tiling settings: the keyword arguments of ``tile_grid`` plus the files to write.
 
-    ``formats`` lists the files :func:`slidemask.tiles.write_tiles` writes (default: the
-    CLAM h5); ``preview_size`` is the preview's longer side in pixels.
+    Parameters
+    ----------
+    size : float
+        Patch edge, in ``units``.
+    units : {"px", "um"}
+        Pixels (at ``mpp`` / ``magnification`` when given, else level 0) or micrometres.
+    mpp, magnification : float, optional
+        The resolution the model reads (``mpp = 10 / magnification``); at most one.
+    stride, overlap : float, optional
+        Origin-to-origin distance or overlap of neighbours, in ``units``; at most one.
+    min_fraction : float
+        Least exact tissue fraction of a kept patch, 0-1.
+    edge : {"drop", "flag"}
+        Drop patches that run past the slide's edge, or keep and flag them.
+    classes : dict of str to int, optional
+        ``{name: pixel value}`` of a class map.
+    formats : list of str
+        Files :func:`slidemask.tiles.write_tiles` writes: ``clam``, ``trident``, ``csv``,
+        ``parquet``, ``geojson``, ``preview`` (default: ``[clam]``).
+    preview_size : int
+        The preview's longer side, pixels.
 
-    Example (YAML)::
+    See Also
+    --------
+    slidemask.tiles.tile_grid : What each tiling key means.
 
-        tiles: {size: 256, magnification: 20, min_fraction: 0.5, formats: [clam, csv]}
+    Examples
+    --------
+    The config's ``tiles:`` section, ``tiles: {size: 256, magnification: 20, formats:
+    [clam, csv]}``, is
+
+    >>> from slidemask.tiles import TileSpec
+    >>> spec = TileSpec.model_validate(
+    ...     {"size": 256, "magnification": 20, "formats": ["clam", "csv"]})
+    >>> spec.grid_args()["magnification"], spec.formats
+    (20.0, ['clam', 'csv'])
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -58,7 +88,14 @@ class TileSpec(BaseModel):
         return self
 
     def grid_args(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`slidemask.tiles.tile_grid` this spec sets."""
+        """Give the keyword arguments of ``tile_grid`` this spec sets.
+
+        Returns
+        -------
+        dict
+            ``size``, ``units``, ``mpp``, ``magnification``, ``stride``, ``overlap``,
+            ``min_fraction``, ``edge`` and ``classes``.
+        """
         return {
             "size": self.size, "units": self.units, "mpp": self.mpp,
             "magnification": self.magnification, "stride": self.stride,
@@ -67,10 +104,22 @@ class TileSpec(BaseModel):
         }
 
     def canonical(self) -> dict[str, Any]:
-        """Plain-JSON form (hashed by :meth:`spec_hash`)."""
+        """Give the plain-JSON form that :meth:`spec_hash` hashes.
+
+        Returns
+        -------
+        dict
+            Every key, defaults filled in.
+        """
         return self.model_dump(mode="json")
 
     def spec_hash(self) -> str:
-        """SHA-256 of the canonical JSON form: equal settings give equal hashes."""
+        """Hash the settings: equal settings give equal hashes.
+
+        Returns
+        -------
+        str
+            SHA-256 (hex) of the canonical JSON form.
+        """
         text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()

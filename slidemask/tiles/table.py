@@ -36,26 +36,27 @@ BASE_COLUMNS = ("x", "y", "width", "height", "level", "downsample", "fraction", 
 
 @dataclass(frozen=True, eq=False)
 class TileTable:
-    """Kept patches of a :class:`~slidemask.tiles.grid.TileGrid`, row-major (by ``y`` then
-    ``x``). Build it with :func:`slidemask.tiles.tile_grid`.
+    """Kept patches of a tile grid, row-major (by ``y`` then ``x``).
 
-    Attributes
+    Build it with :func:`slidemask.tiles.tile_grid`.
+
+    Parameters
     ----------
-    x, y
-        int64 ``(n,)``: level-0 top-left corners.
-    fraction
-        float64 ``(n,)``: exact tissue fraction of each patch.
-    edge
-        bool ``(n,)``: the patch runs past the slide's right or bottom edge.
-    class_fractions
-        ``{class name: float64 (n,)}`` for a class map, else empty.
-    grid
+    x, y : numpy.ndarray
+        Level-0 top-left corners, int64 ``(n,)``.
+    fraction : numpy.ndarray
+        Exact tissue fraction of each patch, float64 ``(n,)``.
+    edge : numpy.ndarray
+        Whether the patch runs past the slide's right or bottom edge, bool ``(n,)``.
+    grid : TileGrid
         The grid the patches come from (size, stride, read level, pixel sizes).
-    min_fraction
+    min_fraction : float
         The threshold the rows passed (``fraction >= min_fraction``).
-    name
-        The slide's name (for file metadata), or None.
-    classes
+    class_fractions : mapping of str to numpy.ndarray
+        ``{class name: float64 (n,)}`` for a class map, else empty.
+    name : str or None
+        The slide's name (for file metadata).
+    classes : mapping of str to int
         ``{class name: value}`` of a class map, else empty.
     """
 

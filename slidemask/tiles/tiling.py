@@ -69,12 +69,29 @@ def select_tiles(
     name: str | None = None,
     warn: bool = True,
 ) -> TileTable:
-    """The :class:`TileTable` of the patches whose fraction reaches ``min_fraction``.
+    """Keep the patches whose tissue fraction reaches ``min_fraction``.
 
-    ``areas`` is the computed result of :func:`slidemask.tiles.fractions.tile_areas`
-    (``(classes or 1, rows, cols)`` level-0 pixels squared). When nothing is kept, says why
-    on the ``slidemask.tiles.tiling`` logger (WARNING) and, if ``warn``, as an
-    :class:`EmptyTilesWarning`.
+    Parameters
+    ----------
+    areas : numpy.ndarray
+        The computed result of :func:`slidemask.tiles.fractions.tile_areas`: ``(classes or
+        1, rows, cols)`` level-0 pixels squared.
+    grid : TileGrid
+        The grid ``areas`` was measured on.
+    min_fraction : float, optional
+        Least fraction kept (0-1).
+    classes : mapping of str to int, optional
+        ``{name: value}`` of a class map, in the order of ``areas``' first axis.
+    name : str, optional
+        The slide's name, for messages and file metadata.
+    warn : bool, optional
+        Also emit :class:`EmptyTilesWarning` when nothing is kept (the reason is logged at
+        WARNING on ``slidemask.tiles.tiling`` either way).
+
+    Returns
+    -------
+    TileTable
+        The kept patches, row-major.
     """
     classes = dict(classes or {})
     total = areas.sum(axis=0) if areas.shape[0] > 1 else areas[0]
@@ -143,50 +160,50 @@ def tile_grid(
 
     Parameters
     ----------
-    mask
+    mask : dask.array.Array, numpy.ndarray, str or os.PathLike
         The mask, in its own pixels: a 2-D dask or numpy array (``bool``, integer nonzero =
         tissue, or a uint8 class map with ``classes``), the path of a stored mask
         (``<name>.zarr``), or the result of :func:`~slidemask.read_mask`. A stored mask
         supplies ``downsample``, the slide's pixel size, level-0 shape and name from its
         provenance; explicit arguments win.
-    size
+    size : float
         Patch edge in ``units``.
-    units
+    units : {"px", "um"}
         ``"px"``: pixels at ``mpp`` / ``magnification`` when one is given (``size=256,
         magnification=20``: 256 pixels at 0.5 µm), else level-0 pixels. ``"um"``:
         micrometres.
-    mpp, magnification
+    mpp, magnification : float, optional
         The resolution the model reads, µm per pixel or magnification, with the usual
         convention ``mpp = 10 / magnification`` (40x = 0.25 µm/px, 20x = 0.5, 10x = 1.0).
         It picks the read level (the coarsest level whose downsample is at most the
         target's) and, with ``units="px"``, the size of a pixel.
-    stride, overlap
+    stride, overlap : float, optional
         Distance between patch origins, or overlap of neighbours, in ``units``; at most one
         (default: ``stride = size``, no overlap). Fractional strides in level-0 pixels are
         allowed: each origin is rounded on its own, so µm grids land on the same physical
         positions at any pixel size.
-    min_fraction
+    min_fraction : float, optional
         Keep patches whose tissue fraction is at least this (0-1; 0 keeps every patch).
-    classes
+    classes : mapping of str to int, optional
         ``{name: pixel value}`` for a class map: the table gets ``fraction_<name>`` per
         class, and ``fraction`` is their sum (the pixels of any listed class).
-    edge
+    edge : {"drop", "flag"}
         ``"drop"``: only patches wholly inside the slide; ``"flag"``: also patches that
         start inside and run past its right or bottom edge, with ``edge=True``. Their
         fraction is over the whole patch (outside the slide is background).
-    downsample
+    downsample : float, optional
         Level-0 pixels per mask pixel (default: the stored mask's provenance, else the
         slide's level-0 width over the mask's, else 1).
-    slide
+    slide : Slide, optional
         The slide (from :func:`~slidemask.open_slide`): level-0 pixel size, shape, pyramid
         downsamples (for the read level) and name.
-    slide_mpp
-        µm per level-0 pixel when neither the slide nor the provenance says.
-    level0_shape
+    slide_mpp : float, optional
+        Micrometres per level-0 pixel when neither the slide nor the provenance says.
+    level0_shape : tuple of int, optional
         ``(rows, cols)`` of level 0 (default: slide, provenance, else the mask's extent).
-    name
+    name : str, optional
         The slide's name for file metadata (default: slide or provenance).
-    warn
+    warn : bool, optional
         Emit :class:`EmptyTilesWarning` when no patch is kept (the reason is logged at
         WARNING either way; runners that report the count pass False).
 
@@ -210,6 +227,21 @@ def tile_grid(
     chunk by chunk. Memory: one mask chunk per worker thread plus 8 bytes per candidate
     patch and class, plus the table (about 25 bytes per kept patch). Use
     :func:`slidemask.tiles.fractions.tile_areas` for the lazy areas.
+
+    Examples
+    --------
+    A disc of tissue in a mask at 4 µm per pixel (downsample 16 on a 0.25 µm slide), cut
+    into 128 µm patches:
+
+    >>> import numpy as np
+    >>> from slidemask.tiles import tile_grid
+    >>> yy, xx = np.mgrid[:300, :300]
+    >>> disc = (yy - 150) ** 2 + (xx - 150) ** 2 < 100**2
+    >>> table = tile_grid(disc, size=128, units="um", downsample=16, slide_mpp=0.25)
+    >>> len(table), table.width, int(table.x[0]), int(table.y[0])
+    (30, 512, 1536, 1024)
+    >>> round(float(table.fraction.min()), 4)
+    0.5713
     """
     frame = MaskFrame()
     if isinstance(mask, str | os.PathLike) or isinstance(mask, da.Array):

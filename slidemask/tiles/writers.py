@@ -126,6 +126,18 @@ def write_clam_h5(table: TileTable, path: str | os.PathLike[str]) -> Path:
 
     ``patch_size`` is the patch edge in pixels of the read level (``table.level``), so
     ``wsi.read_region(coord, patch_level, (patch_size, patch_size))`` reads each patch.
+
+    Parameters
+    ----------
+    table : TileTable
+        The tiles (:func:`slidemask.tiles.tile_grid`).
+    path : str or os.PathLike
+        The ``.h5`` file (replaced atomically).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
     """
     import h5py
 
@@ -150,9 +162,25 @@ def write_clam_h5(table: TileTable, path: str | os.PathLike[str]) -> Path:
 
 
 def trident_dir_name(table: TileTable) -> str:
-    """Trident's coordinates folder, ``<mag>x_<size>px_<overlap>px_overlap`` (``20x_256px_0px_
-    overlap``): target magnification (``10 / mpp``, printed with ``%g``), patch edge and
-    overlap in target pixels."""
+    """Name Trident's coordinates folder for a table.
+
+    Parameters
+    ----------
+    table : TileTable
+        The tiles (:func:`slidemask.tiles.tile_grid`).
+
+    Returns
+    -------
+    str
+        ``<mag>x_<size>px_<overlap>px_overlap`` (e.g. ``20x_256px_0px_overlap``): target
+        magnification (``10 / mpp``, printed with ``%g``), patch edge and overlap in target
+        pixels.
+
+    Raises
+    ------
+    ValueError
+        The slide's pixel size is unknown, so there is no magnification.
+    """
     mag = table.grid.magnification
     if mag is None:
         raise ValueError(
@@ -163,8 +191,20 @@ def trident_dir_name(table: TileTable) -> str:
 
 
 def write_trident_h5(table: TileTable, job_dir: str | os.PathLike[str]) -> Path:
-    """Write ``job_dir/<mag>x_<size>px_<overlap>px_overlap/patches/<name>_patches.h5`` as
-    Trident's ``coords_to_h5`` does (see the module docstring)."""
+    """Write Trident's patch file, as its ``coords_to_h5`` does (see the module docstring).
+
+    Parameters
+    ----------
+    table : TileTable
+        The tiles (:func:`slidemask.tiles.tile_grid`).
+    job_dir : str or os.PathLike
+        Trident's job folder.
+
+    Returns
+    -------
+    pathlib.Path
+        ``job_dir/<mag>x_<size>px_<overlap>px_overlap/patches/<name>_patches.h5``.
+    """
     import h5py
 
     grid = table.grid
@@ -196,8 +236,23 @@ def write_trident_h5(table: TileTable, job_dir: str | os.PathLike[str]) -> Path:
 
 
 def write_tiles_csv(table: TileTable, path: str | os.PathLike[str]) -> Path:
-    """Write the table as CSV: a header row of the column names, then one row per patch
-    (``edge`` as ``true``/``false``; floats with full precision)."""
+    """Write the table as CSV.
+
+    A header row of the column names, then one row per patch (``edge`` as
+    ``true``/``false``; floats with full precision).
+
+    Parameters
+    ----------
+    table : TileTable
+        The tiles (:func:`slidemask.tiles.tile_grid`).
+    path : str or os.PathLike
+        The ``.csv`` file (replaced atomically).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     import pyarrow.csv as pcsv
 
     arrow = table.to_arrow()
@@ -212,8 +267,22 @@ def write_tiles_csv(table: TileTable, path: str | os.PathLike[str]) -> Path:
 
 
 def write_tiles_parquet(table: TileTable, path: str | os.PathLike[str]) -> Path:
-    """Write the table as Parquet (zstd), with :meth:`TileTable.metadata` under the schema
-    metadata key ``slidemask``."""
+    """Write the table as Parquet (zstd).
+
+    :meth:`TileTable.metadata` goes under the schema metadata key ``slidemask``.
+
+    Parameters
+    ----------
+    table : TileTable
+        The tiles (:func:`slidemask.tiles.tile_grid`).
+    path : str or os.PathLike
+        The ``.parquet`` file (replaced atomically).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     import pyarrow.parquet as pq
 
     arrow = table.to_arrow()
@@ -238,6 +307,22 @@ def write_tiles_geojson(
     properties ``objectType: "tile"``, ``classification`` (``classification`` / ``color``
     for a binary mask; the class with the largest area for a class map) and
     ``measurements`` (``fraction`` and each ``fraction_<class>``).
+
+    Parameters
+    ----------
+    table : TileTable
+        The tiles (:func:`slidemask.tiles.tile_grid`).
+    path : str or os.PathLike
+        The ``.geojson`` file (replaced atomically).
+    classification : str, optional
+        QuPath class of every tile of a binary mask.
+    color : sequence of int, optional
+        Its RGB colour, 0-255 each.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
     """
     names = _class_names(table)
     if names:
@@ -313,6 +398,24 @@ def render_tiles_preview(
     thumbnail, mask outline in green); without one, the mask itself (tissue grey on white).
     Kept tiles are drawn in blue, edge-flagged ones in orange: as outlines where a tile
     spans at least 4 preview pixels, else as a translucent fill of their grid cells.
+
+    Parameters
+    ----------
+    table : TileTable
+        The tiles (:func:`slidemask.tiles.tile_grid`).
+    slide : Slide, optional
+        The slide, for the thumbnail.
+    mask : dask.array.Array or numpy.ndarray, optional
+        The mask, in its own pixels.
+    mask_downsample : float, optional
+        Level-0 pixels per mask pixel.
+    max_size : int, optional
+        The preview's longer side, pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, cols, 3)`` uint8 RGB.
     """
     h0, w0 = table.grid.level0_shape
     if slide is not None and mask is not None:
@@ -363,7 +466,28 @@ def write_tiles_preview(
     mask_downsample: float = 1.0,
     max_size: int = 1024,
 ) -> Path:
-    """Write :func:`render_tiles_preview` as a PNG at ``path`` (atomically)."""
+    """Write :func:`render_tiles_preview` as a PNG.
+
+    Parameters
+    ----------
+    table : TileTable
+        The tiles (:func:`slidemask.tiles.tile_grid`).
+    path : str or os.PathLike
+        The ``.png`` file (replaced atomically).
+    slide : Slide, optional
+        The slide, for the thumbnail.
+    mask : dask.array.Array or numpy.ndarray, optional
+        The mask, in its own pixels.
+    mask_downsample : float, optional
+        Level-0 pixels per mask pixel.
+    max_size : int, optional
+        The preview's longer side, pixels.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     image = render_tiles_preview(
         table, slide=slide, mask=mask, mask_downsample=mask_downsample, max_size=max_size
     )
@@ -387,10 +511,22 @@ MANIFEST_SUFFIX = ".tiles.json"
 def tile_paths(
     out_stem: str | os.PathLike[str], formats: Iterable[str], *, table: TileTable | None = None
 ) -> dict[str, Path]:
-    """The files :func:`write_tiles` writes for ``formats`` at ``out_stem`` (``DIR/<name>``).
+    """List the files :func:`write_tiles` writes for ``formats`` at ``out_stem``.
 
-    The Trident path depends on the grid (magnification and sizes), so it is listed only
-    when ``table`` is given.
+    Parameters
+    ----------
+    out_stem : str or os.PathLike
+        ``DIR/<name>``.
+    formats : iterable of str
+        Formats from :data:`slidemask.tiles.spec.FORMATS`.
+    table : TileTable, optional
+        The tiles: the Trident path depends on the grid (magnification and sizes), so it is
+        listed only when ``table`` is given.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        ``{format: path}``.
     """
     stem = Path(out_stem)
     paths: dict[str, Path] = {}
@@ -409,8 +545,10 @@ def tile_paths(
 
 
 class TileOutputs(dict[str, Path]):
-    """``{format: path}`` of the files written, plus ``manifest`` (the path of
-    ``<stem>.tiles.json``) and ``count`` (the number of tiles)."""
+    """The files :func:`write_tiles` wrote: ``{format: path}``.
+
+    ``manifest`` is the path of ``<stem>.tiles.json`` and ``count`` the number of tiles.
+    """
 
     manifest: Path
     count: int
@@ -429,7 +567,29 @@ def write_tile_table(
 ) -> TileOutputs:
     """Write ``table`` in ``formats`` at ``out_stem``, then the manifest (written last).
 
-    ``manifest`` adds keys to ``<stem>.tiles.json`` (e.g. the spec and its hash).
+    Parameters
+    ----------
+    table : TileTable
+        The tiles (:func:`slidemask.tiles.tile_grid`).
+    out_stem : str or os.PathLike
+        ``DIR/<name>``: files are ``DIR/<name>.tiles.h5`` etc.
+    formats : sequence of str
+        Formats from :data:`slidemask.tiles.spec.FORMATS`.
+    slide : Slide, optional
+        The slide, for the preview's thumbnail.
+    mask : dask.array.Array or numpy.ndarray, optional
+        The mask, for the preview.
+    mask_downsample : float, optional
+        Level-0 pixels per mask pixel.
+    preview_size : int, optional
+        The preview's longer side, pixels.
+    manifest : mapping, optional
+        Keys added to ``<stem>.tiles.json`` (e.g. the spec and its hash).
+
+    Returns
+    -------
+    TileOutputs
+        ``{format: path}``, with ``.manifest`` and ``.count``.
     """
     stem = Path(out_stem)
     paths = tile_paths(stem, formats, table=table)
@@ -480,19 +640,19 @@ def write_tiles(
 
     Parameters
     ----------
-    mask_path_or_array
+    mask_path_or_array : str, os.PathLike, dask.array.Array or numpy.ndarray
         A stored mask (``<name>.zarr``: downsample, pixel size, level-0 shape and name come
         from its provenance), a :func:`~slidemask.read_mask` result, or a 2-D array (then
         pass ``downsample`` and a ``slide``, or accept level-0 pixels).
-    out_stem
+    out_stem : str or os.PathLike
         ``DIR/<name>``: files are ``DIR/<name>.tiles.h5`` etc. (see the module docstring).
-    slide
+    slide : Slide, optional
         The slide: read-level choice, CLAM's level dimensions, the preview's thumbnail.
-    spec
+    spec : TileSpec
         The tiling settings and formats.
-    downsample
+    downsample : float, optional
         Level-0 pixels per mask pixel, when the mask does not record it.
-    extra
+    extra : mapping, optional
         Keys added to the manifest (a runner's config hash, the mask's path, ...).
 
     Returns
@@ -500,6 +660,20 @@ def write_tiles(
     TileOutputs
         ``{format: path}``, with ``.manifest`` and ``.count``. No tiles is not an error:
         the files are written empty and the reason is logged at WARNING.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, h5py
+    >>> from slidemask.tiles import TileSpec, write_tiles
+    >>> out = tempfile.mkdtemp()
+    >>> mask = np.zeros((100, 100), bool); mask[20:80, 10:90] = True
+    >>> spec = TileSpec(size=64, formats=["clam", "csv"])
+    >>> written = write_tiles(mask, f"{out}/slide", spec=spec, downsample=4.0)
+    >>> sorted(written), written.count
+    (['clam', 'csv'], 19)
+    >>> with h5py.File(written["clam"]) as f:
+    ...     print(f["coords"].shape, int(f["coords"].attrs["patch_size"]))
+    (19, 2) 64
     """
     mask: Any = mask_path_or_array
     if isinstance(mask, str | os.PathLike):
@@ -535,8 +709,23 @@ def _frame_args(frame: Any, slide: Slide | None) -> dict[str, Any]:
 def tiles_complete(
     out_stem: str | os.PathLike[str], spec: TileSpec, *, extra: Mapping[str, Any] | None = None
 ) -> bool:
-    """True when ``<stem>.tiles.json`` records a complete write with ``spec`` (and the
-    ``extra`` keys' values) and every file it lists exists: a resumed batch skips these."""
+    """Tell whether the tiles at ``out_stem`` are complete and made with ``spec``.
+
+    Parameters
+    ----------
+    out_stem : str or os.PathLike
+        ``DIR/<name>``.
+    spec : TileSpec
+        The settings the tiles must have been made with.
+    extra : mapping, optional
+        Manifest keys that must hold these values (e.g. the mask's config hash).
+
+    Returns
+    -------
+    bool
+        True when ``<stem>.tiles.json`` records a complete write with ``spec`` (and the
+        ``extra`` values) and every file it lists exists: a resumed batch keeps these.
+    """
     stem = Path(out_stem)
     try:
         record = json.loads(_stem_path(stem, MANIFEST_SUFFIX).read_text(encoding="utf-8"))
