@@ -610,3 +610,16 @@ def test_cli_tiles_command(tmp_path: Path, synthetic_slide: Path,
     missing = ["tiles", str(config_path), "-i", str(synthetic_slide), "-o",
                str(tmp_path / "empty"), "-q"]
     assert main(missing) == 1
+
+
+@pytest.mark.parametrize("module", ["grid", "fractions", "tiling", "spec", "writers"])
+def test_docstring_examples(module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import doctest
+    import importlib
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # write_tiles' example writes a temp folder
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    result = doctest.testmod(importlib.import_module(f"slidemask.tiles.{module}"))
+    assert result.failed == 0 and result.attempted > 0
