@@ -221,7 +221,7 @@ class TerminalProgress(LogProgress):
             if key is None or key not in self._running:
                 return
             self._running[key] = (self._running[key][0], done, total)
-        self._draw()
+        self._draw(force=done >= total > 0)  # a finished graph is always shown
 
     def slide_finished(self, result: SlideResult, finished: int, total: int) -> None:
         with self._lock:

@@ -123,7 +123,8 @@ class _Recorder(BatchProgress):
 @pytest.mark.timeout(120)
 def test_progress_from_distributed_workers(slides: list[Path], tmp_path: Path) -> None:
     recorder = _Recorder()
-    execution = ExecutionConfig(scheduler="processes", workers=1, memory_limit="1GiB")
+    execution = ExecutionConfig.model_validate(
+        {"scheduler": "processes", "workers": 1, "memory_limit": "1GiB"})
     results = run_batch(slides, config_from_yaml(CONFIG), tmp_path / "out",
                         execution=execution, progress=recorder)
     assert [r.status for r in results] == ["done", "done"]
