@@ -586,6 +586,11 @@ def run_batch(
     started_at = datetime.now(UTC)
     execution = execution if execution is not None else config.execution
     progress = progress if progress is not None else LogProgress()
+    from slidemask.remote import is_remote_run, run_remote_batch
+
+    if is_remote_run(inputs, output_dir):  # object storage: no rename; the marker goes last
+        return run_remote_batch(inputs, config, output_dir, overwrite=overwrite,
+                                execution=execution, progress=progress)
     slides = expand_inputs(inputs)
     if not slides:
         raise ConfigError("no input slides")

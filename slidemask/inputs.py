@@ -17,7 +17,7 @@ import hashlib
 import os
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from slidemask.errors import ConfigError
 
@@ -26,6 +26,7 @@ __all__ = [
     "MANIFEST_SUFFIXES",
     "SLIDE_SUFFIXES",
     "expand_inputs",
+    "expand_locations",
     "extra_paths_for",
     "is_dicom_folder",
     "is_slide_file",
@@ -127,6 +128,67 @@ def expand_inputs(
                 seen.add(path)
                 out.append(path)
     return out
+
+
+def expand_locations(
+    items: Sequence[str | os.PathLike[str]], *, recursive: bool = False
+) -> list[PurePath]:
+    """:func:`expand_inputs`, where items may also be URLs (``s3://``, ``gs://``, ...).
+
+    A URL ending in ``/`` or naming a prefix lists the slide files under it like a folder
+    (``recursive``: below it too); a URL with ``*``, ``?`` or ``[`` is a glob; any other URL
+    is one slide. ``file://`` URLs are local paths. Remote items come back as
+    :class:`slidemask.storage.URLPath` (``str()`` is the URL), local ones as :class:`Path`.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`expand_inputs`; also a prefix or glob without slide files, or a listing
+        that fails (the message names the URL, never credentials).
+    """
+    from slidemask import storage
+
+    seen: set[PurePath] = set()
+    out: list[PurePath] = []
+    for item in items:
+        text = os.fspath(item)
+        found: list[PurePath]
+        if storage.is_url(text) and storage.local_path(text) is None:
+            found = list(_expand_url(text, recursive=recursive))
+        else:
+            local = storage.local_path(text) if storage.is_url(text) else None
+            found = list(_expand_item(local if local is not None else text, recursive=recursive))
+        for path in found:
+            if path not in seen:
+                seen.add(path)
+                out.append(path)
+    return out
+
+
+def _expand_url(url: str, *, recursive: bool) -> list[PurePath]:
+    from slidemask import storage
+
+    shown = storage.display(url)
+    try:
+        if _GLOB_CHARS & set(url.split("://", 1)[1]):
+            names = storage.glob_urls(url)
+            kind = "pattern"
+        elif url.endswith("/") or storage.is_dir(url):
+            names = storage.list_files(url, recursive=recursive)
+            kind = "prefix"
+        else:
+            return [storage.URLPath(url)]
+    except Exception as exc:  # noqa: BLE001 - storage errors name the URL, not credentials
+        raise ConfigError(f"input {shown!r} cannot be listed: {type(exc).__name__}") from exc
+    slides: list[PurePath] = [
+        storage.URLPath(n) for n in names
+        if is_slide_file(n) and not n.rsplit("/", 1)[-1].startswith(".")
+    ]
+    if not slides:
+        raise ConfigError(
+            f"input {kind} {shown!r} holds no slide files (looked for {', '.join(SLIDE_SUFFIXES)})"
+        )
+    return slides
 
 
 def _absolute(path: str | os.PathLike[str], base: Path | None = None) -> Path:

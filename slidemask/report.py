@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal, get_args
 
 from slidemask._version import package_version
@@ -41,6 +41,19 @@ REPORT_FORMAT = 1
 """Version of the report layout; bumped when a field changes meaning or disappears."""
 
 _CSV_COLUMNS = ("path", "output", "status", "error", "seconds", "config_hash")
+
+
+def _as_location(value: str | os.PathLike[str]) -> PurePath:
+    """A path as :class:`Path`; a URL (a slide or output on object storage) as
+    :class:`slidemask.storage.URLPath`, whose ``str()`` is the URL."""
+    if isinstance(value, PurePath):
+        return value
+    text = os.fspath(value)
+    if "://" in text:
+        from slidemask.storage import URLPath
+
+        return URLPath(text)
+    return Path(text)
 
 
 @dataclass
@@ -68,8 +81,8 @@ class SlideResult:
         Hash of the mask configuration the output was (or would be) made with.
     """
 
-    path: Path
-    output: Path | None
+    path: PurePath
+    output: PurePath | None
     status: Status
     error: str | None = None
     seconds: float = 0.0
@@ -79,9 +92,9 @@ class SlideResult:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
-        self.path = Path(self.path)
+        self.path = _as_location(self.path)
         if self.output is not None:
-            self.output = Path(self.output)
+            self.output = _as_location(self.output)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain JSON types (paths as strings, numpy scalars as Python numbers)."""

@@ -117,8 +117,16 @@ class Config(StrictModel):
         "see slidemask.distributed.ExecutionConfig",
     )
 
+    storage_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        repr=False,
+        description="fsspec options per protocol for slides and outputs given as URLs, e.g. "
+        "{s3: {endpoint_url: 'http://127.0.0.1:9000'}} (slidemask.storage); credentials here "
+        "are never hashed, logged or written to reports or provenance",
+    )
+
     # Keys that describe how to run rather than what to compute; never part of the hash.
-    _NOT_HASHED: ClassVar[frozenset[str]] = frozenset({"execution"})
+    _NOT_HASHED: ClassVar[frozenset[str]] = frozenset({"execution", "storage_options"})
 
     @model_validator(mode="before")
     @classmethod

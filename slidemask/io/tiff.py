@@ -15,7 +15,7 @@ import struct
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import dask.array as da
@@ -116,24 +116,29 @@ class LevelReader:
         level: int,
         fingerprint: tuple[int, int],
         geometry: LevelGeometry,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         self.path = path
         self.series = series
         self.level = level
         self.fingerprint = fingerprint
         self.geometry = geometry
+        self.storage_options = storage_options
         self.shape = geometry.shape
         self.dtype = np.dtype(geometry.dtype)
         self.ndim = 3
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (LevelReader, (self.path, self.series, self.level, self.fingerprint, self.geometry))
+        args = (self.path, self.series, self.level, self.fingerprint, self.geometry)
+        return (LevelReader, args + ((self.storage_options,) if self.storage_options else ()))
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         rows, cols, chans = (list(key) + [slice(None)] * 3)[:3]
         y0, y1, _ = rows.indices(self.shape[0])
         x0, x1, _ = cols.indices(self.shape[1])
-        handle = _handle(self.path, self.series, self.level, self.fingerprint)
+        handle = _handle(
+            self.path, self.series, self.level, self.fingerprint, self.storage_options
+        )
         out = handle.read(y0, y1, x0, x1)
         return out[:, :, chans]
 
@@ -149,7 +154,9 @@ class LevelReader:
     ) -> np.ndarray:
         """``function`` of level pixels ``[y0:y1, x0:x1]``, applied to each file tile as it is
         decoded (see :class:`MappedLevelReader`)."""
-        handle = _handle(self.path, self.series, self.level, self.fingerprint)
+        handle = _handle(
+            self.path, self.series, self.level, self.fingerprint, self.storage_options
+        )
         return handle.read_mapped(y0, y1, x0, x1, function, dtype, channels)
 
 
@@ -250,8 +257,48 @@ class _LevelHandle:
     pages: list[_PageCodec] = field(default_factory=list)
     byteorder: str = "<"
     row_bytes: int = 0
+    remote: Any = None  # slidemask.storage.RangeReader of a slide on object storage
+
+    def _bytes(self, count: int, offset: int) -> bytes:
+        if self.remote is None:
+            return _pread(self.fd, count, offset)
+        return self.remote.pread(count, offset)  # type: ignore[no-any-return]
+
+    def _prefetch(self, y0: int, y1: int, x0: int, x1: int) -> None:
+        """Fetch the byte ranges of every segment of a region at once (object storage: a
+        few concurrent range requests per chunk instead of one request per tile)."""
+        geo = self.geometry
+        ranges: list[tuple[int, int]] = []
+        for page in self.pages:
+            if geo.raw_rows:
+                rps = geo.strip_rows
+                for strip in range(y0 // rps, (y1 - 1) // rps + 1):
+                    start = max(y0, strip * rps)
+                    stop = min(y1, (strip + 1) * rps)
+                    offset = int(page.offsets[strip]) + (start - strip * rps) * self.row_bytes
+                    ranges.append((offset, (stop - start) * self.row_bytes))
+                continue
+            sh, sw = geo.segment_rows, geo.segment_cols
+            for sample in range(page.separate_samples):
+                for ty in range(y0 // sh, (y1 - 1) // sh + 1):
+                    for tx in range(x0 // sw, (x1 - 1) // sw + 1):
+                        index = (sample * page.segments_y + ty) * page.segments_x + tx
+                        ranges.append((int(page.offsets[index]), int(page.counts[index])))
+        try:
+            self.remote.prefetch(ranges)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the region named
+            raise TileError(self.path, self.level, y0, x0, f"{type(exc).__name__}: {exc}") from exc
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        if self.remote is not None and y1 > y0 and x1 > x0:
+            self._prefetch(y0, y1, x0, x1)
+            try:
+                return self._read(y0, y1, x0, x1)
+            finally:
+                self.remote.release()
+        return self._read(y0, y1, x0, x1)
+
+    def _read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         geo = self.geometry
         out = np.zeros((y1 - y0, x1 - x0, geo.shape[2]), dtype=np.dtype(geo.dtype))
         if out.size == 0:
@@ -283,6 +330,25 @@ class _LevelHandle:
         shape = (y1 - y0, x1 - x0) if channels is None else (y1 - y0, x1 - x0, channels)
         if len(self.pages) != 1 or geo.raw_rows or self.pages[0].separate_samples != 1:
             return np.asarray(function(self.read(y0, y1, x0, x1))).astype(dtype, copy=False)
+        if self.remote is not None and y1 > y0 and x1 > x0:
+            self._prefetch(y0, y1, x0, x1)
+            try:
+                return self._read_mapped(y0, y1, x0, x1, function, dtype, shape)
+            finally:
+                self.remote.release()
+        return self._read_mapped(y0, y1, x0, x1, function, dtype, shape)
+
+    def _read_mapped(
+        self,
+        y0: int,
+        y1: int,
+        x0: int,
+        x1: int,
+        function: PixelFunction,
+        dtype: np.dtype,
+        shape: tuple[int, ...],
+    ) -> np.ndarray:
+        geo = self.geometry
         out = np.zeros(shape, dtype=dtype)
         if out.size == 0:
             return out
@@ -322,7 +388,7 @@ class _LevelHandle:
             offset = int(page.offsets[strip]) + (y - strip * rps) * self.row_bytes
             count = (stop - y) * self.row_bytes
             try:
-                data = _pread(self.fd, count, offset)
+                data = self._bytes(count, offset)
                 if len(data) != count:
                     raise OSError(f"short read ({len(data)} of {count} bytes)")
                 rows = np.frombuffer(data, dtype=dtype).reshape(stop - y, width, -1)
@@ -361,7 +427,7 @@ class _LevelHandle:
     def _decode(self, page: _PageCodec, index: int, row: int, col: int) -> np.ndarray | None:
         count = int(page.counts[index])
         try:
-            data = _pread(self.fd, count, int(page.offsets[index])) if count else None
+            data = self._bytes(count, int(page.offsets[index])) if count else None
             if data is not None and len(data) != count:
                 raise OSError(f"short read ({len(data)} of {count} bytes)")
             kwargs: dict[str, Any] = {"_fullsize": self.geometry.tiled}
@@ -383,7 +449,13 @@ _HANDLES: dict[tuple[str, int, int], _LevelHandle] = {}
 _HANDLES_LOCK = threading.Lock()
 
 
-def _handle(path: str, series: int, level: int, fingerprint: tuple[int, int]) -> _LevelHandle:
+def _handle(
+    path: str,
+    series: int,
+    level: int,
+    fingerprint: tuple[int, int],
+    storage_options: dict[str, Any] | None = None,
+) -> _LevelHandle:
     key = (path, series, level)
     handle = _HANDLES.get(key)
     if handle is not None:
@@ -391,14 +463,36 @@ def _handle(path: str, series: int, level: int, fingerprint: tuple[int, int]) ->
     with _HANDLES_LOCK:
         handle = _HANDLES.get(key)
         if handle is None:
-            if _fingerprint(path) != fingerprint:
-                raise SlideError(path, "the file changed on disk since it was opened")
-            handle = _open_level_handle(path, series, level)
+            if _fingerprint(path, storage_options) != fingerprint:
+                raise SlideError(
+                    _shown(path), "the file changed on disk since it was opened"
+                )
+            handle = _open_level_handle(path, series, level, storage_options)
             _HANDLES[key] = handle
     return handle
 
 
-def _fingerprint(path: str) -> tuple[int, int]:
+def _shown(path: str) -> str:
+    """``path`` as errors show it: a URL without credentials (see slidemask.storage)."""
+    if "://" not in path:
+        return path
+    from slidemask.storage import display
+
+    return display(path)
+
+
+def _fingerprint(path: str, storage_options: dict[str, Any] | None = None) -> tuple[int, int]:
+    if "://" in path:
+        from slidemask.storage import fingerprint
+
+        try:
+            return fingerprint(path, storage_options)
+        except FileNotFoundError as exc:
+            raise SlideError(_shown(path), "file not found") from exc
+        except Exception as exc:  # noqa: BLE001 - any storage failure: cannot read the slide
+            raise SlideError(
+                _shown(path), f"cannot look it up ({type(exc).__name__}: {exc})"
+            ) from exc
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -406,14 +500,23 @@ def _fingerprint(path: str) -> tuple[int, int]:
     return (st.st_size, st.st_mtime_ns)
 
 
-def _open_level_handle(path: str, series: int, level: int) -> _LevelHandle:
-    tf = _open_tiff(path)
+def _open_level_handle(
+    path: str, series: int, level: int, storage_options: dict[str, Any] | None = None
+) -> _LevelHandle:
+    tf = _open_tiff(path, storage_options)
+    remote = None
     try:
         lv = tf.series[series].levels[level]
         geometry, codecs = _describe_level(path, tf, lv, level)
-        fd = os.open(path, os.O_RDONLY)
+        if "://" in path:
+            from slidemask.storage import RangeReader
+
+            fd, remote = -1, RangeReader(path, storage_options)
+        else:
+            fd = os.open(path, os.O_RDONLY)
     except BaseException:
-        tf.close()
+        if remote is None and "://" not in path:
+            tf.close()
         raise
     row_bytes = 0
     if geometry.raw_rows:
@@ -427,10 +530,13 @@ def _open_level_handle(path: str, series: int, level: int) -> _LevelHandle:
         pages=codecs,
         byteorder=tf.byteorder,
         row_bytes=row_bytes,
+        remote=remote,
     )
 
 
-def _open_tiff(path: str) -> tifffile.TiffFile:
+def _open_tiff(path: str, storage_options: dict[str, Any] | None = None) -> tifffile.TiffFile:
+    if "://" in path:
+        return _open_remote_tiff(path, storage_options)
     p = Path(path)
     if not p.exists():
         raise SlideError(path, "file not found")
@@ -442,6 +548,42 @@ def _open_tiff(path: str) -> tifffile.TiffFile:
         raise SlideError(path, f"not a TIFF file or damaged TIFF header ({exc})") from exc
     except (ValueError, struct.error, OSError, IndexError, KeyError) as exc:
         raise SlideError(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from exc
+
+
+_REMOTE_TIFFS: dict[tuple[int, str, tuple[int, int]], tifffile.TiffFile] = {}
+_REMOTE_LOCK = threading.Lock()
+
+
+def _open_remote_tiff(url: str, storage_options: dict[str, Any] | None) -> tifffile.TiffFile:
+    """Parse a TIFF on object storage once per process: only its directory structure is
+    fetched (in cached 16 KiB blocks), never tile data. The parsed file is kept (never closed
+    by callers) so that each level's reader does not fetch the structure again."""
+    key = (os.getpid(), url, _fingerprint(url, storage_options))  # a changed object: parse anew
+    with _REMOTE_LOCK:
+        cached = _REMOTE_TIFFS.get(key)
+        if cached is None:
+            cached = _REMOTE_TIFFS[key] = _parse_remote_tiff(url, storage_options)
+    return cached
+
+
+def _parse_remote_tiff(url: str, storage_options: dict[str, Any] | None) -> tifffile.TiffFile:
+    from slidemask.storage import open_binary
+
+    shown = _shown(url)
+    try:
+        fh = open_binary(url, storage_options)
+    except FileNotFoundError as exc:
+        raise SlideError(shown, "file not found") from exc
+    except Exception as exc:  # noqa: BLE001 - any storage failure: cannot read the slide
+        raise SlideError(shown, f"cannot open ({type(exc).__name__}: {exc})") from exc
+    try:
+        return tifffile.TiffFile(fh, name=url.rsplit("/", 1)[-1])
+    except tifffile.TiffFileError as exc:
+        fh.close()
+        raise SlideError(shown, f"not a TIFF file or damaged TIFF header ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - storage or parse failure
+        fh.close()
+        raise SlideError(shown, f"unreadable TIFF ({type(exc).__name__}: {exc})") from exc
 
 
 def _describe_level(
@@ -491,7 +633,7 @@ def _describe_level(
         and keyframe.bitspersample % 8 == 0
         and nsep == 1
     )
-    file_size = os.path.getsize(path)
+    file_size = int(tf.filehandle.size)
     codecs = []
     for page in pages:
         offsets = np.asarray(page.dataoffsets, dtype=np.int64)
@@ -576,8 +718,8 @@ class Slide:
 
     Attributes
     ----------
-    path : pathlib.Path
-        The slide file.
+    path : pathlib.PurePath
+        The slide file (a :class:`slidemask.storage.URLPath` for a slide on object storage).
     name : str
         The file name without its extension (used to name outputs).
     levels : list of dask.array.Array
@@ -618,7 +760,7 @@ class Slide:
     >>> tmp.cleanup()
     """
 
-    path: Path
+    path: PurePath
     name: str
     levels: list[da.Array]
     downsamples: list[float]
@@ -800,6 +942,7 @@ def open_slide(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     backend: str = "auto",
+    storage_options: dict[str, Any] | None = None,
 ) -> Slide:
     """Open a whole-slide image lazily: TIFF formats with tifffile, the rest with OpenSlide.
 
@@ -819,6 +962,10 @@ def open_slide(
         Leica SCN, Ventana BIF, Hamamatsu VMS/VMU, Sakura SVSLIDE, Philips TIFF, DICOM WSI).
         Both backends give identical pixels where both read a file; ``Slide.backend`` says
         which one was used.
+    storage_options : dict, optional
+        For a URL (``s3://``, ``gs://``, ``https://``; read with tifffile through fsspec,
+        tiles by byte-range requests): fsspec options, over the configured defaults
+        (:func:`slidemask.storage.configure`) and the file system's environment.
 
     Returns
     -------
@@ -858,18 +1005,43 @@ def open_slide(
         raise ValueError(f"chunk_size must be a positive number of pixels, got {chunk_size}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-    if backend == "openslide" or (backend == "auto" and _openslide_only(path)):
+    remote: str | None = None
+    options: dict[str, Any] | None = None
+    if isinstance(path, (str, os.PathLike)) and "://" in os.fspath(path):
+        from slidemask.storage import local_path
+        from slidemask.storage import storage_options as merged_options
+
+        url = os.fspath(path)
+        local = local_path(url)
+        if local is not None:
+            path = local
+        else:
+            if backend == "openslide" or _openslide_only(url):
+                raise SlideError(
+                    _shown(url), "OpenSlide reads local files only: copy the slide locally"
+                )
+            remote, options = url, merged_options(url, storage_options) or None
+    if backend == "openslide" or (
+        backend == "auto" and remote is None and _openslide_only(path)
+    ):
         from slidemask.io.openslide import open_openslide
 
         return open_openslide(path, chunk_size=chunk_size)
     if not isinstance(path, (str, os.PathLike)):
         raise SlideError(str(list(path)), "tifffile opens one file; use backend='openslide'")
-    path_str = os.path.abspath(os.fspath(path))
-    fingerprint = _fingerprint(path_str) if os.path.exists(path_str) else (0, 0)
+    if remote is not None:
+        path_str = remote
+        fingerprint = _fingerprint(remote, options)
+    else:
+        path_str = os.path.abspath(os.fspath(path))
+        fingerprint = _fingerprint(path_str) if os.path.exists(path_str) else (0, 0)
     try:
-        tf = _open_tiff(path_str)
+        tf = _open_tiff(path_str, options)
     except SlideError:
-        if backend == "auto" and os.path.isfile(path_str) and _openslide_reads(path_str):
+        if (
+            backend == "auto" and remote is None
+            and os.path.isfile(path_str) and _openslide_reads(path_str)
+        ):
             from slidemask.io.openslide import open_openslide
 
             return open_openslide(path_str, chunk_size=chunk_size)
@@ -903,7 +1075,7 @@ def open_slide(
             geometry, _ = _describe_level(path_str, tf, lv, index)
             geometries.append(geometry)
             shapes.append(geometry.shape)
-            reader = LevelReader(path_str, 0, index, fingerprint, geometry)
+            reader = LevelReader(path_str, 0, index, fingerprint, geometry, options)
             readers.append(reader)
             chunks = level_chunks(geometry, chunk_size)
             token = f"{path_str}-{fingerprint}-{index}-{chunks}"
@@ -922,15 +1094,16 @@ def open_slide(
         raise
     except Exception as exc:  # noqa: BLE001 - any parse failure is a damaged file for the user
         raise SlideError(
-            path_str, f"cannot read TIFF structure ({type(exc).__name__}: {exc})"
+            _shown(path_str), f"cannot read TIFF structure ({type(exc).__name__}: {exc})"
         ) from exc
     finally:
-        tf.close()
+        if remote is None:  # a remote structure stays parsed for the level readers
+            tf.close()
     base = shapes[0]
     downsamples = [((base[0] / s[0]) + (base[1] / s[1])) / 2 for s in shapes]
     geo0 = geometries[0]
     slide = Slide(
-        path=Path(path_str),
+        path=_slide_path(path_str),
         name=slide_name(path_str),
         levels=levels,
         downsamples=downsamples,
@@ -961,6 +1134,14 @@ def _openslide_only(path: SlideSource) -> bool:
 
     text = os.fspath(path)
     return os.path.isdir(text) or text.lower().endswith(OPENSLIDE_SUFFIXES)
+
+
+def _slide_path(path: str) -> PurePath:
+    if "://" in path:
+        from slidemask.storage import URLPath
+
+        return URLPath(path)
+    return Path(path)
 
 
 def _openslide_reads(path: str) -> bool:

@@ -570,8 +570,14 @@ def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
         The ``attributes`` of its ``zarr.json`` (reads only that file).
     """
     try:
-        with open(Path(path) / "zarr.json", encoding="utf-8") as fh:
-            meta = json.load(fh)
+        if "://" in os.fspath(path):  # on object storage (slidemask.storage)
+            from slidemask.storage import read_text
+
+            text = read_text(os.fspath(path).rstrip("/") + "/zarr.json")
+            meta = json.loads(text) if text is not None else {}
+        else:
+            with open(Path(path) / "zarr.json", encoding="utf-8") as fh:
+                meta = json.load(fh)
     except (OSError, ValueError):
         return {}
     attrs = meta.get("attributes") if isinstance(meta, dict) else None
@@ -698,6 +704,8 @@ def read_mask(path: str | os.PathLike[str]) -> da.Array:
            [0, 0, 1]])
     >>> tmp.cleanup()
     """
+    if "://" in os.fspath(path):
+        return _read_remote_mask(os.fspath(path))
     p = Path(path)
     if not p.exists():
         raise SlidemaskError(f"{p}: no such output")
@@ -717,5 +725,22 @@ def read_mask(path: str | os.PathLike[str]) -> da.Array:
     except Exception as exc:  # noqa: BLE001 - zarr raises several types for a bad store
         raise SlidemaskError(
             f"{p}: cannot open as a Zarr array ({type(exc).__name__}: {exc})"
+        ) from exc
+    return da.from_zarr(array)
+
+
+def _read_remote_mask(url: str) -> da.Array:
+    """A complete output on object storage, read lazily through zarr's fsspec store."""
+    from slidemask.storage import display, storage_options
+
+    if not is_complete(url):
+        raise SlidemaskError(
+            f"{display(url)}: not a complete slidemask output (no completion marker)"
+        )
+    try:
+        array = zarr.open_array(url, mode="r", storage_options=storage_options(url))
+    except Exception as exc:  # noqa: BLE001 - zarr and fsspec raise several types
+        raise SlidemaskError(
+            f"{display(url)}: cannot open as a Zarr array ({type(exc).__name__}: {exc})"
         ) from exc
     return da.from_zarr(array)

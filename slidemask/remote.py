@@ -1,0 +1,315 @@
+"""Batches whose slides or outputs are URLs (object storage), resumable through the marker.
+
+:func:`slidemask.batch.run_batch` hands a batch here when an input or the output folder is a
+URL (``s3://``, ``gs://``, ``https://``). The same rules as a local batch apply, with object
+storage's limits:
+
+* Each slide's outputs (mask, extras, tiles) are built complete in a local staging folder by
+  :func:`slidemask.pipeline.run_slide`, then uploaded to the output prefix; the mask's
+  ``zarr.json``, which carries the completion marker, is uploaded **last**
+  (:func:`publish`). There is no atomic rename on object storage: an interrupted upload
+  leaves objects without a marker, which count as incomplete.
+* Resume trusts only the marker: a complete ``<name>.zarr`` with the same config hash is
+  ``skipped``; an incomplete one (objects without a marked ``zarr.json``) is removed and
+  redone. Anything under the output name that is not a Zarr store is never touched.
+* Replacing a complete output (``overwrite``, or another config) first deletes its marker, so
+  the old output is incomplete (never mixed and complete) while the new one uploads.
+* ``report.json`` and ``report.csv`` are uploaded beside the outputs.
+
+Options for the stores come from ``config.storage_options`` and the environment
+(:mod:`slidemask.storage`); they travel to worker processes inside the config and are never
+written to a report, a log line or provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path, PurePath
+from typing import Any, cast
+
+from slidemask import storage
+from slidemask.config import Config, config_hash
+from slidemask.distributed import ExecutionConfig, TaskOutcome, execution_context
+from slidemask.errors import ConfigError
+from slidemask.inputs import expand_locations, output_paths
+from slidemask.report import REPORT_CSV, REPORT_JSON, SlideResult, write_report
+from slidemask.storage import URLPath
+from slidemask.writers.zarr import ATTRS_KEY
+
+__all__ = ["is_remote_run", "publish", "run_remote_batch", "run_remote_slide"]
+
+log = logging.getLogger("slidemask.batch")
+
+MARKER_FILE = "zarr.json"
+
+
+def is_remote_run(inputs: Sequence[str | os.PathLike[str]], output_dir: object) -> bool:
+    """Whether a batch involves object storage (a non-``file://`` URL among its inputs or
+    as its output folder)."""
+    def remote(value: object) -> bool:
+        text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else ""
+        return storage.is_url(text) and storage.local_path(text) is None
+
+    return remote(output_dir) or any(remote(item) for item in inputs)
+
+
+def _standin(location: PurePath) -> Path:
+    """A local absolute path standing for a slide location, to name outputs as
+    :func:`slidemask.inputs.output_paths` names them (same collision rules)."""
+    if isinstance(location, URLPath):
+        return Path("/") / "url" / str(location).replace("://", "/", 1)
+    return Path(location)
+
+
+def output_locations(slides: Sequence[PurePath], out: PurePath) -> dict[PurePath, PurePath]:
+    """``{slide: <out>/<unique safe name>.zarr}``, as for a local batch."""
+    standins = {_standin(s): s for s in slides}
+    named = output_paths(list(standins), Path("/out"))
+    return {standins[k]: out / v.name for k, v in named.items()}
+
+
+def _join(base: PurePath | str, name: str) -> str:
+    return f"{str(base).rstrip('/')}/{name}"
+
+
+def _attrs(output: str) -> dict[str, Any]:
+    text = storage.read_text(_join(output, MARKER_FILE))
+    if text is None:
+        return {}
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        return {}
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def _complete(attrs: dict[str, Any]) -> bool:
+    own = attrs.get(ATTRS_KEY)
+    return isinstance(own, dict) and own.get("complete") is True
+
+
+def _stats(attrs: dict[str, Any]) -> dict[str, Any]:
+    stats = attrs.get("stats")
+    stored: dict[str, Any] = dict(stats) if isinstance(stats, dict) else {}
+    provenance = attrs.get("provenance")
+    provenance = provenance if isinstance(provenance, dict) else {}
+    total = stored.get("total_pixels") or 0
+    foreground = stored.get("foreground_pixels", 0)
+    return {
+        **stored,
+        "fraction": foreground / total if total and isinstance(foreground, int) else None,
+        **{k: provenance.get(k) for k in ("level", "factor", "mpp", "downsample")},
+    }
+
+
+def publish(stage: Path, output: str, overwrite: bool) -> None:
+    """Upload a slide's staged outputs beside ``output`` (``<prefix>/<name>.zarr``), the
+    mask's ``zarr.json`` (its completion marker) last.
+
+    Parameters
+    ----------
+    stage
+        The local folder :func:`slidemask.pipeline.run_slide` wrote into; its entries are
+        ``<name>.zarr`` and the extras beside it.
+    output
+        The mask's URL (or path).
+    overwrite
+        Replace a complete output. Its marker is deleted first, so it is incomplete, never
+        half old and half new while complete.
+
+    Raises
+    ------
+    FileExistsError
+        A complete output exists and not ``overwrite``.
+    """
+    marker = _join(output, MARKER_FILE)
+    if _complete(_attrs(output)):
+        if not overwrite:
+            raise FileExistsError(f"{storage.display(output)}: output exists")
+        storage.remove_tree(marker)  # the old output stops being complete first
+    storage.remove_tree(output)
+    name = output.rstrip("/").rsplit("/", 1)[-1]
+    parent = output.rstrip("/")[: -len(name)].rstrip("/")
+    mask = stage / name
+    for entry in sorted(stage.iterdir()):
+        if entry != mask:
+            if entry.is_dir():
+                storage.remove_tree(f"{parent}/{entry.name}")
+            storage.upload_tree(entry, f"{parent}/{entry.name}")
+    storage.upload_tree(mask, output, last=[MARKER_FILE])
+
+
+def run_remote_slide(
+    path: str, config: Config, output_dir: str, overwrite: bool, output: str
+) -> SlideResult:
+    """One slide of a remote batch, as a task: build locally, upload, marker last.
+
+    Module level, so worker processes import it by name. Never raises for this slide's
+    problems: the result says ``failed`` and why.
+    """
+    from slidemask.pipeline import run_slide
+
+    storage.configure(config.storage_options)
+    name = output.rstrip("/").rsplit("/", 1)[-1]
+    stage = Path(tempfile.mkdtemp(prefix="slidemask-stage-"))
+    try:
+        result = run_slide(path, config, stage, overwrite=False, output=stage / name)
+        if result.status == "done":
+            try:
+                publish(stage, output, overwrite)
+            except Exception as exc:  # noqa: BLE001 - one slide's upload must not stop a batch
+                reason = f"{storage.display(output)}: upload failed ({type(exc).__name__}: {exc})"
+                log.error("slide %s failed: %s", storage.display(path), reason)
+                result.status, result.error = "failed", reason
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    result.path = storage.location(path)
+    result.output = storage.location(output)
+    if result.error:
+        result.error = result.error.replace(str(stage / name), storage.display(output))
+    return result
+
+
+def _plan(
+    slide: PurePath, output: PurePath, digest: str, overwrite: bool
+) -> tuple[str, SlideResult | None, bool]:
+    """``(action, known result, overwrite)``: ``run`` or ``known``."""
+    target = str(output)
+    attrs = _attrs(target)
+    if _complete(attrs):
+        provenance = attrs.get("provenance")
+        stored = provenance.get("config_hash") if isinstance(provenance, dict) else None
+        if not overwrite and stored == digest:
+            result = SlideResult(path=slide, output=output, status="skipped",
+                                 stats=_stats(attrs), config_hash=digest)
+            return "known", result, False
+        return "run", None, True
+    names = storage.list_names(target)
+    if names and MARKER_FILE not in names and "c" not in names:
+        reason = (f"{storage.display(target)}: exists and is not a slidemask output "
+                  "(not a Zarr store); move it away")
+        result = SlideResult(path=slide, output=output, status="failed", error=reason,
+                             config_hash=digest)
+        return "known", result, False
+    if names:
+        log.info("removing the incomplete output %s (no completion marker)",
+                 storage.display(target))
+        storage.remove_tree(target)
+    return "run", None, False
+
+
+def run_remote_batch(
+    inputs: Sequence[str | os.PathLike[str]],
+    config: Config,
+    output_dir: str | os.PathLike[str],
+    *,
+    overwrite: bool,
+    execution: ExecutionConfig,
+    progress: Any,
+) -> list[SlideResult]:
+    """:func:`slidemask.batch.run_batch` for slides or outputs on object storage (see the
+    module docstring); same arguments, results and report."""
+    started_at = datetime.now(UTC)
+    storage.configure(config.storage_options)
+    slides = expand_locations(inputs)
+    if not slides:
+        raise ConfigError("no input slides")
+    out = storage.location(output_dir)
+    outputs = output_locations(slides, out)
+    digest = config_hash(config)
+    total = len(slides)
+    progress.begin(total, cast(Path, out), digest)
+    results: list[SlideResult | None] = [None] * total
+    finished = 0
+
+    def record(index: int, result: SlideResult) -> None:
+        nonlocal finished
+        results[index] = result
+        finished += 1
+        progress.slide_finished(result, finished, total)
+
+    plans = []
+    for index, slide in enumerate(slides):
+        try:
+            plan = _plan(slide, outputs[slide], digest, overwrite)
+        except Exception as exc:  # noqa: BLE001 - storage trouble with this output only
+            error = f"{storage.display(str(outputs[slide]))}: cannot look it up ({exc})"
+            plan = ("known", SlideResult(path=slide, output=outputs[slide], status="failed",
+                                         error=error, config_hash=digest), False)
+        plans.append(plan)
+        if plan[1] is not None:
+            record(index, plan[1])
+    to_run = [i for i, plan in enumerate(plans) if plan[0] == "run"]
+    extra: dict[str, Any] = {
+        "output_dir": str(out),
+        "inputs": [storage.display(os.fspath(item)) for item in inputs],
+        "overwrite": overwrite,
+        "scheduler": execution.scheduler,
+        "executor": None,
+        "dashboard": None,
+    }
+
+    def on_done(outcome: TaskOutcome[Any]) -> None:
+        index = to_run[outcome.index]
+        value = outcome.value
+        if outcome.ok and isinstance(value, SlideResult):
+            record(index, value)
+            return
+        error = outcome.error or f"the task returned {type(value).__name__}"
+        record(index, SlideResult(path=slides[index], output=outputs[slides[index]],
+                                  status="failed", error=f"{slides[index]}: {error}",
+                                  seconds=outcome.seconds, config_hash=digest))
+
+    try:
+        if to_run:
+            arguments = [
+                (str(slides[i]), config, str(out), plans[i][2], str(outputs[slides[i]]))
+                for i in to_run
+            ]
+            labels = [slides[i].name for i in to_run]
+            with execution_context(execution) as executor:
+                extra["executor"] = executor.description
+                extra["dashboard"] = executor.dashboard_link
+                progress.executing(len(to_run), executor.description, executor.dashboard_link)
+                executor.map(run_remote_slide, arguments, labels=labels, on_done=on_done)
+    except KeyboardInterrupt:
+        _report(results, slides, outputs, digest, out, started_at, extra, "interrupted")
+        raise
+    final = _report(results, slides, outputs, digest, out, started_at, extra, None)
+    progress.end(final, cast(Path, out / REPORT_JSON))
+    return final
+
+
+def _report(
+    results: list[SlideResult | None],
+    slides: list[PurePath],
+    outputs: dict[PurePath, PurePath],
+    digest: str,
+    out: PurePath,
+    started_at: datetime,
+    extra: dict[str, Any],
+    unfinished: str | None,
+) -> list[SlideResult]:
+    final = [
+        r if r is not None else SlideResult(
+            path=s, output=outputs[s], status="failed",
+            error=f"{s}: {unfinished or 'not run'}", config_hash=digest,
+        )
+        for r, s in zip(results, slides, strict=True)
+    ]
+    if isinstance(out, Path):
+        write_report(final, out, started=started_at, config_hash=digest, extra=extra)
+        return final
+    with tempfile.TemporaryDirectory(prefix="slidemask-report-") as tmp:
+        write_report(final, tmp, started=started_at, config_hash=digest, extra=extra)
+        for name in (REPORT_JSON, REPORT_CSV):
+            storage.put_file(Path(tmp) / name, _join(out, name))
+    return final
+

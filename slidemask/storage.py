@@ -1,0 +1,482 @@
+"""Slides and outputs on object storage (``s3://``, ``gs://``, ``https://``, ...) through fsspec.
+
+Anything that names a slide or an output may be a URL. Options for the file systems come from
+the config (``storage_options:``, :func:`configure`) and from each file system's standard
+environment (``AWS_ENDPOINT_URL``, ``AWS_PROFILE``, ``AWS_ACCESS_KEY_ID``, ...; s3fs and
+botocore read them). Options and credentials are never logged, never written to a report or
+to provenance: URLs are shown without user info and query strings (:func:`display`).
+
+Transient storage errors (throttling, 5xx answers, dropped connections) are retried with
+exponential backoff and jitter, a bounded number of times (:func:`retrying`, on top of what
+s3fs and botocore already retry); :data:`STATS` counts retries and bytes fetched for tiles.
+
+Writing: object stores have no atomic rename, so an output is built completely in a local
+staging folder and then uploaded with :func:`upload_tree`, which writes the completion marker
+(the mask's ``zarr.json``) as the very last object; :func:`slidemask.writers.zarr.is_complete`
+and a batch's resume trust only that marker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+__all__ = [
+    "STATS",
+    "URLPath",
+    "configure",
+    "display",
+    "filesystem",
+    "fingerprint",
+    "is_url",
+    "retrying",
+    "storage_options",
+    "upload_tree",
+]
+
+log = logging.getLogger("slidemask.storage")
+
+T = TypeVar("T")
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+STATS: dict[str, int] = {"retries": 0, "range_requests": 0, "bytes_fetched": 0}
+"""Per-process counters: retried storage calls, tile range requests and their bytes."""
+_STATS_LOCK = threading.Lock()
+
+RETRY_ATTEMPTS = 6
+"""Tries of one storage call before its error is raised (the first one included)."""
+RETRY_BASE_SECONDS = 0.1
+RETRY_MAX_SECONDS = 5.0
+
+_DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {}
+
+
+def is_url(value: object) -> bool:
+    """Whether ``value`` is a URL with a scheme (``s3://b/k``), not a local path.
+
+    ``file://`` URLs count too (:func:`local_path` turns them into paths).
+
+    Examples
+    --------
+    >>> is_url("s3://bucket/a.svs"), is_url("/data/a.svs"), is_url(Path("a.svs"))
+    (True, False, False)
+    """
+    if isinstance(value, URLPath):
+        return True
+    return isinstance(value, str) and _SCHEME.match(value) is not None
+
+
+def local_path(value: str) -> str | None:
+    """The local path of a ``file://`` URL, else None."""
+    if value.startswith("file://"):
+        return value[len("file://"):] or "/"
+    return None
+
+
+def protocol(url: str) -> str:
+    match = _SCHEME.match(url)
+    return match.group(1).lower() if match else "file"
+
+
+class URLPath(PurePosixPath):
+    """A URL with the path operations of :class:`pathlib.PurePosixPath`.
+
+    ``.name``, ``.parent``, ``/`` and ``.suffix`` work as for paths and ``str()`` gives the URL
+    back (``s3://bucket/key``). Nothing here touches storage: use :func:`filesystem`.
+
+    Examples
+    --------
+    >>> out = URLPath("s3://bucket/masks") / "a.zarr"
+    >>> str(out), out.name, str(out.parent)
+    ('s3://bucket/masks/a.zarr', 'a.zarr', 's3://bucket/masks')
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*):/(?!/)", r"\1://", text, count=1)
+
+    def __repr__(self) -> str:
+        return f"URLPath({str(self)!r})"
+
+    def as_posix(self) -> str:
+        return str(self)
+
+    def __fspath__(self) -> str:
+        return str(self)
+
+
+def location(value: str | os.PathLike[str]) -> Path | URLPath:
+    """A URL as :class:`URLPath`, a ``file://`` URL or a path as an absolute :class:`Path`."""
+    if isinstance(value, URLPath):
+        return value
+    text = os.fspath(value)
+    if is_url(text):
+        local = local_path(text)
+        if local is None:
+            return URLPath(text.rstrip("/") if text.count("/") > 3 else text)
+        text = local
+    return Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def display(url: str | os.PathLike[str]) -> str:
+    """A URL as it may be shown: without ``user:password@`` and without a query string (a
+    presigned URL's signature is a credential).
+
+    Examples
+    --------
+    >>> display("https://user:secret@host/a.svs?X-Amz-Signature=abc")
+    'https://host/a.svs'
+    """
+    text = os.fspath(url)
+    if not is_url(text):
+        return text
+    text = re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/@]*@", r"\1", text)
+    return text.split("?", 1)[0].split("#", 1)[0]
+
+
+def configure(options: Mapping[str, Mapping[str, Any]] | None) -> None:
+    """Set this process's default options per protocol (``{"s3": {"endpoint_url": ...}}``).
+
+    Called with the config's ``storage_options`` before a run; options given to a call win.
+    """
+    _DEFAULT_OPTIONS.clear()
+    for key, value in (options or {}).items():
+        _DEFAULT_OPTIONS[str(key)] = dict(value)
+
+
+def storage_options(url: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The options for ``url``'s protocol: the configured defaults, updated by ``options``."""
+    merged = dict(_DEFAULT_OPTIONS.get(protocol(url), {}))
+    merged.update(options or {})
+    return merged
+
+
+def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+    """``(fsspec file system, path inside it)`` for ``url``; instances are cached by fsspec."""
+    import fsspec.core
+
+    fs, path = fsspec.core.url_to_fs(url, **storage_options(url, options))
+    return fs, path
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a storage error is worth retrying (throttling, 5xx, network), not a missing
+    object, a refused permission or a bad request."""
+    if isinstance(
+        exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+    ):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    name = type(exc).__name__
+    text = str(exc)
+    if any(word in text for word in ("SlowDown", "Throttl", "RequestTimeout", "InternalError",
+                                     "ServiceUnavailable", "503", "500", "502", "504",
+                                     "Connection", "reset", "timed out")):
+        return True
+    return name in {
+        "ClientOSError", "ServerDisconnectedError", "ClientPayloadError", "ServerTimeoutError",
+        "IncompleteRead", "ReadTimeoutError", "EndpointConnectionError",
+        "ConnectionClosedError", "ResponseStreamingError", "FSTimeoutError",
+    } or (isinstance(exc, OSError) and exc.errno is None)
+
+
+def retrying(
+    call: Callable[[], T],
+    what: str,
+    *,
+    attempts: int | None = None,
+    transient: Callable[[BaseException], bool] = _transient,
+) -> T:
+    """``call()``, retried on transient errors with exponential backoff and full jitter.
+
+    Parameters
+    ----------
+    call
+        An idempotent storage operation.
+    what
+        What it does, for the log (no credentials: use :func:`display` for URLs).
+    attempts
+        Tries in all (default :data:`RETRY_ATTEMPTS`).
+    transient
+        Which errors are retried; others are raised at once.
+
+    Returns
+    -------
+    object
+        What ``call`` returned.
+
+    Raises
+    ------
+    Exception
+        The last error once the tries are used up, or the first non-transient one.
+    """
+    tries = RETRY_ATTEMPTS if attempts is None else attempts
+    for attempt in range(1, tries + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt >= tries or not transient(exc):
+                raise
+            delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+            delay *= random.uniform(0.5, 1.0)
+            with _STATS_LOCK:
+                STATS["retries"] += 1
+            log.info("%s: %s, retrying in %.2f s (try %d of %d)",
+                     what, type(exc).__name__, delay, attempt + 1, tries)
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _count(requests: int, nbytes: int) -> None:
+    with _STATS_LOCK:
+        STATS["range_requests"] += requests
+        STATS["bytes_fetched"] += nbytes
+
+
+def fingerprint(url: str, options: Mapping[str, Any] | None = None) -> tuple[int, int]:
+    """``(size, version)`` of a stored object: its size and a number from its ETag or
+    modification time, so that a changed object is noticed.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such object.
+    """
+    fs, path = filesystem(url, options)
+    info = retrying(lambda: fs.info(path), f"stat {display(url)}")
+    if info.get("type") == "directory":
+        raise IsADirectoryError(f"{display(url)} is a folder")
+    tag = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
+    version = int.from_bytes(str(tag).encode()[-8:].rjust(8, b"\0"), "big") if tag else 0
+    return int(info.get("size") or 0), version
+
+
+class RangeReader:
+    """Byte ranges of one stored object, fetched with retries; picklable (holds the URL and
+    options, opens the file system per process).
+
+    :meth:`prefetch` fetches many ranges at once (adjacent ones merged, requests concurrent
+    where the file system supports it) and keeps them for this thread's following
+    :meth:`pread` calls, so a chunk's tiles cost a few requests, not one each.
+    """
+
+    MERGE_GAP = 8192  # ranges closer than this are fetched as one
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        self.url = url
+        self.options = dict(options or {})
+        self._local = threading.local()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RangeReader, (self.url, self.options))
+
+    def _fs(self) -> tuple[Any, str]:
+        return filesystem(self.url, self.options)
+
+    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """Fetch ``(offset, count)`` ranges for this thread's next :meth:`pread` calls."""
+        wanted = sorted({(int(o), int(c)) for o, c in ranges if c > 0})
+        merged: list[list[int]] = []
+        for offset, count in wanted:
+            if merged and offset <= merged[-1][1] + self.MERGE_GAP:
+                merged[-1][1] = max(merged[-1][1], offset + count)
+            else:
+                merged.append([offset, offset + count])
+        blobs: dict[tuple[int, int], bytes] = {}
+        if merged:
+            fs, path = self._fs()
+            starts = [m[0] for m in merged]
+            ends = [m[1] for m in merged]
+
+            def fetch() -> list[bytes]:
+                if len(merged) == 1:
+                    return [fs.cat_file(path, start=starts[0], end=ends[0])]
+                out = fs.cat_ranges([path] * len(merged), starts, ends, on_error="return")
+                for item in out:
+                    if isinstance(item, BaseException):
+                        raise item
+                return list(out)
+
+            datas = retrying(fetch, f"read {len(merged)} range(s) of {display(self.url)}")
+            _count(len(merged), sum(len(d) for d in datas))
+            for (start, end), data in zip(merged, datas, strict=True):
+                if len(data) != end - start:
+                    raise OSError(f"short read ({len(data)} of {end - start} bytes)")
+                for offset, count in wanted:
+                    if start <= offset and offset + count <= end:
+                        blobs[(offset, count)] = data[offset - start : offset - start + count]
+        self._local.blobs = blobs
+
+    def release(self) -> None:
+        """Forget this thread's prefetched ranges."""
+        self._local.blobs = {}
+
+    def pread(self, count: int, offset: int) -> bytes:
+        """``count`` bytes at ``offset``: prefetched, else fetched now."""
+        blobs = getattr(self._local, "blobs", None)
+        if blobs:
+            data = blobs.get((offset, count))
+            if data is not None:
+                return bytes(data)
+        fs, path = self._fs()
+        data = retrying(
+            lambda: fs.cat_file(path, start=offset, end=offset + count),
+            f"read {count} bytes of {display(self.url)}",
+        )
+        _count(1, len(data))
+        return bytes(data)
+
+
+def open_binary(url: str, options: Mapping[str, Any] | None = None) -> Any:
+    """A seekable read-only file object of a stored object, for parsing its structure
+    (read in cached 16 KiB blocks: an IFD costs one small request)."""
+    fs, path = filesystem(url, options)
+    return retrying(
+        lambda: fs.open(path, "rb", block_size=2**14, cache_type="blockcache"),
+        f"open {display(url)}",
+    )
+
+
+# --- outputs --------------------------------------------------------------------------------
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    return bool(retrying(lambda: fs.exists(path), f"look up {display(url)}"))
+
+
+def read_text(url: str) -> str | None:
+    """The text of a stored object, or None when absent."""
+    fs, path = filesystem(url)
+
+    def read() -> str | None:
+        try:
+            return bytes(fs.cat_file(path)).decode("utf-8")
+        except FileNotFoundError:
+            return None
+
+    return retrying(read, f"read {display(url)}")
+
+
+def remove_tree(url: str) -> None:
+    """Remove a stored object or every object under a prefix (absent is fine)."""
+    fs, path = filesystem(url)
+
+    def remove() -> None:
+        try:
+            fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+        fs.invalidate_cache()
+
+    retrying(remove, f"remove {display(url)}")
+
+
+def list_names(url: str) -> list[str]:
+    """Names directly under a prefix (objects and sub-prefixes); empty when absent."""
+    fs, path = filesystem(url)
+
+    def names() -> list[str]:
+        try:
+            fs.invalidate_cache(path)
+            entries = fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+        return [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
+
+    return retrying(names, f"list {display(url)}")
+
+
+def put_file(local: str | os.PathLike[str], url: str) -> None:
+    """Upload one file (retried: a put of the same bytes is idempotent)."""
+    if not is_url(url):  # a local destination: copy (fsspec's local put makes no folders)
+        import shutil
+
+        os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
+        shutil.copyfile(local, url)
+        return
+    fs, path = filesystem(url)
+    retrying(lambda: fs.put_file(os.fspath(local), path), f"upload {display(url)}")
+
+
+def upload_tree(
+    local: str | os.PathLike[str],
+    url: str,
+    *,
+    last: Sequence[str] = (),
+    threads: int = 8,
+) -> int:
+    """Upload every file under the folder ``local`` to the prefix ``url``, ``last`` at the end.
+
+    Parameters
+    ----------
+    local
+        A local folder (or a single file).
+    url
+        The destination prefix (or object, for a file).
+    last
+        Relative paths (``/``-separated) uploaded after all others, in this order: the
+        completion marker goes here, so it is the last object written.
+    threads
+        Concurrent uploads of the other files.
+
+    Returns
+    -------
+    int
+        Files uploaded.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = Path(local)
+    if root.is_file():
+        put_file(root, url)
+        return 1
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    rel = {p: p.relative_to(root).as_posix() for p in files}
+    late = [p for name in last for p in files if rel[p] == name]
+    early = [p for p in files if p not in late]
+    base = url.rstrip("/")
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for future in [pool.submit(put_file, p, f"{base}/{rel[p]}") for p in early]:
+            future.result()
+    for p in late:
+        put_file(p, f"{base}/{rel[p]}")
+    return len(files)
+
+
+def list_files(url: str, *, recursive: bool) -> list[str]:
+    """URLs of the objects directly under a prefix (or below it, with ``recursive``)."""
+    fs, path = filesystem(url)
+    proto = protocol(url)
+
+    def listing() -> list[str]:
+        fs.invalidate_cache(path)
+        if recursive:
+            found = fs.find(path)
+        else:
+            found = [e["name"] for e in fs.ls(path, detail=True) if e.get("type") == "file"]
+        return sorted(str(f) for f in found)
+
+    names = retrying(listing, f"list {display(url)}")
+    return [n if is_url(n) else f"{proto}://{n.lstrip('/')}" for n in names]
+
+
+def glob_urls(pattern: str) -> list[str]:
+    fs, path = filesystem(pattern)
+    proto = protocol(pattern)
+    names = retrying(lambda: fs.glob(path), f"glob {display(pattern)}")
+    return sorted(n if is_url(n) else f"{proto}://{str(n).lstrip('/')}" for n in names)
+
+
+def is_dir(url: str) -> bool:
+    fs, path = filesystem(url)
+    return bool(retrying(lambda: fs.isdir(path), f"look up {display(url)}"))

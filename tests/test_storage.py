@@ -1,0 +1,367 @@
+"""Slides and outputs on object storage: a local S3 server (moto) on 127.0.0.1, behind a small
+proxy that counts the bytes it serves and fails a share of requests on demand."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from slidemask import open_slide, read_mask
+from slidemask.batch import run_batch
+from slidemask.config import Config
+from slidemask.inputs import expand_locations
+from slidemask.io.synthetic import write_synthetic_slide
+from slidemask.storage import STATS, RangeReader, display, retrying
+from slidemask.writers.zarr import is_complete, stored_config_hash
+
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+SECRET = "s3cr3t-never-written-anywhere"
+BUCKET = "slides"
+
+
+class _Proxy:
+    """Forwards HTTP to the S3 server; counts response bytes; ``fail_every`` N answers every
+    Nth request with 503 SlowDown instead (a throttling server)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.fail_every = 0
+        self.requests = 0
+        self.faults = 0
+        self.bytes_served = 0
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                with proxy.lock:
+                    proxy.requests += 1
+                    fail = proxy.fail_every and proxy.requests % proxy.fail_every == 0
+                    if fail:
+                        proxy.faults += 1
+                if fail:
+                    data = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>"
+                            b"<Message>Please reduce your request rate.</Message></Error>")
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                    return
+                conn = http.client.HTTPConnection(*proxy.target, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                conn.close()
+                self.send_response(response.status)
+                length_header = response.getheader("Content-Length")
+                for key, value in response.getheaders():
+                    if key.lower() not in {"connection", "transfer-encoding", "content-length",
+                                           "server", "date"}:
+                        self.send_header(key, value)
+                head = self.command == "HEAD" and length_header is not None
+                self.send_header("Content-Length", length_header if head else str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                    with proxy.lock:
+                        proxy.bytes_served += len(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests = self.faults = self.bytes_served = 0
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[_Proxy]:
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    proxy = _Proxy(server.get_host_and_port())
+    saved = {k: os.environ.get(k) for k in (
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY=SECRET,
+                      AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=proxy.url)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    fs.mkdir(BUCKET)
+    try:
+        yield proxy
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        proxy.close()
+        server.stop()
+
+
+def _fs() -> Any:
+    import s3fs
+
+    return s3fs.S3FileSystem()
+
+
+@pytest.fixture(scope="module")
+def local_slides(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("slides")
+    return [write_synthetic_slide(folder / f"s{i}.ome.tif", 1536, tile=128, levels=2, seed=i)
+            for i in range(3)]
+
+
+CONFIG: dict[str, Any] = {
+    "resolution": {"level": 0},
+    "masks": {"tissue": [{"gray": {}}, {"threshold": {"below": 200}}]},
+    "chunk_size": 512,
+    "outputs": {"preview": True, "summary": True},
+}
+
+
+def _config(**extra: Any) -> Config:
+    return Config.model_validate({**CONFIG, **extra})
+
+
+def _upload(slides: list[Path], prefix: str) -> None:
+    fs = _fs()
+    for path in slides:
+        fs.put_file(str(path), f"{BUCKET}/{prefix}/{path.name}")
+
+
+def test_lazy_region_read_fetches_a_few_percent(s3: _Proxy, tmp_path: Path) -> None:
+    path = write_synthetic_slide(tmp_path / "big.ome.tif", 4096, tile=256, levels=3)
+    _fs().put_file(str(path), f"{BUCKET}/lazy/big.ome.tif")
+    s3.reset()
+    slide = open_slide(f"s3://{BUCKET}/lazy/big.ome.tif", chunk_size=512)
+    assert slide.levels[2].shape == (1024, 1024, 3)
+    region = slide.levels[2][0:512, 512:1024].compute(scheduler="threads")  # one chunk
+    fetched, size = s3.bytes_served, path.stat().st_size
+    assert fetched < 0.05 * size, (fetched, size)
+    local = open_slide(path)
+    np.testing.assert_array_equal(region, local.levels[2][0:512, 512:1024].compute())
+    assert str(slide.path) == f"s3://{BUCKET}/lazy/big.ome.tif"
+    print(f"level-2 region: {fetched} of {size} bytes ({100 * fetched / size:.2f} %)")
+
+
+def test_listing_a_prefix_like_a_folder(s3: _Proxy, local_slides: list[Path]) -> None:
+    _upload(local_slides, "listed")
+    _fs().pipe(f"{BUCKET}/listed/notes.txt", b"not a slide")
+    found = [str(p) for p in expand_locations([f"s3://{BUCKET}/listed/"])]
+    assert found == [f"s3://{BUCKET}/listed/{p.name}" for p in local_slides]
+    globbed = expand_locations([f"s3://{BUCKET}/listed/s1*"])
+    assert [str(p) for p in globbed] == [f"s3://{BUCKET}/listed/s1.ome.tif"]
+
+
+def _masks(prefix: str, names: list[str]) -> dict[str, np.ndarray]:
+    return {n: read_mask(f"{prefix}/{n}.zarr").compute() for n in names}
+
+
+def test_batch_from_bucket_to_bucket_and_resume(
+    s3: _Proxy, local_slides: list[Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _upload(local_slides, "in")
+    config = _config(storage_options={"s3": {"secret": SECRET, "key": "testing"}})
+    clean = run_batch([str(p) for p in local_slides], _config(), tmp_path / "clean")
+    assert [r.status for r in clean] == ["done"] * 3
+    with caplog.at_level("DEBUG", logger="slidemask"):
+        results = run_batch([f"s3://{BUCKET}/in/"], config, f"s3://{BUCKET}/out/")
+    assert [r.status for r in results] == ["done"] * 3, [r.error for r in results]
+    assert str(results[0].output) == f"s3://{BUCKET}/out/s0.zarr"
+    names = ["s0", "s1", "s2"]
+    remote = _masks(f"s3://{BUCKET}/out", names)
+    for name in names:
+        np.testing.assert_array_equal(remote[name], read_mask(tmp_path / "clean" / f"{name}.zarr"))
+        assert is_complete(f"s3://{BUCKET}/out/{name}.zarr")
+    fs = _fs()
+    listing = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{BUCKET}/out", refresh=True))
+    assert listing == sorted(["report.csv", "report.json", *[f"{n}{e}" for n in names
+                                                                for e in (".zarr", ".png",
+                                                                          ".json")]])
+    report = fs.cat_file(f"{BUCKET}/out/report.json").decode()
+    assert json.loads(report)["counts"]["done"] == 3
+    texts = [report, fs.cat_file(f"{BUCKET}/out/s0.zarr/zarr.json").decode(),
+             fs.cat_file(f"{BUCKET}/out/s0.json").decode(), caplog.text]
+    assert not any(SECRET in text for text in texts)  # credentials nowhere
+    again = run_batch([f"s3://{BUCKET}/in/"], config, f"s3://{BUCKET}/out/")
+    assert [r.status for r in again] == ["skipped"] * 3
+    assert again[0].stats["foreground_pixels"] == results[0].stats["foreground_pixels"]
+
+
+def test_kill_9_then_rerun_on_the_bucket(
+    s3: _Proxy, local_slides: list[Path], tmp_path: Path
+) -> None:
+    more = [write_synthetic_slide(tmp_path / f"k{i}.ome.tif", 2048, tile=256, levels=1, seed=i)
+            for i in range(4)]
+    _upload(more, "kill")
+    clean = run_batch([str(p) for p in more], _config(), tmp_path / "clean")
+    assert {r.status for r in clean} == {"done"}
+    out = f"s3://{BUCKET}/killed"
+    code = (
+        "import sys\n"
+        "from slidemask.batch import run_batch\n"
+        "from slidemask.config import Config\n"
+        f"config = Config.model_validate({CONFIG!r})\n"
+        f"run_batch(['s3://{BUCKET}/kill/'], config, {out!r})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ))
+    fs = _fs()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(is_complete(f"{out}/k{i}.zarr") for i in range(4)):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    complete = [i for i in range(4) if is_complete(f"{out}/k{i}.zarr")]
+    assert 1 <= len(complete) < 4
+    # an upload killed before its marker: objects without zarr.json are not complete
+    missing = next(i for i in range(4) if i not in complete)
+    fs.pipe(f"{BUCKET}/killed/k{missing}.zarr/c/0/0", b"half an upload")
+    assert not is_complete(f"{out}/k{missing}.zarr")
+    assert stored_config_hash(f"{out}/k{missing}.zarr") is None
+
+    results = run_batch([f"s3://{BUCKET}/kill/"], _config(), out)
+    statuses = [r.status for r in results]
+    assert statuses.count("skipped") == len(complete), statuses
+    assert statuses.count("done") == 4 - len(complete)
+    for i in range(4):
+        np.testing.assert_array_equal(read_mask(f"{out}/k{i}.zarr").compute(),
+                                      read_mask(tmp_path / "clean" / f"k{i}.zarr").compute())
+
+
+def test_throttled_server_gives_the_clean_output(
+    s3: _Proxy, local_slides: list[Path], tmp_path: Path
+) -> None:
+    _upload(local_slides[:2], "flaky")
+    clean = run_batch([str(p) for p in local_slides[:2]], _config(), tmp_path / "clean")
+    assert {r.status for r in clean} == {"done"}
+    s3.reset()
+    s3.fail_every = 7  # one request in seven answered 503 SlowDown
+    try:
+        results = run_batch([f"s3://{BUCKET}/flaky/"], _config(), f"s3://{BUCKET}/flaky-out")
+    finally:
+        s3.fail_every = 0
+    assert [r.status for r in results] == ["done", "done"], [r.error for r in results]
+    assert s3.faults >= 5
+    for name in ("s0", "s1"):
+        np.testing.assert_array_equal(
+            read_mask(f"s3://{BUCKET}/flaky-out/{name}.zarr").compute(),
+            read_mask(tmp_path / "clean" / f"{name}.zarr").compute(),
+        )
+    print(f"{s3.faults} of {s3.requests} requests failed; output identical")
+
+
+class _Flaky:
+    """A file system whose range reads fail with a connection error every ``every`` calls."""
+
+    def __init__(self, fs: Any, every: int) -> None:
+        self.fs, self.every, self.calls = fs, every, 0
+
+    def _maybe_fail(self) -> None:
+        self.calls += 1
+        if self.calls % self.every == 0:
+            raise ConnectionResetError("connection reset by peer (injected)")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fs, name)
+
+    def cat_file(self, *args: Any, **kwargs: Any) -> Any:
+        self._maybe_fail()
+        return self.fs.cat_file(*args, **kwargs)
+
+    def cat_ranges(self, *args: Any, **kwargs: Any) -> Any:
+        self._maybe_fail()
+        return self.fs.cat_ranges(*args, **kwargs)
+
+
+def test_range_reads_are_retried_with_backoff(
+    s3: _Proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slidemask import storage
+
+    path = write_synthetic_slide(tmp_path / "r.ome.tif", 1024, tile=128, levels=1)
+    _fs().put_file(str(path), f"{BUCKET}/retry/r.ome.tif")
+    slide = open_slide(f"s3://{BUCKET}/retry/r.ome.tif", chunk_size=256)
+    real = storage.filesystem
+    flaky: dict[str, _Flaky] = {}
+
+    def filesystem(url: str, options: Any = None) -> tuple[Any, str]:
+        fs, p = real(url, options)
+        return flaky.setdefault("fs", _Flaky(fs, 3)), p
+
+    monkeypatch.setattr(storage, "filesystem", filesystem)
+    monkeypatch.setattr(storage, "RETRY_BASE_SECONDS", 0.001)
+    before = STATS["retries"]
+    pixels = slide.levels[0].compute(scheduler="threads")
+    np.testing.assert_array_equal(pixels, open_slide(path).levels[0].compute())
+    assert STATS["retries"] - before >= 4
+
+
+def test_retrying_is_bounded_and_skips_permanent_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from slidemask import storage
+
+    monkeypatch.setattr(storage, "RETRY_BASE_SECONDS", 0.001)
+    calls: list[int] = []
+
+    def always() -> None:
+        calls.append(1)
+        raise TimeoutError("slow")
+
+    with pytest.raises(TimeoutError):
+        retrying(always, "test")
+    assert len(calls) == storage.RETRY_ATTEMPTS
+    calls.clear()
+
+    def missing() -> None:
+        calls.append(1)
+        raise FileNotFoundError("gone")
+
+    with pytest.raises(FileNotFoundError):
+        retrying(missing, "test")
+    assert len(calls) == 1
+    assert display("https://u:p@host/a.svs?X-Amz-Signature=x") == "https://host/a.svs"
+    reader = RangeReader("s3://b/k", {"secret": SECRET})
+    assert SECRET not in repr(reader)
