@@ -83,6 +83,8 @@ def cases(draw: st.DrawFn, max_side: int = 200) -> tuple[np.ndarray, tuple, dict
         "AREA_FLOOD_LIMIT": draw(st.sampled_from([kl.AREA_FLOOD_LIMIT, 0, 2])),
         "STORED_SEED_LIMIT": draw(st.sampled_from([kl.STORED_SEED_LIMIT, 0, 1])),
         "_SAMPLE_STEP": draw(st.sampled_from([kl._SAMPLE_STEP, 2])),
+        "BAND": draw(st.sampled_from([kl.BAND, 1, 2, 5])),
+        "_MARKERS": draw(st.sampled_from([kl._MARKERS, kl._MARKERS, 1])),
     }
     return m, chunks, limits
 
