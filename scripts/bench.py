@@ -120,6 +120,7 @@ def run_case(
 
         with tifffile.TiffFile(path) as tf:
             page = tf.series[0].levels[0].pages[0]
+            assert page is not None
             for segment, _index, _shape in page.segments(maxworkers=threads):
                 del segment
     elif case == "naive":
@@ -135,10 +136,10 @@ def run_case(
         from slidemask.io import open_slide
 
         slide = open_slide(path, chunk_size=chunk)
-        rgb = slide.levels[0]
+        level0: Any = slide.levels[0]
         with dask.config.set(scheduler="threads", num_workers=threads):
             if case == "read":
-                blocks = rgb.map_blocks(
+                blocks = level0.map_blocks(
                     lambda b: np.zeros((1, 1, 1), np.uint8),
                     chunks=(1, 1, 1),
                     dtype=np.uint8,
@@ -205,7 +206,7 @@ def case_config(case: str, below: int = 220, min_area: int = 5000) -> str:
     return text
 
 
-BATCH_MODES = {
+BATCH_MODES: dict[str, dict[str, Any]] = {
     # name: execution settings (each slide's compute uses the worker's threads)
     "threads": {"scheduler": "threads", "workers": None},
     "1 process": {"scheduler": "processes", "workers": 1, "threads_per_worker": 1},
