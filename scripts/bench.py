@@ -13,7 +13,9 @@ Wall time is the median of ``--repeat`` runs; ratios compare cases measured in t
 Slides: ``--texture smooth`` (default: solid tissue, a smooth level-0 mask), ``noisy`` (grainy
 light tissue and dusty glass: the level-0 ``grey < 200`` mask has thousands of specks and up to
 10^5 pinholes per 2048² chunk, as thresholded real H&E has), or ``both`` (one table each).
-The threshold is ``--below`` (default 220 on smooth slides, 200 on noisy ones).
+The threshold is ``--below`` (default 220 on smooth slides, 200 on noisy ones). ``--stain``
+colours the smooth tissue: ``he`` (default), ``dab`` (IHC: DAB brown and pale haematoxylin
+counterstain) or ``faint`` (pale, low-contrast), e.g. to time ``tissue_mpp8`` on each.
 
 Cases:
     decode          every level-0 tile read and decoded to RGB with tifffile, N threads (the floor)
@@ -55,22 +57,26 @@ ALL_CASES = [
 DEFAULT_CASES = ["decode", "read", "threshold", "hsv"]
 
 
-def slide_path(data_dir: Path, size: int, tile: int, quality: int, texture: str = "smooth") -> Path:
-    suffix = "" if texture == "smooth" else f"-{texture}"
+def slide_path(
+    data_dir: Path, size: int, tile: int, quality: int, texture: str = "smooth", stain: str = "he"
+) -> Path:
+    suffix = ("" if texture == "smooth" else f"-{texture}") + ("" if stain == "he" else f"-{stain}")
     return data_dir / f"synthetic-{size}-t{tile}-q{quality}{suffix}.ome.tif"
 
 
 def ensure_slide(
-    data_dir: Path, size: int, tile: int, quality: int, texture: str = "smooth"
+    data_dir: Path, size: int, tile: int, quality: int, texture: str = "smooth", stain: str = "he"
 ) -> Path:
     from slidemask.io.synthetic import write_synthetic_slide
 
-    path = slide_path(data_dir, size, tile, quality, texture)
+    path = slide_path(data_dir, size, tile, quality, texture, stain)
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
         t0 = time.perf_counter()
-        write_synthetic_slide(partial, size, tile=tile, quality=quality, texture=texture)
+        write_synthetic_slide(
+            partial, size, tile=tile, quality=quality, texture=texture, stain=stain
+        )
         partial.rename(path)
         print(
             f"# wrote {path.name} ({path.stat().st_size / 2**20:.0f} MiB) "
@@ -381,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         "thresholded real H&E), or both (one table each)",
     )
     parser.add_argument(
+        "--stain", choices=["he", "dab", "faint"], default="he",
+        help="synthetic slide's stain (smooth texture only): he (default), dab (IHC) or faint",
+    )
+    parser.add_argument(
         "--below", type=int, default=None,
         help="grey threshold of the threshold, median_closing and global cases "
         "(default 220 on smooth slides, 200 on noisy ones)",
@@ -444,7 +454,7 @@ def bench_slide(
     args: argparse.Namespace, cases: list[str], texture: str, below: int
 ) -> dict[str, dict[str, Any]]:
     """Every case on the synthetic slide of this texture; print the table, return the rows."""
-    path = ensure_slide(args.data_dir, args.size, args.tile, args.quality, texture)
+    path = ensure_slide(args.data_dir, args.size, args.tile, args.quality, texture, args.stain)
     megapixels = args.size * args.size / 1e6
     ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     results: dict[str, dict[str, Any]] = {}
@@ -500,6 +510,7 @@ def bench_slide(
         f"slide {path.name}: {args.size}x{args.size} ({megapixels:.0f} MP), "
         f"{path.stat().st_size / 2**20:.0f} MiB, tiles {args.tile}, chunks {args.chunk}, "
         f"threads {args.threads}, median of {args.repeat}; texture {texture}, grey < {below}"
+        + ("" if args.stain == "he" else f", stain {args.stain}")
         + (f", min_area {args.min_area}" if "global" in cases else "")
     )
     base = results.get("threshold", {}).get("wall_s")

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
         label_stats,
         remove_small_objects,
     )
+    from slidemask.ops.density import background_estimate, optical_density
     from slidemask.ops.holes import contour_fill, fill_holes, keep_largest_holes
     from slidemask.ops.local import (
         binary_closing,
@@ -71,6 +72,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
         "label_stats",
         "remove_small_objects",
     ),
+    "slidemask.ops.density": ("background_estimate", "optical_density"),
     "slidemask.ops.holes": ("contour_fill", "fill_holes", "keep_largest_holes"),
     "slidemask.ops.local": (
         "binary_closing",
@@ -112,6 +114,7 @@ __all__ = [
     "TileError",
     "__version__",
     "area_to_pixels",
+    "background_estimate",
     "binary_closing",
     "binary_dilation",
     "binary_erosion",
@@ -132,6 +135,7 @@ __all__ = [
     "mean_blur",
     "median_blur",
     "open_slide",
+    "optical_density",
     "otsu_threshold",
     "preview_from_outputs",
     "read_mask",

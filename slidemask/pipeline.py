@@ -59,6 +59,7 @@ from slidemask.errors import MaskError, SlidemaskError
 from slidemask.inputs import extra_paths_for, output_path_for
 from slidemask.io import Slide, open_slide
 from slidemask.ops.components import label_stats
+from slidemask.ops.density import background_estimate, optical_density
 from slidemask.ops.local import threshold
 from slidemask.ops.otsu import otsu_threshold
 from slidemask.ops.resample import Resolution, image_at, select_resolution
@@ -134,7 +135,9 @@ def build_mask(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
         Source slide, ``level``, ``factor``, µm per mask pixel (``mpp``, None when unknown),
         ``downsample`` (level-0 pixels per mask pixel), the masks' steps with their parameters,
         ``thresholds`` (per threshold step ``"<mask>[<index>]"``, the bounds used, an Otsu
-        value as a lazy 0-d dask array here), the output expression and the config hash.
+        value as a lazy 0-d dask array here), ``backgrounds`` (only when a step estimates
+        one: per ``optical_density`` step, the glass colour ``(R, G, B)`` it estimated, a
+        lazy ``(3,)`` dask array here), the output expression and the config hash.
         JSON-able once its lazy values are computed (``write_zarr`` attributes accept them).
 
     Raises
@@ -204,10 +207,23 @@ def _otsu_split(image: da.Array, bounds: dict[str, Any], value: Any) -> da.Array
 
 
 def _apply_step(
-    value: da.Array, step: Any, kwargs: dict[str, Any], thresholds: dict[str, Any], key: str
+    value: da.Array,
+    step: Any,
+    kwargs: dict[str, Any],
+    thresholds: dict[str, Any],
+    key: str,
+    backgrounds: dict[str, Any],
 ) -> da.Array:
     """One configured step: its public function (an Otsu threshold is
-    :func:`slidemask.ops.otsu.otsu_threshold` then :func:`slidemask.ops.local.threshold`)."""
+    :func:`slidemask.ops.otsu.otsu_threshold` then :func:`slidemask.ops.local.threshold`; an
+    estimated glass colour is :func:`slidemask.ops.density.background_estimate` then
+    :func:`slidemask.ops.density.optical_density`, recorded in ``backgrounds``)."""
+    if step.name == "optical_density" and kwargs.get("background") is None:
+        estimate = background_estimate(
+            value, percentile=kwargs["percentile"], floor=kwargs["floor"]
+        )
+        backgrounds[key] = estimate
+        return optical_density(value, background=estimate, combine=kwargs["combine"])
     if step.name == "threshold" and step.params.otsu:
         otsu = otsu_threshold(value)
         side = "above" if kwargs.get("above") == OTSU else "below"
@@ -232,13 +248,14 @@ def _build(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
         image = _unfused(image)
     masks: dict[str, da.Array] = {}
     thresholds: dict[str, dict[str, Any]] = {}
+    backgrounds: dict[str, Any] = {}
     for name in in_use:
         value = image
         for index, step in enumerate(config.masks[name]):
             key = f"{name}[{index}]"
             try:
                 kwargs = step.arguments(resolution.mpp)
-                value = _apply_step(value, step, kwargs, thresholds, key)
+                value = _apply_step(value, step, kwargs, thresholds, key, backgrounds)
             except MaskError as exc:
                 raise MaskError(f"{slide.path}: masks.{key}.{step.name}: {exc}") from exc
         masks[name] = value
@@ -259,6 +276,7 @@ def _build(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
         "masks": canonical["masks"],
         "output": canonical["output"],
         "thresholds": thresholds,
+        **({"backgrounds": backgrounds} if backgrounds else {}),
         "chunk_size": config.chunk_size,
         "config_hash": config_hash(config),
     }

@@ -32,6 +32,7 @@ __all__ = [
     "KeepLargestParams",
     "MeanBlurParams",
     "MedianBlurParams",
+    "OpticalDensityParams",
     "RadiusParams",
     "RemoveSmallObjectsParams",
     "RgbMeanParams",
@@ -291,4 +292,50 @@ class KeepLargestHolesParams(StrictModel):
 
 class ContourFillParams(StrictModel):
     """``contour_fill(mask)``: no parameters."""
+
+
+class OpticalDensityParams(StrictModel):
+    """``optical_density(rgb, background=, combine=, percentile=, floor=)``: absorbance
+    relative to the glass, a float image in OD units (threshold it with e.g. ``above: 0.1``).
+
+    Without ``background`` the glass colour is estimated over the whole working image
+    (:func:`slidemask.ops.density.background_estimate`): per channel the ``percentile``-th
+    percentile of the pixels that are not pure white, raised to at least ``floor``.
+    """
+
+    background: Annotated[list[float], Field(min_length=3, max_length=3)] | None = Field(
+        None,
+        description="glass colour (R, G, B) in the image's own scale (0-255 for uint8); "
+        "omitted: estimated slide-wide",
+    )
+    combine: Literal["sum", "max"] = Field(
+        "sum", description="sum (total absorbance, default) or max of the channel ODs"
+    )
+    percentile: float = Field(
+        99.0, gt=0, le=100,
+        description="of the estimate: per-channel percentile of the non-white pixels (99)",
+    )
+    floor: float | None = Field(
+        None, ge=0,
+        description="of the estimate: lowest background per channel, image's own scale "
+        "(default 200 for uint8, 51400 for uint16)",
+    )
+
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"background", "floor"})
+
+    @field_validator("background")
+    @classmethod
+    def _non_negative(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(not math.isfinite(x) or x < 0 for x in v):
+            raise ValueError(f"background values must be finite and >= 0, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _estimate_options(self) -> OpticalDensityParams:
+        if self.background is not None and self.model_fields_set & {"percentile", "floor"}:
+            raise ValueError(
+                "percentile and floor shape the slide-wide background estimate; with "
+                "background given there is none to shape: give one or the other"
+            )
+        return self
 

@@ -27,6 +27,7 @@ from slidemask.config.params import (
     KeepLargestParams,
     MeanBlurParams,
     MedianBlurParams,
+    OpticalDensityParams,
     RadiusParams,
     RemoveSmallObjectsParams,
     RgbMeanParams,
@@ -39,6 +40,7 @@ from slidemask.ops.components import (
     keep_largest,
     remove_small_objects,
 )
+from slidemask.ops.density import optical_density
 from slidemask.ops.holes import (
     contour_fill,
     fill_holes,
@@ -111,6 +113,9 @@ STEPS: dict[str, StepSpec] = {
                            "saturation: S of cv2.cvtColor(RGB2HSV), uint8 0-255"),
     "rgb_mean": StepSpec(RgbMeanParams, rgb_mean, _COLOR, "gray",
                          "rgb_mean: (R + G + B) / 3 rounded, ImageJ's (QuPath's) grey"),
+    "optical_density": StepSpec(OpticalDensityParams, optical_density, _COLOR, "gray",
+                                "optical_density: absorbance relative to the glass (estimated "
+                                "slide-wide, or given), float OD units", "global"),
     "median_blur": StepSpec(MedianBlurParams, median_blur, _ANY_IMAGE, None,
                             "median_blur: median filter, ksize pixels", "neighbourhood"),
     "mean_blur": StepSpec(MeanBlurParams, mean_blur, frozenset({"gray"}), None,

@@ -15,6 +15,13 @@ light eosin and stroma of a real H&E slide do, and the glass carries faint dust:
 ``grey < 200`` mask then has thousands of specks and pinholes per 2048² chunk (as thresholded
 real slides have), where the default ``"smooth"`` texture gives solid tissue. The default
 output is unchanged by the option.
+
+``stain`` colours the (smooth) tissue: ``"he"`` (default) pink eosin with purple nuclei;
+``"dab"`` an IHC slide, pale blue-grey haematoxylin counterstain with blue nuclei and patches
+of brown DAB-positive nuclei (HSV saturation of the counterstain about 14, under the 20 that
+a saturation threshold needs); ``"faint"`` pale, low-contrast pink tissue (a weak stain or a
+thin frozen section: optical density about 0.1 summed over R, G and B).
+:meth:`Scene.tissue_mask` gives the tissue the generator paints, as ground truth.
 """
 
 from __future__ import annotations
@@ -38,6 +45,12 @@ SPECK = np.array([90.0, 80.0, 95.0], dtype=np.float32)
 LIGHT_EOSIN = np.array([236.0, 188.0, 216.0], dtype=np.float32)  # grey about 205
 DUST = np.array([150.0, 140.0, 150.0], dtype=np.float32)
 TEXTURES = ("smooth", "noisy")
+COUNTERSTAIN = np.array([214.0, 214.0, 226.0], dtype=np.float32)  # IHC: pale haematoxylin
+COUNTER_NUCLEI = np.array([128.0, 134.0, 184.0], dtype=np.float32)
+DAB = np.array([156.0, 104.0, 62.0], dtype=np.float32)  # brown, DAB-positive nuclei
+FAINT = np.array([230.0, 216.0, 228.0], dtype=np.float32)  # OD sum about 0.1 against glass
+FAINT_NUCLEI = np.array([200.0, 188.0, 214.0], dtype=np.float32)
+STAINS = ("he", "dab", "faint")
 
 
 @dataclass(frozen=True)
@@ -93,20 +106,33 @@ class Scene:
     speck_cell: int
     seed: int
     texture: str = "smooth"
+    stain: str = "he"
 
     @classmethod
     def make(
-        cls, rows: int, cols: int, *, seed: int = 0, tile: int = 512, texture: str = "smooth"
+        cls,
+        rows: int,
+        cols: int,
+        *,
+        seed: int = 0,
+        tile: int = 512,
+        texture: str = "smooth",
+        stain: str = "he",
     ) -> Scene:
         """The scene for a ``rows`` x ``cols`` slide: tissue ellipses, holes on tile corners.
 
         Raises
         ------
         ValueError
-            ``texture`` is not one of :data:`TEXTURES`.
+            ``texture`` is not one of :data:`TEXTURES`, ``stain`` not one of :data:`STAINS`,
+            or a stain other than "he" with the noisy texture (which is H&E).
         """
         if texture not in TEXTURES:
             raise ValueError(f"texture must be one of {TEXTURES}, got {texture!r}")
+        if stain not in STAINS:
+            raise ValueError(f"stain must be one of {STAINS}, got {stain!r}")
+        if texture == "noisy" and stain != "he":
+            raise ValueError(f"texture='noisy' is H&E only, got stain={stain!r}")
         rng = np.random.default_rng(seed)
         scale = min(rows, cols)
         tissue = []
@@ -128,22 +154,53 @@ class Scene:
             holes.append(Ellipse(cy=float(cy), cx=float(cx), ry=r, rx=0.7 * r))
         return cls(
             rows, cols, tuple(tissue), tuple(holes), speck_cell=max(64, tile // 2), seed=seed,
-            texture=texture,
+            texture=texture, stain=stain,
         )
 
-    def render(self, y0: int, x0: int, rows: int, cols: int, downsample: float = 1.0) -> np.ndarray:
-        """RGB uint8 tile of a level with the given downsample; (y0, x0) in that level's pixels."""
+    @staticmethod
+    def _coordinates(
+        y0: int, x0: int, rows: int, cols: int, downsample: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Level-0 coordinates of the centres of a level's pixels: (rows, 1) and (1, cols)."""
         ys = ((np.arange(y0, y0 + rows, dtype=np.float32) + 0.5) * downsample)[:, None]
         xs = ((np.arange(x0, x0 + cols, dtype=np.float32) + 0.5) * downsample)[None, :]
+        return ys, xs
+
+    def _tissue(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Inside a tissue ellipse and outside every hole, at the points ``ys`` x ``xs``."""
         by0, by1 = float(ys[0, 0]), float(ys[-1, 0])
         bx0, bx1 = float(xs[0, 0]), float(xs[0, -1])
-        tissue = np.zeros((rows, cols), dtype=bool)
+        tissue = np.zeros((ys.shape[0], xs.shape[1]), dtype=bool)
         for blob in self.tissue:
             if blob.touches(by0, by1, bx0, bx1):
                 tissue |= blob.inside(ys, xs)
         for hole in self.holes:
             if hole.touches(by0, by1, bx0, bx1):
                 tissue &= ~hole.inside(ys, xs)
+        return tissue
+
+    def tissue_mask(
+        self, y0: int, x0: int, rows: int, cols: int, downsample: float = 1.0
+    ) -> np.ndarray:
+        """Ground truth: which pixels of a level's tile show tissue (in :meth:`render`).
+
+        Tissue ellipses minus holes, minus where the pen stroke covers them; the dark specks
+        (a few pixels each) count as what lies under them. Same frame as :meth:`render`.
+
+        Examples
+        --------
+        >>> scene = Scene.make(512, 512, seed=0, tile=128)
+        >>> truth = scene.tissue_mask(0, 0, 64, 64, downsample=8.0)
+        >>> truth.shape, truth.dtype, bool(0.1 < truth.mean() < 0.6)
+        ((64, 64), dtype('bool'), True)
+        """
+        ys, xs = self._coordinates(y0, x0, rows, cols, downsample)
+        return self._tissue(ys, xs) & ~self._pen_band(ys, xs, downsample)
+
+    def render(self, y0: int, x0: int, rows: int, cols: int, downsample: float = 1.0) -> np.ndarray:
+        """RGB uint8 tile of a level with the given downsample; (y0, x0) in that level's pixels."""
+        ys, xs = self._coordinates(y0, x0, rows, cols, downsample)
+        tissue = self._tissue(ys, xs)
         # Texture and nuclei from an integer hash of level pixel coordinates: cheap and stable.
         iy = np.arange(y0, y0 + rows, dtype=np.uint32)[:, None]
         ix = np.arange(x0, x0 + cols, dtype=np.uint32)[None, :]
@@ -159,11 +216,13 @@ class Scene:
         img[:] = BACKGROUND + 3.0 * noise[..., None]
         if self.texture == "noisy":
             self._noisy(img, tissue, iy, ix, h, noise, stain, ys, xs)
-        elif tissue.any():
+        elif tissue.any() and self.stain == "he":
             nuclei = (np.sin(ys / 5.3 + 1.7 * np.cos(xs / 7.1)) * np.cos(xs / 6.1) > 0.55) & tissue
             colour = EOSIN[None, None, :] - 30.0 * stain[..., None] + 10.0 * noise[..., None]
             img[tissue] = colour[tissue]
             img[nuclei] = (HEMATOXYLIN + 12.0 * noise[..., None])[nuclei]
+        elif tissue.any():
+            self._stained(img, tissue, noise, stain, ys, xs)
         self._draw_specks(img, ys, xs, downsample)
         self._draw_pen(img, ys, xs, downsample)
         return np.clip(img, 0, 255).astype(np.uint8)
@@ -202,6 +261,29 @@ class Scene:
             img[tissue] = colour[tissue]
             img[nuclei] = (HEMATOXYLIN + 12.0 * noise[..., None])[nuclei]
 
+    def _stained(
+        self,
+        img: np.ndarray,
+        tissue: np.ndarray,
+        noise: np.ndarray,
+        stain: np.ndarray,
+        ys: np.ndarray,
+        xs: np.ndarray,
+    ) -> None:
+        """Smooth tissue in the ``"dab"`` or ``"faint"`` stain, in place (same nuclei as H&E)."""
+        nuclei = (np.sin(ys / 5.3 + 1.7 * np.cos(xs / 7.1)) * np.cos(xs / 6.1) > 0.55) & tissue
+        if self.stain == "dab":
+            colour = COUNTERSTAIN - 14.0 * stain[..., None] + 6.0 * noise[..., None]
+            img[tissue] = colour[tissue]
+            # patches of positive cells, as a Ki67 or CD3 stain gives
+            positive = nuclei & (np.sin(ys / 61.0 + 0.3) * np.cos(xs / 47.0 + 1.1) > 0.35)
+            img[nuclei] = (COUNTER_NUCLEI + 8.0 * noise[..., None])[nuclei]
+            img[positive] = (DAB + 12.0 * noise[..., None])[positive]
+        else:
+            colour = FAINT - 10.0 * stain[..., None] + 4.0 * noise[..., None]
+            img[tissue] = colour[tissue]
+            img[nuclei] = (FAINT_NUCLEI + 8.0 * noise[..., None])[nuclei]
+
     def _draw_specks(
         self, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, downsample: float
     ) -> None:
@@ -223,11 +305,14 @@ class Scene:
                 if hit.any():
                     img[hit] = SPECK
 
-    def _draw_pen(self, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, downsample: float) -> None:
+    def _pen_band(self, ys: np.ndarray, xs: np.ndarray, downsample: float) -> np.ndarray:
         centre = self.rows * (0.14 + 0.05 * np.sin(2 * math.pi * 2.0 * xs / self.cols))
         half = max(2.0, 0.008 * min(self.rows, self.cols), downsample)
         inside_x = (xs > 0.1 * self.cols) & (xs < 0.9 * self.cols)
-        band = (np.abs(ys - centre) <= half) & inside_x
+        return (np.abs(ys - centre) <= half) & inside_x  # type: ignore[no-any-return]
+
+    def _draw_pen(self, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, downsample: float) -> None:
+        band = self._pen_band(ys, xs, downsample)
         if band.any():
             img[band] = PEN_BLUE
 
@@ -284,6 +369,7 @@ def write_synthetic_slide(
     byteorder: str = "<",
     workers: int | None = None,
     texture: str = "smooth",
+    stain: str = "he",
 ) -> Path:
     """Write a deterministic H&E-like pyramidal tiled BigTIFF and return its path.
 
@@ -315,6 +401,10 @@ def write_synthetic_slide(
     texture : str
         "smooth" (solid tissue) or "noisy" (grainy light tissue and dusty glass, whose
         level-0 ``grey < 200`` mask is speckled like a thresholded real slide's).
+    stain : str
+        "he" (H&E, the default), "dab" (IHC: DAB brown and haematoxylin counterstain) or
+        "faint" (pale, low-contrast tissue); smooth texture only. Ground truth:
+        ``Scene.make(rows, cols, seed=seed, tile=tile, stain=stain).tissue_mask(...)``.
 
     Returns
     -------
@@ -324,7 +414,8 @@ def write_synthetic_slide(
     Raises
     ------
     ValueError
-        An unknown ``texture``.
+        An unknown ``texture`` or ``stain``, or a stain other than "he" with the noisy
+        texture.
 
     Notes
     -----
@@ -347,7 +438,7 @@ def write_synthetic_slide(
     rows, cols = (size, size) if isinstance(size, int) else size
     path = Path(path)
     workers = workers or os.cpu_count() or 1
-    scene = Scene.make(rows, cols, seed=seed, tile=tile, texture=texture)
+    scene = Scene.make(rows, cols, seed=seed, tile=tile, texture=texture, stain=stain)
     shapes = _level_shapes(rows, cols, tile, levels)
     common: dict[str, Any] = dict(
         dtype=np.uint8,

@@ -300,7 +300,8 @@ def stores(
     Parameters
     ----------
     value : dask.array.Array
-        2-D, in the pixels of its level.
+        2-D, in the pixels of its level; or with trailing axes (channels), each one chunk,
+        stored whole per (row, col) chunk (``depth`` 0 only).
     label : str
         Names the graph layer and the folder (``slidemask-scratch-<label>-<hex>``).
     depth : int
@@ -338,9 +339,11 @@ def stores(
     folder = ScratchFolder.new(label)
     nbr, nbc = value.numblocks[:2]
     name = f"slidemask-{label}-store-{tokenize(value.name, depth, summarize)}"
+    trailing = tuple(range(2, value.ndim))
     grid = da.map_blocks(
         _Store(folder, depth, summarize), value,
         chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META, name=name,
+        **({"drop_axis": trailing} if trailing else {}),
     )
     _LIVE[name] = folder
     return grid, folder
@@ -355,14 +358,16 @@ class _Read:
         chunks: tuple[tuple[int, ...], ...],
         dtype: np.dtype,
         apply: Callable[[np.ndarray, Any], np.ndarray] | None,
+        tail: tuple[int, ...] = (),
     ) -> None:
         self.folder = folder
         self.chunks = chunks
         self.dtype = dtype
         self.apply = apply
+        self.tail = tail
 
     def __call__(self, i: int, j: int, gate: Any) -> np.ndarray:
-        shape = (self.chunks[0][i], self.chunks[1][j])
+        shape = (self.chunks[0][i], self.chunks[1][j], *self.tail)
         tile = self.folder.read(i, j, shape, self.dtype)
         return tile if self.apply is None else self.apply(tile, gate)
 
@@ -376,6 +381,7 @@ def stored_reads(
     apply: Callable[[np.ndarray, Any], np.ndarray] | None = None,
     dtype: Any = None,
     label: str,
+    tail: tuple[int, ...] = (),
 ) -> da.Array:
     """Read the chunks that ``store_grid`` wrote (a dask array of ``like``'s chunks).
 
@@ -389,7 +395,7 @@ def stored_reads(
     store_grid : dask.array.Array
         The grid :func:`stores` returned.
     like : dask.array.Array
-        The stored array: its chunks and dtype describe the files.
+        The stored array: its chunks, trailing axes (channels) and dtype describe the files.
     gate : dask.array.Array, optional
         One element per chunk (e.g. per-chunk lookup tables) or 0-d (e.g. a threshold),
         computed from ``store_grid`` (so it runs after every store it needs): each read
@@ -402,11 +408,14 @@ def stored_reads(
         Output dtype (default ``like.dtype``).
     label : str
         Names the graph layer.
+    tail : tuple of int
+        Trailing axes of ``apply``'s output (e.g. ``(3,)`` for channels), each one chunk;
+        none by default.
 
     Returns
     -------
     dask.array.Array
-        ``(rows, cols)`` with ``like``'s chunks; lazy.
+        ``(rows, cols, *tail)`` with ``like``'s row and column chunks; lazy.
 
     Examples
     --------
@@ -425,18 +434,20 @@ def stored_reads(
     """
     nbr, nbc = like.numblocks[:2]
     out_dtype = np.dtype(like.dtype if dtype is None else dtype)
-    reader = _Read(folder, like.chunks[:2], np.dtype(like.dtype), apply)
+    reader = _Read(folder, like.chunks[:2], np.dtype(like.dtype), apply, tuple(like.shape[2:]))
     waits = store_grid if gate is None else gate
     name = f"slidemask-{label}-{tokenize(store_grid.name, waits.name, apply, str(out_dtype))}"
     def wait(i: int, j: int) -> tuple[Any, ...]:
         return (waits.name,) if waits.ndim == 0 else (waits.name, i, j)
 
+    zeros = (0,) * len(tail)
     dsk: dict[Any, Any] = {
-        (name, i, j): (reader, i, j, wait(i, j)) for i in range(nbr) for j in range(nbc)
+        (name, i, j, *zeros): (reader, i, j, wait(i, j))
+        for i in range(nbr) for j in range(nbc)
     }
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[waits])  # type: ignore[list-item]
-    return da.Array(graph, name, chunks=like.chunks[:2], dtype=out_dtype,
-                    meta=np.empty((0, 0), out_dtype))
+    return da.Array(graph, name, chunks=like.chunks[:2] + tuple((n,) for n in tail),
+                    dtype=out_dtype, meta=np.empty((0,) * (2 + len(tail)), out_dtype))
 
 
 # ----------------------------------------------------------------------------------------------
