@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
     from slidemask.ops.otsu import otsu_threshold
     from slidemask.ops.resample import Resolution, downsample_mean, image_at, select_resolution
     from slidemask.pipeline import build_mask, run_slide
+    from slidemask.tiles import TileTable, tile_grid, write_tiles
     from slidemask.writers.geojson import write_geojson
     from slidemask.writers.ome_zarr import write_ome_labels
     from slidemask.writers.preview import preview_from_outputs, write_preview
@@ -94,6 +95,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
     "slidemask.ops.otsu": ("otsu_threshold",),
     "slidemask.ops.resample": ("Resolution", "downsample_mean", "image_at", "select_resolution"),
     "slidemask.pipeline": ("build_mask", "run_slide"),
+    "slidemask.tiles": ("TileTable", "tile_grid", "write_tiles"),
     "slidemask.writers.geojson": ("write_geojson",),
     "slidemask.writers.ome_zarr": ("write_ome_labels",),
     "slidemask.writers.preview": ("preview_from_outputs", "write_preview"),
@@ -112,6 +114,7 @@ __all__ = [
     "SlideError",
     "SlidemaskError",
     "TileError",
+    "TileTable",
     "__version__",
     "area_to_pixels",
     "background_estimate",
@@ -150,11 +153,13 @@ __all__ = [
     "square_erosion",
     "square_opening",
     "threshold",
+    "tile_grid",
     "to_gray",
     "write_geojson",
     "write_ome_labels",
     "write_preview",
     "write_synthetic_slide",
+    "write_tiles",
     "write_zarr",
 ]
 
