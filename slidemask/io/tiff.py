@@ -445,7 +445,7 @@ class _LevelHandle:
         return np.asarray(decoded).reshape(decoded.shape[-3:])
 
 
-_HANDLES: dict[tuple[str, int, int], _LevelHandle] = {}
+_HANDLES: dict[tuple[str, int, int, tuple[int, int]], _LevelHandle] = {}
 _HANDLES_LOCK = threading.Lock()
 
 
@@ -456,13 +456,17 @@ def _handle(
     fingerprint: tuple[int, int],
     storage_options: dict[str, Any] | None = None,
 ) -> _LevelHandle:
-    key = (path, series, level)
+    # the fingerprint is part of the key: a file rewritten at the same path (another size or
+    # date) gets a new handle, never the old file's cached layout
+    key = (path, series, level, fingerprint)
     handle = _HANDLES.get(key)
     if handle is not None:
         return handle
     with _HANDLES_LOCK:
         handle = _HANDLES.get(key)
         if handle is None:
+            for stale in [k for k in _HANDLES if k[:3] == key[:3]]:
+                _HANDLES.pop(stale)
             if _fingerprint(path, storage_options) != fingerprint:
                 raise SlideError(
                     _shown(path), "the file changed on disk since it was opened"
