@@ -5,14 +5,16 @@ Usage (each stage in its own process so peak RSS is per stage)::
     python scripts/time_global_ops.py make /tmp/globalops 20000  # synthetic mask -> Zarr
     python scripts/time_global_ops.py run /tmp/globalops  # fill_holes(remove_small_objects(...))
     python scripts/time_global_ops.py reference /tmp/globalops  # in memory (scipy), compare
-    python scripts/time_global_ops.py kernels [--quick]  # per-chunk kernel ms, old vs new
+    python scripts/time_global_ops.py kernels [--quick] [--before REV]  # per-chunk kernel ms
 
 Each stage prints wall seconds and peak RSS (``ru_maxrss``) as one JSON line; ``kernels``
 prints a table instead: for 2048² chunks (uniform noise, blobs with specks, smooth blobs, and
 chunks of the noisy synthetic slide's ``grey < 200`` mask), the median ms of pass 1 and pass 2
 of each global operation with one OpenCV thread, as the staged engine runs them before
-(``summarize_chunk`` + ``apply`` on the chunk) and after (``pass1_chunk`` + ``apply_stored`` on
-the stored tile). Each chunk sits in the middle of a 3 x 3 tiling of itself, so its lookup
+(``summarize_chunk`` + ``apply`` on the chunk, with the chunk kernels of ``slidemask/kernels/
+labels.py`` at git revision ``--before``, default 9da8f41: the last before pass 1 stored local
+decisions) and after (``pass1_chunk`` + ``apply_stored`` on the stored tile, the working
+tree's kernels). Each chunk sits in the middle of a 3 x 3 tiling of itself, so its lookup
 table comes from a real merge.
 """
 
@@ -154,8 +156,30 @@ def _time_passes(
             _median_ms(lambda: plan.apply_stored(stored, lut), repeat))
 
 
-def kernels(quick: bool) -> None:
+def _kernels_at(rev: str) -> Any:
+    """``slidemask/kernels/labels.py`` as it was at git revision ``rev``, as a module."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    text = subprocess.run(["git", "show", f"{rev}:slidemask/kernels/labels.py"], cwd=root,
+                          check=True, capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "labels_before.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location("labels_before", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def kernels(quick: bool, before_rev: str) -> None:
+    import dataclasses
+
     import cv2
+    import scipy.ndimage as ndi
 
     from slidemask.ops.components import (
         chunk_lut,
@@ -175,6 +199,12 @@ def kernels(quick: bool) -> None:
     }
     if quick:
         del plans["fill_holes(50)"], plans["keep_largest(3)"]
+    old = _kernels_at(before_rev)
+    before = {  # the same plans with the earlier chunk kernels
+        op: dataclasses.replace(plan, summarize=getattr(old, plan.summarize.__name__),
+                                apply=getattr(old, plan.apply.__name__))
+        for op, plan in plans.items() if plan is not None
+    }
     repeat = 3 if quick else 5
     print("per 2048² chunk, one OpenCV thread, median CPU ms: pass 1 + pass 2 = total, "
           "before (summarize_chunk + apply) -> after (pass1_chunk + apply_stored)")
@@ -183,24 +213,28 @@ def kernels(quick: bool) -> None:
         n_bg = cv2.connectedComponents((~tile).view(np.uint8), connectivity=4)[0] - 1
         print(f"{name}: {n_fg} objects, {n_bg} background components, "
               f"{tile.mean():.0%} foreground", flush=True)
-        big = np.tile(tile, (3, 3))
-        mask = da.from_array(big, chunks=tile.shape)
-        for op, plan in plans.items():
+        filled = ndi.binary_fill_holes(np.tile(tile, (3, 3)))[2048:4096, 2048:4096]
+        for op, plan in [*plans.items(), ("... after fill_holes", plans["remove_small(100)"])]:
             assert plan is not None
+            chunk = filled if op.startswith("...") else tile
+            big = np.tile(chunk, (3, 3))
+            mask = da.from_array(big, chunks=chunk.shape)
             cells = {}
             for mode in ("before", "after"):
                 records = np.empty((3, 3), dtype=object)
                 stored = {}
+                run = before[op.replace("... after fill_holes", "remove_small(100)")] \
+                    if mode == "before" else plan
                 for i, j in np.ndindex(3, 3):
                     part = big[i * 2048:(i + 1) * 2048, j * 2048:(j + 1) * 2048]
                     if mode == "before":
                         records[i, j], stored[i, j] = (
-                            plan.summarize_chunk(part, (i * 2048, j * 2048)), part)
+                            run.summarize_chunk(part, (i * 2048, j * 2048)), part)
                     else:
-                        records[i, j], stored[i, j] = plan.pass1_chunk(part, (i * 2048, j * 2048))
+                        records[i, j], stored[i, j] = run.pass1_chunk(part, (i * 2048, j * 2048))
                 with dask.config.set(scheduler="sync"):
-                    merged = plan.merge(records, mask).compute()
-                cells[mode] = _time_passes(plan, mode, tile, stored[1, 1],
+                    merged = run.merge(records, mask).compute()
+                cells[mode] = _time_passes(run, mode, chunk, stored[1, 1],
                                            chunk_lut(merged, 1, 1), repeat)
             (b1, b2), (a1, a2) = cells["before"], cells["after"]
             print(f"    {op:<18} {b1:8.1f} + {b2:6.1f} = {b1 + b2:8.1f}  ->  "
@@ -209,7 +243,8 @@ def kernels(quick: bool) -> None:
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "kernels":
-        kernels("--quick" in argv)
+        rev = argv[argv.index("--before") + 1] if "--before" in argv else "9da8f41"
+        kernels("--quick" in argv, rev)
         return 0
     stage, folder = argv[0], Path(argv[1])
     folder.mkdir(parents=True, exist_ok=True)

@@ -1138,8 +1138,10 @@ def _fill_inside(
     lower, upper = _box_bounds(traced.top, traced.left, traced.bottom, traced.right,
                                connectivity=4, total=total)
     area = lower.copy()
-    stored = img.copy()
     if max_area is None:
+        if not inner.any():  # nothing to fill: store the tile itself
+            return img, area
+        stored = img.copy()
         _draw(stored, traced, inner, 1)
         return stored, area
     # exact where bounds cannot decide, and on the faces (the merge adds those up)
@@ -1148,7 +1150,10 @@ def _fill_inside(
         return None
     area[maybe] = _flood_areas(img, traced, maybe, connectivity=4)
     fill = inner & (area <= max_area)
+    if not fill.any():
+        return img, area
     sure = fill & (upper <= max_area)
+    stored = img.copy()
     _draw(stored, traced, sure, 1)
     for k in np.flatnonzero(fill & ~sure).tolist():  # not nested in a sure hole
         y0, x0 = int(traced.top[k]), int(traced.left[k])
@@ -1270,12 +1275,15 @@ def _remove_inside(
     area[maybe] = _flood_areas(img, traced, maybe, connectivity=connectivity)
     small = inner & (upper < min_area)
     area[small] = 0
+    drop = inner & (area < min_area)
+    if not drop.any():  # nothing to remove: store the tile itself
+        return img, area
     stored = img.copy()
     _draw(stored, traced, small, 0)  # what lies in a small object is smaller still
-    for k in maybe.tolist():
-        if inner[k] and area[k] < min_area:
-            y0, x0 = int(traced.top[k]), int(traced.left[k])
-            r, c = int(traced.first_row[k]), int(traced.first_col[k])
+    for k in np.flatnonzero(drop & ~small).tolist():
+        y0, x0 = int(traced.top[k]), int(traced.left[k])
+        r, c = int(traced.first_row[k]), int(traced.first_col[k])
+        if stored[r, c]:  # (never inside a removed object: that one's box is smaller)
             window = stored[y0:int(traced.bottom[k]), x0:int(traced.right[k])]
             cv2.floodFill(window, None, (c - x0, r - y0), 0, flags=connectivity)
     return stored, area
