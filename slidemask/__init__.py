@@ -21,6 +21,16 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
     from slidemask.errors import ConfigError, MaskError, SlideError, SlidemaskError, TileError
     from slidemask.io import Slide, open_slide
     from slidemask.io.synthetic import write_synthetic_slide
+    from slidemask.ops.artifacts import (
+        black,
+        class_counts,
+        class_map,
+        flat,
+        pen_ink,
+        sharpness,
+        straight_bands,
+        touching_edge,
+    )
     from slidemask.ops.components import (
         ComponentTable,
         area_to_pixels,
@@ -49,12 +59,18 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
         to_gray,
     )
     from slidemask.ops.otsu import otsu_threshold
-    from slidemask.ops.resample import Resolution, downsample_mean, image_at, select_resolution
-    from slidemask.pipeline import build_mask, run_slide
+    from slidemask.ops.resample import (
+        Resolution,
+        downsample_mean,
+        image_at,
+        resample_mask,
+        select_resolution,
+    )
+    from slidemask.pipeline import build_class_map, build_mask, run_slide
     from slidemask.tiles import TileTable, tile_grid, write_tiles
-    from slidemask.writers.geojson import write_geojson
+    from slidemask.writers.geojson import write_class_geojson, write_geojson
     from slidemask.writers.ome_zarr import write_ome_labels
-    from slidemask.writers.preview import preview_from_outputs, write_preview
+    from slidemask.writers.preview import preview_from_outputs, write_class_preview, write_preview
     from slidemask.writers.zarr import is_complete, read_mask, write_zarr
 
     __version__: str
@@ -65,6 +81,16 @@ _SOURCES: dict[str, tuple[str, ...]] = {
     "slidemask.errors": ("ConfigError", "MaskError", "SlideError", "SlidemaskError", "TileError"),
     "slidemask.io": ("Slide", "open_slide"),
     "slidemask.io.synthetic": ("write_synthetic_slide",),
+    "slidemask.ops.artifacts": (
+        "black",
+        "class_counts",
+        "class_map",
+        "flat",
+        "pen_ink",
+        "sharpness",
+        "straight_bands",
+        "touching_edge",
+    ),
     "slidemask.ops.components": (
         "ComponentTable",
         "area_to_pixels",
@@ -93,12 +119,18 @@ _SOURCES: dict[str, tuple[str, ...]] = {
         "to_gray",
     ),
     "slidemask.ops.otsu": ("otsu_threshold",),
-    "slidemask.ops.resample": ("Resolution", "downsample_mean", "image_at", "select_resolution"),
-    "slidemask.pipeline": ("build_mask", "run_slide"),
+    "slidemask.ops.resample": (
+        "Resolution",
+        "downsample_mean",
+        "image_at",
+        "resample_mask",
+        "select_resolution",
+    ),
+    "slidemask.pipeline": ("build_class_map", "build_mask", "run_slide"),
     "slidemask.tiles": ("TileTable", "tile_grid", "write_tiles"),
-    "slidemask.writers.geojson": ("write_geojson",),
+    "slidemask.writers.geojson": ("write_class_geojson", "write_geojson"),
     "slidemask.writers.ome_zarr": ("write_ome_labels",),
-    "slidemask.writers.preview": ("preview_from_outputs", "write_preview"),
+    "slidemask.writers.preview": ("preview_from_outputs", "write_class_preview", "write_preview"),
     "slidemask.writers.zarr": ("is_complete", "read_mask", "write_zarr"),
 }
 
@@ -122,11 +154,16 @@ __all__ = [
     "binary_dilation",
     "binary_erosion",
     "binary_opening",
+    "black",
+    "build_class_map",
     "build_mask",
+    "class_counts",
+    "class_map",
     "config_hash",
     "contour_fill",
     "downsample_mean",
     "fill_holes",
+    "flat",
     "hsv_range",
     "image_at",
     "is_complete",
@@ -140,21 +177,28 @@ __all__ = [
     "open_slide",
     "optical_density",
     "otsu_threshold",
+    "pen_ink",
     "preview_from_outputs",
     "read_mask",
     "remove_small_objects",
+    "resample_mask",
     "rgb_mean",
     "run_batch",
     "run_slide",
     "saturation",
     "select_resolution",
+    "sharpness",
     "square_closing",
     "square_dilation",
     "square_erosion",
     "square_opening",
+    "straight_bands",
     "threshold",
     "tile_grid",
     "to_gray",
+    "touching_edge",
+    "write_class_geojson",
+    "write_class_preview",
     "write_geojson",
     "write_ome_labels",
     "write_preview",

@@ -46,30 +46,38 @@ import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
 import dask
 import dask.array as da
+import numpy as np
 import zarr
 
-from slidemask.config import OTSU, Config, Expr, config_hash
+from slidemask.config import OTSU, Config, Expr, config_hash, parse_expression
 from slidemask.config import Resolution as ResolutionConfig
 from slidemask.errors import MaskError, SlidemaskError
 from slidemask.inputs import extra_paths_for, output_path_for
 from slidemask.io import Slide, open_slide
+from slidemask.ops.artifacts import class_counts, class_map
 from slidemask.ops.components import label_stats
 from slidemask.ops.density import background_estimate, optical_density
 from slidemask.ops.local import threshold
 from slidemask.ops.otsu import otsu_threshold
-from slidemask.ops.resample import Resolution, image_at, select_resolution
+from slidemask.ops.resample import Resolution, image_at, resample_mask, select_resolution
 from slidemask.report import SlideResult
 from slidemask.tiles.runner import write_slide_tiles
 from slidemask.writers.atomic import check_target, publish
-from slidemask.writers.geojson import write_geojson
-from slidemask.writers.ome_zarr import write_ome_labels
-from slidemask.writers.preview import write_preview
-from slidemask.writers.summary import qc_warnings, summary_record, write_summary_json
+from slidemask.writers.geojson import write_class_geojson, write_geojson
+from slidemask.writers.ome_zarr import ClassLabels, write_ome_labels
+from slidemask.writers.preview import write_class_preview, write_preview
+from slidemask.writers.summary import (
+    class_areas,
+    qc_warnings,
+    summary_record,
+    write_summary_json,
+)
 from slidemask.writers.zarr import (
     read_attrs,
     read_mask,
@@ -77,7 +85,7 @@ from slidemask.writers.zarr import (
     write_zarr,
 )
 
-__all__ = ["build_mask", "run_slide", "working_resolution"]
+__all__ = ["build_class_map", "build_mask", "run_slide", "working_resolution"]
 
 log = logging.getLogger("slidemask")
 
@@ -234,11 +242,112 @@ def _apply_step(
     return cast(da.Array, step.spec.function(value, **kwargs))
 
 
+@dataclass(frozen=True)
+class _Built:
+    """What :func:`_build_all` builds: the output mask, its provenance, every mask in use on
+    the working grid, and (with ``classes:``) the class map and the tissue it is measured
+    against (the ``tissue`` class's expression, None without one)."""
+
+    mask: da.Array
+    provenance: dict[str, Any]
+    masks: dict[str, da.Array]
+    classes: da.Array | None = None
+    tissue: da.Array | None = None
+
+
 def _build(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
+    built = _build_all(slide, config)
+    return built.mask, built.provenance
+
+
+def build_class_map(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
+    """Build the configured class map of ``slide`` lazily (the config's ``classes:``).
+
+    Parameters
+    ----------
+    slide : slidemask.io.Slide
+        An open slide.
+    config : slidemask.config.Config
+        A validated configuration with a ``classes:`` section.
+
+    Returns
+    -------
+    class_map : dask.array.Array
+        ``(rows, cols)`` uint8 on the working grid of :func:`build_mask`: each pixel the label
+        value of the first class in the precedence whose expression holds there, 0 where none
+        does (:func:`slidemask.ops.artifacts.class_map`).
+    provenance : dict
+        As :func:`build_mask` gives it, with ``classes`` (expressions, precedence, values).
+
+    Raises
+    ------
+    MaskError
+        The configuration has no ``classes:``; or what :func:`build_mask` raises.
+    """
+    if config.classes is None:
+        raise MaskError("build_class_map: the configuration has no classes: section")
+    built = _build_all(slide, config)
+    assert built.classes is not None
+    return built.classes, built.provenance
+
+
+def _names_in_use(config: Config) -> set[str]:
+    names = set(config.expression.names())
+    if config.classes is not None:
+        for text in config.classes.masks.values():
+            names |= parse_expression(text).names()
+    return names
+
+
+def _classes_of(config: Config, masks: dict[str, da.Array]) -> tuple[da.Array, da.Array | None]:
+    """The class map and the ``tissue`` class's mask, from masks on the working grid."""
+    assert config.classes is not None
+    chosen = {
+        name: parse_expression(text).evaluate(masks)
+        for name, text in config.classes.masks.items()
+    }
+    classes = class_map(chosen, config.classes.order, values=config.classes.label_values())
+    return classes, chosen.get("tissue")
+
+
+class _MaskImages:
+    """The image each mask starts from: the working image, or for a mask with its own
+    ``resolution:`` the slide at that resolution (one image per resolution, decoded once
+    when several masks share it, one chunk when small, as the working image)."""
+
+    def __init__(self, slide: Slide, config: Config, in_use: list[str], limit: int) -> None:
+        self.slide, self.config, self.limit = slide, config, limit
+        self.users: dict[Resolution, int] = {}
+        self.resolutions: dict[str, Resolution] = {}
+        for name in in_use:
+            own = config.resolution_of(name)
+            if own is not None:
+                res = working_resolution(slide, own)
+                self.resolutions[name] = res
+                self.users[res] = self.users.get(res, 0) + 1
+        self.images: dict[Resolution, da.Array] = {}
+
+    def image_for(
+        self, name: str, image: da.Array, resolution: Resolution
+    ) -> tuple[da.Array, Resolution]:
+        res = self.resolutions.get(name)
+        if res is None or res == resolution:
+            return image, resolution
+        if res not in self.images:
+            own = image_at(self.slide, res)
+            if own.shape[0] * own.shape[1] <= self.limit:
+                own = own.rechunk(own.shape)
+            elif self.users[res] > 1:
+                own = _unfused(own)
+            self.images[res] = own
+        return self.images[res], res
+
+
+def _build_all(slide: Slide, config: Config) -> _Built:
     resolution = working_resolution(slide, config.resolution)
     image = image_at(slide, resolution)
     expression = config.expression
-    in_use = [name for name in config.masks if name in expression.names()]
+    in_use = [name for name in config.masks if name in _names_in_use(config)]
     out_chunks = image.chunks[:2]
     limit = int(dask.config.get("slidemask.whole-image-pixels", WHOLE_IMAGE_PIXELS))
     whole = image.shape[0] * image.shape[1] <= limit
@@ -249,17 +358,28 @@ def _build(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
     masks: dict[str, da.Array] = {}
     thresholds: dict[str, dict[str, Any]] = {}
     backgrounds: dict[str, Any] = {}
+    images = _MaskImages(slide, config, in_use, limit)
     for name in in_use:
-        value = image
-        for index, step in enumerate(config.masks[name]):
+        value, at = images.image_for(name, image, resolution)
+        mpp, downsample = at.mpp, at.downsample
+        for index, step in enumerate(config.steps_of(name)):
             key = f"{name}[{index}]"
             try:
-                kwargs = step.arguments(resolution.mpp)
+                kwargs = step.arguments(mpp)
                 value = _apply_step(value, step, kwargs, thresholds, key, backgrounds)
             except MaskError as exc:
                 raise MaskError(f"{slide.path}: masks.{key}.{step.name}: {exc}") from exc
+            if step.spec.reduces is not None:  # one output pixel per cell of the input
+                cell = int(kwargs[step.spec.reduces])
+                mpp, downsample = (None if mpp is None else mpp * cell), downsample * cell
+        if downsample != resolution.downsample or value.shape != image.shape[:2]:
+            # computed at its own resolution: onto the working grid, by block maximum
+            value = resample_mask(
+                value, resolution.downsample / downsample, image.shape[:2], chunks=image.chunks[:2]
+            )
         masks[name] = value
     mask = expression.evaluate(masks)
+    classes, tissue = _classes_of(config, masks) if config.classes is not None else (None, None)
     if whole:
         mask = mask.rechunk(out_chunks)  # the output keeps the configured chunks
     canonical = config.canonical()
@@ -277,10 +397,48 @@ def _build(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
         "output": canonical["output"],
         "thresholds": thresholds,
         **({"backgrounds": backgrounds} if backgrounds else {}),
+        **({"mask_resolutions": {
+            name: res.to_dict() for name, res in images.resolutions.items()
+        }} if images.resolutions else {}),
+        **({"classes": canonical["classes"]} if "classes" in canonical else {}),
         "chunk_size": config.chunk_size,
         "config_hash": config_hash(config),
     }
-    return mask, provenance
+    return _Built(mask, provenance, masks, classes, tissue)
+
+
+def _bits_dtype(count: int) -> np.dtype:
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if count <= np.iinfo(dtype).bits:
+            return np.dtype(dtype)
+    raise MaskError(f"{count} masks: at most 64 can be stored together")
+
+
+def _staged(built: _Built, config: Config, folder: Path) -> _Built:
+    """``built`` with every mask computed once and stored, one bit per mask, in
+    ``folder/masks.zarr``; the output mask, the class map and the tissue are then cheap
+    reads of that copy instead of each computing the masks again."""
+    names = list(built.masks)
+    dtype = _bits_dtype(len(names))
+    bits = None
+    for i, name in enumerate(names):
+        plane = built.masks[name].astype(dtype) << dtype.type(i)
+        bits = plane if bits is None else bits | plane
+    assert bits is not None
+    path = folder / "masks.zarr"
+    write_zarr(bits, path)
+    stored = read_mask(path)
+    unpacked = {
+        name: ((stored >> dtype.type(i)) & dtype.type(1)).astype(bool)
+        for i, name in enumerate(names)
+    }
+    mask = config.expression.evaluate(unpacked)
+    if mask.chunks != built.mask.chunks:
+        mask = mask.rechunk(built.mask.chunks)
+    classes, tissue = _classes_of(config, unpacked)
+    if classes.chunks != mask.chunks:
+        classes = classes.rechunk(mask.chunks)
+    return replace(built, mask=mask, masks=unpacked, classes=classes, tissue=tissue)
 
 
 # --- outputs ----------------------------------------------------------------------------------
@@ -349,6 +507,19 @@ def _install(built: Path, final: Path, aside: Path) -> None:
     os.replace(built, final)  # a file replaces a file atomically
 
 
+def _class_outputs(
+    built: _Built, config: Config, mpp: float | None
+) -> tuple[ClassLabels, dict[str, Any]]:
+    """The class map as OME-Zarr labels, and its areas for the summary (computed now: one
+    histogram pass over the stored masks)."""
+    assert built.classes is not None and config.classes is not None
+    values = config.classes.label_values()
+    (counts,) = dask.compute(class_counts(built.classes, built.tissue))
+    return ClassLabels(built.classes, values), class_areas(
+        np.asarray(counts), values, mpp, tissue_known=built.tissue is not None
+    )
+
+
 def _write_with_extras(
     slide: Slide,
     mask: da.Array,
@@ -357,8 +528,13 @@ def _write_with_extras(
     target: Path,
     scratch: Path,
     overwrite: bool,
+    qc: _Built | None = None,
 ) -> dict[str, Any]:
-    """The mask and its extras, built in ``scratch`` and moved into place (mask last)."""
+    """The mask and its extras, built in ``scratch`` and moved into place (mask last).
+
+    With ``qc`` (a staged build with a class map) the extras carry the class map: a second
+    OME-Zarr label image ``labels/classes``, GeoJSON annotations per class, the preview in
+    class colours with a legend, and the summary's ``classes`` areas."""
     finals = extra_paths_for(target, config.outputs.extras)
     check_target(target, overwrite)
     for key, final in finals.items():
@@ -384,14 +560,27 @@ def _write_with_extras(
         written = read_attrs(built_mask)
         provenance, stats = written["provenance"], written["stats"]
         name = _label_name(config.expression)
+        labels, areas = _class_outputs(qc, config, provenance["mpp"]) if qc else (None, None)
+        if "preview" in built and preview is None and labels is not None:
+            preview = pool.submit(
+                write_class_preview, slide, labels.image, built["preview"],
+                values=labels.values, mask_downsample=float(provenance["downsample"]),
+                areas=areas,
+            )
         if "preview" in built and preview is None:
             preview = start_preview(stored)
         if "ome_zarr" in built:
             write_ome_labels(
                 stored, built["ome_zarr"], mpp=provenance["mpp"], name=name,
                 source_image_path=slide.path, attrs={"provenance": provenance},
+                classes=labels,
             )
-        if "geojson" in built:
+        if "geojson" in built and labels is not None:
+            write_class_geojson(
+                labels.image, built["geojson"], labels.values,
+                downsample=float(provenance["downsample"]),
+            )
+        elif "geojson" in built:
             components = write_geojson(
                 stored, built["geojson"], downsample=float(provenance["downsample"]),
                 classification=name.capitalize(),
@@ -405,6 +594,8 @@ def _write_with_extras(
         if preview is not None:
             preview.result()  # raises what the preview raised
     summary = _summary(stats, provenance, components)
+    if areas is not None:
+        summary["classes"] = areas
     if "summary" in built:
         write_summary_json(summary, built["summary"])
         zarr.open_array(str(built_mask), mode="r+").update_attributes(
@@ -511,12 +702,17 @@ def run_slide(
         try:
             # intermediates go to the slide's scratch folder, beside the output
             with dask.config.set({"temporary-directory": str(scratch)}):
-                mask, provenance = _build(slide, config)
+                built = _build_all(slide, config)
+                if config.classes is not None and config.outputs.extras:
+                    # the masks feed the mask and the class map: computed once, stored
+                    built = _staged(built, config, scratch)
+            mask, provenance = built.mask, built.provenance
             stats = {"total_pixels": int(mask.size)}
             attrs = {"provenance": provenance, "stats": stats}
             if config.outputs.extras:
                 summary = _write_with_extras(
-                    slide, mask, attrs, config, target, scratch, overwrite
+                    slide, mask, attrs, config, target, scratch, overwrite,
+                    qc=built if built.classes is not None else None,
                 )
             else:
                 write_zarr(

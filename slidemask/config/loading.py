@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from slidemask.config.models import Config, Outputs, Resolution
+from slidemask.config.models import Classes, Config, MaskSpec, Outputs, Resolution
 from slidemask.config.steps import STEPS
 from slidemask.distributed import ExecutionConfig
 from slidemask.errors import ConfigError
@@ -82,16 +82,39 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
         return list(Outputs.model_fields)
     if loc[0] == "execution" and len(loc) == 2:
         return list(ExecutionConfig.model_fields)
-    if loc[0] == "masks" and len(loc) == 5 and loc[3] in STEPS:
-        return list(STEPS[loc[3]].params.model_fields)
+    if loc[0] == "classes" and len(loc) == 2:
+        return list(Classes.model_fields)
+    if loc[0] == "masks" and len(loc) == 3:
+        return list(MaskSpec.model_fields)
+    if loc[0] == "masks" and len(loc) == 4 and loc[2] == "resolution":
+        return list(Resolution.model_fields)
+    step = _step_path(loc)
+    if step[0] == "masks" and len(step) == 5 and step[3] in STEPS:
+        return list(STEPS[step[3]].params.model_fields)
     return None
 
 
+def _without_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``loc`` without the tag pydantic adds for a mask's form (a list of steps, or a mapping
+    with ``resolution`` and ``steps``), so paths read as the YAML is written."""
+    if loc[:1] == ("masks",) and len(loc) >= 3 and loc[2] in ("list", "mapping"):
+        return loc[:2] + loc[3:]
+    return loc
+
+
+def _step_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``masks.<name>.steps[i]...`` as ``masks.<name>[i]...``, to classify either form alike."""
+    if loc[:1] == ("masks",) and len(loc) >= 4 and loc[2] == "steps" and isinstance(loc[3], int):
+        return loc[:2] + loc[3:]
+    return loc
+
+
 def _describe(error: Mapping[str, Any]) -> str:
-    loc = tuple(error.get("loc", ()))
+    loc = _without_union_tags(tuple(error.get("loc", ())))
     kind = error.get("type", "")
     if kind == "extra_forbidden":
-        if loc[:1] == ("masks",) and len(loc) == 4:
+        step = _step_path(loc)
+        if step[:1] == ("masks",) and len(step) == 4 and isinstance(step[2], int):
             return f"{_location(loc)}: unknown step {loc[-1]!r}; known steps: " + ", ".join(STEPS)
         allowed = _allowed_keys(loc)
         extra = f" (allowed: {', '.join(allowed)})" if allowed else ""

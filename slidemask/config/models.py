@@ -16,7 +16,7 @@ import keyword
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from slidemask.config.expression import Expr, parse_expression
 from slidemask.config.params import StrictModel
@@ -25,7 +25,7 @@ from slidemask.distributed import ExecutionConfig
 from slidemask.errors import ConfigError
 from slidemask.tiles.spec import TileSpec
 
-__all__ = ["Config", "MaskName", "Outputs", "Resolution", "config_hash"]
+__all__ = ["Classes", "Config", "MaskName", "MaskSpec", "Outputs", "Resolution", "config_hash"]
 
 MaskName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 """A mask's name: an identifier, so that output expressions can name it."""
@@ -57,6 +57,106 @@ class Resolution(StrictModel):
                 "downsample: (level-0 pixels per pixel)"
             )
         return self
+
+
+class MaskSpec(StrictModel):
+    """A mask computed at its own resolution: ``{resolution: {...}, steps: [...]}``.
+
+    Its steps run on the slide at ``resolution`` (micrometres converted at that resolution);
+    the mask is then resampled to the configuration's resolution before the ``output``
+    expression and the class map combine it (:func:`slidemask.pipeline.build_mask`): by block
+    maximum when it is finer (a pixel is set when any mask pixel it covers is), by nearest
+    neighbour otherwise.
+    """
+
+    resolution: Resolution
+    steps: StepList
+
+
+def _mask_form(value: Any) -> str:
+    return "mapping" if isinstance(value, Mapping) else "list"
+
+
+MaskEntry = Annotated[
+    Annotated[StepList, Tag("list")] | Annotated[MaskSpec, Tag("mapping")],
+    Discriminator(_mask_form),
+]
+"""A mask: a list of steps (at the configuration's resolution) or a :class:`MaskSpec`."""
+
+ClassName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class Classes(StrictModel):
+    """The labelled class map (:func:`slidemask.ops.artifacts.class_map`).
+
+    ``masks`` maps each class to an expression over the configuration's masks (``blur &
+    tissue``); a pixel takes the first class in ``precedence`` whose expression holds there,
+    else background (0). ``precedence`` defaults to the built-in order
+    (:data:`slidemask.ops.artifacts.QC_PRECEDENCE`: border, pen, fold, bubble, blur, tissue)
+    and ``values`` (label values 1-255) to the built-in numbering (1 tissue, 2 pen, 3 blur,
+    4 fold, 5 bubble, 6 border); classes outside them need both.
+    """
+
+    masks: dict[ClassName, str] = Field(min_length=1)
+    precedence: list[ClassName] | None = None
+    values: dict[ClassName, int] | None = None
+
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"precedence", "values"})
+
+    @field_validator("masks")
+    @classmethod
+    def _expressions(cls, masks: dict[str, str]) -> dict[str, str]:
+        if "background" in masks:
+            raise ValueError("background is label 0, where no class applies; do not define it")
+        for name, text in masks.items():
+            try:
+                parse_expression(text)
+            except ConfigError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return masks
+
+    @model_validator(mode="after")
+    def _order_and_values(self) -> Classes:
+        from slidemask.errors import MaskError
+        from slidemask.ops.artifacts import QC_PRECEDENCE, class_values
+
+        order = self.order
+        if self.precedence is None:
+            unknown = [n for n in self.masks if n not in QC_PRECEDENCE]
+            if unknown:
+                raise ValueError(
+                    "give precedence: for classes outside the built-in order "
+                    f"({', '.join(unknown)})"
+                )
+        elif sorted(order) != sorted(self.masks) or len(set(order)) != len(order):
+            raise ValueError(
+                f"precedence must name every class once (classes: {', '.join(self.masks)})"
+            )
+        try:
+            class_values(order, self.values)
+        except MaskError as exc:
+            raise ValueError(str(exc).removeprefix("class_map: ")) from None
+        return self
+
+    @property
+    def order(self) -> list[str]:
+        """Class names, highest precedence first."""
+        if self.precedence is not None:
+            return list(self.precedence)
+        from slidemask.ops.artifacts import QC_PRECEDENCE
+
+        return [n for n in QC_PRECEDENCE if n in self.masks]
+
+    def label_values(self) -> dict[str, int]:
+        """Label value of each class, in precedence order."""
+        from slidemask.ops.artifacts import class_values
+
+        return class_values(self.order, self.values)
+
+    def canonical(self) -> dict[str, Any]:
+        data = super().canonical()
+        data["masks"] = {k: str(parse_expression(v)) for k, v in self.masks.items()}
+        return data
 
 
 class Outputs(StrictModel):
@@ -99,8 +199,11 @@ class Config(StrictModel):
     resolution: Resolution = Field(
         default_factory=lambda: Resolution(level=0, mpp=None, downsample=None)
     )
-    masks: dict[MaskName, StepList] = Field(min_length=1)
+    masks: dict[MaskName, MaskEntry] = Field(min_length=1)
     output: str
+    classes: Classes | None = Field(
+        None, description="the labelled class map: class -> expression over masks, precedence"
+    )
     chunk_size: int = Field(2048, ge=64, le=16384, description="working chunk edge, pixels")
     outputs: Outputs = Field(
         default_factory=Outputs,
@@ -164,24 +267,58 @@ class Config(StrictModel):
                 )
         return text
 
+    @field_validator("classes")
+    @classmethod
+    def _class_masks_defined(cls, classes: Classes | None, info: Any) -> Classes | None:
+        masks = info.data.get("masks")
+        if classes is not None and isinstance(masks, Mapping):
+            for name, text in classes.masks.items():
+                unknown = sorted(parse_expression(text).names() - set(masks))
+                if unknown:
+                    raise ValueError(
+                        f"masks.{name}: unknown mask {unknown[0]!r} (defined: {', '.join(masks)})"
+                    )
+        return classes
+
     @property
     def expression(self) -> Expr:
         """The parsed ``output`` expression."""
         return parse_expression(self.output)
+
+    def steps_of(self, name: str) -> list[Any]:
+        """The steps of mask ``name``, whichever form it was given in."""
+        entry = self.masks[name]
+        return list(entry.steps if isinstance(entry, MaskSpec) else entry)
+
+    def resolution_of(self, name: str) -> Resolution | None:
+        """The resolution mask ``name`` is computed at, when it has its own; else None."""
+        entry = self.masks[name]
+        return entry.resolution if isinstance(entry, MaskSpec) else None
 
     def canonical(self) -> dict[str, Any]:
         """Plain-JSON form with defaults filled in; equal configs give equal dicts."""
         data: dict[str, Any] = {
             "resolution": self.resolution.canonical(),
             "masks": {
-                name: [step.canonical() for step in steps] for name, steps in self.masks.items()
+                name: _canonical_mask(entry) for name, entry in self.masks.items()
             },
             "output": str(self.expression),
             "chunk_size": self.chunk_size,
         }
+        if self.classes is not None:  # hashed only when used: older configs keep their hash
+            data["classes"] = self.classes.canonical()
         if self.outputs != Outputs():
             data["outputs"] = self.outputs.canonical()
         return {k: v for k, v in data.items() if k not in self._NOT_HASHED}
+
+
+def _canonical_mask(entry: Any) -> Any:
+    if isinstance(entry, MaskSpec):
+        return {
+            "resolution": entry.resolution.canonical(),
+            "steps": [step.canonical() for step in entry.steps],
+        }
+    return [step.canonical() for step in entry]
 
 
 def config_hash(config: Config) -> str:

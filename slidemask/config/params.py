@@ -24,6 +24,12 @@ from slidemask.errors import MaskError
 
 __all__ = [
     "OTSU",
+    "BlackParams",
+    "FlatParams",
+    "PenInkParams",
+    "SharpnessParams",
+    "StraightBandsParams",
+    "TouchingEdgeParams",
     "ContourFillParams",
     "FillHolesParams",
     "GrayParams",
@@ -210,6 +216,140 @@ class SquareParams(StrictModel):
     kernel (CLAM's and PathML's morphology)."""
 
     size: int = Field(ge=1, description="square edge in pixels (even sizes are off-centre)")
+
+
+def _pixels(value: float | None, value_um: float | None, mpp: float | None, key: str) -> float:
+    """A size in pixels: ``value`` as given, else ``value_um`` converted with ``mpp``."""
+    if value is not None:
+        return value
+    assert value_um is not None
+    return value_um / _need_mpp(mpp, f"{key}_um", key)
+
+
+PenColor = Literal["blue", "green", "red", "black"]
+_PEN_COLORS: tuple[PenColor, ...] = ("blue", "green", "red", "black")
+
+
+class PenInkParams(StrictModel):
+    """``pen_ink(rgb, colors=)``: pen ink of the given colours (HSV bands for blue, green and
+    red, neutral dark for black; see :mod:`slidemask.ops.artifacts`)."""
+
+    colors: list[PenColor] = Field(
+        default_factory=lambda: list(_PEN_COLORS), min_length=1,
+        description="ink colours to find",
+    )
+
+
+class BlackParams(StrictModel):
+    """``black(rgb, max_value=, max_chroma=, max_saturation=)``: neutral dark pixels (black
+    ink, scan borders)."""
+
+    max_value: int = Field(60, ge=0, le=255, description="brightest channel at most, 0-255")
+    max_chroma: int = Field(25, ge=0, le=255, description="max - min channel at most, 0-255")
+    max_saturation: int = Field(150, ge=0, le=255, description="HSV saturation at most, 0-255")
+
+
+class SharpnessParams(StrictModel):
+    """``sharpness(grey, cell, sigma, glass=, min_detail=)``: local detail, one value per cell
+    (blur is low).
+
+    ``cell`` in pixels or ``cell_um`` (``floor(cell_um / mpp + 0.5)`` pixels, at least 3);
+    ``sigma`` in pixels or ``sigma_um``. The step's output has one pixel per cell, so the
+    mask it makes is ``cell`` times coarser than the working resolution.
+    """
+
+    cell: int | None = Field(None, ge=3, description="cell edge, pixels")
+    cell_um: float | None = Field(None, gt=0, description="cell edge, micrometres")
+    sigma: float | None = Field(None, gt=0, description="Gaussian sigma, pixels")
+    sigma_um: float | None = Field(None, gt=0, description="Gaussian sigma, micrometres")
+    glass: int = Field(215, ge=0, le=256, description="grey level from which a pixel is glass")
+    min_detail: float = Field(2.0, ge=0, description="mean detail below which a cell is "
+                              "featureless (ink, border, bubble) and left out, grey levels")
+
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"cell", "cell_um", "sigma", "sigma_um"})
+
+    @model_validator(mode="after")
+    def _one_each(self) -> SharpnessParams:
+        _one_of(self, ("cell", "cell_um"), required=True)
+        _one_of(self, ("sigma", "sigma_um"), required=True)
+        return self
+
+    def arguments(self, mpp: float | None) -> dict[str, Any]:
+        cell = self.cell
+        if cell is None:
+            cell = max(3, math.floor(_pixels(None, self.cell_um, mpp, "cell") + 0.5))
+        return {"cell": cell, "sigma": _pixels(self.sigma, self.sigma_um, mpp, "sigma"),
+                "glass": self.glass, "min_detail": self.min_detail}
+
+
+class FlatParams(StrictModel):
+    """``flat(grey, ksize, max_diff=)``: ``|grey - local mean| < max_diff`` (HistoQC's
+    bubble and flat-area test).
+
+    Window ``ksize`` in pixels (odd) or ``ksize_um``, converted to the nearest odd number of
+    pixels (at least 3).
+    """
+
+    ksize: int | None = Field(None, description="odd window edge, pixels")
+    ksize_um: float | None = Field(None, gt=0, description="window edge, micrometres")
+    max_diff: float = Field(2.55, gt=0, description="grey levels (HistoQC: 0.01 of 255)")
+
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"ksize", "ksize_um"})
+
+    @field_validator("ksize")
+    @classmethod
+    def _odd(cls, v: int | None) -> int | None:
+        if v is not None and (v < 3 or v % 2 == 0):
+            raise ValueError(f"ksize must be an odd number of pixels >= 3, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> FlatParams:
+        _one_of(self, ("ksize", "ksize_um"), required=True)
+        return self
+
+    def arguments(self, mpp: float | None) -> dict[str, Any]:
+        ksize = self.ksize
+        if ksize is None:
+            pixels = _pixels(None, self.ksize_um, mpp, "ksize")
+            ksize = 2 * max(1, math.floor((pixels - 1) / 2 + 0.5)) + 1
+        return {"ksize": ksize, "max_diff": self.max_diff}
+
+
+class TouchingEdgeParams(StrictModel):
+    """``touching_edge(mask)``: no parameters."""
+
+
+class StraightBandsParams(StrictModel):
+    """``straight_bands(mask, length, width=)``: the mask's straight runs along rows or
+    columns. ``length`` / ``length_um`` (at least 3 pixels); ``width`` / ``width_um``, the
+    growth across the run that lets a tilted band through (default 0)."""
+
+    length: int | None = Field(None, ge=3, description="pixels")
+    length_um: float | None = Field(None, gt=0, description="micrometres")
+    width: int | None = Field(None, ge=0, description="pixels")
+    width_um: float | None = Field(None, ge=0, description="micrometres")
+
+    _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset(
+        {"length", "length_um", "width", "width_um"}
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> StraightBandsParams:
+        _one_of(self, ("length", "length_um"), required=True)
+        _one_of(self, ("width", "width_um"), required=False)
+        return self
+
+    def arguments(self, mpp: float | None) -> dict[str, Any]:
+        length = self.length
+        if length is None:
+            length = max(3, math.floor(_pixels(None, self.length_um, mpp, "length") + 0.5))
+        width = self.width
+        if width is None:
+            width = 0 if self.width_um is None else math.floor(
+                _pixels(None, self.width_um, mpp, "width") + 0.5
+            )
+        return {"length": length, "width": width}
 
 
 class SaturationParams(StrictModel):

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, create_model, model_validator
 
 from slidemask.config.params import (
+    BlackParams,
     ContourFillParams,
     FillHolesParams,
+    FlatParams,
     GrayParams,
     HsvRangeParams,
     KeepLargestHolesParams,
@@ -28,13 +30,25 @@ from slidemask.config.params import (
     MeanBlurParams,
     MedianBlurParams,
     OpticalDensityParams,
+    PenInkParams,
     RadiusParams,
     RemoveSmallObjectsParams,
     RgbMeanParams,
     SaturationParams,
+    SharpnessParams,
     SquareParams,
+    StraightBandsParams,
     StrictModel,
     ThresholdParams,
+    TouchingEdgeParams,
+)
+from slidemask.ops.artifacts import (
+    black,
+    flat,
+    pen_ink,
+    sharpness,
+    straight_bands,
+    touching_edge,
 )
 from slidemask.ops.components import (
     keep_largest,
@@ -100,6 +114,9 @@ class StepSpec:
     returns: Kind | None
     summary: str
     scope: Scope = "pixel"
+    reduces: str | None = None
+    """The keyword argument by which the step divides the resolution (``sharpness``'s
+    ``cell``: one output pixel per cell), or None when the output has the input's pixels."""
 
 
 _ANY_IMAGE: frozenset[Kind] = frozenset({"color", "gray", "mask"})
@@ -162,6 +179,24 @@ STEPS: dict[str, StepSpec] = {
     "keep_largest_holes": StepSpec(KeepLargestHolesParams, keep_largest_holes, _MASK, "mask",
                                    "keep_largest_holes: keep each object's n largest holes, "
                                    "fill the rest", "global"),
+    "pen_ink": StepSpec(PenInkParams, pen_ink, _COLOR, "mask",
+                        "pen_ink: blue, green, red (HSV bands) and black (neutral dark) ink"),
+    "black": StepSpec(BlackParams, black, _COLOR, "mask",
+                      "black: neutral dark pixels, max channel <= max_value, spread <= "
+                      "max_chroma"),
+    "sharpness": StepSpec(SharpnessParams, sharpness, frozenset({"gray"}), "gray",
+                          "sharpness: detail per cell, Gaussian-averaged over non-glass "
+                          "pixels (blur is low); one pixel per cell", "neighbourhood",
+                          reduces="cell"),
+    "flat": StepSpec(FlatParams, flat, frozenset({"gray"}), "mask",
+                     "flat: |grey - local mean| < max_diff (bubbles, flat areas)",
+                     "neighbourhood"),
+    "straight_bands": StepSpec(StraightBandsParams, straight_bands, _MASK, "mask",
+                               "straight_bands: the mask's straight runs along rows or "
+                               "columns (scan borders, coverslip edges)", "neighbourhood"),
+    "touching_edge": StepSpec(TouchingEdgeParams, touching_edge, _MASK, "mask",
+                              "touching_edge: the components that touch the image's edge",
+                              "global"),
 }
 """Step name -> :class:`StepSpec`. Add an entry here to make a new public function
 configurable; the step model is generated from this dict when the module is imported."""

@@ -41,6 +41,7 @@ __all__ = [
     "downsample_mean",
     "downsample_nearest",
     "image_at",
+    "resample_mask",
     "select_resolution",
 ]
 
@@ -437,6 +438,69 @@ def downsample_max(mask: da.Array, factor: int) -> da.Array:
     if f == 1 or mask.size == 0:
         return mask[::f, ::f]
     return _downsample(mask, f, block_max, "max", crop=False, out_dtype=mask.dtype)
+
+
+def _near_integer(x: float) -> int | None:
+    n = round(x)
+    return n if n >= 1 and abs(x - n) <= 1e-6 * max(1.0, x) else None
+
+
+def resample_mask(
+    mask: da.Array,
+    scale: float,
+    shape: tuple[int, int],
+    *,
+    chunks: Any = None,
+) -> da.Array:
+    """Lazy: a 2-D mask moved to another pixel grid of the same slide (same origin).
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        ``(rows, cols)`` mask (bool or integer labels).
+    scale : float
+        Size of an output pixel in mask pixels: the output's level-0 downsample divided by the
+        mask's (e.g. 4.0 for a mask at 2 µm per pixel moved to 8 µm).
+    shape : tuple of int
+        ``(rows, cols)`` of the output; the resampled mask is cropped to it, or padded with
+        0 / False where it does not reach (a mask cut to whole cells at its own resolution).
+    chunks : optional
+        Output chunks (default: as :func:`downsample_max` and friends leave them).
+
+    Returns
+    -------
+    dask.array.Array
+        Output pixel ``(i, j)`` covers mask pixels ``[i*scale, (i+1)*scale) x [j*scale,
+        (j+1)*scale)``. An integer ``scale >= 2`` takes the block maximum
+        (:func:`downsample_max`: set when any mask pixel it covers is set, so no flagged area
+        is lost); ``scale == 1`` keeps the mask; ``1 / scale`` an integer repeats each mask
+        pixel; any other scale takes the mask pixel under the output pixel's centre (nearest).
+        Equal for any chunking of ``mask``.
+    """
+    mask = as_dask(mask, "resample_mask")
+    if mask.ndim != 2:
+        raise MaskError(f"resample_mask expects a 2-D mask, got shape {mask.shape}")
+    if not (isinstance(scale, numbers.Real) and math.isfinite(scale) and scale > 0):
+        raise MaskError(f"resample_mask: scale must be a positive number, got {scale!r}")
+    rows, cols = (int(n) for n in shape)
+    factor, inverse = _near_integer(float(scale)), _near_integer(1.0 / float(scale))
+    if factor is not None:
+        out = downsample_max(mask, factor) if factor > 1 else mask
+    elif inverse is not None:
+        out = da.repeat(da.repeat(mask, inverse, axis=0), inverse, axis=1)
+    else:
+        index = [
+            np.minimum(((np.arange(n) + 0.5) * float(scale)).astype(np.int64), size - 1)
+            for n, size in ((min(rows, math.ceil(mask.shape[0] / scale)), mask.shape[0]),
+                            (min(cols, math.ceil(mask.shape[1] / scale)), mask.shape[1]))
+        ]
+        out = mask[index[0], :][:, index[1]]
+    out = out[:rows, :cols]
+    pad = (rows - out.shape[0], cols - out.shape[1])
+    if pad[0] or pad[1]:
+        out = da.pad(out, ((0, pad[0]), (0, pad[1])), mode="constant",
+                     constant_values=np.zeros((), mask.dtype).item())
+    return out if chunks is None else out.rechunk(chunks)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ Properties follow QuPath's schema: ``objectType = "annotation"`` and
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ from slidemask.writers.zarr import stored_copy
 if TYPE_CHECKING:  # shapely itself is imported where used: only GeoJSON output needs it
     from shapely.geometry.base import BaseGeometry
 
-__all__ = ["write_geojson"]
+__all__ = ["write_class_geojson", "write_geojson"]
 
 
 def _block_polygons(
@@ -154,7 +154,76 @@ def write_geojson(
     return count
 
 
-def _write_features(mask: da.Array, out: Any, downsample: float, properties: str) -> int:
+def write_class_geojson(
+    classes: da.Array,
+    path: str | Path,
+    values: Mapping[str, int],
+    *,
+    downsample: float = 1.0,
+    colors: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, int]:
+    """Write a class map's regions as QuPath annotations, one classification per class.
+
+    Parameters
+    ----------
+    classes : dask.array.Array
+        2-D ``uint8`` class map (:func:`slidemask.ops.artifacts.class_map`).
+    path : str or pathlib.Path
+        Output file, replaced atomically.
+    values : mapping of str to int
+        Class name -> label value; each class's 8-connected components become annotations
+        classified with that name (background, 0, is not written).
+    downsample : float
+        Level-0 pixels per class-map pixel; coordinates are level-0 pixel edges, as
+        :func:`write_geojson` writes them.
+    colors : mapping of str to sequence of int, optional
+        QuPath RGB colour per class (default :data:`slidemask.ops.artifacts.QC_COLORS`).
+
+    Returns
+    -------
+    dict of str to int
+        Features written per class, in the order of ``values``.
+
+    Notes
+    -----
+    Computes. The class map is stored once (a scratch copy), then each class is traced as
+    :func:`write_geojson` traces a mask: one labelling merge and one read per class.
+    """
+    from slidemask.ops.artifacts import QC_COLORS
+
+    what = "write_class_geojson"
+    if not isinstance(classes, da.Array) or classes.ndim != 2 or classes.dtype != np.uint8:
+        raise MaskError(f"{what}: expects a 2-D uint8 dask class map")
+    if not (np.isfinite(downsample) and downsample > 0):
+        raise MaskError(f"{what}: downsample must be a positive number, got {downsample!r}")
+    palette: dict[str, Sequence[int]] = {k: v[:3] for k, v in QC_COLORS.items()}
+    palette.update(colors or {})
+    counts: dict[str, int] = {}
+    with atomic_write(path) as out:
+        out.write('{"type": "FeatureCollection", "features": [')
+        written = 0
+        if classes.size:
+            with stored_copy(classes) as stored:
+                for name, value in values.items():
+                    properties = json.dumps({
+                        "objectType": "annotation",
+                        "classification": {
+                            "name": str(name),
+                            "color": _check_color(palette.get(name, (128, 128, 128))),
+                        },
+                    })
+                    counts[name] = _write_features(
+                        stored == np.uint8(value), out, float(downsample), properties,
+                        first=written == 0,
+                    )
+                    written += counts[name]
+        out.write("\n]}\n")
+    return counts
+
+
+def _write_features(
+    mask: da.Array, out: Any, downsample: float, properties: str, *, first: bool = True
+) -> int:
     merged = label_merge(mask, 8, np.dtype(np.int64)).compute()
     table = merged.table
     assert table is not None
@@ -176,7 +245,8 @@ def _write_features(mask: da.Array, out: Any, downsample: float, properties: str
         done = sorted(k for k in pending if table.bottom[k - 1] <= row_starts[i + 1])
         for label in done:
             geometry = join_pieces(pending.pop(label))
-            out.write(("\n" if count == 0 else ",\n") + _feature(geometry, downsample, properties))
+            start = "\n" if count == 0 and first else ",\n"
+            out.write(start + _feature(geometry, downsample, properties))
             count += 1
     if pending:  # pragma: no cover - would be a bug in the merge
         raise MaskError(f"write_geojson: internal error: {len(pending)} components left open")

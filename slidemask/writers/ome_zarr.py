@@ -8,6 +8,8 @@ Layout of one output (a directory, e.g. ``<slide name>.ome.zarr``)::
     labels/zarr.json          "ome" {"labels": ["<name>"]}
     labels/<name>/zarr.json   "ome" {"multiscales": [...], "image-label": {...}}
     labels/<name>/0/ 1/ ...   the mask, uint8 (0 background, 1 mask), level 0 first
+    labels/classes/...        with ``classes=``: the class map, uint8 label values, its
+                              ``image-label`` naming and colouring every class
 
 Why a placeholder parent: OME-Zarr nests ``labels`` inside an image group whose multiscales
 has as many levels as the label image, and ome-zarr-py's reader finds labels only through
@@ -47,6 +49,7 @@ import numbers
 import os
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,11 +74,47 @@ from slidemask.writers.atomic import partial_path as new_partial_path
 from slidemask.writers.summary import shared_delayed
 from slidemask.writers.zarr import ATTRS_KEY, FORMAT_VERSION
 
-__all__ = ["LABEL_RGBA", "OME_VERSION", "write_ome_labels"]
+__all__ = ["CLASS_LABELS_NAME", "LABEL_RGBA", "OME_VERSION", "ClassLabels", "write_ome_labels"]
 
 OME_VERSION = "0.5"
 LABEL_RGBA = (255, 0, 0, 128)
 """Display colour of mask pixels (label 1): half-transparent red."""
+
+CLASS_LABELS_NAME = "classes"
+"""The label image that holds a class map (``labels/classes``)."""
+
+
+@dataclass(frozen=True)
+class ClassLabels:
+    """A uint8 class map to write beside the mask, and what its label values mean.
+
+    ``image`` has the mask's shape (:func:`slidemask.ops.artifacts.class_map`); ``values``
+    maps each class name to its label value (0 is background, never listed); ``colors`` gives
+    each class an (R, G, B, alpha) 0-255 display colour (default
+    :data:`slidemask.ops.artifacts.QC_COLORS`, grey for other names).
+    """
+
+    image: Any
+    values: Mapping[str, int]
+    colors: Mapping[str, tuple[int, int, int, int]] | None = None
+
+    def image_label(self) -> dict[str, Any]:
+        """The OME-Zarr 0.5 ``image-label`` metadata: ``colors`` and ``properties`` (each
+        with ``label-value`` and the class ``name``), background first."""
+        from slidemask.ops.artifacts import QC_COLORS
+
+        palette = dict(QC_COLORS) if self.colors is None else dict(self.colors)
+        entries = [("background", 0), *sorted(self.values.items(), key=lambda kv: kv[1])]
+        return {
+            "version": OME_VERSION,
+            "colors": [
+                {"label-value": v, "rgba": list(palette.get(n, (128, 128, 128, 200)))}
+                for n, v in entries
+            ],
+            "properties": [{"label-value": v, "name": n} for n, v in entries],
+            "source": {"image": "../../"},
+        }
+
 
 _COMPRESSOR = ZstdCodec(level=1)
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
@@ -130,6 +169,17 @@ def _as_label_image(mask: Any) -> da.Array:
     if mask.dtype.kind in "ui":
         return (mask != 0).astype(np.uint8)
     raise MaskError(f"write_ome_labels expects a bool or integer mask, got {mask.dtype}")
+
+
+def _as_class_image(image: Any, shape: tuple[int, ...]) -> da.Array:
+    if isinstance(image, np.ndarray):
+        image = da.from_array(image)
+    if not isinstance(image, da.Array) or image.dtype != np.uint8 or image.shape != shape:
+        raise MaskError(
+            f"write_ome_labels: classes.image must be a uint8 class map of the mask's shape "
+            f"{shape}, got {getattr(image, 'shape', None)} {getattr(image, 'dtype', None)}"
+        )
+    return image
 
 
 def _transforms(level: int, unit_scale: float, method: str) -> list[dict[str, Any]]:
@@ -228,6 +278,7 @@ def write_ome_labels(
     method: Method = "nearest",
     coarsest_size: int = 512,
     attrs: Mapping[str, Any] | None = None,
+    classes: ClassLabels | None = None,
 ) -> Path | Delayed:
     """Stream a lazy mask into an OME-Zarr 0.5 container as the label image ``labels/<name>``.
 
@@ -261,6 +312,12 @@ def write_ome_labels(
     attrs : mapping, optional
         Extra JSON-able attributes for the root group (e.g. provenance); values may be dask
         collections, computed in the same pass. The key ``"slidemask"`` is reserved.
+    classes : ClassLabels, optional
+        A class map of the mask's shape to write as a second label image,
+        ``labels/classes``: uint8 label values as given, its ``image-label`` ``colors`` and
+        ``properties`` (``label-value`` and ``name``) naming every class, so that viewers
+        (napari, ome-zarr-py) show names and colours. Its pyramid always takes the nearest
+        pixel (a maximum of labels means nothing).
 
     Returns
     -------
@@ -324,6 +381,11 @@ def write_ome_labels(
     user_attrs = dict(attrs or {})
     if ATTRS_KEY in user_attrs:
         raise MaskError(f"write_ome_labels: the attribute key {ATTRS_KEY!r} is reserved")
+    class_image = None if classes is None else _as_class_image(classes.image, label.shape)
+    if classes is not None and name == CLASS_LABELS_NAME:
+        raise MaskError(
+            f"write_ome_labels: the mask cannot be named {CLASS_LABELS_NAME!r} beside a class map"
+        )
     try:
         check_attrs(user_attrs)
     except ValueError as exc:
@@ -341,6 +403,11 @@ def write_ome_labels(
     for _ in shapes[1:]:
         levels.append(_regular(downsample(levels[-1], 2), chunks))
     assert [lv.shape for lv in levels] == shapes
+    class_levels: list[da.Array] = []
+    if class_image is not None:
+        class_levels = [_regular(class_image, chunks)]
+        for _ in shapes[1:]:
+            class_levels.append(_regular(downsample_nearest(class_levels[-1], 2), chunks))
 
     partial = new_partial_path(final)
     own: dict[str, Any] = {
@@ -352,6 +419,7 @@ def write_ome_labels(
         "mpp": None if mpp is None else float(mpp),
         "pyramid_method": method,
         "source_image": None if source_image_path is None else os.fspath(source_image_path),
+        **({"class_labels": f"labels/{CLASS_LABELS_NAME}"} if classes is not None else {}),
         "parent_image": "placeholder: arrays of the label shapes with no stored data",
     }
     try:
@@ -369,8 +437,9 @@ def write_ome_labels(
                 ATTRS_KEY: own,
             },
         )
+        names = [name] + ([CLASS_LABELS_NAME] if classes is not None else [])
         labels_group = root.create_group(
-            "labels", attributes={"ome": {"version": OME_VERSION, "labels": [name]}}
+            "labels", attributes={"ome": {"version": OME_VERSION, "labels": names}}
         )
         label_group = labels_group.create_group(
             name,
@@ -406,6 +475,29 @@ def write_ome_labels(
             root.create_array(str(k), **common)  # placeholder parent level: never written
             targets.append(label_group.create_array(str(k), **common))
         written = [_store(level, target) for level, target in zip(levels, targets, strict=True)]
+        if classes is not None:
+            class_group = labels_group.create_group(
+                CLASS_LABELS_NAME,
+                attributes={
+                    "ome": {
+                        "version": OME_VERSION,
+                        "multiscales": _multiscales(
+                            CLASS_LABELS_NAME, len(shapes), mpp, "nearest",
+                            "slidemask class map: "
+                            + ", ".join(f"{v} = {n}" for n, v in sorted(
+                                classes.values.items(), key=lambda kv: kv[1])),
+                        ),
+                        "image-label": classes.image_label(),
+                    }
+                },
+            )
+            for k, (level, shape) in enumerate(zip(class_levels, shapes, strict=True)):
+                level_chunks = tuple(min(c, n) for c, n in zip(chunks, shape, strict=True))
+                target = class_group.create_array(
+                    str(k), shape=shape, chunks=level_chunks, dtype=np.uint8, fill_value=0,
+                    compressors=_COMPRESSOR, dimension_names=("y", "x"),
+                )
+                written.append(_store(level, target))
     except BaseException:
         remove(partial)
         raise

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,10 @@ __all__ = [
     "mask_downsample_from_attrs",
     "open_stored_mask",
     "preview_from_outputs",
+    "render_class_preview",
     "render_preview",
     "shrink_for_preview",
+    "write_class_preview",
     "write_preview",
 ]
 
@@ -122,8 +125,11 @@ def _mask_on_thumbnail(
     thumb_shape: tuple[int, int],
     slide_shape: tuple[int, int],
     mask_downsample: float,
+    *,
+    keep_values: bool = False,
 ) -> np.ndarray:
-    """The mask resampled onto the thumbnail grid, uint8 0/1, reading only a strided subset."""
+    """The mask resampled onto the thumbnail grid, uint8 0/1 (or its own values with
+    ``keep_values``, for a class map), reading only a strided subset."""
     rows, cols = thumb_shape
     level0_per_thumb = min(slide_shape[0] / rows, slide_shape[1] / cols)
     stride = max(1, int(level0_per_thumb // mask_downsample))
@@ -131,7 +137,7 @@ def _mask_on_thumbnail(
     small_np = np.asarray(small.compute() if isinstance(small, da.Array) else small)
     if small_np.ndim == 3:
         small_np = small_np[:, :, 0]
-    small_u8 = (small_np != 0).astype(np.uint8)
+    small_u8 = small_np.astype(np.uint8) if keep_values else (small_np != 0).astype(np.uint8)
     extent = (
         min(rows, max(1, round(mask.shape[0] * mask_downsample / (slide_shape[0] / rows)))),
         min(cols, max(1, round(mask.shape[1] * mask_downsample / (slide_shape[1] / cols)))),
@@ -287,6 +293,148 @@ def write_preview(
     )
     final = Path(path)
     ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"{final}: OpenCV could not encode the PNG")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(final, binary=True) as fh:
+        fh.write(png.tobytes())
+    return final
+
+
+LEGEND_WIDTH = 330
+"""Width in pixels of the legend panel beside a class preview."""
+
+
+def _legend(
+    height: int,
+    values: Mapping[str, int],
+    palette: Mapping[str, tuple[int, ...]],
+    areas: Mapping[str, Mapping[str, Any]] | None,
+) -> np.ndarray:
+    rows = [("background", 0), *sorted(values.items(), key=lambda kv: kv[1])]
+    row_height = 40
+    panel = np.full((max(height, 56 + row_height * len(rows)), LEGEND_WIDTH, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for text, x in (("class", 12), ("mm2", 185), ("% tissue", 250)):
+        cv2.putText(panel, text, (x, 30), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, (name, value) in enumerate(rows):
+        y = 56 + i * row_height
+        rgba = tuple(int(c) for c in palette.get(name, (128, 128, 128, 200)))
+        swatch = (rgba[0], rgba[1], rgba[2]) if name != "background" else (255, 255, 255)
+        cv2.rectangle(panel, (12, y), (36, y + 24), swatch, -1)
+        cv2.rectangle(panel, (12, y), (36, y + 24), (0, 0, 0), 1)
+        text = f"{value} {name}"
+        info = (areas or {}).get(name, {})
+        area, share = info.get("area_mm2"), info.get("fraction_of_tissue")
+        cv2.putText(panel, text, (44, y + 18), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        for text, x in (("-" if area is None else f"{area:.3g}", 185),
+                        ("-" if share is None else f"{100 * share:.1f}", 250)):
+            cv2.putText(panel, text, (x, y + 18), font, 0.5, (60, 60, 60), 1, cv2.LINE_AA)
+    return panel
+
+
+def render_class_preview(
+    slide: Slide,
+    classes: da.Array | np.ndarray,
+    *,
+    values: Mapping[str, int],
+    mask_downsample: float,
+    max_size: int = 1024,
+    colors: Mapping[str, tuple[int, int, int, int]] | None = None,
+    areas: Mapping[str, Mapping[str, Any]] | None = None,
+    image: np.ndarray | None = None,
+) -> np.ndarray:
+    """A class map drawn on the slide's thumbnail, with a legend: an RGB uint8 array.
+
+    Parameters
+    ----------
+    slide : Slide
+        The slide the class map was computed from.
+    classes : dask.array.Array or numpy.ndarray
+        ``(rows, cols)`` uint8 class map (:func:`slidemask.ops.artifacts.class_map`).
+    values : mapping of str to int
+        Class name -> label value (0, background, is left undrawn).
+    mask_downsample : float
+        Level-0 pixels per class-map pixel.
+    max_size : int
+        The thumbnail's longest side: ``max_size`` pixels, or the slide's own longest side
+        when it is smaller (the thumbnail is read from the pyramid, not from the class map, so
+        a class map at 8 um per pixel still gets a readable picture).
+    colors : mapping, optional
+        (R, G, B, alpha) per class; default :data:`slidemask.ops.artifacts.QC_COLORS`.
+    areas : mapping, optional
+        Per class ``{"area_mm2", "fraction_of_tissue"}`` (the summary's ``classes``), printed
+        in the legend.
+    image : numpy.ndarray, optional
+        The slide already in memory at some resolution, instead of a pyramid level.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(max(thumbnail rows, legend rows), thumbnail cols + 330, 3)`` uint8: every class
+        but tissue filled in its colour (blended by its alpha) and outlined, tissue outlined
+        only, so the slide stays visible; the legend panel on the right names each class, its
+        label value, area and share of tissue.
+    """
+    from slidemask.ops.artifacts import QC_COLORS
+
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 16:
+        raise MaskError(f"preview: max_size must be an integer >= 16 pixels, got {max_size!r}")
+    if classes.ndim != 2 or 0 in classes.shape:
+        raise MaskError(f"preview: expects a (rows, cols) class map, got shape {classes.shape}")
+    palette = dict(QC_COLORS) if colors is None else dict(colors)
+    thumb = _thumbnail(slide, max_size, image)
+    slide_shape = (int(slide.levels[0].shape[0]), int(slide.levels[0].shape[1]))
+    labels = _mask_on_thumbnail(
+        classes, thumb.shape[:2], slide_shape, float(mask_downsample), keep_values=True
+    )
+    canvas = np.ascontiguousarray(thumb).copy()
+    outlines = []
+    for name, value in sorted(values.items(), key=lambda kv: kv[1]):
+        region = (labels == value).view(np.uint8)
+        if not region.any():
+            continue
+        r, g, b, alpha = (tuple(palette.get(name, (128, 128, 128, 200))) + (200,))[:4]
+        if name != "tissue":
+            inside = region.astype(bool)
+            blend = alpha / 255 * 0.6
+            canvas[inside] = (
+                canvas[inside] * (1 - blend) + np.array([r, g, b], np.float64) * blend
+            ).astype(np.uint8)
+        contours, _ = cv2.findContours(region, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+        outlines.append((contours, (int(r), int(g), int(b))))
+    for contours, colour in outlines:
+        cv2.drawContours(canvas, contours, -1, colour, 2)
+    legend = _legend(canvas.shape[0], values, palette, areas)
+    out = np.full((legend.shape[0], canvas.shape[1] + LEGEND_WIDTH, 3), 255, np.uint8)
+    out[: canvas.shape[0], : canvas.shape[1]] = canvas
+    out[:, canvas.shape[1] :] = legend
+    return out
+
+
+def write_class_preview(
+    slide: Slide,
+    classes: da.Array | np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    values: Mapping[str, int],
+    mask_downsample: float,
+    max_size: int = 1024,
+    colors: Mapping[str, tuple[int, int, int, int]] | None = None,
+    areas: Mapping[str, Mapping[str, Any]] | None = None,
+    image: np.ndarray | None = None,
+) -> Path:
+    """Write :func:`render_class_preview` as a PNG at ``path`` (replaced atomically).
+
+    Returns ``path``. Computes a thumbnail's worth of the slide and a strided read of the
+    class map; parameters as for :func:`render_class_preview`.
+    """
+    picture = render_class_preview(
+        slide, classes, values=values, mask_downsample=mask_downsample, max_size=max_size,
+        colors=colors, areas=areas, image=image,
+    )
+    final = Path(path)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"{final}: OpenCV could not encode the PNG")
     final.parent.mkdir(parents=True, exist_ok=True)

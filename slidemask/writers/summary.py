@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from slidemask.writers.atomic import atomic_write, jsonable
 
 __all__ = [
     "FULL_FRACTION",
+    "class_areas",
     "mask_summary",
     "qc_warnings",
     "summary_record",
@@ -181,6 +183,60 @@ def _require_computed(summary: dict[str, Any], where: str) -> None:
             f"{where}: the summary is not computed yet ({', '.join(lazy)} lazy); "
             "compute it first, e.g. (summary,) = dask.compute(summary)"
         )
+
+
+def class_areas(
+    counts: np.ndarray,
+    values: Mapping[str, int],
+    mpp: float | None,
+    *,
+    tissue_known: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Area and share of tissue of each class of a class map, for the summary JSON.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        ``(2, 256)`` pixel counts per label value (:func:`slidemask.ops.artifacts.class_counts`):
+        row 0 outside the tissue, row 1 inside it.
+    values : mapping of str to int
+        Class name -> label value.
+    mpp : float or None
+        Micrometres per class-map pixel (areas are None when unknown).
+    tissue_known : bool
+        Whether row 1 holds a tissue mask (else ``fraction_of_tissue`` is None).
+
+    Returns
+    -------
+    dict
+        ``{name: {"pixels", "area_mm2", "fraction_of_tissue"}}`` by label value, background
+        first:
+        ``fraction_of_tissue`` is the share of the tissue mask's pixels that took the class,
+        so for an artifact class the share of tissue it costs, and for ``tissue`` the share
+        kept.
+
+    Examples
+    --------
+    >>> counts = np.zeros((2, 256), dtype=np.int64)
+    >>> counts[0, 0], counts[1, 1], counts[1, 2], counts[0, 2] = 60, 30, 10, 5
+    >>> areas = class_areas(counts, {"tissue": 1, "pen": 2}, mpp=100.0)
+    >>> areas["pen"]
+    {'pixels': 15, 'area_mm2': 0.15, 'fraction_of_tissue': 0.25}
+    """
+    counts = np.asarray(counts, dtype=np.int64).reshape(2, -1)
+    tissue_total = int(counts[1].sum())
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in [("background", 0), *sorted(values.items(), key=lambda kv: kv[1])]:
+        pixels = int(counts[:, value].sum())
+        inside = int(counts[1, value])
+        out[name] = {
+            "pixels": pixels,
+            "area_mm2": None if mpp is None else pixels * float(mpp) ** 2 / 1e6,
+            "fraction_of_tissue": (
+                inside / tissue_total if tissue_known and tissue_total else None
+            ),
+        }
+    return out
 
 
 def qc_warnings(summary: dict[str, Any]) -> list[str]:

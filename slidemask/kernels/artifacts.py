@@ -1,0 +1,342 @@
+"""Artifact kernels for slide quality control: pen ink, neutral black, sharpness (blur), flat
+areas (bubbles), straight dark bands (scan borders, coverslip edges) and the class map.
+
+Pure numpy / OpenCV functions of one tile; no dask. Each declares how far it looks:
+
+* pointwise (no halo): :func:`pen_ink_kernel`, :func:`black_kernel`, :func:`class_map_kernel`;
+* a block reduction (no halo, blocks anchored at the image origin):
+  :func:`sharpness_cells_kernel` reduces each ``cell x cell`` block to one value, using only
+  the block's own pixels, so any chunking whose boundaries are multiples of ``cell`` gives the
+  whole-image answer;
+* neighbourhood kernels with a declared halo: :func:`gaussian_sum_kernel`
+  (:func:`gaussian_depth`), :func:`flat_kernel` (:func:`flat_depth`) and
+  :func:`straight_band_kernel` (:func:`straight_band_depth`). Each applies its own border
+  rule at the window edges, and its arithmetic is exact (integers, or integer-valued floats
+  below 2**53), so a pixel's value does not depend on where it sits in its tile.
+
+Colours are OpenCV's 8-bit HSV (H 0-179 = degrees / 2, S and V 0-255) of uint8 RGB. Defaults
+come from HistoQC (choosehappy/HistoQC, ``config.ini`` and its modules) where it has them and
+from the HistoQC pen examples and the shared H&E slides where it does not; see
+:mod:`slidemask.ops.artifacts` for the reasoning and the measurements.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import cv2
+import numpy as np
+
+from slidemask.errors import MaskError
+from slidemask.kernels.color import in_hsv_range, rgb_to_hsv
+
+__all__ = [
+    "BLACK_MAX_CHROMA",
+    "BLACK_MAX_SATURATION",
+    "BLACK_MAX_VALUE",
+    "GLASS_GREY",
+    "PEN_BANDS",
+    "PEN_COLORS",
+    "black_kernel",
+    "check_cell",
+    "class_map_kernel",
+    "flat_depth",
+    "flat_kernel",
+    "gaussian_depth",
+    "gaussian_sum_kernel",
+    "gaussian_weights",
+    "pen_ink_kernel",
+    "sharpness_cells_kernel",
+    "straight_band_depth",
+    "straight_band_kernel",
+]
+
+PEN_BANDS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
+    # HistoQC's blue pen example (29, 68, 188) is H 111; hematoxylin is bluer-purple (H >= 125
+    # for 95 % of saturated CMU-1 pixels), so blue stops at 122.
+    "blue": ((96, 90, 40), (122, 255, 255)),
+    # HistoQC's green pen is teal (H 84-89, S 49-193); no H&E stain is green.
+    "green": ((35, 60, 30), (95, 255, 255)),
+    # Red ink is crimson to red (HistoQC's example: H 166-178, S 91-230, V 165-224; over
+    # tissue it darkens to V ~100). Eosin is pink-magenta (H 153-170), so red ink is H >= 172
+    # or <= 8 with S >= 90 and V >= 100: 0.08 % of CMU-1 and 0.1 % of the TCGA frozen section
+    # at 2 um per pixel (0.004 % and 0.05 % at 8 um), specks that an area filter removes.
+    "red": ((172, 90, 100), (8, 255, 255)),
+}
+"""OpenCV HSV bands (inclusive; a lower hue above the upper one wraps through red) of
+coloured pen inks."""
+
+PEN_COLORS = ("blue", "green", "red", "black")
+"""Ink colours :func:`pen_ink_kernel` knows: the :data:`PEN_BANDS` plus ``black``."""
+
+BLACK_MAX_VALUE = 60
+"""Black ink absorbs every channel: HSV value (the brightest channel) at most 60, i.e. an
+optical density of at least log10(255 / 60) = 0.63 in every channel (86 % of HistoQC's black
+pen stroke). Dense hematoxylin and eosin keep one channel bright (V >= 50 on CMU-1 at 8 um)."""
+
+BLACK_MAX_CHROMA = 25
+"""Black ink is neutral: max - min channel at most 25 (95 % of HistoQC's black pen pixels are
+<= 22)."""
+
+BLACK_MAX_SATURATION = 150
+"""...and not saturated: HSV saturation (``255 * (max - min) / max``) at most 150 (HistoQC's
+brown-black ink: 69-113). Very dark pixels have a small spread whatever their hue; a fold keeps
+its stain's hue and becomes more saturated as it darkens (S >= 170 at six times the optical
+density), so folds are not ink."""
+
+GLASS_GREY = 215
+"""Grey level (OpenCV luma, 0-255) from which a pixel counts as glass in the sharpness
+average: glass (about 235-245) has no detail to lose, and averaging it in would make every
+tissue edge look blurred."""
+
+
+def _empty_mask(tile: np.ndarray) -> np.ndarray:
+    return np.zeros(tile.shape[:2], dtype=bool)
+
+
+def black_kernel(
+    tile: np.ndarray,
+    *,
+    max_value: int,
+    max_chroma: int,
+    max_saturation: int = BLACK_MAX_SATURATION,
+) -> np.ndarray:
+    """Neutral dark pixels of a uint8 RGB(A) tile: ``max(R, G, B) <= max_value``, spread
+    ``max - min <= max_chroma`` and saturation ``255 * (max - min) <= max_saturation * max``
+    (integers, exact). ``(rows, cols)`` bool; pointwise."""
+    if tile.shape[0] == 0 or tile.shape[1] == 0:
+        return _empty_mask(tile)
+    rgb = np.ascontiguousarray(tile[:, :, :3])
+    hi = np.max(rgb, axis=2).astype(np.int32)
+    spread = hi - np.min(rgb, axis=2)
+    return (hi <= max_value) & (spread <= max_chroma) & (255 * spread <= max_saturation * hi)
+
+
+def pen_ink_kernel(
+    tile: np.ndarray,
+    *,
+    colors: tuple[str, ...],
+    max_value: int = BLACK_MAX_VALUE,
+    max_chroma: int = BLACK_MAX_CHROMA,
+    max_saturation: int = BLACK_MAX_SATURATION,
+) -> np.ndarray:
+    """Pixels of pen ink in any of ``colors`` (see :data:`PEN_COLORS`): ``(rows, cols)`` bool.
+
+    Coloured inks are the HSV bands of :data:`PEN_BANDS`; ``black`` is :func:`black_kernel`
+    with ``max_value``, ``max_chroma`` and ``max_saturation``. Pointwise; uint8 RGB or RGBA
+    (alpha ignored).
+    """
+    if tile.shape[0] == 0 or tile.shape[1] == 0:
+        return _empty_mask(tile)
+    out = np.zeros(tile.shape[:2], dtype=bool)
+    bands = [PEN_BANDS[c] for c in colors if c in PEN_BANDS]
+    if bands:
+        hsv = rgb_to_hsv(tile)
+        for lower, upper in bands:
+            out |= in_hsv_range(hsv, lower=lower, upper=upper)
+    if "black" in colors:
+        out |= black_kernel(tile, max_value=max_value, max_chroma=max_chroma,
+                            max_saturation=max_saturation)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# sharpness: a block reduction, then a normalized Gaussian
+
+
+def check_cell(cell: Any) -> int:
+    """``cell`` as an int; raise :class:`MaskError` unless it is an integer >= 3 (a second
+    difference needs three pixels inside the cell)."""
+    if isinstance(cell, bool) or not isinstance(cell, int | np.integer) or cell < 3:
+        raise MaskError(f"sharpness: cell must be an integer >= 3 pixels, got {cell!r}")
+    return int(cell)
+
+
+_SECOND_DIFFERENCE = np.array([[1.0, -2.0, 1.0]], dtype=np.float32)
+
+
+def sharpness_cells_kernel(tile: np.ndarray, *, factor: int, glass: int) -> np.ndarray:
+    """Per ``factor x factor`` cell of a uint8 grey tile: its detail and its non-glass pixels.
+
+    The detail of a cell is the sum over the cell of ``|I(x-1) - 2 I(x) + I(x+1)|`` along
+    rows and along columns (the modified Laplacian of Nayar's "sum-modified-Laplacian" focus
+    measure, which Pertuz et al. 2012 rank among the best and HistoQC's blur module cites),
+    taking only the second differences whose three pixels lie inside the cell: ``2 * cell *
+    (cell - 2)`` of them. Using no pixel outside the cell makes the kernel a block reduction:
+    exact for any chunking whose boundaries are multiples of ``factor`` (no halo), and cheap
+    enough to run at 1-2 um per pixel.
+
+    Parameters
+    ----------
+    tile
+        ``(rows, cols)`` uint8 grey. A partial cell at the bottom or right edge is dropped.
+    factor
+        Cell edge in pixels, >= 3.
+    glass
+        Pixels with grey ``>= glass`` count as glass (not in the returned weight).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows // factor, cols // factor)`` int64: ``detail * 2**16 + weight``, where
+        ``weight`` is the number of non-glass pixels of the cell (at most ``factor**2 <
+        2**16``; the detail is at most ``2 * factor * (factor - 2) * 510``).
+    """
+    c = check_cell(factor)
+    if tile.dtype != np.uint8 or tile.ndim != 2:
+        raise MaskError(f"sharpness expects 2-D uint8 grey, got shape {tile.shape} {tile.dtype}")
+    rows, cols = tile.shape[0] // c * c, tile.shape[1] // c * c
+    if rows == 0 or cols == 0:
+        return np.zeros((rows // c, cols // c), dtype=np.int64)
+    grey = np.ascontiguousarray(tile[:rows, :cols])
+    dx = np.abs(cv2.filter2D(grey, cv2.CV_16S, _SECOND_DIFFERENCE, borderType=cv2.BORDER_REPLICATE))
+    dy = np.abs(
+        cv2.filter2D(grey, cv2.CV_16S, _SECOND_DIFFERENCE.T, borderType=cv2.BORDER_REPLICATE)
+    )
+    # drop the differences that reach outside their cell (first and last row/column of each)
+    dx.reshape(rows, cols // c, c)[:, :, [0, c - 1]] = 0
+    dy.reshape(rows // c, c, cols)[:, [0, c - 1], :] = 0
+    total = (dx + dy).astype(np.float32)  # <= 1020: exact in float32, as are the cell sums
+    size = (cols // c, rows // c)
+    n = c * c
+    # OpenCV's area average by an integer factor sums each block (exactly: integers below
+    # 2**24) and scales by 1/n; multiplying back by n and rounding recovers the exact sum.
+    detail = np.rint(cv2.resize(total, size, interpolation=cv2.INTER_AREA) * n).astype(np.int64)
+    not_glass = (grey < glass).view(np.uint8).astype(np.float32)
+    weight = np.rint(cv2.resize(not_glass, size, interpolation=cv2.INTER_AREA) * n)
+    return (detail << 16) + weight.astype(np.int64)
+
+
+GAUSSIAN_SCALE = 256
+"""Integer weights of the sampled Gaussian: ``round(256 * exp(-k**2 / (2 sigma**2)))``."""
+
+
+def gaussian_depth(sigma: float, truncate: float = 4.0) -> int:
+    """Halo in pixels that :func:`gaussian_sum_kernel` needs: ``ceil(truncate * sigma)``."""
+    if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
+        raise MaskError(f"sharpness: sigma must be a positive number of pixels, got {sigma!r}")
+    return max(1, math.ceil(truncate * float(sigma)))
+
+
+@lru_cache(maxsize=32)
+def gaussian_weights(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """The integer-valued float64 taps ``round(256 exp(-k²/2σ²))``, ``|k| <= depth``."""
+    r = gaussian_depth(sigma, truncate)
+    k = np.arange(-r, r + 1, dtype=np.float64)
+    taps = np.rint(GAUSSIAN_SCALE * np.exp(-(k * k) / (2.0 * float(sigma) ** 2)))
+    taps.flags.writeable = False
+    return taps
+
+
+def gaussian_sum_kernel(tile: np.ndarray, *, sigma: float) -> np.ndarray:
+    """Sum of ``tile`` weighted by a sampled Gaussian with integer taps, zero outside the image.
+
+    ``tile``: 2-D array of integers (any int or float dtype holding integer values).
+    Returns float64 of the same shape. Every product and partial sum is an integer below
+    2**53 (checked), so float64 holds them exactly and the order of summation, hence the
+    pixel's position in its tile, cannot change the result. Pixels outside the image count
+    as 0, so ``gaussian_sum(a * w) / gaussian_sum(w)`` is the Gaussian-weighted mean of ``a``
+    over the image's own pixels (normalized convolution). Halo: :func:`gaussian_depth`.
+    """
+    if tile.size == 0:
+        return np.zeros(tile.shape, dtype=np.float64)
+    taps = gaussian_weights(float(sigma))
+    data = np.ascontiguousarray(tile, dtype=np.float64)
+    bound = float(np.max(np.abs(data))) * float(taps.sum()) ** 2
+    if bound >= 2.0**53:
+        raise MaskError(
+            "sharpness: values too large for an exact Gaussian sum (use a smaller cell or "
+            "sigma)"
+        )
+    return np.asarray(cv2.sepFilter2D(
+        data, cv2.CV_64F, taps, taps, borderType=cv2.BORDER_CONSTANT,
+    ))
+
+
+# --------------------------------------------------------------------------------------------
+# flat areas
+
+
+def flat_depth(ksize: int) -> int:
+    """Halo in pixels that :func:`flat_kernel` needs: ``ksize // 2``."""
+    if isinstance(ksize, bool) or not isinstance(ksize, int | np.integer) or ksize < 3 \
+            or ksize % 2 == 0:
+        raise MaskError(f"flat: ksize must be an odd integer >= 3 pixels, got {ksize!r}")
+    return int(ksize) // 2
+
+
+def flat_kernel(tile: np.ndarray, *, ksize: int, max_diff: float) -> np.ndarray:
+    """Pixels that differ from the mean of their ``ksize x ksize`` square by less than
+    ``max_diff`` grey levels (HistoQC's ``BubbleRegionByRegion.detectSmoothness``:
+    ``|image - local mean| < threshold``), edges replicated.
+
+    Exact: compares ``|n * x - sum|`` with ``n * max_diff`` (``n = ksize**2``), all integers
+    in float64, so no mean is rounded. ``tile``: 2-D uint8 or uint16. Halo: :func:`flat_depth`.
+    """
+    flat_depth(ksize)
+    if tile.size == 0:
+        return np.zeros(tile.shape, dtype=bool)
+    src = np.ascontiguousarray(tile)
+    n = int(ksize) * int(ksize)
+    total = cv2.boxFilter(src, cv2.CV_32S, (int(ksize), int(ksize)), normalize=False,
+                          borderType=cv2.BORDER_REPLICATE)
+    diff = np.abs(src.astype(np.int64) * n - np.asarray(total, dtype=np.int64))
+    return diff < float(max_diff) * n
+
+
+# --------------------------------------------------------------------------------------------
+# straight dark bands
+
+
+def straight_band_depth(length: int, width: int) -> int:
+    """Halo that :func:`straight_band_kernel` needs: ``width + 2 * (length // 2)``."""
+    if isinstance(length, bool) or not isinstance(length, int | np.integer) or length < 3:
+        raise MaskError(f"straight_bands: length must be an integer >= 3 pixels, got {length!r}")
+    if isinstance(width, bool) or not isinstance(width, int | np.integer) or width < 0:
+        raise MaskError(f"straight_bands: width must be an integer >= 0 pixels, got {width!r}")
+    return int(width) + 2 * (int(length) // 2)
+
+
+def straight_band_kernel(tile: np.ndarray, *, length: int, width: int) -> np.ndarray:
+    """The pixels of ``tile`` (a 2-D bool mask) on straight runs along rows or columns.
+
+    A pixel is kept when it is set and lies on a horizontal (or vertical) run of at least
+    ``2 * (length // 2) + 1`` pixels of the mask grown by ``width`` pixels across the run:
+    the opening by a line of the mask dilated across it, so that a band tilted by up to about
+    ``atan(2 * width / length)`` still counts. Scan borders and coverslip edges are such bands;
+    ink strokes, folds and debris are curved or short. Border rule: pixels outside the image
+    never erode or dilate (OpenCV's default). Halo: :func:`straight_band_depth`.
+    """
+    straight_band_depth(length, width)
+    if tile.size == 0:
+        return np.zeros(tile.shape, dtype=bool)
+    src = np.ascontiguousarray(tile, dtype=bool).view(np.uint8)
+    line = 2 * (int(length) // 2) + 1
+    across = 2 * int(width) + 1
+    out = np.zeros(src.shape, dtype=np.uint8)
+    for along, grow in (((1, line), (across, 1)), ((line, 1), (1, across))):
+        grown = cv2.dilate(src, np.ones(grow, np.uint8)) if width else src
+        opened = cv2.morphologyEx(grown, cv2.MORPH_OPEN, np.ones(along, np.uint8))
+        np.bitwise_or(out, opened, out=out)
+    np.bitwise_and(out, src, out=out)
+    return out.view(bool)
+
+
+# --------------------------------------------------------------------------------------------
+# class map
+
+
+def class_map_kernel(*masks: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """One uint8 label per pixel: ``values[i]`` where ``masks[i]`` is the first mask (in the
+    order given, highest precedence first) that is set, 0 where none is. Pointwise."""
+    if len(masks) != len(values):
+        raise MaskError("class_map: one value per mask")
+    if not masks:
+        raise MaskError("class_map: no masks")
+    out = np.zeros(masks[0].shape, dtype=np.uint8)
+    for mask, value in zip(reversed(masks), reversed(tuple(values)), strict=True):
+        out[np.asarray(mask, dtype=bool)] = value
+    return out

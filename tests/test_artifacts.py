@@ -1,0 +1,496 @@
+"""Artifact masks and the class map: exact for any chunking, and right on planted artifacts.
+
+Planted artifacts: real H&E tissue from ``shared/slides`` (CMU-1-Small-Region.svs, mirrored
+into a 2 x 2 mosaic so that there is room for every artifact, 0.499 um per pixel as the file
+states) with a Gaussian-blurred region, a fold (a band whose optical density is multiplied, as
+a tissue layer folded over itself), a flat bubble-like patch, pen strokes in four colours
+(ink multiplies the light it lets through) and black scan borders. Written as a tiled JPEG TIFF
+with the same pixel size, run through ``configs/qc.yaml``; every class of the class map must
+reach IoU >= 0.9 against its planted region, and tissue away from the planted regions must
+stay tissue.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from slidemask.config import config_hash, load_config
+from slidemask.errors import ConfigError, MaskError
+from slidemask.kernels.artifacts import (
+    class_map_kernel,
+    flat_kernel,
+    gaussian_sum_kernel,
+    pen_ink_kernel,
+    sharpness_cells_kernel,
+    straight_band_kernel,
+)
+from slidemask.ops.artifacts import (
+    QC_CLASSES,
+    QC_COLORS,
+    black,
+    class_counts,
+    class_map,
+    flat,
+    pen_ink,
+    sharpness,
+    straight_bands,
+)
+from slidemask.ops.resample import resample_mask
+from slidemask.pipeline import run_slide
+
+SLIDES = Path(__file__).parents[2] / "shared" / "slides"
+CMU = SLIDES / "CMU-1-Small-Region.svs"
+QC_YAML = Path(__file__).parents[1] / "configs" / "qc.yaml"
+CMU_MPP = 0.499
+CELL = 16  # level-0 pixels per 8 um class-map pixel on CMU-1 (factor 16: 7.984 um)
+FOLD_LAYERS = 7
+
+INKS = {  # transmitted fraction of light per channel (HistoQC's pen examples' colours)
+    "blue": np.array([29, 68, 188]) / 255,
+    "green": np.array([31, 140, 115]) / 255,
+    "red": np.array([206, 34, 57]) / 255,
+    "black": np.array([22, 20, 18]) / 255,
+}
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    with dask.config.set(scheduler="threads"):
+        yield
+
+
+# ---- exact for any chunking --------------------------------------------------------------------
+
+
+def _chunks(draw: st.DrawFn, n: int) -> tuple[int, ...]:
+    sizes: list[int] = []
+    while sum(sizes) < n:
+        sizes.append(draw(st.integers(1, max(1, n // 2 + 1))))
+    sizes[-1] -= sum(sizes) - n
+    return tuple(s for s in sizes if s)
+
+
+@st.composite
+def grey_and_chunks(draw: st.DrawFn, cell: int = 1) -> tuple[np.ndarray, tuple, tuple]:
+    rows = draw(st.integers(max(3, cell), 90))
+    cols = draw(st.integers(max(3, cell), 90))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    kind = draw(st.sampled_from(["noise", "blobs", "flat"]))
+    grey: np.ndarray
+    if kind == "noise":
+        grey = rng.integers(0, 256, (rows, cols), dtype=np.uint8)
+    elif kind == "flat":
+        grey = np.full((rows, cols), 200, np.uint8)
+        grey[rows // 3 :, cols // 2 :] = rng.integers(0, 256, (rows - rows // 3, cols - cols // 2))
+    else:
+        grey = cv2.GaussianBlur(rng.integers(0, 256, (rows, cols)).astype(np.uint8), (0, 0), 2)
+    return grey, _chunks(draw, rows), _chunks(draw, cols)
+
+
+SETTINGS = settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(grey_and_chunks(), st.integers(1, 4).map(lambda k: 2 * k + 1), st.floats(0.5, 6))
+def test_flat_is_exact_for_any_chunking(data, ksize, max_diff) -> None:
+    grey, rows, cols = data
+    whole = flat_kernel(grey, ksize=ksize, max_diff=max_diff)
+    got = flat(da.from_array(grey, chunks=(rows, cols)), ksize, max_diff).compute()
+    np.testing.assert_array_equal(got, whole)
+
+
+@SETTINGS
+@given(grey_and_chunks(), st.integers(3, 30), st.integers(0, 3), st.integers(0, 255))
+def test_straight_bands_are_exact_for_any_chunking(data, length, width, level) -> None:
+    grey, rows, cols = data
+    mask = grey < level
+    whole = straight_band_kernel(mask, length=length, width=width)
+    got = straight_bands(da.from_array(mask, chunks=(rows, cols)), length, width).compute()
+    np.testing.assert_array_equal(got, whole)
+
+
+def _sharpness_reference(
+    grey: np.ndarray, cell: int, sigma: float, glass: int, min_detail: float
+) -> np.ndarray:
+    """The whole-image kernels, composed in memory."""
+    packed = sharpness_cells_kernel(grey, factor=cell, glass=glass)
+    detail = packed >> 16
+    weight = np.where(detail >= math.ceil(min_detail * 2 * cell * (cell - 2)), packed & 0xFFFF, 0)
+    num = gaussian_sum_kernel(detail * weight, sigma=sigma / cell)
+    den = gaussian_sum_kernel(weight, sigma=sigma / cell)
+    out = np.zeros(num.shape, np.float32)
+    np.divide(num, den * (2 * cell * (cell - 2)), out=out, where=den > 0, casting="unsafe")
+    return out
+
+
+@SETTINGS
+@given(st.integers(3, 6).flatmap(lambda c: st.tuples(st.just(c), grey_and_chunks(cell=c))),
+       st.floats(2.0, 20.0), st.sampled_from([0, 120, 215, 256]), st.sampled_from([0, 2.0, 9]))
+def test_sharpness_is_exact_for_any_chunking(cell_and_data, sigma, glass, min_detail) -> None:
+    cell, (grey, rows, cols) = cell_and_data
+    whole = _sharpness_reference(grey, cell, sigma, glass, min_detail)
+    got = sharpness(da.from_array(grey, chunks=(rows, cols)), cell, sigma, glass=glass,
+                    min_detail=min_detail).compute()
+    assert got.shape == (grey.shape[0] // cell, grey.shape[1] // cell)
+    np.testing.assert_array_equal(got, whole)
+
+
+def test_sharpness_cells_use_only_their_own_pixels() -> None:
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, (40, 48), dtype=np.uint8)
+    cells = sharpness_cells_kernel(grey, factor=4, glass=256)
+    # reference: the in-cell second differences, summed per cell, by plain numpy
+    g = grey.astype(np.int64).reshape(10, 4, 12, 4)
+    dx = np.abs(2 * g[:, :, :, 1:3] - g[:, :, :, 0:2] - g[:, :, :, 2:4]).sum(axis=(1, 3))
+    dy = np.abs(2 * g[:, 1:3] - g[:, 0:2] - g[:, 2:4]).sum(axis=(1, 3))
+    np.testing.assert_array_equal(cells >> 16, dx + dy)
+    np.testing.assert_array_equal(cells & 0xFFFF, 16)
+
+
+@SETTINGS
+@given(grey_and_chunks())
+def test_pen_ink_and_black_are_exact_for_any_chunking(data) -> None:
+    grey, rows, cols = data
+    rng = np.random.default_rng(int(grey.sum()))
+    rgb = rng.integers(0, 256, (*grey.shape, 3), dtype=np.uint8)
+    lazy = da.from_array(rgb, chunks=(rows, cols, 3))
+    colors = ("blue", "green", "red", "black")
+    np.testing.assert_array_equal(pen_ink(lazy).compute(), pen_ink_kernel(rgb, colors=colors))
+    hi, lo = rgb.max(axis=2).astype(int), rgb.min(axis=2).astype(int)
+    expected = (hi <= 60) & (hi - lo <= 25) & (255 * (hi - lo) <= 150 * hi)
+    np.testing.assert_array_equal(black(lazy).compute(), expected)
+
+
+def test_pen_colours() -> None:
+    swatches = np.array([[
+        [29, 68, 188], [31, 140, 115], [206, 34, 57], [22, 20, 18],  # HistoQC's inks
+        [226, 150, 196], [112, 72, 156], [242, 240, 244],  # eosin, hematoxylin, glass
+        [157, 30, 88], [9, 2, 35],  # eosin and hematoxylin four times as dense (a fold)
+    ]], dtype=np.uint8)
+    assert pen_ink_kernel(swatches, colors=("blue", "green", "red", "black")).tolist() == [
+        [True, True, True, True, False, False, False, False, False]
+    ]
+    assert pen_ink_kernel(swatches, colors=("red",))[0, :4].tolist() == [
+        False, False, True, False
+    ]
+
+
+def test_class_map_precedence_and_counts() -> None:
+    tissue = np.zeros((4, 5), bool)
+    tissue[:, :4] = True
+    pen = np.zeros_like(tissue)
+    pen[0, :] = True
+    blur = np.zeros_like(tissue)
+    blur[:2, 2:] = True
+    masks = {"tissue": tissue, "pen": pen, "blur": blur & tissue}
+    lazy = {k: da.from_array(v, chunks=(3, 2)) for k, v in masks.items()}
+    got = class_map(lazy).compute()
+    expected = class_map_kernel(pen, blur & tissue, tissue, values=(2, 3, 1))
+    np.testing.assert_array_equal(got, expected)
+    assert got.tolist()[0] == [2, 2, 2, 2, 2] and got.tolist()[1] == [1, 1, 3, 3, 0]
+    # another precedence: blur before pen
+    other = class_map(lazy, ["blur", "pen", "tissue"]).compute()
+    assert other[0, 2] == QC_CLASSES.index("blur")
+    counts = class_counts(da.from_array(got, chunks=2), da.from_array(tissue, chunks=3)).compute()
+    assert counts[1, 2] == 4 and counts[0, 2] == 1 and counts[1, 3] == 2 and counts[0, 0] == 3
+    with pytest.raises(MaskError, match="precedence must name every class"):
+        class_map(lazy, ["pen", "tissue"])
+    with pytest.raises(MaskError, match="needs a label value"):
+        class_map({"smudge": lazy["pen"]}, ["smudge"])
+
+
+@pytest.mark.parametrize("scale", [4, 2, 1, 0.5, 1.5])
+def test_resample_mask_any_chunking(scale) -> None:
+    mask = np.random.default_rng(1).random((37, 45)) > 0.6
+    shape = (math.ceil(37 / scale), math.ceil(45 / scale))
+    whole = resample_mask(da.from_array(mask), scale, shape).compute()
+    got = resample_mask(da.from_array(mask, chunks=(5, 7)), scale, shape).compute()
+    np.testing.assert_array_equal(got, whole)
+    assert got.shape == shape
+    if scale == 4:
+        assert got[0, 0] == mask[:4, :4].any()
+
+
+# ---- planted artifacts in real tissue ----------------------------------------------------------
+
+
+@dataclass
+class Planted:
+    """The slide before and after planting, and the planted regions at level 0 (bool)."""
+
+    original: Path
+    path: Path
+    regions: dict[str, np.ndarray]
+
+
+def _stroke(rows: int, cols: int, y0: float, x0: int, x1: int, amp: float, width: float
+            ) -> tuple[int, np.ndarray]:
+    """A sine-shaped marker stroke from column x0 to x1 around row y0, with a soft 16-pixel
+    rim: (first row, alpha over the rows it spans)."""
+    top = max(0, int(y0 - amp - width))
+    bottom = min(rows, int(y0 + amp + width))
+    xs = np.arange(cols, dtype=np.float32)
+    centre = y0 + amp * np.sin((xs - x0) / (x1 - x0) * 2 * np.pi)
+    ys = np.arange(top, bottom, dtype=np.float32)[:, None]
+    alpha = np.clip((width / 2 - np.abs(ys - centre[None, :])) / 16 + 0.5, 0, 1)
+    alpha[:, :x0] = 0
+    alpha[:, x1:] = 0
+    return top, alpha
+
+
+def _write(path: Path, rgb: np.ndarray) -> Path:
+    res = 1e4 / CMU_MPP  # pixels per centimetre: the same pixel size as CMU-1
+    tifffile.imwrite(path, rgb, tile=(256, 256), photometric="rgb", compression="jpeg",
+                     compressionargs={"level": 92}, resolution=(res, res),
+                     resolutionunit="CENTIMETER")
+    return path
+
+
+def plant(folder: Path) -> Planted:
+    """CMU-1 mirrored into a 2 x 2 mosaic (5934 x 4440 pixels), with artifacts planted."""
+    img = tifffile.imread(CMU)
+    top = np.concatenate([img, img[:, ::-1]], axis=1)
+    rgb = np.ascontiguousarray(np.concatenate([top, top[::-1]], axis=0))
+    original = _write(folder / "original.tif", rgb)
+    rows, cols = rgb.shape[:2]
+    out = rgb.copy()
+    regions: dict[str, np.ndarray] = {}
+    glass = np.percentile(rgb[::7, ::7].reshape(-1, 3), 99, axis=0).astype(np.float32)
+
+    def box(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        region = np.zeros((rows, cols), bool)
+        region[y0:y1, x0:x1] = True
+        return region
+
+    # blur: a Gaussian of sigma 2 um (4 level-0 pixels) over a 0.6 x 0.5 mm field of dermis
+    y0, y1, x0, x1 = 2000, 3200, 700, 1700
+    crop = rgb[y0 - 40 : y1 + 40, x0 - 40 : x1 + 40]
+    out[y0:y1, x0:x1] = cv2.GaussianBlur(crop, (0, 0), 2.0 / CMU_MPP)[40:-40, 40:-40]
+    regions["blur"] = box(y0, y1, x0, x1)
+
+    # fold: a band of tissue (0.4 x 0.2 mm) folded over itself several times: optical density
+    # (relative to the glass) multiplied by 6, the hue kept
+    y0, y1, x0, x1 = 2560, 3360, 3380, 3780
+    density = np.clip(out[y0:y1, x0:x1].astype(np.float32) / glass, 1e-3, 1)
+    out[y0:y1, x0:x1] = np.clip(glass * density**FOLD_LAYERS, 0, 255).astype(np.uint8)
+    regions["fold"] = box(y0, y1, x0, x1)
+
+    # bubble: a round flat patch, 0.4 mm across, lighter than the tissue it covers (half way
+    # between the tissue's median colour and the glass), as an air bubble under the coverslip
+    cy, cx, radius = 3900, 3250, 420
+    yy, xx = np.ogrid[:rows, :cols]
+    bubble = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius * radius
+    window = rgb[cy - radius : cy + radius, cx - radius : cx + radius]
+    stained = window.reshape(-1, 3)[
+        cv2.cvtColor(window, cv2.COLOR_RGB2HSV)[..., 1].ravel() > 25
+    ]
+    out[bubble] = ((np.median(stained, axis=0) + glass) / 2).astype(np.uint8)
+    regions["bubble"] = bubble
+
+    # pen: four strokes, 0.3 mm wide, over glass and tissue; ink multiplies the light
+    pen = np.zeros((rows, cols), bool)
+    for colour, yc, xa, xb in (("blue", 1000, 1900, 4300), ("green", 4700, 100, 2400),
+                               ("red", 5350, 2500, 4300), ("black", 1500, 100, 1800)):
+        first, alpha = _stroke(rows, cols, yc, xa, xb, 250, 600)
+        band = out[first : first + alpha.shape[0]].astype(np.float32)
+        band *= 1 - alpha[..., None] * (1 - INKS[colour][None, None, :].astype(np.float32))
+        out[first : first + alpha.shape[0]] = np.clip(np.rint(band), 0, 255).astype(np.uint8)
+        pen[first : first + alpha.shape[0]] |= alpha > 0.5
+    regions["pen"] = pen
+
+    # border: black scan borders along the top edge and the right edge
+    border = box(0, 560, 0, cols) | box(0, rows, cols - 480, cols)
+    noise = np.random.default_rng(0).integers(0, 12, (int(border.sum()), 3), dtype=np.uint8)
+    out[border] = noise + 3
+    regions["border"] = border
+    # what a later artifact covers belongs to it
+    order = ["blur", "fold", "bubble", "pen", "border"]
+    for i, name in enumerate(order):
+        for later in order[i + 1 :]:
+            regions[name] &= ~regions[later]
+    return Planted(original, _write(folder / "planted.tif", out), regions)
+
+
+@dataclass
+class QcRun:
+    planted: Planted
+    classes: np.ndarray  # class map of the planted slide (8 um per pixel)
+    before: np.ndarray  # class map of the slide before planting
+    out: Path
+
+
+def _class_map_of(ome: Path) -> np.ndarray:
+    return np.asarray(zarr.open_array(ome / "labels" / "classes" / "0", mode="r")[:])
+
+
+@pytest.fixture(scope="module")
+def qc_run(tmp_path_factory: pytest.TempPathFactory) -> QcRun:
+    if not CMU.exists():
+        pytest.skip("shared/slides not present")
+    folder = tmp_path_factory.mktemp("planted")
+    planted = plant(folder)
+    config = load_config(QC_YAML)
+    out = folder / "qc"
+    with dask.config.set(scheduler="threads"):
+        for path in (planted.original, planted.path):
+            result = run_slide(path, config, out)
+            assert result.status == "done", result.error
+    return QcRun(planted, _class_map_of(out / "planted.ome.zarr"),
+                 _class_map_of(out / "original.ome.zarr"), out)
+
+
+def _cells(region: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A level-0 region on the 8 um grid: cells more than half inside it."""
+    rows, cols = shape
+    block = region[: rows * CELL, : cols * CELL].reshape(rows, CELL, cols, CELL)
+    return block.mean(axis=(1, 3)) > 0.5
+
+
+@pytest.mark.parametrize("name", ["pen", "blur", "fold", "bubble", "border"])
+def test_planted_artifacts_are_found(qc_run: QcRun, name: str) -> None:
+    classes, before = qc_run.classes, qc_run.before
+    truth = _cells(qc_run.planted.regions[name], classes.shape)
+    if name in ("blur", "fold", "bubble"):  # judged on tissue: the tissue the slide had
+        truth &= before == QC_CLASSES.index("tissue")
+    found = classes == QC_CLASSES.index(name)
+    iou = (truth & found).sum() / (truth | found).sum()
+    assert iou >= 0.9, f"{name}: IoU {iou:.3f}"
+
+
+def test_tissue_away_from_the_artifacts_stays_tissue(qc_run: QcRun) -> None:
+    classes, before = qc_run.classes, qc_run.before
+    planted = np.zeros(classes.shape, bool)
+    for region in qc_run.planted.regions.values():
+        planted |= _cells(region, classes.shape)
+    near = cv2.dilate(planted.view(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)  # 32 um
+    tissue = (before == QC_CLASSES.index("tissue")) & ~near
+    assert tissue.sum() > 10_000
+    assert (classes[tissue] == QC_CLASSES.index("tissue")).mean() >= 0.99
+    # the unplanted slide shows (almost) no artifact at all
+    assert np.isin(before, [0, 1]).mean() >= 0.999
+
+
+def test_qc_outputs(qc_run: QcRun) -> None:
+    out, classes = qc_run.out, qc_run.classes
+    # the mask is the class map's tissue
+    mask = np.asarray(zarr.open_array(out / "planted.zarr", mode="r")[:])
+    np.testing.assert_array_equal(mask, classes == 1)
+    # OME-Zarr: ome-zarr-models validates it; ome-zarr-py's reader gives names and colours
+    models = pytest.importorskip("ome_zarr_models.v05")
+    image = models.Image.from_zarr(zarr.open_group(out / "planted.ome.zarr", mode="r"))
+    assert image.labels is not None and image.labels.label_paths[-1] == "classes"
+    label = image.labels.get_image_labels_group("classes").attributes.ome.image_label
+    names = {p.label_value: p.model_dump()["name"] for p in label.properties}
+    assert names == dict(enumerate(QC_CLASSES))
+    assert {c.label_value for c in label.colors} == set(range(7))
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    nodes = [n for n in Reader(parse_url(str(out / "planted.ome.zarr")))() if n.first(Label)]
+    (node,) = [n for n in nodes if n.metadata["name"] == "classes"]
+    assert node.metadata["properties"][2] == {"name": "pen"}
+    # GeoJSON: one QuPath classification per class present
+    features = json.loads((out / "planted.geojson").read_text())["features"]
+    found = {f["properties"]["classification"]["name"] for f in features}
+    assert found == set(QC_CLASSES[1:])
+    # summary: area and share of tissue per class
+    summary = json.loads((out / "planted.json").read_text())["classes"]
+    assert list(summary) == list(QC_CLASSES)
+    mpp = json.loads((out / "planted.json").read_text())["mpp"]
+    for value, name in enumerate(QC_CLASSES):
+        pixels = int((classes == value).sum())
+        assert summary[name]["pixels"] == pixels
+        assert summary[name]["area_mm2"] == pytest.approx(pixels * mpp**2 / 1e6)
+    shares = [summary[n]["fraction_of_tissue"] for n in QC_CLASSES]
+    assert sum(shares) == pytest.approx(1.0) and shares[QC_CLASSES.index("pen")] > 0.01
+    # preview: the slide at 1024 pixels on its longest side, class colours, a legend
+    preview = cv2.imread(str(out / "planted.png"))
+    assert preview is not None
+    rows, cols = preview.shape[:2]
+    assert max(rows, cols) >= 1024 and cols > rows * 4440 / 5934 + 200  # room for the legend
+    pen_colour = np.array(QC_COLORS["pen"][:3][::-1])  # BGR
+    assert (np.abs(preview.astype(int) - pen_colour).sum(axis=2) < 30).any()
+
+
+# ---- configuration: per-mask resolution, classes ----------------------------------------------
+
+
+MIXED = """
+resolution: {mpp: 8}
+masks:
+  dark:
+    - gray: {}
+    - threshold: {below: 200}
+  fine:
+    resolution: {mpp: 2}
+    steps:
+      - gray: {}
+      - threshold: {below: 150}
+output: "dark & ~fine"
+"""
+
+
+def test_a_mask_at_its_own_resolution(synthetic_slide: Path) -> None:
+    from slidemask import image_at, open_slide, select_resolution, threshold, to_gray
+    from slidemask.config import config_from_yaml
+    from slidemask.pipeline import build_mask
+
+    slide = open_slide(synthetic_slide)
+    config = config_from_yaml(MIXED)
+    mask, provenance = build_mask(slide, config)
+    coarse = select_resolution(slide, mpp=8)
+    fine = select_resolution(slide, mpp=2)
+    dark = threshold(to_gray(image_at(slide, coarse)), below=200)
+    small = threshold(to_gray(image_at(slide, fine)), below=150)
+    moved = resample_mask(small, coarse.downsample / fine.downsample, dark.shape)
+    np.testing.assert_array_equal(mask.compute(), (dark & ~moved).compute())
+    assert provenance["mask_resolutions"]["fine"]["mpp"] == fine.mpp
+    assert provenance["masks"]["fine"]["resolution"] == {"level": None, "mpp": 2.0}
+
+
+def test_configs_without_the_new_keys_keep_their_form() -> None:
+    from slidemask.config import config_from_yaml
+
+    config = config_from_yaml("masks: {t: [gray, {threshold: {below: 9}}]}")
+    canonical = config.canonical()
+    assert set(canonical) == {"resolution", "masks", "output", "chunk_size"}
+    assert canonical["masks"] == {"t": [{"gray": {}}, {"threshold": {"above": None, "below": 9.0}}]}
+    with_classes = config_from_yaml(
+        "masks: {t: [gray, {threshold: {below: 9}}]}\nclasses: {masks: {tissue: t}}"
+    )
+    assert with_classes.canonical()["classes"] == {"masks": {"tissue": "t"}}
+    assert config_hash(with_classes) != config_hash(config)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("masks: {t: {resolution: {mpp: 2}, steps: [gray, {threshold: {abve: 1}}]}}",
+     "masks.t.steps[1].threshold.abve: unknown key (allowed: above, below)"),
+    ("masks: {t: {resolutoin: {mpp: 2}, steps: [gray, {threshold: {above: 1}}]}}",
+     "masks.t.resolutoin: unknown key (allowed: resolution, steps)"),
+    ("masks: {t: [gray, {threshold: {above: 1}}]}\nclasses: {masks: {tissue: x}}",
+     "classes: masks.tissue: unknown mask 'x'"),
+    ("masks: {t: [gray, {threshold: {above: 1}}]}\nclasses: {masks: {smudge: t}}",
+     "give precedence: for classes outside the built-in order"),
+    ("masks: {t: [gray, {threshold: {above: 1}}]}\nclasses: {masks: {tissue: t, pen: t}, "
+     "precedence: [pen]}", "precedence must name every class once"),
+])
+def test_config_errors_name_the_key(text: str, message: str) -> None:
+    from slidemask.config import config_from_yaml
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_yaml(text)
