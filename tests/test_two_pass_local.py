@@ -257,3 +257,33 @@ def test_trace_equals_labelling(connectivity, value):
         ref_faces = kl.faces_of(ref.labels)
         for name in ("top", "bottom", "left", "right"):
             np.testing.assert_array_equal(getattr(traced.faces, name), getattr(ref_faces, name))
+
+
+@settings(deadline=None, max_examples=80)
+@given(noisy_masks(max_side=90), CONNECTIVITY, st.sampled_from([0, 1]), st.integers(1, 6))
+def test_face_components_equal_labelling(m, connectivity, value, band):
+    """The band labelling plus floods measures the face-touching components exactly, numbered
+    in raster order of first pixel among themselves, and marks exactly their pixels."""
+    img = m.view(np.uint8)
+    before = img.copy()
+    found = kl.face_components(img, connectivity=connectivity, value=value, band=band)
+    np.testing.assert_array_equal(img, before)
+    if found is None:
+        assert min(m.shape) <= 2 * band + 1
+        return
+    ref = kl.local_components(m if value else ~m, connectivity=connectivity)
+    ref_faces = kl.faces_of(ref.labels)
+    on_face = kl.on_faces(ref_faces, ref.count)
+    ids = np.flatnonzero(on_face)
+    assert found.count == len(ids)
+    for name in ("area", "top", "left", "bottom", "right", "first_row", "first_col"):
+        np.testing.assert_array_equal(getattr(found, name)[1:], getattr(ref, name)[ids],
+                                      err_msg=name)
+    number = np.zeros(ref.count + 1, np.int64)
+    number[ids] = np.arange(1, len(ids) + 1)
+    for name in ("top", "bottom", "left", "right"):
+        np.testing.assert_array_equal(getattr(found.faces, name),
+                                      number[getattr(ref_faces, name)])
+    taken = on_face[ref.labels]
+    np.testing.assert_array_equal(found.marked >= 2, taken)
+    np.testing.assert_array_equal(found.marked[~taken], img[~taken])

@@ -17,14 +17,21 @@ How it works (two passes and one merge)
 4. Per chunk: recompute the chunk's labels and apply that chunk's small lookup table; labels
    not reported in pass 1 lie wholly inside the chunk and are decided locally.
 
+When the engine stores each chunk between the passes (:meth:`TwoPass.pass1_chunk`,
+:meth:`TwoPass.apply_stored`), pass 1 already applies those local decisions to the tile it
+stores (``remove_small_objects``: interior small objects erased; ``fill_holes``: interior
+holes filled), so pass 2 only changes the few face-touching components, found again from one
+face pixel each, without labelling the chunk again.
+
 Memory: the merge holds a few ``int64`` per *reported* label (labels on chunk faces, plus all
 labels for :func:`label`/:func:`label_stats`), not per pixel; each chunk task holds a few
 ``int32`` arrays of its chunk. Faces are consumed by the pair tasks and never reach the merge.
 
 Per-chunk measures come from OpenCV's border following (``cv2.findContours``) where a chunk
-has at most :data:`slidemask.kernels.labels.TRACE_LIMIT` components, else from labelling; both
-give the same numbers (tested). Pass 2 flood-fills the components it changes, from the first
-pixels pass 1 recorded, rather than labelling the chunk again.
+has few borders, from labelling a band along the chunk's faces where it is riddled with
+pinholes (:func:`slidemask.kernels.labels.face_components`), else from labelling; all give the
+same numbers (tested). Pass 2 flood-fills the components it changes, from pixels pass 1
+recorded, rather than labelling the chunk again.
 
 Each operation is a :class:`TwoPass` plan. ``plan.run(mask)`` is the lazy graph described here;
 the staged runner (:func:`slidemask.pipeline.run_slide`) instead summarizes each chunk in the
