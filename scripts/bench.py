@@ -25,6 +25,8 @@ Cases:
     median_closing  grey -> median 7 -> threshold -> closing radius 4 -> Zarr
     global          threshold -> fill_holes -> remove_small_objects(--min-area) -> Zarr
     tissue_mpp8     configs/tissue.yaml (8 µm per pixel, from the pyramid) -> Zarr, PNG, JSON
+    qc              configs/qc.yaml: tissue and every artifact (blur at 2 µm per pixel, the rest
+                    at 8) -> mask, class map (OME-Zarr labels), GeoJSON, legend PNG, JSON
     naive           whole image in RAM: tifffile.imread + cv2 grey + threshold
                     (skipped when it would not fit)
 """
@@ -52,6 +54,7 @@ ALL_CASES = [
     "median_closing",
     "global",
     "tissue_mpp8",
+    "qc",
     "naive",
 ]
 DEFAULT_CASES = ["decode", "read", "threshold", "hsv"]
@@ -191,6 +194,8 @@ def run_case(
 CASE_CONFIGS = {
     # the recommended tissue preset (8 µm per pixel from the pyramid, preview and summary)
     "tissue_mpp8": (Path(__file__).resolve().parents[1] / "configs" / "tissue.yaml").read_text(),
+    # slide quality control: tissue, pen, blur (2 µm per pixel), fold, bubble, border, class map
+    "qc": (Path(__file__).resolve().parents[1] / "configs" / "qc.yaml").read_text(),
     # the slidemask job each case times, as a configuration (the same path the CLI takes)
     "threshold": "masks: {tissue: [gray, {threshold: {below: 220}}]}",
     "hsv": "masks: {tissue: [{hsv_range: {lower: [120, 20, 50], upper: [179, 255, 235]}}]}",

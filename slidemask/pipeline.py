@@ -575,9 +575,10 @@ def _write_with_extras(
                 source_image_path=slide.path, attrs={"provenance": provenance},
                 classes=labels,
             )
-        if "geojson" in built and labels is not None:
-            write_class_geojson(
-                labels.image, built["geojson"], labels.values,
+        if "geojson" in built and labels is not None and areas is not None:
+            present = {n: v for n, v in labels.values.items() if areas[n]["pixels"]}
+            write_class_geojson(  # classes without a pixel need no tracing
+                labels.image, built["geojson"], present,
                 downsample=float(provenance["downsample"]),
             )
         elif "geojson" in built:

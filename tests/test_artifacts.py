@@ -33,9 +33,9 @@ from slidemask.errors import ConfigError, MaskError
 from slidemask.kernels.artifacts import (
     class_map_kernel,
     flat_kernel,
-    gaussian_sum_kernel,
     pen_ink_kernel,
     sharpness_cells_kernel,
+    smooth_sum_kernel,
     straight_band_kernel,
 )
 from slidemask.ops.artifacts import (
@@ -131,8 +131,8 @@ def _sharpness_reference(
     packed = sharpness_cells_kernel(grey, factor=cell, glass=glass)
     detail = packed >> 16
     weight = np.where(detail >= math.ceil(min_detail * 2 * cell * (cell - 2)), packed & 0xFFFF, 0)
-    num = gaussian_sum_kernel(detail * weight, sigma=sigma / cell)
-    den = gaussian_sum_kernel(weight, sigma=sigma / cell)
+    num = smooth_sum_kernel(detail * weight, sigma=sigma / cell)
+    den = smooth_sum_kernel(weight, sigma=sigma / cell)
     out = np.zeros(num.shape, np.float32)
     np.divide(num, den * (2 * cell * (cell - 2)), out=out, where=den > 0, casting="unsafe")
     return out

@@ -15,7 +15,7 @@ pen ink            :func:`pen_ink`: HSV bands for blue, green, red;  pen_marking
                    neutral and dark (every channel absorbed) for     classifier trained on
                    black                                             example images
 blur               :func:`sharpness`: detail per 8 um cell at        ``gaussian(|laplace|,
-                   1-2 um per pixel, Gaussian-averaged over          σ) <= t`` at 2.5x (4 um)
+                   1-2 um per pixel, averaged locally over           σ) <= t`` at 2.5x (4 um)
                    non-glass pixels; then ``threshold: below``
 dark tissue, fold  ``gray`` + ``threshold: below 38.25``             grey < 0.15 at 1.25x
 flat area, bubble  :func:`flat`: ``|grey - local mean| < 2.55``      same, 10x10 window at
@@ -44,8 +44,9 @@ patch, cuts the mean absolute Laplacian of CMU-1's tissue from 70 to 20 at 2 um 
 only from 74 to 44 at 4 um (HistoQC's 2.5x) and from 66 to 55 at 8 um: area averaging has
 already removed the detail the blur destroys. :func:`sharpness` therefore measures detail at 1-2
 um per pixel, reduces it to cells (8 um by default) with a block reduction that needs no
-halo, and averages it with a Gaussian over the cells' non-glass pixels only, so tissue edges do
-not read as blurred.
+halo, and averages it locally (a triangular kernel with a Gaussian's spread: two box passes,
+exact and cheap) over the cells that have detail only, so that tissue next to glass, ink or a
+border does not read as blurred.
 """
 
 from __future__ import annotations
@@ -70,10 +71,10 @@ from slidemask.kernels.artifacts import (
     class_map_kernel,
     flat_depth,
     flat_kernel,
-    gaussian_depth,
-    gaussian_sum_kernel,
     pen_ink_kernel,
     sharpness_cells_kernel,
+    smooth_sum_kernel,
+    smoothing_depth,
     straight_band_depth,
     straight_band_kernel,
 )
@@ -192,11 +193,12 @@ class _Unpack:
 
     floor: int
     product: bool
+    dtype: str
 
     def __call__(self, packed: np.ndarray) -> np.ndarray:
         detail = packed >> 16
         weight = np.where(detail >= self.floor, packed & 0xFFFF, 0)
-        return detail * weight if self.product else weight
+        return (detail * weight if self.product else weight).astype(self.dtype)
 
 
 @dataclass(frozen=True)
@@ -226,8 +228,9 @@ def sharpness(
     1. per cell, the mean absolute second difference along rows plus along columns, from the
        cell's own pixels only (:func:`slidemask.kernels.artifacts.sharpness_cells_kernel`, a
        block reduction: no halo), and the cell's number of non-glass pixels (grey < ``glass``);
-    2. the Gaussian average (σ = ``sigma / cell`` cells, integer taps, exact) of the cells'
-       values weighted by their non-glass pixels, leaving out featureless cells (mean detail
+    2. the local average of the cells' values (two passes of a box, a triangular kernel with
+       the spread of a Gaussian of σ = ``sigma / cell`` cells; exact integer sums), weighted
+       by their non-glass pixels, leaving out featureless cells (mean detail
        below ``min_detail``: glass, ink, scan borders, bubbles), which have nothing to blur:
        they neither count nor dilute the tissue next to them.
 
@@ -239,7 +242,8 @@ def sharpness(
     cell
         Cell edge in pixels of ``grey`` (>= 3). The result has one pixel per cell.
     sigma
-        Gaussian σ in pixels of ``grey`` (HistoQC: 7 pixels at 4 um = 28 um).
+        Spread (σ) of the average in pixels of ``grey`` (HistoQC's Gaussian: 7 pixels at 4 um
+        = 28 um).
     glass
         Grey level from which a pixel counts as glass.
     min_detail
@@ -249,10 +253,10 @@ def sharpness(
     -------
     dask.array.Array
         ``(rows // cell, cols // cell)`` float32 in grey levels per pixel (sharp H&E tissue at
-        2 um per pixel, 8 um cells: 17-47; blurred by σ = 1.5 um: about 13), 0 where no cell
-        with detail lies within reach of the Gaussian (featureless: as blurred as it gets).
-        Cell ``(i, j)`` covers ``grey`` pixels
-        ``[i*cell, (i+1)*cell) x [j*cell, (j+1)*cell)``; partial cells at the bottom/right are
+        2 um per pixel, 8 um cells, σ 16 um: 15-50; blurred by σ = 1.5 um: about 9-13), 0 where
+        no cell with detail lies within reach of the average (featureless: as blurred as it
+        gets). Cell ``(i, j)`` covers ``grey`` pixels ``[i*cell, (i+1)*cell) x [j*cell,
+        (j+1)*cell)``; partial cells at the bottom/right are
         dropped. Memory: one chunk of ``grey`` per task, then halo windows of the cell grid.
     """
     from slidemask.ops.resample import _downsample
@@ -268,7 +272,7 @@ def sharpness(
             or not 0 <= glass <= 256:
         raise MaskError(f"sharpness: glass must be an integer grey level 0-256, got {glass!r}")
     cells_sigma = float(sigma) / c if isinstance(sigma, int | float) else sigma
-    depth = gaussian_depth(cells_sigma)  # validates sigma
+    depth = smoothing_depth(cells_sigma)  # validates sigma
     if grey.shape[0] < c or grey.shape[1] < c:
         raise MaskError(
             f"sharpness: cell {c} is larger than the image ({grey.shape[0]} x {grey.shape[1]})"
@@ -279,13 +283,16 @@ def sharpness(
             or not min_detail >= 0:
         raise MaskError(f"sharpness: min_detail must be a number >= 0, got {min_detail!r}")
     floor = math.ceil(float(min_detail) * 2 * c * (c - 2))  # on the cell's detail sum
-    meta = np.empty((0, 0), np.int64)
-    num_in = da.map_blocks(_Unpack(floor, True), packed, dtype=np.int64, meta=meta)
-    den_in = da.map_blocks(_Unpack(floor, False), packed, dtype=np.int64, meta=meta)
+    # detail * weight <= 2 c (c - 2) 510 c^2: int32 up to cells of 32 pixels (half the memory)
+    wide = np.dtype(np.int32 if 2 * c * (c - 2) * 510 * c * c < 2**31 else np.int64)
+    num_in = da.map_blocks(_Unpack(floor, True, wide.str), packed, dtype=wide,
+                           meta=np.empty((0, 0), wide))
+    den_in = da.map_blocks(_Unpack(floor, False, "<i4"), packed, dtype=np.int32,
+                           meta=np.empty((0, 0), np.int32))
     kwargs = {"sigma": cells_sigma}
-    num = _neighbourhood(num_in, KernelStep(gaussian_sum_kernel, depth, kwargs),
+    num = _neighbourhood(num_in, KernelStep(smooth_sum_kernel, depth, kwargs),
                          dtype=np.float64, label="sharpness-num")
-    den = _neighbourhood(den_in, KernelStep(gaussian_sum_kernel, depth, kwargs),
+    den = _neighbourhood(den_in, KernelStep(smooth_sum_kernel, depth, kwargs),
                          dtype=np.float64, label="sharpness-den")
     return da.map_blocks(_Ratio(float(2 * c * (c - 2))), num, den, dtype=np.float32,
                          meta=np.empty((0, 0), np.float32))
