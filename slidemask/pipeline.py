@@ -138,7 +138,9 @@ def build_mask(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
     mask : dask.array.Array
         ``(rows, cols)`` bool in the pixels of the working resolution: the configured level,
         or for ``mpp``/``downsample`` the nearest finer level area-averaged by an integer
-        ``factor`` (:func:`working_resolution`).
+        ``factor`` (:func:`working_resolution`). A mask with its own ``resolution:`` is
+        computed there and moved onto this grid (:func:`slidemask.ops.resample.resample_mask`:
+        block maximum when finer) before ``output`` combines it.
     provenance : dict
         Source slide, ``level``, ``factor``, µm per mask pixel (``mpp``, None when unknown),
         ``downsample`` (level-0 pixels per mask pixel), the masks' steps with their parameters,

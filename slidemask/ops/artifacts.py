@@ -80,7 +80,7 @@ from slidemask.kernels.artifacts import (
 )
 from slidemask.kernels.color import check_hsv_input
 from slidemask.ops.literal import as_dask
-from slidemask.ops.local import _neighbourhood, _pointwise
+from slidemask.ops.local import _neighbourhood, _pointwise, map_exact_overlap
 from slidemask.ops.windows import KernelStep
 
 __all__ = [
@@ -289,11 +289,12 @@ def sharpness(
                            meta=np.empty((0, 0), wide))
     den_in = da.map_blocks(_Unpack(floor, False, "<i4"), packed, dtype=np.int32,
                            meta=np.empty((0, 0), np.int32))
-    kwargs = {"sigma": cells_sigma}
-    num = _neighbourhood(num_in, KernelStep(smooth_sum_kernel, depth, kwargs),
-                         dtype=np.float64, label="sharpness-num")
-    den = _neighbourhood(den_in, KernelStep(smooth_sum_kernel, depth, kwargs),
-                         dtype=np.float64, label="sharpness-den")
+    # The cell grid is cell**2 times smaller than the image: its few chunks are smoothed with
+    # dask's own overlap (neighbours held in memory) rather than through scratch files.
+    num = map_exact_overlap(smooth_sum_kernel, num_in, depth, dtype=np.float64,
+                            sigma=cells_sigma)
+    den = map_exact_overlap(smooth_sum_kernel, den_in, depth, dtype=np.float64,
+                            sigma=cells_sigma)
     return da.map_blocks(_Ratio(float(2 * c * (c - 2))), num, den, dtype=np.float32,
                          meta=np.empty((0, 0), np.float32))
 
