@@ -659,14 +659,22 @@ def filter_objects(
 
 
 def lookup(table: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """``table[labels]`` for a ``bool`` table: OpenCV's 8-bit LUT when the labels fit a byte
-    (about 3 ms against 8 ms for ``np.take`` on a 2048² chunk, which first widens the int32
-    labels to int64), else ``np.take``."""
-    if table.size <= 256:
-        full = np.zeros(256, np.uint8)
+    """``table[labels]`` for a ``bool`` (or ``int32``/``int64``) table: OpenCV's 8-bit LUT when
+    the labels fit a byte (about 2 ms against 7 ms for ``np.take`` on a 2048² chunk, which
+    first widens all the int32 labels to int64), else ``np.take`` 64 rows at a time, so the
+    widened labels stay in cache (3.8 against 6.4 ms for a bool table, 4.7 against 7.4 for
+    int32)."""
+    if table.size <= 256 and table.dtype in (np.bool_, np.int32):
+        full = np.zeros(256, np.uint8 if table.dtype == np.bool_ else table.dtype)
         full[: table.size] = table
-        return cv2.LUT(labels.astype(np.uint8), full).view(bool)
-    return np.take(table, labels)
+        out = cv2.LUT(labels.astype(np.uint8), full)
+        return out.view(bool) if table.dtype == np.bool_ else out
+    out = np.empty(labels.shape, table.dtype)
+    if labels.ndim != 2:
+        return np.take(table, labels, out=out)
+    for r in range(0, labels.shape[0], 64):
+        np.take(table, labels[r:r + 64], out=out[r:r + 64])
+    return out
 
 
 def _paint_boxes(
@@ -703,7 +711,7 @@ def relabel(
     table = np.zeros(count + 1, dtype)
     ids, values = lut["fg"]
     table[ids] = values
-    return np.take(table, labels)
+    return lookup(table, labels)
 
 
 def fill_background(tile: np.ndarray, lut: ChunkLut, *, max_area: float | None) -> np.ndarray:
