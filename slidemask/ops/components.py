@@ -702,13 +702,14 @@ class TwoPass:
         return self.finish(stored, lut, **self.finish_kwargs)
 
     def whole(self, image: np.ndarray) -> np.ndarray:
-        """The operation on a whole image in memory (one chunk): pass 1, merge, pass 2."""
-        record = _one(self.summarize_chunk(image, (0, 0)))
-        pairs = _pair_task(record, None, None, None, layers=self.layers)
+        """The operation on a whole image in memory (one chunk): pass 1 (with its local
+        decisions), merge, pass 2 (:meth:`pass1_chunk`, :meth:`apply_stored`)."""
+        record, stored = self.pass1_chunk(image, (0, 0))
+        pairs = _pair_task(_one(record), None, None, None, layers=self.layers)
         merged = merge_blocks(
             [[pairs]], layers=self.layers, shape=image.shape, decide=self.decide
         )
-        return self.apply(image, chunk_lut(merged, 0, 0), **self.apply_kwargs)
+        return self.apply_stored(stored, chunk_lut(merged, 0, 0))
 
     def summaries(self, mask: da.Array) -> da.Array:
         """Pass 1, lazily: an object array with one record per chunk of ``mask`` (which must
