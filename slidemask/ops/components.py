@@ -639,10 +639,12 @@ def apply_merge(
 class TwoPass:
     """One global operation as its chunk functions: pass 1, the merge's decision, pass 2.
 
-    The public operations are ``plan.run(mask)``: pass 1, merge and pass 2, reading ``mask``
-    twice. The staged runner instead summarizes each chunk (:meth:`summarize_chunk`) in the
-    task that stores it, computes :meth:`merge` of those records, and runs pass 2 on the
-    stored copy with the merge already made: ``run(stored, merged=...)``, one read.
+    The public operations are ``plan.run(mask)``. The engine runs a plan as: per chunk,
+    :meth:`pass1_chunk` (the record, and the tile to store, with the chunk's own decisions
+    applied where :attr:`decides_locally`); one :meth:`merge` of the records; per chunk,
+    :meth:`apply_stored` of the stored tile with :func:`chunk_lut` of the merge.
+    :meth:`summarize_chunk` and ``apply`` are the same passes without local decisions, both on
+    the input tile (``run(mask, merged=...)`` with a merge of :meth:`summarize_chunk` records).
     """
 
     op: str
