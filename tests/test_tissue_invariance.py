@@ -17,6 +17,7 @@ millimetres, as frozen sections and biopsies do). The transforms do not depend o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -221,8 +222,14 @@ def test_blank_glass_gives_an_empty_mask_and_a_warning(
     path = tmp_path / "blank.tif"
     tifffile.imwrite(path, rgb, tile=(256, 256), photometric="rgb", compression="jpeg",
                      resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
-    with caplog.at_level("WARNING", logger="slidemask"):
-        result = run_slide(path, preset, tmp_path / "out")
+    logger = logging.getLogger("slidemask")
+    # the CLI's tests may have stopped the logger propagating: listen on it directly
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING", logger="slidemask"):
+            result = run_slide(path, preset, tmp_path / "out")
+    finally:
+        logger.removeHandler(caplog.handler)
     assert result.status == "done", result.error
     assert result.stats["fraction"] < 0.001
     assert "empty mask" in caplog.text
