@@ -54,16 +54,38 @@ def axis_chunks(draw: st.DrawFn, n: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+SHAPES = [
+    np.array(rows, bool) for rows in (
+        [[1]], [[1, 1]], [[1, 0], [0, 1]],
+        [[1, 1, 1], [1, 0, 1], [1, 1, 1]],  # a ring: one hole
+        [[0, 1, 0], [1, 0, 1], [0, 1, 0]],  # a diamond: a hole inside an 8-connected ring
+        [[1, 1, 1, 1], [1, 0, 0, 1], [1, 1, 1, 1]],
+        [[1, 1, 1], [1, 0, 0], [1, 1, 1]],  # a hook: no hole
+        [[1, 1, 1, 1, 1], [1, 0, 0, 0, 1], [1, 0, 1, 0, 1], [1, 0, 0, 0, 1], [1, 1, 1, 1, 1]],
+    )
+]
+
+
 @st.composite
 def noisy_masks(draw: st.DrawFn, max_side: int = 200) -> np.ndarray:
     """Salt-and-pepper, blobs, or blobs with specks and pinholes (thresholded H&E-like)."""
     h = draw(st.integers(1, max_side))
     w = draw(st.integers(1, max_side))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    kind = draw(st.sampled_from(["noise", "blobs", "speckled", "speckled"]))
+    kind = draw(st.sampled_from(["noise", "blobs", "speckled", "speckled", "dust"]))
     density = draw(st.floats(0.0, 1.0))
     if kind == "noise":
         return rng.random((h, w)) < density
+    if kind == "dust":  # glass: a few small shapes (rings with holes, hooks), some on faces
+        m = np.zeros((h, w), bool)
+        for _ in range(draw(st.integers(0, 30))):
+            shape = SHAPES[int(rng.integers(len(SHAPES)))]
+            y, x = int(rng.integers(-2, h)), int(rng.integers(-2, w))
+            sh, sw = shape.shape
+            ys, xs = slice(max(y, 0), min(y + sh, h)), slice(max(x, 0), min(x + sw, w))
+            if ys.stop > ys.start and xs.stop > xs.start:
+                m[ys, xs] |= shape[ys.start - y:ys.stop - y, xs.start - x:xs.stop - x]
+        return m
     field = ndi.uniform_filter(rng.random((h, w)), size=draw(st.sampled_from([3, 5, 9])),
                                mode="reflect")
     blobs = field < np.quantile(field, density)
@@ -85,6 +107,7 @@ def cases(draw: st.DrawFn, max_side: int = 200) -> tuple[np.ndarray, tuple, dict
         "_SAMPLE_STEP": draw(st.sampled_from([kl._SAMPLE_STEP, 2])),
         "BAND": draw(st.sampled_from([kl.BAND, 1, 2, 5])),
         "_MARKERS": draw(st.sampled_from([kl._MARKERS, kl._MARKERS, 1])),
+        "SPARSE_LIMIT": draw(st.sampled_from([kl.SPARSE_LIMIT, 0])),
     }
     return m, chunks, limits
 

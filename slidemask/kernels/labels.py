@@ -1123,6 +1123,10 @@ def fill_pass1(
         return _empty_record(tile, ("bg",)), tile
     if fg == 0:
         return _whole_record("bg", img.shape, offset), tile
+    if fg <= SPARSE_LIMIT:
+        sparse = _fill_sparse(img, offset, max_area)
+        if sparse is not None:
+            return sparse
     if sum(_sampled_counts(img)) <= CONTOUR_LIMIT:
         traced = trace(img, connectivity=4, value=False, limit=CONTOUR_LIMIT)
         if traced is not None:
@@ -1252,6 +1256,8 @@ def objects_pass1(
         return _empty_record(tile, ("fg",)), tile
     if fg == img.size:
         return _whole_record("fg", img.shape, offset), tile
+    if fg <= SPARSE_LIMIT:
+        return _objects_sparse(img, offset, connectivity, min_area)
     objects, holes = _sampled_counts(img)
     if objects + holes <= CONTOUR_LIMIT:
         traced = trace(img, connectivity=connectivity, value=True, limit=CONTOUR_LIMIT)
@@ -1647,3 +1653,175 @@ def face_components(
         first_col=np.concatenate([z, f_col[rank_order]]),
         marked=marked,
     )
+
+
+SPARSE_LIMIT = 16384
+"""Most foreground pixels for which pass 1 measures objects from the list of those pixels
+(:func:`sparse_objects`) rather than from the image: chunks of glass with dust."""
+
+
+@dataclass(frozen=True)
+class SparseObjects:
+    """Objects of a sparse 0/1 tile, from its foreground pixels (:func:`sparse_objects`).
+
+    ``keys`` (row * width + col) and ``label`` (1..count, raster order of first pixel, as
+    :func:`label_tile` numbers them) are per foreground pixel, in raster order; per-object
+    arrays have length ``count + 1`` (index 0 unused).
+    """
+
+    count: int
+    keys: np.ndarray
+    label: np.ndarray
+    area: np.ndarray
+    top: np.ndarray
+    left: np.ndarray
+    bottom: np.ndarray
+    right: np.ndarray
+    first_row: np.ndarray
+    first_col: np.ndarray
+    faces: Faces
+
+
+def sparse_objects(img: np.ndarray, *, connectivity: int) -> SparseObjects:
+    """Label the 1-pixels of a 0/1 ``uint8`` tile from their list alone: ``np.flatnonzero``
+    (one scan), then neighbour pairs found by binary search among the pixels' raster keys, and
+    connected components of that graph. For a 2048² chunk of glass with 1500 specks of dust,
+    about 1 ms against 2-4 ms for border following and 4-9 ms for labelling."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    h, w = img.shape
+    # raster order; 0.45 ms on 2048² of glass as bool (7 ms as uint8, findNonZero 2.3)
+    keys = np.flatnonzero(img.view(bool))
+    n = len(keys)
+    y = keys // w
+    x = keys - y * w
+    steps = [(0, 1), (1, 0)] + ([(1, 1), (1, -1)] if connectivity == 8 else [])
+    us, vs = [], []
+    for dy, dx in steps:
+        ok = (y + dy < h) & (x + dx >= 0) & (x + dx < w)
+        src = np.flatnonzero(ok)
+        nk = keys[src] + dy * w + dx
+        pos = np.searchsorted(keys, nk)
+        hit = pos < n
+        hit[hit] = keys[pos[hit]] == nk[hit]
+        us.append(src[hit])
+        vs.append(pos[hit])
+    u, v = np.concatenate(us), np.concatenate(vs)
+    graph = coo_matrix((np.ones(len(u), np.int8), (u, v)), shape=(n, n))
+    count, comp = connected_components(graph, directed=False) if n else (0, np.zeros(0, int))
+    # renumber in raster order of first pixel: each object's first pixel is its first listed
+    first = np.full(count, n, np.int64)
+    np.minimum.at(first, comp, np.arange(n))
+    order = np.argsort(first)
+    number = np.empty(count, np.int64)
+    number[order] = np.arange(1, count + 1)
+    label = number[comp] if n else np.zeros(0, np.int64)
+    z = np.zeros(1, np.int64)
+    area = np.bincount(label, minlength=count + 1).astype(np.int64)
+    top, left = np.full(count + 1, h, np.int64), np.full(count + 1, w, np.int64)
+    bottom, right = np.zeros(count + 1, np.int64), np.zeros(count + 1, np.int64)
+    np.minimum.at(top, label, y)
+    np.minimum.at(left, label, x)
+    np.maximum.at(bottom, label, y + 1)
+    np.maximum.at(right, label, x + 1)
+    top[0] = left[0] = 0
+    head = first[order]
+    faces = Faces(*(np.zeros(size, LABEL_DTYPE) for size in (w, w, h, h)))
+    for face, on, coord in ((faces.top, y == 0, x), (faces.bottom, y == h - 1, x),
+                            (faces.left, x == 0, y), (faces.right, x == w - 1, y)):
+        face[coord[on]] = label[on]
+    return SparseObjects(
+        count=count, keys=keys, label=label, area=area, top=top, left=left, bottom=bottom,
+        right=right, first_row=np.concatenate([z, y[head]]), first_col=np.concatenate([z, x[head]]),
+        faces=faces,
+    )
+
+
+def _sparse_record(layer: str, sp: SparseObjects, ids: np.ndarray, area: np.ndarray,
+                   offset: tuple[int, ...]) -> Record:
+    seed_r, seed_c = _face_seeds(sp.faces, sp.count)
+    return _record(
+        layer, count=sp.count, ids=ids, area=area,
+        box=(sp.top[ids], sp.left[ids], sp.bottom[ids], sp.right[ids]),
+        first=(sp.first_row[ids], sp.first_col[ids]), seed=(seed_r[ids], seed_c[ids]),
+        faces=sp.faces, offset=offset,
+    )
+
+
+def _objects_sparse(
+    img: np.ndarray, offset: tuple[int, ...], connectivity: int, min_area: float
+) -> tuple[Record, np.ndarray]:
+    """``remove_small_objects`` pass 1 on a sparse tile: erase the pixels of the small interior
+    objects from their list."""
+    sp = sparse_objects(img, connectivity=connectivity)
+    face = on_faces(sp.faces, sp.count)
+    drop = ~face & (sp.area < min_area)
+    drop[0] = False
+    stored = img
+    if drop.any():
+        stored = img.copy()
+        stored.ravel()[sp.keys[drop[sp.label]]] = 0
+    ids = np.flatnonzero(face)
+    return _sparse_record("fg", sp, ids, sp.area[ids], offset), stored.view(bool)
+
+
+def _ring(faces: Faces) -> np.ndarray:
+    """The labels along a tile's border once round, clockwise from the top-left corner."""
+    return np.concatenate([faces.top, faces.right[1:], faces.bottom[::-1][1:],
+                           faces.left[::-1][1:-1]])
+
+
+def _fill_sparse(
+    img: np.ndarray, offset: tuple[int, ...], max_area: float | None
+) -> tuple[Record, np.ndarray] | None:
+    """Hole filling pass 1 on a sparse tile. A hole is enclosed by one object (its boundary is
+    8-connected), so it lies in that object's box: each object at least 3 x 3 has its box
+    (and a pixel round it) flooded from its edge, and what the flood misses is a hole. The
+    background on the faces is one component when every object meets the tile's border in
+    at most one stretch and every face has background; None (not handled) otherwise."""
+    h, w = img.shape
+    if h < 3 or w < 3:
+        return None
+    sp = sparse_objects(img, connectivity=8)
+    ring = _ring(sp.faces)
+    if not all((face == 0).any() for face in (sp.faces.top, sp.faces.bottom, sp.faces.left,
+                                              sp.faces.right)):
+        return None
+    if len(ring) and ring.any():  # each object on the border: one stretch of it
+        start = int(np.argmin(ring != 0))  # a background pixel: cut the cycle there
+        cyc = np.roll(ring, -start)
+        begins = cyc[(cyc != 0) & (np.concatenate([[0], cyc[:-1]]) != cyc)]
+        if len(begins) != len(np.unique(begins)):
+            return None
+    stored = img
+    hole = None  # every hole pixel (a hole may lie in several objects' boxes)
+    big = np.flatnonzero((sp.bottom - sp.top >= 3) & (sp.right - sp.left >= 3))
+    for k in big.tolist():
+        y0, x0 = max(int(sp.top[k]) - 1, 0), max(int(sp.left[k]) - 1, 0)
+        y1, x1 = min(int(sp.bottom[k]) + 1, h), min(int(sp.right[k]) + 1, w)
+        crop = cv2.copyMakeBorder(img[y0:y1, x0:x1], 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+        cv2.floodFill(crop, None, (0, 0), 2, flags=4)
+        holes = crop[1:-1, 1:-1] == 0
+        if not holes.any():
+            continue
+        if hole is None:
+            hole = np.zeros(img.shape, bool)
+            stored = img.copy()
+        hole[y0:y1, x0:x1] |= holes
+        window = stored[y0:y1, x0:x1]
+        if max_area is None:
+            window[holes] = 1
+        else:
+            found = local_components(holes, connectivity=4)
+            fill = (found.area <= max_area) & (np.arange(found.count + 1) > 0)
+            window[lookup(fill, _labels_of(found))] = 1
+    bg = img.size - len(sp.keys) - (0 if hole is None else int(np.count_nonzero(hole)))
+    first_col = int(np.argmax(sp.faces.top == 0))
+    faces = Faces(*((face == 0).astype(LABEL_DTYPE) for face in
+                    (sp.faces.top, sp.faces.bottom, sp.faces.left, sp.faces.right)))
+    one = np.ones(1, np.int64)
+    record = _record("bg", count=1, ids=one, area=one * bg,
+                     box=(0 * one, 0 * one, one * h, one * w), first=(0 * one, one * first_col),
+                     seed=(0 * one, one * first_col), faces=faces, offset=offset)
+    return record, stored.view(bool)
