@@ -6,6 +6,7 @@ Usage (each stage in its own process so peak RSS is per stage)::
     python scripts/time_global_ops.py run /tmp/globalops  # fill_holes(remove_small_objects(...))
     python scripts/time_global_ops.py reference /tmp/globalops  # in memory (scipy), compare
     python scripts/time_global_ops.py kernels [--quick] [--before REV]  # per-chunk kernel ms
+    python scripts/time_global_ops.py slide SLIDE [BELOW] [--before REV]  # a slide's chunks
 
 Each stage prints wall seconds and peak RSS (``ru_maxrss``) as one JSON line; ``kernels``
 prints a table instead: for 2048² chunks (uniform noise, blobs with specks, smooth blobs, and
@@ -15,11 +16,15 @@ of each global operation with one OpenCV thread, as the staged engine runs them 
 labels.py`` at git revision ``--before``, default 9da8f41: the last before pass 1 stored local
 decisions) and after (``pass1_chunk`` + ``apply_stored`` on the stored tile, the working
 tree's kernels). Each chunk sits in the middle of a 3 x 3 tiling of itself, so its lookup
-table comes from a real merge.
+table comes from a real merge. ``slide`` does the same for every 2048² chunk of a slide's
+level-0 ``grey < BELOW`` mask (default 200; the slide is read whole into memory), running
+``fill_holes`` and then ``remove_small_objects(100)`` on its result the way the engine does,
+and checks the result against scipy / scikit-image on the whole mask.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import resource
 import sys
@@ -241,10 +246,85 @@ def kernels(quick: bool, before_rev: str) -> None:
                   f"{a1:7.1f} + {a2:5.1f} = {a1 + a2:6.1f}", flush=True)
 
 
+def _emulate(plan: Any, mask: np.ndarray, before: bool) -> tuple[np.ndarray, float, float]:
+    """The engine's passes over 2048² chunks of ``mask`` by hand; mean CPU ms of pass 1 and
+    pass 2 a chunk (``before``: summarize_chunk + apply on the chunk itself)."""
+    from slidemask.ops.components import chunk_lut
+
+    rows, cols = range(0, mask.shape[0], CHUNK), range(0, mask.shape[1], CHUNK)
+    records = np.empty((len(rows), len(cols)), dtype=object)
+    stored = {}
+    first = 0.0
+    for (i, r), (j, c) in itertools.product(enumerate(rows), enumerate(cols)):
+        tile = mask[r:r + CHUNK, c:c + CHUNK]
+        t = time.thread_time()
+        if before:
+            records[i, j], stored[i, j] = plan.summarize_chunk(tile, (r, c)), tile
+        else:
+            records[i, j], stored[i, j] = plan.pass1_chunk(tile, (r, c))
+        first += time.thread_time() - t
+    with dask.config.set(scheduler="sync"):
+        merged = plan.merge(records, da.from_array(mask, chunks=CHUNK)).compute()
+    out = np.empty(mask.shape, bool)
+    second = 0.0
+    for (i, r), (j, c) in itertools.product(enumerate(rows), enumerate(cols)):
+        lut = chunk_lut(merged, i, j)
+        t = time.thread_time()
+        if before:
+            done = plan.apply(stored[i, j], lut, **plan.apply_kwargs)
+        else:
+            done = plan.apply_stored(stored[i, j], lut)
+        second += time.thread_time() - t
+        out[r:r + CHUNK, c:c + CHUNK] = done
+    n = records.size
+    return out, 1e3 * first / n, 1e3 * second / n
+
+
+def slide(path: str, below: int, before_rev: str) -> None:
+    """fill_holes, then remove_small_objects(100), over every chunk of a slide's mask."""
+    import dataclasses
+
+    import cv2
+    import scipy.ndimage as ndi
+    import tifffile
+    from skimage.morphology import remove_small_objects
+
+    from slidemask.ops.components import remove_small_objects_plan
+    from slidemask.ops.holes import fill_holes_plan
+
+    cv2.setNumThreads(1)
+    rgb = tifffile.imread(path, level=0)
+    mask = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) < below
+    del rgb
+    old = _kernels_at(before_rev)
+    plans = [fill_holes_plan(), remove_small_objects_plan(100)]
+    print(f"{path}: {mask.shape[0]}x{mask.shape[1]}, grey < {below}, 2048² chunks, "
+          "mean CPU ms a chunk (one OpenCV thread): pass 1 + pass 2")
+    for mode in ("before", "after"):
+        current, total = mask, 0.0
+        for plan in plans:
+            assert plan is not None
+            run = plan
+            if mode == "before":
+                run = dataclasses.replace(plan, summarize=getattr(old, plan.summarize.__name__),
+                                          apply=getattr(old, plan.apply.__name__))
+            current, p1, p2 = _emulate(run, current, mode == "before")
+            total += p1 + p2
+            print(f"  {mode:<6} {plan.op:<14} {p1:6.1f} + {p2:5.1f}", flush=True)
+        print(f"  {mode:<6} both           {total:6.1f}")
+    expected = remove_small_objects(ndi.binary_fill_holes(mask), max_size=99, connectivity=2)
+    print("  equal to scipy/scikit-image on the whole mask:", bool(np.array_equal(current,
+                                                                                expected)))
+
+
 def main(argv: list[str]) -> int:
+    rev = argv[argv.index("--before") + 1] if "--before" in argv else "9da8f41"
     if argv and argv[0] == "kernels":
-        rev = argv[argv.index("--before") + 1] if "--before" in argv else "9da8f41"
         kernels("--quick" in argv, rev)
+        return 0
+    if argv and argv[0] == "slide":
+        rest = [a for a in argv[1:] if a != "--before" and a != rev]
+        slide(rest[0], int(rest[1]) if len(rest) > 1 else 200, rev)
         return 0
     stage, folder = argv[0], Path(argv[1])
     folder.mkdir(parents=True, exist_ok=True)
