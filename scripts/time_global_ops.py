@@ -246,38 +246,61 @@ def kernels(quick: bool, before_rev: str) -> None:
                   f"{a1:7.1f} + {a2:5.1f} = {a1 + a2:6.1f}", flush=True)
 
 
-def _emulate(plan: Any, mask: np.ndarray, before: bool) -> tuple[np.ndarray, float, float]:
-    """The engine's passes over 2048² chunks of ``mask`` by hand; mean CPU ms of pass 1 and
-    pass 2 a chunk (``before``: summarize_chunk + apply on the chunk itself)."""
+def _cpu(fn: Any, repeat: int = 3) -> tuple[Any, float]:
+    """``fn()``'s result and its median CPU seconds (this thread) over ``repeat`` calls."""
+    times = []
+    for _ in range(repeat):
+        t = time.thread_time()
+        out = fn()
+        times.append(time.thread_time() - t)
+    return out, sorted(times)[len(times) // 2]
+
+
+def _emulate(
+    plans: dict[str, Any], mask: np.ndarray
+) -> tuple[np.ndarray, dict[str, tuple[float, float]]]:
+    """The engine's passes over 2048² chunks of ``mask`` by hand, for each plan (``before``:
+    summarize_chunk + apply on the chunk itself; ``after``: pass1_chunk + apply_stored),
+    chunk by chunk in turn so that both see the same load; mean CPU ms of pass 1 and pass 2
+    a chunk, per plan. Returns ``after``'s result (checked equal to ``before``'s)."""
     from slidemask.ops.components import chunk_lut
 
     rows, cols = range(0, mask.shape[0], CHUNK), range(0, mask.shape[1], CHUNK)
-    records = np.empty((len(rows), len(cols)), dtype=object)
-    stored = {}
-    first = 0.0
-    for (i, r), (j, c) in itertools.product(enumerate(rows), enumerate(cols)):
+    grid = list(itertools.product(enumerate(rows), enumerate(cols)))
+    records = {k: np.empty((len(rows), len(cols)), dtype=object) for k in plans}
+    stored: dict[str, dict[tuple[int, int], np.ndarray]] = {k: {} for k in plans}
+    first = dict.fromkeys(plans, 0.0)
+    for (i, r), (j, c) in grid:
         tile = mask[r:r + CHUNK, c:c + CHUNK]
-        t = time.thread_time()
-        if before:
-            records[i, j], stored[i, j] = plan.summarize_chunk(tile, (r, c)), tile
-        else:
-            records[i, j], stored[i, j] = plan.pass1_chunk(tile, (r, c))
-        first += time.thread_time() - t
+        for mode, plan in plans.items():
+            if mode == "before":
+                records[mode][i, j], took = _cpu(
+                    lambda p=plan, t=tile, o=(r, c): p.summarize_chunk(t, o))
+                stored[mode][i, j] = tile
+            else:
+                (records[mode][i, j], stored[mode][i, j]), took = _cpu(
+                    lambda p=plan, t=tile, o=(r, c): p.pass1_chunk(t, o))
+            first[mode] += took
+    merged = {}
     with dask.config.set(scheduler="sync"):
-        merged = plan.merge(records, da.from_array(mask, chunks=CHUNK)).compute()
-    out = np.empty(mask.shape, bool)
-    second = 0.0
-    for (i, r), (j, c) in itertools.product(enumerate(rows), enumerate(cols)):
-        lut = chunk_lut(merged, i, j)
-        t = time.thread_time()
-        if before:
-            done = plan.apply(stored[i, j], lut, **plan.apply_kwargs)
-        else:
-            done = plan.apply_stored(stored[i, j], lut)
-        second += time.thread_time() - t
-        out[r:r + CHUNK, c:c + CHUNK] = done
-    n = records.size
-    return out, 1e3 * first / n, 1e3 * second / n
+        for mode, plan in plans.items():
+            merged[mode] = plan.merge(records[mode], da.from_array(mask, chunks=CHUNK)).compute()
+    out = {k: np.empty(mask.shape, bool) for k in plans}
+    second = dict.fromkeys(plans, 0.0)
+    for (i, r), (j, c) in grid:
+        for mode, plan in plans.items():
+            lut = chunk_lut(merged[mode], i, j)
+            if mode == "before":
+                done, took = _cpu(lambda p=plan, t=stored[mode][i, j], u=lut: p.apply(
+                    t, u, **p.apply_kwargs))
+            else:
+                done, took = _cpu(lambda p=plan, t=stored[mode][i, j], u=lut:
+                                  p.apply_stored(t, u))
+            out[mode][r:r + CHUNK, c:c + CHUNK] = done
+            second[mode] += took
+    assert np.array_equal(out["before"], out["after"])
+    n = len(grid)
+    return out["after"], {k: (1e3 * first[k] / n, 1e3 * second[k] / n) for k in plans}
 
 
 def slide(path: str, below: int, before_rev: str) -> None:
@@ -297,21 +320,20 @@ def slide(path: str, below: int, before_rev: str) -> None:
     mask = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) < below
     del rgb
     old = _kernels_at(before_rev)
-    plans = [fill_holes_plan(), remove_small_objects_plan(100)]
     print(f"{path}: {mask.shape[0]}x{mask.shape[1]}, grey < {below}, 2048² chunks, "
-          "mean CPU ms a chunk (one OpenCV thread): pass 1 + pass 2")
-    for mode in ("before", "after"):
-        current, total = mask, 0.0
-        for plan in plans:
-            assert plan is not None
-            run = plan
-            if mode == "before":
-                run = dataclasses.replace(plan, summarize=getattr(old, plan.summarize.__name__),
-                                          apply=getattr(old, plan.apply.__name__))
-            current, p1, p2 = _emulate(run, current, mode == "before")
-            total += p1 + p2
-            print(f"  {mode:<6} {plan.op:<14} {p1:6.1f} + {p2:5.1f}", flush=True)
-        print(f"  {mode:<6} both           {total:6.1f}")
+          "mean CPU ms a chunk (one OpenCV thread, median of 3): pass 1 + pass 2")
+    current = mask
+    totals = {"before": 0.0, "after": 0.0}
+    for plan in (fill_holes_plan(), remove_small_objects_plan(100)):
+        assert plan is not None
+        before = dataclasses.replace(plan, summarize=getattr(old, plan.summarize.__name__),
+                                     apply=getattr(old, plan.apply.__name__))
+        current, ms = _emulate({"before": before, "after": plan}, current)
+        for mode, (p1, p2) in ms.items():
+            totals[mode] += p1 + p2
+        (b1, b2), (a1, a2) = ms["before"], ms["after"]
+        print(f"  {plan.op:<14} {b1:6.1f} + {b2:5.1f}  ->  {a1:6.1f} + {a2:5.1f}", flush=True)
+    print(f"  {'both':<14} {totals['before']:14.1f}  ->  {totals['after']:14.1f}")
     expected = remove_small_objects(ndi.binary_fill_holes(mask), max_size=99, connectivity=2)
     print("  equal to scipy/scikit-image on the whole mask:", bool(np.array_equal(current,
                                                                                 expected)))
