@@ -310,3 +310,28 @@ def test_face_components_equal_labelling(m, connectivity, value, band):
     taken = on_face[ref.labels]
     np.testing.assert_array_equal(found.marked >= 2, taken)
     np.testing.assert_array_equal(found.marked[~taken], img[~taken])
+
+
+@settings(deadline=None, max_examples=30)
+@given(cases(max_side=120))
+def test_pass1_never_writes_its_input(case):
+    """Every plan's pass 1 (and pass 2 on what it stored) runs on read-only arrays."""
+    m, _, limits = case
+    plans = [fill_holes_plan(), fill_holes_plan(max_hole_area=5),
+             remove_small_objects_plan(7, connectivity=4), remove_small_objects_plan(7),
+             keep_largest_plan(2), label_plan(8, np.dtype(np.int32)), keep_largest_holes_plan(1)]
+    tile = m.copy()
+    tile.setflags(write=False)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in limits.items():
+            patch.setattr(kl, name, value)
+        for plan in plans:
+            assert plan is not None
+            record, stored = plan.pass1_chunk(tile, (0, 0))
+            np.testing.assert_array_equal(tile, m)
+            stored = np.array(stored)
+            stored.setflags(write=False)
+            records = np.empty((1, 1), dtype=object)
+            records[0, 0] = record
+            merged = plan.merge(records, da.from_array(m, chunks=m.shape)).compute()
+            plan.apply_stored(stored, chunk_lut(merged, 0, 0))
