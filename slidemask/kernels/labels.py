@@ -775,18 +775,36 @@ def fill_ranked_holes(tile: np.ndarray, lut: ChunkLut, *, per_owner: int) -> np.
 # again from one of their face pixels and changes the ones the merge decided to change,
 # without labelling the chunk again.
 #
-# How a chunk is measured depends on what it holds (each way gives the same record and tile):
-# * border following (:func:`trace`), vectorized over the contours: when the chunk has few
-#   borders (tissue without pinholes, glass with a few thousand specks). Interior components
-#   are removed or filled with one ``cv2.drawContours`` call; exact areas are measured (by
-#   flood fill within the component's box) only where bounds cannot decide;
-# * for hole filling, a flood of the background from the chunk's frame: whatever it does not
-#   reach is a hole. Cost grows with the background reached, not the pinholes (tissue riddled
-#   with 10^5 pinholes per chunk);
-# * labelling with OpenCV's statistics (the fallback: noise everywhere).
+# How a chunk is measured depends on what it holds (each way gives the same record and tile,
+# tested against labelling and against scipy / scikit-image through the whole engine):
+# * sparse chunks (glass with dust, at most SPARSE_LIMIT foreground pixels): objects from the
+#   list of foreground pixels (:func:`sparse_objects`), holes from a flood of each larger
+#   object's box;
+# * few borders (tissue without pinholes, up to CONTOUR_LIMIT): border following
+#   (:func:`trace`), vectorized over the contours; interior components are removed or filled
+#   with one ``cv2.drawContours`` call, and exact areas are measured (a flood fill within the
+#   component's box) only where the box bounds cannot decide;
+# * hole filling in tissue riddled with pinholes (10^5 per chunk): :func:`face_components`
+#   labels a band along the faces and floods the face components that leave it; whatever
+#   background they do not take is a hole;
+# * otherwise labelling with run statistics (:func:`local_components`).
 #
-# Measured per 2048² chunk, one OpenCV thread, medians (ms), before -> after, pass 1 + pass 2:
-# see scripts/time_global_ops.py ``kernels`` and the table in this module's tests' notes.
+# Measured (``scripts/time_global_ops.py``): CPU ms a 2048² chunk, one OpenCV thread, medians,
+# pass 1 + pass 2, the staged kernels of 9da8f41 (pass 2 on the input) -> these (pass 2 on the
+# stored tile):
+#
+#   chunk (noisy synthetic slide, grey < 200)  fill_holes    remove_small_objects(100)
+#                                                            on the raw / the filled mask
+#   tissue, 171689 pinholes, 84 % foreground   51.3 -> 6.8   1462 -> 25.6  /  2.9 -> 1.3
+#   tissue edge, 109176 pinholes, 56 %         37.5 -> 7.1    542 -> 22.6  / 11.9 -> 3.4
+#   sparse tissue, 25175 pinholes, 28 %        33.4 -> 10.9  60.5 -> 13.8  / 25.8 -> 4.3
+#   glass, 1513 specks of dust                  4.2 -> 2.0   25.1 -> 1.9   / 24.4 -> 2.9
+#   uniform noise p = 0.02 (77154 specks)      72.4 -> 16.9  34.3 -> 18.3
+#   uniform noise p = 0.2 (301196 specks)      82.4 -> 54.7  145  -> 56.2
+#   smooth blobs                               11.5 -> 3.6    3.7 -> 2.5
+#
+# Over all 100 chunks of that 20000² slide, fill_holes then remove_small_objects(100) on its
+# result: 50.9 -> 11.4 ms a chunk; on the smooth synthetic slide (grey < 220) 12.3 -> 9.2.
 # ---------------------------------------------------------------------------------------------
 
 CONTOUR_LIMIT = 5000
@@ -1461,6 +1479,12 @@ def keep_stored(stored: np.ndarray, lut: ChunkLut, *, connectivity: int) -> np.n
     seeds = _chosen_seeds(lut, "fg", True)
     if not len(seeds):
         return np.zeros(stored.shape, bool)
+    boxes = (seeds[:, 4] - seeds[:, 2]).astype(np.int64) * (seeds[:, 5] - seeds[:, 3])
+    if int(boxes.sum()) > stored.size // 8:
+        # Large objects: flood fills crawl through one riddled with pinholes (about 35 ms
+        # for thresholded light tissue filling a 2048² chunk); labelling the tile (stored
+        # unchanged, so numbered as in pass 1) and looking the kept labels up takes 10-15 ms.
+        return filter_objects(stored, lut, connectivity=connectivity, min_area=None)
     return _mark(_as_u8(stored), seeds, value=1, connectivity=connectivity) == 2
 
 
