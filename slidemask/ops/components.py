@@ -33,18 +33,12 @@ pinholes (:func:`slidemask.kernels.labels.face_components`), else from labelling
 same numbers (tested). Pass 2 flood-fills the components it changes, from pixels pass 1
 recorded, rather than labelling the chunk again.
 
-Each operation is a :class:`TwoPass` plan. ``plan.run(mask)`` is the lazy graph described here;
-the staged runner (:func:`slidemask.pipeline.run_slide`) instead summarizes each chunk in the
-task that stores the mask, and runs pass 2 with the merge already computed.
-
-Recomputation: pass 2 needs every input chunk again. Sharing the input between the passes
-would make dask keep every input chunk in memory until the merge has run, so pass 2 uses a
-copy of the input graph (``dask.graph_manipulation.bind``) that starts after the merge: the
-input is computed twice. When the input is expensive (decoding and thresholding a slide),
-write it to Zarr first and pass ``da.from_zarr(...)``: then the recomputation is a cheap read.
-Chained global operations share the merges of earlier ones rather than cloning them, so
-k chained operations read the input k + 1 times (but rerun the earlier operations' pass 2
-too); for long chains write intermediate results to Zarr.
+Each operation is a :class:`TwoPass` plan, and ``plan.run(mask)`` is how every caller runs it
+(the public functions, and through them a config): pass 1 computes each chunk once, stores
+the tile :meth:`TwoPass.pass1_chunk` gives (the chunk with its own local decisions applied)
+to scratch and returns only its record; pass 2 waits for the merge and reads the stored tile
+back (:mod:`slidemask.ops.scratch`). The input is never held for the whole slide and never
+computed twice, also in chains of global operations. A mask of one chunk is one task.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 A *hole* is a 4-connected component of background (``False``) pixels that does not touch the
 border of the whole array; this is the definition ``scipy.ndimage.binary_fill_holes`` uses.
 Foreground objects are 8-connected (the dual of 4-connected background, so every hole has one
-well-defined enclosing object). The operations are lazy and compute their input twice; see
-:mod:`slidemask.ops.components` for how the passes and the merge work.
+well-defined enclosing object). The operations are lazy and compute their input once (pass 1
+stores it to scratch, pass 2 reads it back); see :mod:`slidemask.ops.components` for how the
+passes and the merge work.
 """
 
 from __future__ import annotations
