@@ -94,8 +94,27 @@ def label_tile(tile: np.ndarray, *, connectivity: int) -> tuple[np.ndarray, int]
     return labels, int(n) - 1
 
 
+@dataclass(frozen=True, kw_only=True)
+class Extents:
+    """Per-component measures shared by every component record (arrays indexed alike).
+
+    ``area`` in pixels; bounding box ``top``/``left`` inclusive and ``bottom``/``right``
+    exclusive; ``first_row``/``first_col`` the component's first pixel in raster (row-major)
+    order. The frame (a tile's or the whole array's) is the record's own. Keyword-only, so
+    records add their own fields before these.
+    """
+
+    area: np.ndarray
+    top: np.ndarray
+    left: np.ndarray
+    bottom: np.ndarray
+    right: np.ndarray
+    first_row: np.ndarray
+    first_col: np.ndarray
+
+
 @dataclass(frozen=True)
-class LocalComponents:
+class LocalComponents(Extents):
     """Components of one tile, in the tile's own pixel frame.
 
     Every per-component array has length ``count + 1``; index 0 describes nothing useful
@@ -107,13 +126,6 @@ class LocalComponents:
 
     labels: np.ndarray | None
     count: int
-    area: np.ndarray
-    top: np.ndarray
-    left: np.ndarray
-    bottom: np.ndarray
-    right: np.ndarray
-    first_row: np.ndarray
-    first_col: np.ndarray
 
 
 def local_components(tile: np.ndarray, *, connectivity: int) -> LocalComponents:
@@ -130,12 +142,13 @@ def local_components(tile: np.ndarray, *, connectivity: int) -> LocalComponents:
     h, w = labels.shape
     z = np.zeros(count + 1, np.int64)
     if count == 0:
-        return LocalComponents(labels, 0, z, z, z, z, z, z, z)
+        return LocalComponents(labels, 0, area=z, top=z, left=z, bottom=z, right=z, first_row=z,
+                               first_col=z)
     if count == 1 and bool(labels[0, 0]) and bool(labels[-1, -1]) and labels.all():
         one = np.array([0, 1], np.int64)
         return LocalComponents(
-            labels, 1, np.array([0, h * w], np.int64), 0 * one, 0 * one, h * one, w * one,
-            0 * one, 0 * one,
+            labels, 1, area=np.array([0, h * w], np.int64), top=0 * one, left=0 * one,
+            bottom=h * one, right=w * one, first_row=0 * one, first_col=0 * one,
         )
     flat = labels.ravel()
     change = np.empty(flat.size, bool)
@@ -168,7 +181,10 @@ def local_components(tile: np.ndarray, *, connectivity: int) -> LocalComponents:
     left[0] = 0
     right = z.copy()
     np.maximum.at(right, run_label, col1)
-    return LocalComponents(labels, count, area, top, left, bottom, right, top.copy(), first_col)
+    return LocalComponents(
+        labels, count, area=area, top=top, left=left, bottom=bottom, right=right,
+        first_row=top.copy(), first_col=first_col,
+    )
 
 
 @dataclass(frozen=True)
@@ -351,7 +367,7 @@ def rank_in_groups(
 
 
 @dataclass(frozen=True)
-class LayerSummary:
+class LayerSummary(Extents):
     """What the cross-chunk merge needs to know about one labelling of one chunk.
 
     ``ids`` are the local labels the merge takes into account (sorted, ``int32``): at least
@@ -364,13 +380,6 @@ class LayerSummary:
 
     count: int
     ids: np.ndarray
-    area: np.ndarray
-    top: np.ndarray
-    left: np.ndarray
-    bottom: np.ndarray
-    right: np.ndarray
-    first_row: np.ndarray
-    first_col: np.ndarray
     owner: np.ndarray | None = None
     seeds: Seeds | None = None
 
@@ -502,7 +511,9 @@ def _empty_record(tile: np.ndarray, layers: tuple[str, ...]) -> Record:
     h, w = tile.shape
     z32 = np.zeros(0, LABEL_DTYPE)
     z64 = np.zeros(0, np.int64)
-    summ = LayerSummary(0, z32, z64, z64, z64, z64, z64, z64, z64, z64)
+    summ = LayerSummary(
+        0, z32, area=z64, top=z64, left=z64, bottom=z64, right=z64, first_row=z64, first_col=z64
+    )
     faces = Faces(np.zeros(w, LABEL_DTYPE), np.zeros(w, LABEL_DTYPE),
                   np.zeros(h, LABEL_DTYPE), np.zeros(h, LABEL_DTYPE))
     return {k: summ for k in layers}, {k: faces for k in layers}
@@ -511,7 +522,9 @@ def _empty_record(tile: np.ndarray, layers: tuple[str, ...]) -> Record:
 def _ids_only(count: int, include: np.ndarray) -> LayerSummary:
     ids = np.flatnonzero(include[1:]).astype(LABEL_DTYPE) + 1
     z = np.zeros(len(ids), np.int64)
-    return LayerSummary(count, ids, z, z, z, z, z, z, z)
+    return LayerSummary(
+        count, ids, area=z, top=z, left=z, bottom=z, right=z, first_row=z, first_col=z
+    )
 
 
 def _top_interior(comps: LocalComponents, face: np.ndarray, n: int) -> np.ndarray:
@@ -1499,7 +1512,7 @@ makes before it gives up: each takes its own marker value in a ``uint8`` copy.""
 
 
 @dataclass(frozen=True)
-class FaceComponents:
+class FaceComponents(Extents):
     """The components of one value that touch a face of a tile (:func:`face_components`).
 
     Per-component arrays have length ``count + 1`` (index 0 unused); components are numbered
@@ -1510,13 +1523,6 @@ class FaceComponents:
 
     count: int
     faces: Faces
-    area: np.ndarray
-    top: np.ndarray
-    left: np.ndarray
-    bottom: np.ndarray
-    right: np.ndarray
-    first_row: np.ndarray
-    first_col: np.ndarray
     marked: np.ndarray
 
 
@@ -1685,7 +1691,7 @@ SPARSE_LIMIT = 16384
 
 
 @dataclass(frozen=True)
-class SparseObjects:
+class SparseObjects(Extents):
     """Objects of a sparse 0/1 tile, from its foreground pixels (:func:`sparse_objects`).
 
     ``keys`` (row * width + col) and ``label`` (1..count, raster order of first pixel, as
@@ -1696,13 +1702,6 @@ class SparseObjects:
     count: int
     keys: np.ndarray
     label: np.ndarray
-    area: np.ndarray
-    top: np.ndarray
-    left: np.ndarray
-    bottom: np.ndarray
-    right: np.ndarray
-    first_row: np.ndarray
-    first_col: np.ndarray
     faces: Faces
 
 

@@ -113,7 +113,7 @@ def area_to_pixels(area_um2: float, mpp: float) -> float:
 
 
 @dataclass(frozen=True)
-class ComponentTable:
+class ComponentTable(kl.Extents):
     """Global table of connected components, one row per component.
 
     Rows are in raster order of each component's first pixel, so row ``k`` describes label
@@ -149,13 +149,6 @@ class ComponentTable:
     (array([0, 0, 3, 3]), array([0, 3, 0, 2]), array([2, 2, 4, 4]), array([2, 5, 1, 5]))
     """
 
-    area: np.ndarray
-    top: np.ndarray
-    left: np.ndarray
-    bottom: np.ndarray
-    right: np.ndarray
-    first_row: np.ndarray
-    first_col: np.ndarray
 
     @property
     def label(self) -> np.ndarray:
@@ -292,7 +285,7 @@ def _pair_task(
 
 
 @dataclass(frozen=True)
-class LayerMerge:
+class LayerMerge(kl.Extents):
     """Merged components of one labelling ("fg" or "bg"), driver side.
 
     Nodes are the reported (chunk, local label) pairs, numbered chunk by chunk in row-major
@@ -305,13 +298,6 @@ class LayerMerge:
     base: np.ndarray
     ids: np.ndarray
     node_comp: np.ndarray
-    area: np.ndarray
-    top: np.ndarray
-    left: np.ndarray
-    bottom: np.ndarray
-    right: np.ndarray
-    first_row: np.ndarray
-    first_col: np.ndarray
     first_node: np.ndarray
     owner_node: np.ndarray | None = None
 
@@ -1100,7 +1086,9 @@ def label_stats(mask: da.Array, *, connectivity: int = 8) -> Delayed:
     connectivity = _check_connectivity(connectivity, what)
     if mask.size == 0:
         z = np.zeros(0, np.int64)
-        return dask.delayed(ComponentTable(z, z, z, z, z, z, z))
+        return dask.delayed(ComponentTable(
+            area=z, top=z, left=z, bottom=z, right=z, first_row=z, first_col=z
+        ))
     merged = label_merge(mask, connectivity, np.dtype(np.int64))
     return dask.delayed(_table_of, pure=True)(merged)
 
