@@ -1,4 +1,4 @@
-"""Halo windows over a stored array equal the whole-image kernels, for any chunking."""
+"""Halo windows read back from scratch equal the whole-image kernels, for any chunking."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import pickle
 from pathlib import Path
 
 import cv2
+import dask.array as da
 import numpy as np
-import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slidemask.kernels.filters import median_blur as median_kernel
 from slidemask.kernels.filters import median_depth
 from slidemask.kernels.morphology import binary_morphology, morphology_depth
-from slidemask.ops.windows import KernelStep, map_windows
+from slidemask.ops.scratch import map_windows
+from slidemask.ops.windows import KernelChain, KernelStep
 
 
 def _chunking(draw: st.DrawFn, n: int) -> tuple[int, ...]:
@@ -39,21 +40,20 @@ def mask_and_chunks(draw: st.DrawFn) -> tuple[np.ndarray, tuple[tuple[int, ...],
 
 @settings(deadline=None, max_examples=60)
 @given(mask_and_chunks(), st.integers(0, 4), st.sampled_from([3, 5, 7]))
-def test_median_then_closing_from_zarr(tmp_path_factory, data, radius, ksize) -> None:  # type: ignore[no-untyped-def]
+def test_median_then_closing_from_scratch(data, radius, ksize) -> None:  # type: ignore[no-untyped-def]
     mask, chunks = data
-    store = zarr.create_array(
-        str(tmp_path_factory.mktemp("w") / "m.zarr"), shape=mask.shape, chunks=(7, 9), dtype=bool
-    )
-    store[...] = mask
-    steps = [
+    chain = KernelChain((
         KernelStep(median_kernel, median_depth(ksize), {"ksize": ksize}),
         KernelStep(
             binary_morphology,
             morphology_depth("closing", radius),
             {"op": "closing", "radius": radius},
         ),
-    ]
-    got = map_windows(store, steps, chunks=chunks, dtype=bool).compute(scheduler="sync")
+    ))
+    source = da.from_array(mask, chunks=chunks)
+    got = map_windows(source, chain, chain.depth, dtype=bool, label="t").compute(
+        scheduler="sync"
+    )
     expected_median = cv2.medianBlur(mask.astype(np.uint8), ksize).astype(bool)
     # the whole-image kernel is itself proven equal to scikit-image in test_kernels_local.py
     expected = binary_morphology(expected_median, op="closing", radius=radius)
@@ -61,10 +61,8 @@ def test_median_then_closing_from_zarr(tmp_path_factory, data, radius, ksize) ->
 
 
 def test_windows_pickle(tmp_path: Path) -> None:
-    path = str(tmp_path / "m.zarr")
-    store = zarr.create_array(path, shape=(20, 30), chunks=(8, 8), dtype=np.uint8)
-    store[...] = np.arange(600, dtype=np.uint8).reshape(20, 30)
-    step = KernelStep(median_kernel, 1, {"ksize": 3})
-    arr = map_windows(store, [step], chunks=(6, 7), dtype=np.uint8)
+    image = np.arange(600, dtype=np.uint8).reshape(20, 30)
+    chain = KernelChain((KernelStep(median_kernel, 1, {"ksize": 3}),))
+    arr = map_windows(da.from_array(image, chunks=(6, 7)), chain, 1, dtype=np.uint8, label="t")
     clone = pickle.loads(pickle.dumps(arr))
-    np.testing.assert_array_equal(clone.compute(), cv2.medianBlur(store[...], 3))
+    np.testing.assert_array_equal(clone.compute(), cv2.medianBlur(image, 3))

@@ -22,7 +22,6 @@ from slidemask.writers.zarr import (
     partial_outputs,
     read_attrs,
     read_mask,
-    store_chunks,
     stored_config_hash,
     write_zarr,
 )
@@ -274,34 +273,6 @@ def test_chunk_files_equal_zarr_own(tmp_path: Path) -> None:
     assert len(files) == 2 * 3 - 1
     for name in files:
         assert (Path(ours) / name).read_bytes() == (tmp_path / "theirs.zarr" / name).read_bytes()
-
-
-def test_store_chunks_writes_while_summarizing(tmp_path: Path) -> None:
-    """store_chunks writes what write_zarr writes, one summary per chunk, one call per chunk."""
-    rng = np.random.default_rng(9)
-    data = rng.random((70, 45)) < 0.3
-    data[:32, :32] = False
-    calls: list[tuple[int, ...]] = []
-
-    def summarize(block: np.ndarray, offset: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        calls.append(offset)
-        return offset, int(block.sum())
-
-    mask = da.from_array(data, chunks=(32, 32))
-    grid, finish = store_chunks(mask, tmp_path / "s.zarr", summarize)
-    assert grid.shape == (3, 2) and not (tmp_path / "s.zarr").exists()
-    (summaries,) = dask.compute(grid)
-    assert finish() == tmp_path / "s.zarr"
-    assert sorted(calls) == [(r, c) for r in (0, 32, 64) for c in (0, 32)]
-    assert summaries[2, 1] == ((64, 32), int(data[64:, 32:].sum()))
-    np.testing.assert_array_equal(read_mask(tmp_path / "s.zarr").compute(), data)
-    ours = write_zarr(mask, tmp_path / "w.zarr")
-    for path in Path(ours, "c").rglob("*"):
-        if path.is_file():
-            other = tmp_path / "s.zarr" / path.relative_to(ours)
-            assert other.read_bytes() == path.read_bytes()
-    with pytest.raises(ValueError, match="regular"):
-        store_chunks(da.from_array(data, chunks=((10, 60), (45,))), tmp_path / "x.zarr", summarize)
 
 
 def test_count_into_records_nonzero_pixels(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ import itertools
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -147,29 +147,20 @@ class _ChunkWriter:
         chunks: tuple[int, ...],
         dtype: np.dtype,
         fill_value: Any,
-        summarize: Callable[[np.ndarray, tuple[int, ...]], Any] | None = None,
     ) -> None:
         self.root = root
         self.chunks = chunks
         self.dtype = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 else dtype
         self.fill_value = fill_value
-        self.summarize = summarize
 
     def __reduce__(self) -> tuple[Any, ...]:
-        args = (self.root, self.chunks, self.dtype, self.fill_value, self.summarize)
+        args = (self.root, self.chunks, self.dtype, self.fill_value)
         return (_ChunkWriter, args)
 
     def __call__(self, block: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
-        """Write the block; return its nonzero count, or with ``summarize`` an object array
-        holding ``summarize(block, offset)`` (offset: the block's first index per axis)."""
+        """Write the block; return its nonzero count."""
         assert block_info is not None
-        if self.summarize is None:
-            return self._write(block, block_info[0]["chunk-location"])
-        offset = tuple(start for start, _ in block_info[0]["array-location"])
-        out = np.empty((1,) * block.ndim, dtype=object)
-        out[(0,) * block.ndim] = self.summarize(block, offset)
-        self._write(block, block_info[0]["chunk-location"])
-        return out
+        return self._write(block, block_info[0]["chunk-location"])
 
     def _write(self, block: np.ndarray, location: tuple[int, ...]) -> np.ndarray:
         ones = (1,) * block.ndim
@@ -197,7 +188,7 @@ class StoredArray:
 
     ``stored[y0:y1, x0:x1]`` (unit steps) reads and decodes only the chunk files the region
     overlaps; a missing chunk file is the fill value. It is the reading half of
-    :class:`_ChunkWriter`, for the staged runner's scratch arrays, and equals
+    :class:`_ChunkWriter`, behind :func:`read_mask` for slidemask's own arrays, and equals
     ``zarr.open_array(path)[...]`` (tested). Why not zarr's reader: measured on a 2-core
     machine, reading the 100 chunks of a 20000² bool mask took 0.23 s through zarr (its
     event-loop thread serializes the reads) against 0.12 s here. Picklable.
@@ -347,79 +338,6 @@ def _create(partial: Path, mask: da.Array) -> zarr.Array:
         attributes={ATTRS_KEY: {"format_version": FORMAT_VERSION, "complete": False}},
         zarr_format=3,
     )
-
-
-def store_chunks(
-    mask: da.Array,
-    path: str | os.PathLike[str],
-    summarize: Callable[[np.ndarray, tuple[int, ...]], Any],
-) -> tuple[da.Array, Callable[[], Path]]:
-    """Write ``mask`` chunk by chunk as a side effect of summarizing each chunk.
-
-    Every task that summarizes a chunk also writes it, so a chunk is computed once for both,
-    with no chunk held for a second consumer (:func:`write_zarr` with a separate summary pass
-    would need dask to share chunks between two collections). The array is laid out as
-    :func:`write_zarr` lays it out, without attributes. ``path`` is replaced if it exists.
-
-    Parameters
-    ----------
-    mask : dask.array.Array
-        With regular chunks (see :func:`regular_chunks`).
-    path : str or os.PathLike
-        The Zarr array directory to create; its parent is created.
-    summarize : callable
-        ``summarize(chunk, offset) -> record`` (``offset``: the chunk's first index per
-        axis, in pixels of ``mask``).
-
-    Returns
-    -------
-    grid : dask.array.Array
-        Object array, one element per chunk: the records; lazy.
-    finish : callable
-        ``finish() -> Path``: marks the array complete and moves it to ``path``; call it once
-        ``grid``, or anything built on it, has been computed.
-
-    Raises
-    ------
-    ValueError
-        ``mask`` has irregular chunks.
-
-    Examples
-    --------
-    >>> import os
-    >>> import tempfile
-    >>> import dask.array as da
-    >>> import numpy as np
-    >>> tmp = tempfile.TemporaryDirectory()
-    >>> mask = da.from_array(np.eye(5, dtype=bool), chunks=3)
-    >>> grid, finish = store_chunks(mask, os.path.join(tmp.name, "eye.zarr"),
-    ...                             lambda chunk, offset: int(chunk.sum()))
-    >>> grid.compute().tolist()
-    [[3, 0], [0, 2]]
-    >>> finish().name
-    'eye.zarr'
-    >>> tmp.cleanup()
-    """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if regular_chunks(mask) is not mask:
-        raise ValueError("store_chunks needs regular chunks; see regular_chunks()")
-    partial = new_partial_path(final)
-    target = _create(partial, mask)
-    writer = _ChunkWriter(str(partial), target.chunks, mask.dtype, target.fill_value, summarize)
-    grid = da.map_blocks(
-        writer,
-        mask,
-        chunks=tuple((1,) * len(sizes) for sizes in mask.chunks),
-        dtype=object,
-        meta=np.empty((0,) * mask.ndim, dtype=object),
-        name=f"slidemask-store-summarize-{tokenize(mask.name, str(partial))}",
-    )
-
-    def finish() -> Path:
-        return Path(_finalize((0, {}, None), str(partial), str(final), True))
-
-    return grid, finish
 
 
 def write_zarr(
