@@ -9,6 +9,7 @@ Wall time is the median of ``--repeat`` runs; ratios compare cases measured in t
     python scripts/bench.py --size 8000 --cases all --json out.json
     python scripts/bench.py --size 50000 --cases threshold tissue_mpp8 --steady
     python scripts/bench.py --size 20000 --cases threshold global --texture both --min-area 100
+    python scripts/bench.py --size 20000 --cases threshold threshold_s3 threshold_openslide
 
 Slides: ``--texture smooth`` (default: solid tissue, a smooth level-0 mask), ``noisy`` (grainy
 light tissue and dusty glass: the level-0 ``grey < 200`` mask has thousands of specks and up to
@@ -21,6 +22,13 @@ Cases:
     decode          every level-0 tile read and decoded to RGB with tifffile, N threads (the floor)
     read            the same through slidemask's lazy reader (dask, N threads)
     threshold       grey < below at level 0 -> Zarr
+    threshold_s3    the same, the slide read from a local S3 server (moto on 127.0.0.1, started
+                    by the bench; its process is not the case's) by s3:// URL, output on disk;
+                    moto made to read only the requested bytes of a range request, as S3 does
+                    (--moto-as-is: moto as shipped, which reads the whole object each time)
+    threshold_openslide
+                    the same, the slide read with the OpenSlide backend (OpenSlide reads the
+                    synthetic OME-TIFF's level 0 as a generic tiled TIFF)
     hsv             HSV range (pink/purple tissue) at level 0 -> Zarr
     median_closing  grey -> median 7 -> threshold -> closing radius 4 -> Zarr
     global          threshold -> fill_holes -> remove_small_objects(--min-area) -> Zarr
@@ -37,6 +45,7 @@ Cases:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -46,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +63,8 @@ ALL_CASES = [
     "decode",
     "read",
     "threshold",
+    "threshold_s3",
+    "threshold_openslide",
     "hsv",
     "median_closing",
     "global",
@@ -107,7 +119,7 @@ def peak_rss_kib() -> int:
 
 
 def run_case(
-    case: str, path: Path, threads: int, chunk: int, out_dir: Path, steady: bool = False,
+    case: str, path: str | Path, threads: int, chunk: int, out_dir: Path, steady: bool = False,
     below: int = 220, min_area: int = 5000,
 ) -> dict[str, Any]:
     """Run one case in this process; return its wall time (s) and this process's peak RSS.
@@ -124,7 +136,22 @@ def run_case(
     import tifffile  # noqa: F401
     import zarr  # noqa: F401
 
-    import slidemask.pipeline  # noqa: F401
+    import slidemask.pipeline
+
+    if case == "threshold_s3":
+        import s3fs  # noqa: F401
+    if case == "threshold_openslide":
+        # run_slide opens the slide with open_slide's automatic choice (tifffile here): the
+        # case asks for OpenSlide instead, everything else the same as the threshold case
+        import functools
+
+        import openslide  # noqa: F401
+
+        from slidemask.io import open_slide
+
+        slidemask.pipeline.open_slide = functools.partial(  # type: ignore[attr-defined]
+            open_slide, backend="openslide"
+        )
 
     t0 = time.perf_counter()
     out = out_dir / f"{case}.zarr"
@@ -180,8 +207,13 @@ def run_case(
                 if result.status != "done":
                     raise RuntimeError(result.error)
                 extra["fraction"] = result.stats.get("fraction")
+                if case == "threshold_s3":
+                    from slidemask.storage import STATS
+
+                    extra["requests"] = STATS["range_requests"]
+                    extra["fetched_mib"] = round(STATS["bytes_fetched"] / 2**20, 1)
     wall = time.perf_counter() - t0
-    if steady and case in CASE_CONFIGS:
+    if steady and SOURCE_CASES.get(case, case) in CASE_CONFIGS:
         # the same job again in this process, as a batch runs slide after slide
         from slidemask.config import config_from_yaml
         from slidemask.pipeline import run_slide
@@ -219,9 +251,14 @@ CASE_CONFIGS = {
 }
 
 
+SOURCE_CASES = {"threshold_s3": "threshold", "threshold_openslide": "threshold"}
+"""Cases that time another case's configuration with the slide read another way."""
+
+
 def case_config(case: str, below: int = 220, min_area: int = 5000) -> str:
     """The configuration a case times, with the grey threshold and the objects' minimum area
     of this run (the defaults give :data:`CASE_CONFIGS`)."""
+    case = SOURCE_CASES.get(case, case)
     text = CASE_CONFIGS[case]
     if case in ("threshold", "median_closing", "global"):
         text = text.replace("below: 220", f"below: {below}")
@@ -417,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
         "--min-area", type=int, default=5000,
         help="remove_small_objects' minimum area of the global case, pixels (default 5000)",
     )
+    parser.add_argument(
+        "--moto-as-is", action="store_true",
+        help="threshold_s3: moto as shipped, which reads the whole object for every range "
+        "request (default: each request reads only its range, as S3 does)",
+    )
     parser.add_argument("--case-worker", nargs=2, metavar=("CASE", "SLIDE"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--batch",
@@ -439,8 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.case_worker:
         case, slide = args.case_worker
         with tempfile.TemporaryDirectory(dir=args.data_dir) as tmp:
+            source: str | Path = slide if "://" in slide else Path(slide)
             result = run_case(
-                case, Path(slide), args.threads, args.chunk, Path(tmp), steady=args.steady,
+                case, source, args.threads, args.chunk, Path(tmp), steady=args.steady,
                 below=220 if args.below is None else args.below, min_area=args.min_area,
             )
         print(json.dumps(result))
@@ -482,6 +525,144 @@ def import_seconds(repeat: int = 5) -> float:
     return statistics.median(times)
 
 
+S3_BUCKET = "slidemask-bench"
+
+
+def moto_reads_ranges_only() -> None:
+    """Make this process's moto server read only the requested bytes of a ranged GET.
+
+    moto answers a range request by reading the whole object from its buffer and slicing it:
+    400 requests for the tiles of a 76 MiB slide read 30 GB, which would time moto, not the
+    reader (S3 itself reads what is asked, and not on this machine's cores). Everything else
+    (HTTP, request parsing, signatures, headers) stays moto's.
+    """
+    import threading
+
+    from moto.s3.models import FakeKey
+    from moto.s3.responses import S3Response
+
+    if getattr(S3Response, "_bench_ranged", False):
+        return
+    ranged = threading.local()
+    whole = FakeKey.value.fget  # type: ignore[attr-defined]
+
+    class Ranged:
+        """An object's bytes as moto's range handling uses them: a length and one slice."""
+
+        def __init__(self, key: Any) -> None:
+            self.key = key
+
+        def __len__(self) -> int:
+            return int(self.key.size)
+
+        def __getitem__(self, part: slice) -> bytes:
+            start, stop, _ = part.indices(len(self))
+            with self.key.lock:
+                self.key._value_buffer.seek(start)
+                return bytes(self.key._value_buffer.read(max(0, stop - start)))
+
+    def value(key: Any) -> Any:
+        return Ranged(key) if getattr(ranged, "on", False) else whole(key)
+
+    original = S3Response.key_response
+
+    def key_response(self: Any, request: Any, full_url: str, headers: Any) -> Any:
+        spec = request.headers.get("range", "")
+        ranged.on = request.method == "GET" and spec.startswith("bytes=") and "," not in spec
+        try:
+            status, out_headers, body = original(self, request, full_url, headers)
+        finally:
+            ranged.on = False
+        if isinstance(body, Ranged):  # a range moto did not apply: the whole object after all
+            body = whole(body.key)
+        return status, out_headers, body
+
+    FakeKey.value = property(value, FakeKey.value.fset)  # type: ignore[attr-defined]
+    S3Response.key_response = key_response  # type: ignore[method-assign]
+    S3Response._bench_ranged = True  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def s3_server(path: Path, ranged: bool = True) -> Iterator[tuple[str, dict[str, str]]]:
+    """Serve ``path`` from a local S3 server (moto, on 127.0.0.1, in this process: the case's
+    process only reads from it); yield its ``s3://`` URL and the environment a case needs.
+    ``ranged``: see :func:`moto_reads_ranges_only`."""
+    import logging
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    if ranged:
+        moto_reads_ranges_only()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+    }
+    try:
+        fs = s3fs.S3FileSystem(key="bench", secret="bench",
+                               endpoint_url=env["AWS_ENDPOINT_URL"], skip_instance_cache=True)
+        fs.mkdir(S3_BUCKET)
+        fs.put_file(str(path), f"{S3_BUCKET}/{path.name}")
+        yield f"s3://{S3_BUCKET}/{path.name}", env
+    finally:
+        server.stop()
+
+
+def run_once(
+    args: argparse.Namespace, case: str, source: str, below: int, env: dict[str, str] | None
+) -> dict[str, Any] | None:
+    """One run of a case in a fresh process; None when it fails (its error is printed)."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--case-worker",
+        case,
+        source,
+        "--threads",
+        str(args.threads),
+        "--chunk",
+        str(args.chunk),
+        "--data-dir",
+        str(args.data_dir),
+        "--below",
+        str(below),
+        "--min-area",
+        str(args.min_area),
+        *(["--steady"] if args.steady else []),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0:
+        print(f"# {case} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def summarise(runs: list[dict[str, Any]], megapixels: float) -> dict[str, Any]:
+    """One case's row: median wall (and steady) time, the largest peak RSS of its runs."""
+    wall = statistics.median(r["wall_s"] for r in runs)
+    steadies = [r["steady_s"] for r in runs if "steady_s" in r]
+    return {
+        **runs[-1],
+        "wall_s": round(wall, 3),
+        "walls": [round(r["wall_s"], 3) for r in runs],
+        **(
+            {"steady_s": round(statistics.median(steadies), 3),
+             "steadies": [round(x, 3) for x in steadies]}
+            if steadies else {}
+        ),
+        "mp_per_s": round(megapixels / wall, 1),
+        "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs), 1),
+    }
+
+
 def bench_slide(
     args: argparse.Namespace, cases: list[str], texture: str, below: int
 ) -> dict[str, dict[str, Any]]:
@@ -490,53 +671,34 @@ def bench_slide(
     megapixels = args.size * args.size / 1e6
     ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     results: dict[str, dict[str, Any]] = {}
+    runnable = []
     for case in cases:
         if case == "naive" and megapixels * 3 * 2.5 / 1024 > 0.6 * ram_gib:
-            print(
-                f"# naive skipped: needs about {megapixels * 7.5 / 1024:.0f} GiB", file=sys.stderr
-            )
+            print(f"# naive skipped: needs about {megapixels * 7.5 / 1024:.0f} GiB",
+                  file=sys.stderr)
             continue
-        runs = []
+        runnable.append(case)
+    runs: dict[str, list[dict[str, Any]]] = {case: [] for case in runnable}
+    failed: set[str] = set()
+    with contextlib.ExitStack() as stack:
+        served: tuple[str, dict[str, str]] | None = None
+        # the cases take turns, run after run, so that a change in the machine's load
+        # between the first and the last case does not show in their ratios
         for _ in range(args.repeat):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--case-worker",
-                case,
-                str(path),
-                "--threads",
-                str(args.threads),
-                "--chunk",
-                str(args.chunk),
-                "--data-dir",
-                str(args.data_dir),
-                "--below",
-                str(below),
-                "--min-area",
-                str(args.min_area),
-                *(["--steady"] if args.steady else []),
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                print(f"# {case} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-                break
-            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        if not runs:
-            continue
-        wall = statistics.median(r["wall_s"] for r in runs)
-        steadies = [r["steady_s"] for r in runs if "steady_s" in r]
-        results[case] = {
-            **runs[-1],
-            "wall_s": round(wall, 3),
-            "walls": [round(r["wall_s"], 3) for r in runs],
-            **(
-                {"steady_s": round(statistics.median(steadies), 3),
-                 "steadies": [round(x, 3) for x in steadies]}
-                if steadies else {}
-            ),
-            "mp_per_s": round(megapixels / wall, 1),
-            "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs), 1),
-        }
+            for case in (c for c in runnable if c not in failed):
+                source, env = str(path), None
+                if case == "threshold_s3":
+                    if served is None:
+                        served = stack.enter_context(s3_server(path, not args.moto_as_is))
+                    source, env = served
+                run = run_once(args, case, source, below, env)
+                if run is None:
+                    failed.add(case)
+                else:
+                    runs[case].append(run)
+    for case in runnable:
+        if case not in failed:
+            results[case] = summarise(runs[case], megapixels)
     floor = results.get("decode", {}).get("wall_s")
     print(
         f"slide {path.name}: {args.size}x{args.size} ({megapixels:.0f} MP), "
@@ -546,7 +708,7 @@ def bench_slide(
         + (f", min_area {args.min_area}" if "global" in cases else "")
     )
     base = results.get("threshold", {}).get("wall_s")
-    head = f"{'case':<16}{'wall s':>9}{'MP/s':>9}{'peak MiB':>10}{'x decode':>10}{'x thresh':>10}"
+    head = f"{'case':<20}{'wall s':>9}{'MP/s':>9}{'peak MiB':>10}{'x decode':>10}{'x thresh':>10}"
     print(head + (f"{'steady s':>10}" if args.steady else ""))
     for case, r in results.items():
         ratio = f"{r['wall_s'] / floor:.2f}" if floor else "-"
@@ -558,7 +720,7 @@ def bench_slide(
         r["ratio_to_threshold"] = float(to_threshold) if reference else None
         steady = f"{r['steady_s']:>10.2f}" if "steady_s" in r else ""
         print(
-            f"{case:<16}{r['wall_s']:>9.2f}{r['mp_per_s']:>9.0f}{r['peak_rss_mib']:>10.0f}"
+            f"{case:<20}{r['wall_s']:>9.2f}{r['mp_per_s']:>9.0f}{r['peak_rss_mib']:>10.0f}"
             f"{ratio:>10}{to_threshold:>10}{steady}"
         )
     return results

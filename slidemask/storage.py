@@ -18,12 +18,14 @@ and a batch's resume trust only that marker.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
 import re
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -260,6 +262,24 @@ def fingerprint(url: str, options: Mapping[str, Any] | None = None) -> tuple[int
     return int(info.get("size") or 0), version
 
 
+_BLOCKS: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+"""Blocks of stored objects read lately, ``(reader number, block index) -> bytes``, least
+recently used first (see :class:`RangeReader`)."""
+_PENDING: dict[tuple[int, int], threading.Event] = {}
+_BLOCKS_LOCK = threading.Lock()
+_CACHED = [0]  # bytes in _BLOCKS
+
+
+def _cache_block(key: tuple[int, int], data: bytes, budget: int) -> None:
+    """Keep a block, dropping the least recently used beyond ``budget`` bytes (lock held)."""
+    old = _BLOCKS.pop(key, None)
+    _CACHED[0] += len(data) - (len(old) if old is not None else 0)
+    _BLOCKS[key] = data
+    while _CACHED[0] > budget and _BLOCKS:
+        _, dropped = _BLOCKS.popitem(last=False)
+        _CACHED[0] -= len(dropped)
+
+
 class RangeReader:
     """Byte ranges of one stored object, fetched with retries; picklable (holds the URL and
     options, opens the file system per process).
@@ -267,14 +287,36 @@ class RangeReader:
     :meth:`prefetch` fetches many ranges at once (adjacent ones merged, requests concurrent
     where the file system supports it) and keeps them for this thread's following
     :meth:`pread` calls, so a chunk's tiles cost a few requests, not one each.
+
+    Reads of one region on its own fetch exactly its bytes. Once reads cluster (a range
+    within :attr:`BLOCK` bytes of one fetched lately, as when a pass over a level reads chunk
+    after chunk, in whatever order the scheduler picks), whole aligned blocks of
+    :attr:`BLOCK` bytes are fetched instead and kept in a cache of :attr:`CACHE_BYTES`
+    (one per process, shared by its threads and readers; least recently used blocks go
+    first): the neighbouring chunks' tiles, which lie in the same rows of tiles and so in the
+    same blocks, then cost no request. A block another thread is fetching is waited for, not
+    fetched twice. Each reader has its own blocks: a slide rewritten under the same URL is
+    opened with a new reader (:func:`slidemask.io.open_slide` checks the object's size and
+    version), never served the old bytes.
+
+    Measured on a 20000² JPEG slide (76 MiB) from a local S3 server, a threshold pass over
+    level 0 (100 chunks of 2048², 400 rows of tiles): 400 requests exact, about 30 with
+    2 MiB blocks, for 55 MiB fetched instead of 54 (each request costs the client and the
+    server about as much time as a few megabytes of data).
     """
 
     MERGE_GAP = 8192  # ranges closer than this are fetched as one
+    BLOCK = 2 * 2**20
+    CACHE_BYTES = 64 * 2**20
+    _RECENT = 64  # fetched extents remembered to notice clustered reads
+    _numbers = itertools.count()
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self.url = url
         self.options = dict(options or {})
         self._local = threading.local()
+        self._number = next(RangeReader._numbers)  # this reader's blocks in the cache
+        self._recent: deque[tuple[int, int]] = deque(maxlen=self._RECENT)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (RangeReader, (self.url, self.options))
@@ -282,39 +324,108 @@ class RangeReader:
     def _fs(self) -> tuple[Any, str]:
         return filesystem(self.url, self.options)
 
-    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
-        """Fetch ``(offset, count)`` ranges for this thread's next :meth:`pread` calls."""
-        wanted = sorted({(int(o), int(c)) for o, c in ranges if c > 0})
+    @staticmethod
+    def _merge(ranges: Iterable[tuple[int, int]], gap: int) -> list[list[int]]:
+        """``[start, end]`` extents covering sorted ``(offset, count)`` ranges, those closer
+        than ``gap`` bytes merged."""
         merged: list[list[int]] = []
-        for offset, count in wanted:
-            if merged and offset <= merged[-1][1] + self.MERGE_GAP:
+        for offset, count in ranges:
+            if merged and offset <= merged[-1][1] + gap:
                 merged[-1][1] = max(merged[-1][1], offset + count)
             else:
                 merged.append([offset, offset + count])
-        blobs: dict[tuple[int, int], bytes] = {}
-        if merged:
-            fs, path = self._fs()
-            starts = [m[0] for m in merged]
-            ends = [m[1] for m in merged]
+        return merged
 
-            def fetch() -> list[bytes]:
-                if len(merged) == 1:
-                    return [fs.cat_file(path, start=starts[0], end=ends[0])]
-                out = fs.cat_ranges([path] * len(merged), starts, ends, on_error="return")
-                for item in out:
-                    if isinstance(item, BaseException):
-                        raise item
-                return list(out)
+    def _clustered(self, extents: list[list[int]]) -> bool:
+        """Whether any extent lies within a block of one fetched lately (lock held)."""
+        return any(
+            start - self.BLOCK <= end and begin <= stop + self.BLOCK
+            for begin, end in extents for start, stop in self._recent
+        )
 
-            datas = retrying(fetch, f"read {len(merged)} range(s) of {display(self.url)}")
-            _count(len(merged), sum(len(d) for d in datas))
-            for (start, end), data in zip(merged, datas, strict=True):
-                if len(data) != end - start:
-                    raise OSError(f"short read ({len(data)} of {end - start} bytes)")
-                for offset, count in wanted:
-                    if start <= offset and offset + count <= end:
-                        blobs[(offset, count)] = data[offset - start : offset - start + count]
+    def _fetch(self, extents: list[list[int]]) -> list[bytes]:
+        """The bytes of each ``[start, end]`` extent, requested concurrently (an extent that
+        runs past the object's end comes back shorter)."""
+        fs, path = self._fs()
+        starts = [e[0] for e in extents]
+        ends = [e[1] for e in extents]
+
+        def fetch() -> list[bytes]:
+            if len(extents) == 1:
+                return [fs.cat_file(path, start=starts[0], end=ends[0])]
+            out = fs.cat_ranges([path] * len(extents), starts, ends, on_error="return")
+            for item in out:
+                if isinstance(item, BaseException):
+                    raise item
+            return list(out)
+
+        datas = retrying(fetch, f"read {len(extents)} range(s) of {display(self.url)}")
+        _count(len(extents), sum(len(d) for d in datas))
+        return [bytes(d) for d in datas]
+
+    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """Fetch ``(offset, count)`` ranges for this thread's next :meth:`pread` calls."""
+        wanted = sorted({(int(o), int(c)) for o, c in ranges if c > 0})
+        extents = self._merge(wanted, self.MERGE_GAP)
+        with _BLOCKS_LOCK:
+            blocked = self._clustered(extents)
+            self._recent.extend((e[0], e[1]) for e in extents)
+        blobs = self._from_blocks(wanted) if blocked else None
+        if blobs is None:
+            blobs = {}
+            if extents:
+                for (start, end), data in zip(extents, self._fetch(extents), strict=True):
+                    if len(data) != end - start:
+                        raise OSError(f"short read ({len(data)} of {end - start} bytes)")
+                    for offset, count in wanted:
+                        if start <= offset and offset + count <= end:
+                            blobs[(offset, count)] = data[offset - start : offset - start + count]
         self._local.blobs = blobs
+
+    def _from_blocks(self, wanted: list[tuple[int, int]]) -> dict[tuple[int, int], bytes] | None:
+        """``wanted`` cut from cached blocks, fetching the missing ones; None when a block
+        was dropped from the cache before it could be used (then the caller fetches)."""
+        size, me = self.BLOCK, self._number
+        need = sorted({b for o, c in wanted for b in range(o // size, (o + c - 1) // size + 1)})
+        with _BLOCKS_LOCK:
+            waits = {_PENDING[me, b] for b in need if (me, b) in _PENDING}
+            mine = [b for b in need if (me, b) not in _BLOCKS and (me, b) not in _PENDING]
+            event = threading.Event()
+            for b in mine:
+                _PENDING[me, b] = event
+        got: dict[int, bytes] = {}
+        try:
+            if mine:
+                runs = self._merge(((b * size, size) for b in mine), 0)
+                for (start, end), data in zip(runs, self._fetch(runs), strict=True):
+                    for b in range(start // size, end // size):
+                        got[b] = data[b * size - start : (b + 1) * size - start]
+        finally:
+            with _BLOCKS_LOCK:
+                for b, data in got.items():
+                    _cache_block((me, b), data, self.CACHE_BYTES)
+                for b in mine:
+                    _PENDING.pop((me, b), None)
+                event.set()
+        for other in waits:
+            other.wait()
+        with _BLOCKS_LOCK:
+            for b in need:
+                cached = got.get(b, _BLOCKS.get((me, b)))
+                if cached is None:
+                    return None
+                got[b] = cached
+                if (me, b) in _BLOCKS:
+                    _BLOCKS.move_to_end((me, b))
+        blobs: dict[tuple[int, int], bytes] = {}
+        for offset, count in wanted:
+            first, last = offset // size, (offset + count - 1) // size
+            data = b"".join(got[b] for b in range(first, last + 1))
+            piece = data[offset - first * size : offset - first * size + count]
+            if len(piece) != count:
+                raise OSError(f"short read ({len(piece)} of {count} bytes)")
+            blobs[(offset, count)] = piece
+        return blobs
 
     def release(self) -> None:
         """Forget this thread's prefetched ranges."""

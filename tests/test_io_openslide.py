@@ -13,7 +13,12 @@ import pytest
 
 from slidemask import SlideError, SlidemaskError, open_slide
 from slidemask.inputs import expand_inputs
-from slidemask.io.openslide import OpenSlideLevelReader, exact_origin
+from slidemask.io.openslide import (
+    OpenSlideLevelReader,
+    composite_on_white,
+    exact_origin,
+    premultiplied_on_white,
+)
 from slidemask.kernels.color import rgb_to_gray
 
 pytest.importorskip("openslide")
@@ -171,3 +176,32 @@ def test_info_names_the_backend(capsys: pytest.CaptureFixture[str]) -> None:
     assert info["vendor"] == "dicom"
     assert main(["info", str(_need(FORMATS / "small.svs"))]) == 0
     assert "tifffile" in capsys.readouterr().out
+
+
+def test_premultiplied_argb_on_white_matches_the_rgba_route() -> None:
+    """The direct read (OpenSlide's premultiplied ARGB to RGB on white in one pass) gives what
+    openslide-python's RGBA image composited on white gives, partial alpha included."""
+    rng = np.random.default_rng(3)
+    alpha = rng.integers(0, 256, (300, 200), dtype=np.uint32)
+    alpha[:50] = 255  # opaque rows and transparent ones, as slides have
+    alpha[50:60] = 0
+    colour = (rng.integers(0, 256, (300, 200, 3)) * alpha[..., None] // 255).astype(np.uint32)
+    argb = (alpha << 24) | (colour[..., 0] << 16) | (colour[..., 1] << 8) | colour[..., 2]
+    # openslide-python's un-premultiplication (its _convert.argb2rgba)
+    safe = np.maximum(alpha, 1)[..., None]
+    straight = np.where(alpha[..., None] == 255, colour,
+                        (colour * 255 + alpha[..., None] // 2) // safe)
+    rgba = np.dstack([np.where(alpha[..., None] == 0, 0, straight), alpha]).astype(np.uint8)
+    np.testing.assert_array_equal(premultiplied_on_white(argb), composite_on_white(rgba))
+    assert premultiplied_on_white(argb[:50]).flags.c_contiguous
+    assert premultiplied_on_white(argb[:0]).shape == (0, 200, 3)
+
+
+def test_direct_and_image_reads_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    import slidemask.io.openslide as backend
+
+    path = _need(FORMATS / "small.svs")
+    direct = open_slide(path, backend="openslide", chunk_size=100).levels[0].compute()
+    monkeypatch.setattr(backend, "_direct_reads", lambda: False)
+    through_image = open_slide(path, backend="openslide", chunk_size=100).levels[0].compute()
+    np.testing.assert_array_equal(direct, through_image)

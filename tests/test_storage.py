@@ -181,6 +181,24 @@ def test_lazy_region_read_fetches_a_few_percent(s3: _Proxy, tmp_path: Path) -> N
     print(f"level-2 region: {fetched} of {size} bytes ({100 * fetched / size:.2f} %)")
 
 
+def test_a_pass_over_a_level_fetches_whole_blocks(s3: _Proxy, tmp_path: Path) -> None:
+    """Chunk after chunk (the scheduler's order), the tiles come in a few large requests, not
+    one per chunk and row of tiles; the pixels are the local file's."""
+    path = write_synthetic_slide(tmp_path / "pass.ome.tif", 3072, tile=128, levels=1)
+    _fs().put_file(str(path), f"{BUCKET}/pass/pass.ome.tif")
+    slide = open_slide(f"s3://{BUCKET}/pass/pass.ome.tif", chunk_size=256)
+    before = dict(STATS)
+    pixels = slide.levels[0].compute(scheduler="threads", num_workers=2)
+    requests = STATS["range_requests"] - before["range_requests"]
+    fetched = STATS["bytes_fetched"] - before["bytes_fetched"]
+    size = path.stat().st_size
+    chunks, tile_rows = 12 * 12, 12 * 24  # 2 rows of tiles in each chunk
+    assert requests < chunks / 4, (requests, chunks, tile_rows)
+    assert fetched < 1.5 * size, (fetched, size)
+    np.testing.assert_array_equal(pixels, open_slide(path).levels[0].compute())
+    print(f"level 0 in {requests} requests ({chunks} chunks), {fetched} of {size} bytes")
+
+
 def test_listing_a_prefix_like_a_folder(s3: _Proxy, local_slides: list[Path]) -> None:
     _upload(local_slides, "listed")
     _fs().pipe(f"{BUCKET}/listed/notes.txt", b"not a slide")
@@ -317,11 +335,16 @@ class _Flaky:
         return self.fs.cat_ranges(*args, **kwargs)
 
 
+@pytest.mark.parametrize("mode", ["exact", "blocks"])
 def test_range_reads_are_retried_with_backoff(
-    s3: _Proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3: _Proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     from slidemask import storage
 
+    if mode == "exact":  # every chunk's ranges fetched as they are
+        monkeypatch.setattr(storage.RangeReader, "_clustered", lambda self, extents: False)
+    else:  # small blocks, so that the pass makes many requests
+        monkeypatch.setattr(storage.RangeReader, "BLOCK", 16384)
     path = write_synthetic_slide(tmp_path / "r.ome.tif", 1024, tile=128, levels=1)
     _fs().put_file(str(path), f"{BUCKET}/retry/r.ome.tif")
     slide = open_slide(f"s3://{BUCKET}/retry/r.ome.tif", chunk_size=256)

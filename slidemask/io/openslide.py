@@ -20,13 +20,23 @@ Parallel reads: the graph holds :class:`OpenSlideLevelReader`, a small picklable
 (path, level, fingerprint, geometry); each process opens its own OpenSlide handle on first use
 (cached per path and process; OpenSlide handles are thread-safe and ``read_region`` releases
 the GIL), so threads, processes and ``dask.distributed`` workers all read in parallel.
+
+Speed: a region is read straight into a numpy array as OpenSlide's premultiplied ARGB and
+turned into RGB on white in one pass (:func:`premultiplied_on_white`), instead of through the
+RGBA image openslide-python builds (a conversion pass and two copies more). What remains is
+OpenSlide's own rendering: decoding the tiles and painting them into the region, about
+20 ns a pixel on a 2048² region of a JPEG slide, against about 5 for tifffile decoding the
+same tiles straight into the chunk, so the tifffile backend stays the faster one on the TIFF
+files both read.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -201,6 +211,72 @@ def composite_on_white(rgba: np.ndarray) -> np.ndarray:
     return blended.astype(np.uint8)
 
 
+def premultiplied_on_white(argb: np.ndarray) -> np.ndarray:
+    """RGB of OpenSlide's premultiplied ARGB pixels composited on white, uint8.
+
+    ``openslide_read_region`` fills native-endian ``uint32`` pixels ``0xAARRGGBB`` with the
+    colour premultiplied by alpha, so the composite on white is exactly ``c + 255 - a`` per
+    channel: opaque pixels are copied, transparent ones become white.
+
+    Parameters
+    ----------
+    argb : numpy.ndarray
+        ``(rows, cols)`` uint32 pixels as OpenSlide writes them (a view is fine).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, cols, 3)`` uint8 RGB, contiguous.
+
+    Examples
+    --------
+    >>> px = np.array([[0xFF0A141E, 0x00000000, 0x80323232]], np.uint32)
+    >>> premultiplied_on_white(px).tolist()
+    [[[10, 20, 30], [255, 255, 255], [177, 177, 177]]]
+    """
+    import cv2
+
+    rows, cols = argb.shape
+    if rows == 0 or cols == 0:
+        return np.zeros((rows, cols, 3), dtype=np.uint8)
+    opaque = bool((argb >= np.uint32(0xFF000000)).all())
+    if sys.byteorder == "little":  # bytes B, G, R, A
+        quads = argb.view(np.uint8).reshape(rows, cols, 4)
+        rgb = cv2.cvtColor(quads, cv2.COLOR_BGRA2RGB)
+    else:  # pragma: no cover - bytes A, R, G, B
+        quads = argb.view(np.uint8).reshape(rows, cols, 4)
+        rgb = np.ascontiguousarray(quads[..., 1:])
+    if opaque:
+        return rgb
+    # c <= a for premultiplied colour, so c + (255 - a) never exceeds 255
+    rest = (255 - (argb >> np.uint32(24))).astype(np.uint8)
+    rgb += rest[..., None]
+    return rgb
+
+
+def _region_argb(handle: Any, x: int, y: int, level: int, cols: int, rows: int) -> np.ndarray:
+    """``openslide_read_region`` into a ``(rows, cols)`` uint32 array: OpenSlide's own
+    premultiplied ARGB, without the RGBA image openslide-python builds from it (a conversion
+    pass and a copy per region). ctypes releases the GIL for the call."""
+    from openslide import lowlevel
+
+    out = np.empty((rows, cols), dtype=np.uint32)
+    if rows and cols:
+        buffer = out.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32))
+        lowlevel._read_region(handle._osr, buffer, x, y, level, cols, rows)
+    return out
+
+
+@functools.cache
+def _direct_reads() -> bool:
+    """Whether this openslide-python exposes the call :func:`_region_argb` makes (its private
+    ``lowlevel._read_region``); otherwise regions go through ``OpenSlide.read_region``."""
+    try:
+        from openslide import lowlevel
+    except ImportError:  # pragma: no cover - reported when a slide is opened
+        return False
+    return callable(getattr(lowlevel, "_read_region", None))
+
 _HANDLES: dict[tuple[int, str], Any] = {}
 _HANDLES_LOCK = threading.Lock()
 
@@ -282,13 +358,16 @@ class OpenSlideLevelReader(LevelReader):
         oy, fy = exact_origin(y0, self.downsample)
         ox, fx = exact_origin(x0, self.downsample)
         try:
-            image = handle.read_region((ox, oy), self.level, (x1 - fx, y1 - fy))
-            rgba = np.asarray(image)
+            if _direct_reads():
+                argb = _region_argb(handle, ox, oy, self.level, x1 - fx, y1 - fy)
+            else:  # an openslide-python without lowlevel._read_region
+                image = handle.read_region((ox, oy), self.level, (x1 - fx, y1 - fy))
+                return composite_on_white(np.asarray(image)[y0 - fy :, x0 - fx :])
         except Exception as exc:  # noqa: BLE001 - re-raised with the region named
             raise TileError(
                 self.path, self.level, y0, x0, f"{type(exc).__name__}: {exc}"
             ) from exc
-        return composite_on_white(rgba[y0 - fy :, x0 - fx :])
+        return premultiplied_on_white(argb[y0 - fy :, x0 - fx :])
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         rows, cols, chans = (list(key) + [slice(None)] * 3)[:3]
