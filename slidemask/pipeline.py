@@ -60,6 +60,7 @@ from slidemask.config import Resolution as ResolutionConfig
 from slidemask.errors import MaskError, SlidemaskError
 from slidemask.inputs import extra_paths_for, output_path_for
 from slidemask.io import Slide, open_slide
+from slidemask.ops import staged
 from slidemask.ops.artifacts import class_counts, class_map
 from slidemask.ops.components import label_stats
 from slidemask.ops.density import background_estimate, optical_density
@@ -593,7 +594,7 @@ def _write_with_extras(
             components is None and "summary" in built
             and stored.size <= COMPONENT_COUNT_MAX_PIXELS
         ):
-            (table,) = dask.compute(label_stats(stored))
+            (table,) = staged.compute(label_stats(stored))
             components = len(table)
         if preview is not None:
             preview.result()  # raises what the preview raised

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import dask.array as da
 import numpy as np
 
+from slidemask.ops import staged
 from slidemask.tiles.fractions import tile_areas
 from slidemask.tiles.frame import MaskFrame, open_mask
 from slidemask.tiles.grid import Edge, TileGrid, TileGridError, Units, make_grid
@@ -294,7 +295,8 @@ def tile_grid(
             if slide is not None else None
         ),
     )
-    areas = tile_areas(mask, grid, downsample=ds,
-                       values=list(values.values()) if values else None).compute()
+    (areas,) = staged.compute(
+        tile_areas(mask, grid, downsample=ds, values=list(values.values()) if values else None)
+    )
     return select_tiles(areas, grid, min_fraction=min_frac, classes=values, name=name,
                         warn=warn)

@@ -61,6 +61,7 @@ from dask.delayed import Delayed
 from zarr.codecs import ZstdCodec
 
 from slidemask.errors import MaskError
+from slidemask.ops import staged
 from slidemask.ops.resample import downsample_max, downsample_nearest
 from slidemask.ops.scratch import release
 from slidemask.writers.atomic import (
@@ -508,7 +509,7 @@ def write_ome_labels(
     if not compute:
         return task
     try:
-        (done,) = dask.compute(task)
+        (done,) = staged.compute(task)
     except BaseException:
         remove(partial)
         raise

@@ -56,6 +56,7 @@ from numcodecs import Blosc, Zstd
 from zarr.codecs import BloscCodec
 
 from slidemask.errors import SlidemaskError
+from slidemask.ops import staged
 from slidemask.ops.scratch import release
 from slidemask.writers.atomic import (
     check_attrs,
@@ -467,7 +468,7 @@ def write_zarr(
     if not compute:
         return task
     try:
-        (written,) = dask.compute(task)
+        (written,) = staged.compute(task)
     except BaseException:
         remove(partial)
         raise
