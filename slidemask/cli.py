@@ -229,6 +229,12 @@ class _Console(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(sys.stderr)
         self.bar: TerminalProgress | None = None
 
+    def format(self, record: logging.LogRecord) -> str:
+        # URLs without credentials (presigned queries, user:password@), tracebacks included
+        from slidemask.storage import redact
+
+        return redact(super().format(record))
+
     def emit(self, record: logging.LogRecord) -> None:
         # whatever sys.stderr is now (it is replaced by test runners and embedding programs)
         self.stream = sys.stderr
@@ -333,6 +339,7 @@ def _execution(config: Config, args: argparse.Namespace) -> ExecutionConfig:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from slidemask import storage
     from slidemask.batch import run_batch
     from slidemask.config import load_config
     from slidemask.report import REPORT_JSON, status_counts
@@ -353,9 +360,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _error(str(exc))
         return EXIT_USAGE
     counts = status_counts(results)
-    report = Path(args.output) / REPORT_JSON
-    page = report.with_name(REPORT_HTML)
-    if page.is_file():
+    # the output folder may be a URL (s3://bucket/prefix): joined as a URL, never as a path
+    out = storage.location(args.output) if storage.is_url(args.output) else Path(args.output)
+    report, page = out / REPORT_JSON, out / REPORT_HTML
+    try:
+        shown = page.is_file() if isinstance(page, Path) else storage.exists(str(page))
+    except Exception:  # noqa: BLE001 - only whether to mention the page
+        shown = False
+    if shown:
         log.info("QC report: %s", page)
     print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed in "
           f"{time.perf_counter() - started:.1f} s; report: {report}")

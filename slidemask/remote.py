@@ -14,7 +14,8 @@ storage's limits:
   redone. Anything under the output name that is not a Zarr store is never touched.
 * Replacing a complete output (``overwrite``, or another config) first deletes its marker, so
   the old output is incomplete (never mixed and complete) while the new one uploads.
-* ``report.json`` and ``report.csv`` are uploaded beside the outputs.
+* ``report.json``, ``report.csv`` and ``report.html`` are uploaded beside the outputs (the
+  page's links and previews are relative to the output prefix).
 
 Options for the stores come from ``config.storage_options`` and the environment
 (:mod:`slidemask.storage`); they travel to worker processes inside the config and are never
@@ -40,9 +41,10 @@ from slidemask.errors import ConfigError
 from slidemask.inputs import expand_locations, output_paths
 from slidemask.report import REPORT_CSV, REPORT_JSON, SlideResult, write_report
 from slidemask.storage import URLPath
+from slidemask.writers.html_report import REPORT_HTML, write_html_report
 from slidemask.writers.zarr import ATTRS_KEY
 
-__all__ = ["is_remote_run", "publish", "run_remote_batch", "run_remote_slide"]
+__all__ = ["expand_remote", "is_remote_run", "publish", "run_remote_batch", "run_remote_slide"]
 
 log = logging.getLogger("slidemask.batch")
 
@@ -65,6 +67,29 @@ def _standin(location: PurePath) -> Path:
     if isinstance(location, URLPath):
         return Path("/") / "url" / str(location).replace("://", "/", 1)
     return Path(location)
+
+
+def _signed(text: str) -> bool:
+    """Whether a URL is an http(s) URL with a query string (a presigned URL): one object,
+    whose ``?`` starts the query and is no glob."""
+    return storage.protocol(text) in ("http", "https") and "?" in text
+
+
+def expand_remote(inputs: Sequence[str | os.PathLike[str]]) -> list[PurePath]:
+    """The slides of a remote batch, as :func:`slidemask.inputs.expand_locations` lists them,
+    except that a presigned http(s) URL is one slide; URLs come back as :class:`URLPath`
+    (credentials kept for opening, never shown)."""
+    slides: list[PurePath] = []
+    seen: set[str] = set()
+    for item in inputs:
+        text = storage.url_of(item)
+        found = [storage.URLPath(text)] if _signed(text) else expand_locations([item])
+        for slide in found:
+            key = storage.url_of(slide)
+            if key not in seen:
+                seen.add(key)
+                slides.append(slide)
+    return slides
 
 
 def output_locations(slides: Sequence[PurePath], out: PurePath) -> dict[PurePath, PurePath]:
@@ -152,7 +177,9 @@ def run_remote_slide(
     """One slide of a remote batch, as a task: build locally, upload, marker last.
 
     Module level, so worker processes import it by name. Never raises for this slide's
-    problems: the result says ``failed`` and why.
+    problems: the result says ``failed`` and why. ``path`` is what opens the slide (a
+    :class:`~slidemask.storage.SecretURL` when it carries credentials: log lines and errors
+    show it without them).
     """
     from slidemask.pipeline import run_slide
 
@@ -173,7 +200,9 @@ def run_remote_slide(
     result.path = storage.location(path)
     result.output = storage.location(output)
     if result.error:
-        result.error = result.error.replace(str(stage / name), storage.display(output))
+        result.error = storage.redact(
+            result.error.replace(str(stage / name), storage.display(output))
+        )
     return result
 
 
@@ -218,7 +247,7 @@ def run_remote_batch(
     module docstring); same arguments, results and report."""
     started_at = datetime.now(UTC)
     storage.configure(config.storage_options)
-    slides = expand_locations(inputs)
+    slides = expand_remote(inputs)
     if not slides:
         raise ConfigError("no input slides")
     out = storage.location(output_dir)
@@ -240,7 +269,7 @@ def run_remote_batch(
         try:
             plan = _plan(slide, outputs[slide], digest, overwrite)
         except Exception as exc:  # noqa: BLE001 - storage trouble with this output only
-            error = f"{storage.display(str(outputs[slide]))}: cannot look it up ({exc})"
+            error = storage.redact(f"{outputs[slide]}: cannot look it up ({exc})")
             plan = ("known", SlideResult(path=slide, output=outputs[slide], status="failed",
                                          error=error, config_hash=digest), False)
         plans.append(plan)
@@ -264,13 +293,15 @@ def run_remote_batch(
             return
         error = outcome.error or f"the task returned {type(value).__name__}"
         record(index, SlideResult(path=slides[index], output=outputs[slides[index]],
-                                  status="failed", error=f"{slides[index]}: {error}",
+                                  status="failed",
+                                  error=storage.redact(f"{slides[index]}: {error}"),
                                   seconds=outcome.seconds, config_hash=digest))
 
     try:
         if to_run:
             arguments = [
-                (str(slides[i]), config, str(out), plans[i][2], str(outputs[slides[i]]))
+                (storage.url_of(slides[i]), config, str(out), plans[i][2],
+                 str(outputs[slides[i]]))
                 for i in to_run
             ]
             labels = [slides[i].name for i in to_run]
@@ -305,11 +336,31 @@ def _report(
         for r, s in zip(results, slides, strict=True)
     ]
     if isinstance(out, Path):
-        write_report(final, out, started=started_at, config_hash=digest, extra=extra)
+        json_path, _ = write_report(final, out, started=started_at, config_hash=digest,
+                                    extra=extra)
+        _html(json_path, out)
         return final
     with tempfile.TemporaryDirectory(prefix="slidemask-report-") as tmp:
-        write_report(final, tmp, started=started_at, config_hash=digest, extra=extra)
-        for name in (REPORT_JSON, REPORT_CSV):
+        json_path, _ = write_report(final, tmp, started=started_at, config_hash=digest,
+                                    extra=extra)
+        names = [REPORT_JSON, REPORT_CSV]
+        if _html(json_path, out):
+            names.append(REPORT_HTML)
+        for name in names:
             storage.put_file(Path(tmp) / name, _join(out, name))
     return final
+
+
+def _html(report_json: Path, out: PurePath) -> bool:
+    """Write ``report.html`` beside ``report_json`` for the output folder ``out`` (a prefix
+    on object storage: its links are relative to it); a failure is logged, never raised (the
+    page must not cost the run its report)."""
+    try:
+        write_html_report(report_json, output_dir=str(out))
+    except Exception as exc:  # noqa: BLE001 - the page is a view of the report, not the report
+        log.error("could not write the HTML report for %s: %s: %s",
+                  storage.display(str(out)), type(exc).__name__, exc)
+        log.debug("traceback", exc_info=True)
+        return False
+    return True
 

@@ -71,7 +71,8 @@ class SlideResult:
         already existed) or ``"failed"``.
     error
         Why it failed, one line naming the cause (``"file not found"``, the reader's message,
-        ``"KilledWorker: ..."``); ``None`` unless failed.
+        ``"KilledWorker: ..."``); ``None`` unless failed. URLs in it are shown without
+        credentials (:func:`slidemask.storage.redact`).
     seconds
         Wall-clock seconds spent on this slide, including opening and writing.
     stats
@@ -95,14 +96,23 @@ class SlideResult:
         self.path = _as_location(self.path)
         if self.output is not None:
             self.output = _as_location(self.output)
+        if self.error:  # a library's message may quote a URL with its credentials
+            from slidemask.storage import redact
+
+            self.error = redact(self.error)
 
     def to_dict(self) -> dict[str, Any]:
-        """The record as plain JSON types (paths as strings, numpy scalars as Python numbers)."""
+        """The record as plain JSON types (paths as strings, numpy scalars as Python numbers).
+
+        URLs are shown without credentials (:func:`slidemask.storage.display`), in the paths
+        and in the error text."""
+        from slidemask.storage import display, redact
+
         return {
-            "path": str(self.path),
-            "output": None if self.output is None else str(self.output),
+            "path": display(str(self.path)),
+            "output": None if self.output is None else display(str(self.output)),
             "status": self.status,
-            "error": self.error,
+            "error": None if self.error is None else redact(self.error),
             "seconds": round(float(self.seconds), 3),
             "config_hash": self.config_hash,
             "stats": jsonable(self.stats, "stats", default=str),
@@ -175,7 +185,7 @@ def write_report(
         "config_hash": config_hash,
         "counts": status_counts(results),
     }
-    run.update(jsonable(dict(extra or {}), "extra", default=str))
+    run.update(_redacted(jsonable(dict(extra or {}), "extra", default=str)))
     run["slides"] = [r.to_dict() for r in results]
     json_path = out_dir / REPORT_JSON
     csv_path = out_dir / REPORT_CSV
@@ -184,6 +194,19 @@ def write_report(
     with atomic_write(csv_path) as fh:
         fh.write(_csv_text(results))
     return json_path, csv_path
+
+
+def _redacted(value: Any) -> Any:
+    """``value`` (JSON types) with every URL in its strings shown without credentials."""
+    from slidemask.storage import redact
+
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def _aware(t: datetime) -> datetime:

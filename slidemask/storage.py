@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import re
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -32,15 +33,18 @@ from typing import Any, TypeVar
 
 __all__ = [
     "STATS",
+    "SecretURL",
     "URLPath",
     "configure",
     "display",
     "filesystem",
     "fingerprint",
     "is_url",
+    "redact",
     "retrying",
     "storage_options",
     "upload_tree",
+    "url_of",
 ]
 
 log = logging.getLogger("slidemask.storage")
@@ -88,18 +92,82 @@ def protocol(url: str) -> str:
     return match.group(1).lower() if match else "file"
 
 
+class SecretURL(str):
+    """A URL with credentials in it (``user:password@``, a presigned query string) that shows
+    itself without them.
+
+    The string's value is the whole URL, so whatever opens it (fsspec, tifffile, string
+    operations) gets the credentials; ``str()``, ``repr()``, f-strings, ``str.format`` and
+    ``%`` formatting (log lines, error messages) give :func:`display` of it. Serialising the
+    value itself (``json.dumps``) would write the credentials: record ``str(url)``.
+
+    Examples
+    --------
+    >>> url = SecretURL("https://host/a.svs?X-Amz-Signature=abc")
+    >>> str(url), f"slide {url}", "slide %s" % url, url.endswith("abc")
+    ('https://host/a.svs', 'slide https://host/a.svs', 'slide https://host/a.svs', True)
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return display(str.__str__(self))
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SecretURL, (str.__str__(self),))
+
+
+def _plain(text: str) -> str:
+    """The characters of a string, as a plain :class:`str` (a :class:`SecretURL` included)."""
+    return str.__str__(text)
+
+
 class URLPath(PurePosixPath):
     """A URL with the path operations of :class:`pathlib.PurePosixPath`.
 
     ``.name``, ``.parent``, ``/`` and ``.suffix`` work as for paths and ``str()`` gives the URL
     back (``s3://bucket/key``). Nothing here touches storage: use :func:`filesystem`.
 
+    Credentials stay out of it: a URL with ``user:password@`` or a query string (a presigned
+    URL's signature) is a path of its :func:`display` form, so ``str()``, ``os.fspath()``,
+    its name and whatever records it never hold them; :attr:`url` gives the whole URL to
+    open (a :class:`SecretURL`), and pickling keeps it.
+
     Examples
     --------
     >>> out = URLPath("s3://bucket/masks") / "a.zarr"
     >>> str(out), out.name, str(out.parent)
     ('s3://bucket/masks/a.zarr', 'a.zarr', 's3://bucket/masks')
+    >>> signed = URLPath("https://host/b/a.svs?X-Amz-Signature=abc")
+    >>> str(signed), signed.name, signed.url.endswith("abc")
+    ('https://host/b/a.svs', 'a.svs', True)
     """
+
+    _secret: str | None = None  # the whole URL, when it differs from what is shown
+
+    if sys.version_info >= (3, 12):
+
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*_shown_segments(args))
+            self._secret = _secret_of(args)
+
+    else:
+
+        def __new__(cls, *args: Any) -> URLPath:
+            self = super().__new__(cls, *_shown_segments(args))
+            self._secret = _secret_of(args)
+            return self
+
+    @property
+    def url(self) -> str:
+        """The URL to open: with its credentials (a :class:`SecretURL`) when it has any."""
+        return SecretURL(self._secret) if self._secret is not None else str(self)
 
     def __str__(self) -> str:
         text = super().__str__()
@@ -108,11 +176,52 @@ class URLPath(PurePosixPath):
     def __repr__(self) -> str:
         return f"URLPath({str(self)!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (URLPath, (self._secret if self._secret is not None else str(self),))
+
     def as_posix(self) -> str:
         return str(self)
 
     def __fspath__(self) -> str:
         return str(self)
+
+
+def _shown_segments(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(display(_plain(a)) if isinstance(a, str) else a for a in args)
+
+
+def _secret_of(args: tuple[Any, ...]) -> str | None:
+    if len(args) == 1 and isinstance(args[0], str):
+        whole = _plain(args[0])
+        if display(whole) != whole:
+            return whole
+    return None
+
+
+def url_of(value: str | os.PathLike[str]) -> str:
+    """What opens a slide or output: a :class:`URLPath`'s :attr:`~URLPath.url` (credentials
+    kept), anything else as :func:`os.fspath` gives it."""
+    if isinstance(value, URLPath):
+        return value.url
+    return os.fspath(value)
+
+
+_URL_IN_TEXT = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^/@\s'\"<>]*@)?"
+    r"(?P<rest>[^\s?#'\"<>]*)(?P<query>[?#][^\s'\"<>)\]]*)?"
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every URL in it shown as :func:`display` shows it (no user info, no
+    query string): for error messages and log lines that quote a library's exception.
+
+    Examples
+    --------
+    >>> redact("403 for url='https://host/a.svs?X-Amz-Signature=abc' (s3://u:p@b/k)")
+    "403 for url='https://host/a.svs' (s3://b/k)"
+    """
+    return _URL_IN_TEXT.sub(lambda m: m["scheme"] + m["rest"], _plain(text))
 
 
 def location(value: str | os.PathLike[str]) -> Path | URLPath:
@@ -144,6 +253,35 @@ def display(url: str | os.PathLike[str]) -> str:
     return text.split("?", 1)[0].split("#", 1)[0]
 
 
+class RedactURLs(logging.Filter):
+    """Log filter: a record's message and traceback with every URL shown without credentials
+    (:func:`redact`), whatever the handler. Installed on the ``slidemask`` loggers that name
+    slides (the package's own, ``slidemask.batch`` and ``slidemask.storage``) when this module
+    is imported, which any run that opens a URL does first."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "://" in message:
+            shown = redact(message)
+            if shown != message:
+                record.msg, record.args = shown, None
+        if record.exc_info and not record.exc_text:
+            text = logging.Formatter().formatException(record.exc_info)
+            if "://" in text:
+                record.exc_text = redact(text)
+        return True
+
+
+_NAMING_LOGGERS = ("slidemask", "slidemask.batch", "slidemask.storage")
+
+
+def _redact_logs() -> None:
+    for name in _NAMING_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactURLs) for f in logger.filters):
+            logger.addFilter(RedactURLs())
+
+
 def configure(options: Mapping[str, Mapping[str, Any]] | None) -> None:
     """Set this process's default options per protocol (``{"s3": {"endpoint_url": ...}}``).
 
@@ -165,7 +303,9 @@ def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[Any,
     """``(fsspec file system, path inside it)`` for ``url``; instances are cached by fsspec."""
     import fsspec.core
 
-    fs, path = fsspec.core.url_to_fs(url, **storage_options(url, options))
+    # a plain string: libraries that copy a str subclass with str() (yarl does) would get
+    # a SecretURL's shown form, without the credentials that open it
+    fs, path = fsspec.core.url_to_fs(_plain(url), **storage_options(url, options))
     return fs, path
 
 
@@ -478,6 +618,21 @@ def read_text(url: str) -> str | None:
     return retrying(read, f"read {display(url)}")
 
 
+def read_many(urls: Sequence[str]) -> dict[str, bytes]:
+    """The bytes of stored objects of one file system, read concurrently where it can;
+    absent ones left out."""
+    if not urls:
+        return {}
+    fs, _ = filesystem(urls[0])
+    paths = {filesystem(url)[1]: url for url in urls}
+    shown = display(str(urls[0]).rsplit("/", 1)[0])
+    got = retrying(lambda: fs.cat(list(paths), on_error="omit"),
+                   f"read {len(paths)} object(s) under {shown}")
+    if not isinstance(got, dict):  # one path: fsspec gives its bytes
+        got = {next(iter(paths)): got}
+    return {paths[p]: bytes(data) for p, data in got.items() if p in paths}
+
+
 def remove_tree(url: str) -> None:
     """Remove a stored object or every object under a prefix (absent is fine)."""
     fs, path = filesystem(url)
@@ -591,3 +746,6 @@ def glob_urls(pattern: str) -> list[str]:
 def is_dir(url: str) -> bool:
     fs, path = filesystem(url)
     return bool(retrying(lambda: fs.isdir(path), f"look up {display(url)}"))
+
+
+_redact_logs()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -230,17 +232,67 @@ def test_batch_from_bucket_to_bucket_and_resume(
         assert is_complete(f"s3://{BUCKET}/out/{name}.zarr")
     fs = _fs()
     listing = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{BUCKET}/out", refresh=True))
-    assert listing == sorted(["report.csv", "report.json", *[f"{n}{e}" for n in names
-                                                                for e in (".zarr", ".png",
-                                                                          ".json")]])
+    assert listing == sorted(["report.csv", "report.html", "report.json",
+                              *[f"{n}{e}" for n in names for e in (".zarr", ".png", ".json")]])
     report = fs.cat_file(f"{BUCKET}/out/report.json").decode()
     assert json.loads(report)["counts"]["done"] == 3
-    texts = [report, fs.cat_file(f"{BUCKET}/out/s0.zarr/zarr.json").decode(),
+    # the page links into the prefix it sits in: previews and summaries found there
+    page = fs.cat_file(f"{BUCKET}/out/report.html").decode()
+    rows = _page_slides(page)
+    assert [r["path"] for r in rows] == [f"s3://{BUCKET}/in/{n}.ome.tif" for n in names]
+    assert [r["thumb"] for r in rows] == [f"{n}.png" for n in names]
+    assert [r["links"] for r in rows] == [{"zarr": f"{n}.zarr", "preview": f"{n}.png",
+                                           "summary": f"{n}.json"} for n in names]
+    assert all(r["area_mm2"] is not None for r in rows)  # read from each summary
+    texts = [report, page, fs.cat_file(f"{BUCKET}/out/s0.zarr/zarr.json").decode(),
              fs.cat_file(f"{BUCKET}/out/s0.json").decode(), caplog.text]
     assert not any(SECRET in text for text in texts)  # credentials nowhere
     again = run_batch([f"s3://{BUCKET}/in/"], config, f"s3://{BUCKET}/out/")
     assert [r.status for r in again] == ["skipped"] * 3
     assert again[0].stats["foreground_pixels"] == results[0].stats["foreground_pixels"]
+
+
+def _page_slides(page: str) -> list[dict[str, Any]]:
+    """The slides' rows in a ``report.html`` page's data."""
+    found = re.search(r'<script type="application/json" id="slidemask-data">(.*?)</script>',
+                      page, re.S)
+    assert found is not None
+    slides: list[dict[str, Any]] = json.loads(found.group(1))["slides"]
+    return slides
+
+
+def test_cli_run_from_bucket_to_bucket(
+    s3: _Proxy, local_slides: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``slidemask run`` with a URL as --output: outputs, reports and the printed report path
+    under the prefix, not a mangled local path."""
+    import yaml
+
+    from slidemask.cli import main
+
+    _upload(local_slides[:2], "cli-in")
+    config = tmp_path / "mask.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    out = f"s3://{BUCKET}/cli-out"
+    argv = ["run", str(config), "-i", f"s3://{BUCKET}/cli-in/", "-o", out]
+    package = logging.getLogger("slidemask")
+    saved = package.handlers[:], package.propagate, package.level
+    try:
+        assert main(argv) == 0
+        captured = capsys.readouterr()
+        assert main([*argv, "-q"]) == 0  # resumed: everything skipped
+        again = capsys.readouterr()
+    finally:  # main() sets the package logger up for a terminal
+        package.handlers[:], package.propagate = saved[0], saved[1]
+        package.setLevel(saved[2])
+    assert again.out.startswith("0 done, 2 skipped, 0 failed")
+    assert captured.out.rstrip().endswith(f"report: {out}/report.json"), captured.out
+    assert f"QC report: {out}/report.html" in captured.err
+    assert not Path("s3:").exists()  # nothing written to a local folder named like the URL
+    listing = {p.rsplit("/", 1)[-1] for p in _fs().ls(f"{BUCKET}/cli-out", refresh=True)}
+    assert {"report.json", "report.csv", "report.html", "s0.zarr", "s1.zarr"} <= listing
+    report = json.loads(_fs().cat_file(f"{BUCKET}/cli-out/report.json"))
+    assert report["counts"]["skipped"] == 2 and report["output_dir"] == out  # the rerun's
 
 
 def test_kill_9_then_rerun_on_the_bucket(
@@ -388,3 +440,68 @@ def test_retrying_is_bounded_and_skips_permanent_errors(monkeypatch: pytest.Monk
     assert display("https://u:p@host/a.svs?X-Amz-Signature=x") == "https://host/a.svs"
     reader = RangeReader("s3://b/k", {"secret": SECRET})
     assert SECRET not in repr(reader)
+
+
+# --- credentials never recorded ----------------------------------------------------------------
+
+
+def _signature(url: str) -> str:
+    """The credential part of a presigned URL: its query string."""
+    return url.split("?", 1)[1]
+
+
+def test_presigned_url_batch_records_no_signature(
+    s3: _Proxy, local_slides: list[Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A presigned https URL reads as one slide; its query string (the signature) is in no
+    output, report, log line or result, and neither is it after a failure."""
+    _upload(local_slides[:1], "signed")
+    fs = _fs()
+    url = fs.sign(f"{BUCKET}/signed/s0.ome.tif", expiration=600)
+    gone = fs.sign(f"{BUCKET}/signed/missing.ome.tif", expiration=600)
+    assert url.startswith("http") and "Signature=" in url
+    secrets = [_signature(url), _signature(gone)]
+    out = f"s3://{BUCKET}/signed-out"
+    config = _config(outputs={"preview": True, "summary": True, "geojson": True,
+                              "ome_zarr": True})
+    with caplog.at_level("DEBUG", logger="slidemask"):
+        results = run_batch([url, gone], config, out)
+    assert [r.status for r in results] == ["done", "failed"], [r.error for r in results]
+    assert str(results[0].path) == url.split("?", 1)[0]
+    assert str(results[0].output) == f"{out}/s0.zarr"
+    assert "file not found" in (results[1].error or "")
+    clean = run_batch([str(local_slides[0])], _config(), tmp_path / "clean")[0]
+    np.testing.assert_array_equal(read_mask(f"{out}/s0.zarr").compute(),
+                                  read_mask(clean.output).compute())
+    stored = {p: fs.cat_file(p) for p in fs.find(f"{BUCKET}/signed-out")}
+    assert any(p.endswith("report.json") for p in stored)
+    ours = [r for r in caplog.records if r.name.startswith("slidemask")]  # not the server's
+    log_text = "\n".join(caplog.handler.format(r) for r in ours)
+    assert "missing.ome.tif" in log_text and "Traceback" in log_text
+    texts = [*(b.decode("latin-1") for b in stored.values()), log_text,
+             repr(results), *(json.dumps(r.to_dict()) for r in results)]
+    names = [*stored, "log", "repr", "dict", "dict"]
+    for secret in secrets:
+        assert not [n for n, text in zip(names, texts, strict=True) if secret in text], secret
+    attrs = json.loads(stored[f"{BUCKET}/signed-out/s0.zarr/zarr.json"])["attributes"]
+    assert attrs["provenance"]["source"]["path"] == url.split("?", 1)[0]
+
+
+def test_recorded_strings_hold_no_credentials(tmp_path: Path) -> None:
+    from slidemask import storage
+    from slidemask.report import SlideResult, write_report
+
+    signed = "https://user:pa55@host.example/b/a.svs?X-Amz-Credential=AKIA&X-Amz-Signature=f00d"
+    path = storage.URLPath(signed)
+    assert str(path) == os.fspath(path) == "https://host.example/b/a.svs"
+    assert path.name == "a.svs" and "f00d" in path.url and "f00d" not in str(path.url)
+    assert f"{path.url}" == "https://host.example/b/a.svs"
+    assert "slide %s" % (path.url,) == "slide https://host.example/b/a.svs"  # noqa: UP031
+    assert storage.location(signed) == path and storage.location(signed).url == signed
+    error = f"reading {signed} failed: 403 for url='{signed}'"
+    result = SlideResult(path=signed, output="s3://b/out/a.zarr", status="failed", error=error)
+    json_path, csv_path = write_report([result], tmp_path, extra={"inputs": [signed]})
+    for text in (json_path.read_text(), csv_path.read_text(), repr(result),
+                 storage.redact(error)):
+        assert "f00d" not in text and "pa55" not in text and "AKIA" not in text, text
+    assert "https://host.example/b/a.svs" in json_path.read_text()

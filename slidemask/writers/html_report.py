@@ -139,9 +139,89 @@ def _warnings(stats: Mapping[str, Any], summary: Mapping[str, Any]) -> list[str]
                         "threshold": None})
 
 
-def _slide_row(record: Mapping[str, Any], base: Path) -> dict[str, Any]:
+class _LocalOutputs:
+    """The outputs in a local folder, looked up as files; links relative to the folder."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def extras(self, output: str) -> tuple[Any, dict[str, Any]]:
+        """``(mask location, {extra key: location})`` of a record's ``output``."""
+        target = Path(output)
+        if not target.is_absolute():
+            target = self.base / target
+        return target, extra_paths_for(target, EXTRA_SUFFIXES)
+
+    def exists(self, location: Any) -> bool:
+        return bool(location.exists())
+
+    def href(self, location: Any) -> str:
+        return _href(location, self.base)
+
+    def summary(self, location: Any) -> dict[str, Any]:
+        return _read_summary(location)
+
+
+class _StoredOutputs:
+    """The outputs under a prefix on object storage (``s3://bucket/out``): the prefix is
+    listed once and the summaries present are read together; links are relative to the
+    prefix, so the page finds the previews beside it wherever the folder is served or
+    copied."""
+
+    def __init__(self, base: str, records: Sequence[Mapping[str, Any]]) -> None:
+        from slidemask import storage
+
+        self.base = base.rstrip("/")
+        self.names = set(storage.list_names(self.base))
+        wanted = []
+        for record in records:
+            output = record.get("output")
+            if output:
+                summary = self.extras(str(output))[1]["summary"]
+                if self.exists(summary):
+                    wanted.append(summary)
+        self.summaries = storage.read_many(wanted)
+
+    def extras(self, output: str) -> tuple[Any, dict[str, Any]]:
+        target = output.rstrip("/")
+        parent, _, name = target.rpartition("/")
+        stem = name.removesuffix(".zarr")
+        return target, {key: f"{parent}/{stem}{end}" for key, end in EXTRA_SUFFIXES.items()}
+
+    def _name(self, location: str) -> str | None:
+        parent, _, name = location.rpartition("/")
+        return name if parent == self.base else None
+
+    def exists(self, location: Any) -> bool:
+        return self._name(str(location)) in self.names
+
+    def href(self, location: Any) -> str:
+        from slidemask.storage import display
+
+        name = self._name(str(location))
+        return quote(name) if name is not None else display(str(location))
+
+    def summary(self, location: Any) -> dict[str, Any]:
+        try:
+            value = json.loads(self.summaries.get(str(location), b"{}"))
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+def _shown_path(text: str) -> tuple[str, str]:
+    """``(path, name)`` of a slide as the page shows it (URLs kept whole)."""
+    if "://" in text:
+        return text, text.rstrip("/").rsplit("/", 1)[-1]
+    path = Path(text)
+    return str(path), path.name
+
+
+def _slide_row(
+    record: Mapping[str, Any], outputs: _LocalOutputs | _StoredOutputs
+) -> dict[str, Any]:
     """One slide's entry in the page's data, from its report record and its output files."""
-    path = Path(str(record.get("path", "")))
+    shown, slide_name = _shown_path(str(record.get("path", "")))
     stats = record.get("stats") if isinstance(record.get("stats"), Mapping) else {}
     assert isinstance(stats, Mapping)
     output = record.get("output")
@@ -149,17 +229,14 @@ def _slide_row(record: Mapping[str, Any], base: Path) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     thumb = None
     if output:
-        target = Path(str(output))
-        if not target.is_absolute():
-            target = base / target
-        if target.exists():
-            links["zarr"] = _href(target, base)
-        for key, extra in extra_paths_for(target, EXTRA_SUFFIXES).items():
-            if extra.exists():
-                links[key] = _href(extra, base)
-        summary_path = extra_paths_for(target, ["summary"])["summary"]
+        target, extras = outputs.extras(str(output))
+        if outputs.exists(target):
+            links["zarr"] = outputs.href(target)
+        for key, extra in extras.items():
+            if outputs.exists(extra):
+                links[key] = outputs.href(extra)
         if "summary" in links:
-            summary = _read_summary(summary_path)
+            summary = outputs.summary(extras["summary"])
         thumb = links.get("preview")
     fraction = _number(stats.get("fraction"))
     if fraction is None:
@@ -177,8 +254,8 @@ def _slide_row(record: Mapping[str, Any], base: Path) -> dict[str, Any]:
             classes[str(name)] = list(_class_share(value))
     status = str(record.get("status", ""))
     return {
-        "name": path.name,
-        "path": str(path),
+        "name": slide_name,
+        "path": shown,
         "status": status,
         "error": record.get("error") if status == "failed" else None,
         "seconds": _number(record.get("seconds")),
@@ -215,9 +292,11 @@ def _flag_outliers(rows: list[dict[str, Any]], class_names: list[str]) -> None:
                 row["outlier"].append(metric)
 
 
-def _page_data(report: Mapping[str, Any], base: Path) -> dict[str, Any]:
-    records = report.get("slides") or []
-    rows = [_slide_row(r, base) for r in records if isinstance(r, Mapping)]
+def _page_data(
+    report: Mapping[str, Any], outputs: _LocalOutputs | _StoredOutputs
+) -> dict[str, Any]:
+    records = [r for r in report.get("slides") or [] if isinstance(r, Mapping)]
+    rows = [_slide_row(r, outputs) for r in records]
     class_names: list[str] = list(dict.fromkeys(n for r in rows for n in r["classes"]))
     _flag_outliers(rows, class_names)
     run = {k: v for k, v in report.items() if k != "slides"}
@@ -249,14 +328,23 @@ def render_html_report(report: Mapping[str, Any], output_dir: str | os.PathLike[
     output_dir
         The folder the page will sit in: links and thumbnails are relative to it, and each
         slide's outputs are looked up there (their existence, and ``<name>.json`` summaries).
+        A URL (``s3://bucket/out``) is a prefix on object storage, listed once.
 
     Returns
     -------
     str
         A complete HTML5 document (UTF-8), with no external resource but the thumbnails.
     """
-    base = Path(os.path.abspath(output_dir))
-    data = _page_data(report, base)
+    from slidemask import storage
+
+    outputs: _LocalOutputs | _StoredOutputs
+    if storage.is_url(output_dir) and storage.local_path(os.fspath(output_dir)) is None:
+        records = [r for r in report.get("slides") or [] if isinstance(r, Mapping)]
+        outputs = _StoredOutputs(os.fspath(output_dir), records)
+    else:
+        local = storage.local_path(os.fspath(output_dir)) or os.fspath(output_dir)
+        outputs = _LocalOutputs(Path(os.path.abspath(local)))
+    data = _page_data(report, outputs)
     counts = report.get("counts") if isinstance(report.get("counts"), Mapping) else {}
     assert isinstance(counts, Mapping)
     title = f"slidemask report: {counts.get('total', len(data['slides']))} slides"
@@ -269,7 +357,10 @@ def render_html_report(report: Mapping[str, Any], output_dir: str | os.PathLike[
 
 
 def write_html_report(
-    report_json: str | os.PathLike[str], html_path: str | os.PathLike[str] | None = None
+    report_json: str | os.PathLike[str],
+    html_path: str | os.PathLike[str] | None = None,
+    *,
+    output_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write the page for ``report.json`` beside it (``report.html``), atomically.
 
@@ -280,6 +371,10 @@ def write_html_report(
     html_path
         Where to write the page; default ``report.html`` in the same folder. Links stay
         relative to the report's folder, so put the page there to keep them working.
+    output_dir
+        The output folder the page will sit in and link into, when it is not the report's
+        folder: a batch on object storage writes the page locally for the prefix
+        (``s3://bucket/out``) it uploads it to.
 
     Returns
     -------
@@ -291,7 +386,7 @@ def write_html_report(
     if not isinstance(report, Mapping):
         raise ValueError(f"{source}: not a slidemask run report (a JSON object)")
     final = Path(html_path) if html_path is not None else source.with_name(REPORT_HTML)
-    text = render_html_report(report, source.parent)
+    text = render_html_report(report, source.parent if output_dir is None else output_dir)
     with atomic_write(final) as fh:
         fh.write(text)
     return final
