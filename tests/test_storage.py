@@ -505,3 +505,48 @@ def test_recorded_strings_hold_no_credentials(tmp_path: Path) -> None:
                  storage.redact(error)):
         assert "f00d" not in text and "pa55" not in text and "AKIA" not in text, text
     assert "https://host.example/b/a.svs" in json_path.read_text()
+
+
+def test_overwrite_on_the_bucket_is_never_complete_half_done(
+    s3: _Proxy, local_slides: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replacing a complete output: its marker goes first and comes back last, so an upload
+    that fails half way leaves an incomplete output (redone on resume), never one that looks
+    complete with old and new objects mixed."""
+    from slidemask import storage
+
+    _upload(local_slides[:1], "over")
+    source, out = f"s3://{BUCKET}/over/", f"s3://{BUCKET}/over-out"
+    mask = f"{out}/s0.zarr"
+    assert run_batch([source], _config(), out)[0].status == "done"
+    before = read_mask(mask).compute()
+    ops: list[tuple[str, str]] = []
+    fail_at = [4]  # the 4th upload dies (a mask chunk: the extras go first)
+    real_put, real_remove = storage.put_file, storage.remove_tree
+
+    def put_file(local: Any, url: str) -> None:
+        ops.append(("put", url.removeprefix(f"{out}/")))
+        if sum(op == "put" for op, _ in ops) == fail_at[0]:
+            raise ConnectionResetError("connection lost mid-upload (injected)")
+        real_put(local, url)
+
+    def remove_tree(url: str) -> None:
+        ops.append(("remove", url.removeprefix(f"{out}/")))
+        real_remove(url)
+
+    monkeypatch.setattr(storage, "put_file", put_file)
+    monkeypatch.setattr(storage, "remove_tree", remove_tree)
+    (failed,) = run_batch([source], _config(), out, overwrite=True)
+    assert failed.status == "failed" and "upload failed" in (failed.error or ""), failed.error
+    assert ops[0] == ("remove", "s0.zarr/zarr.json")  # the old output stops being complete
+    assert not is_complete(mask) and stored_config_hash(mask) is None
+    assert "zarr.json" not in storage.list_names(mask)
+
+    ops.clear()
+    fail_at[0] = 0  # uploads work again; resume redoes the incomplete output
+    (again,) = run_batch([source], _config(), out)
+    assert again.status == "done"
+    uploads = [name for op, name in ops if op == "put" and name.startswith("s0.zarr/")]
+    assert uploads[-1] == "s0.zarr/zarr.json" and uploads.count("s0.zarr/zarr.json") == 1
+    assert is_complete(mask)
+    np.testing.assert_array_equal(read_mask(mask).compute(), before)
