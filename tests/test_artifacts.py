@@ -150,6 +150,86 @@ def test_sharpness_is_exact_for_any_chunking(cell_and_data, sigma, glass, min_de
     np.testing.assert_array_equal(got, whole)
 
 
+def _kept(where: np.ndarray, margin: int) -> np.ndarray:
+    """``where`` grown by ``margin`` cells (Chebyshev), in plain numpy."""
+    padded = np.pad(where, margin)
+    out = np.zeros_like(where)
+    for dy in range(2 * margin + 1):
+        for dx in range(2 * margin + 1):
+            out |= padded[dy : dy + where.shape[0], dx : dx + where.shape[1]]
+    return out
+
+
+@SETTINGS
+@given(st.integers(3, 6).flatmap(lambda c: st.tuples(st.just(c), grey_and_chunks(cell=c))),
+       st.floats(2.0, 20.0), st.integers(0, 3), st.integers(0, 2**16))
+def test_sharpness_where_is_exact_within_margin(cell_and_data, sigma, margin, seed) -> None:
+    cell, (grey, rows, cols) = cell_and_data
+    shape = (grey.shape[0] // cell, grey.shape[1] // cell)
+    where = np.random.default_rng(seed).random(shape) < 0.05
+    expected = np.where(_kept(where, margin), _sharpness_reference(grey, cell, sigma, 215, 2.0),
+                        np.float32(0))
+    got = sharpness(da.from_array(grey, chunks=(rows, cols)), cell, sigma,
+                    where=da.from_array(where, chunks=(max(1, shape[0] // 2), 3)),
+                    margin=margin).compute()
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.fixture(scope="module")
+def pyramid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small pyramid with 64-pixel tiles (not a multiple of every cell edge)."""
+    from slidemask.io.synthetic import write_synthetic_slide
+
+    path = tmp_path_factory.mktemp("pyramid") / "p.ome.tif"
+    return write_synthetic_slide(path, (700, 900), tile=64, levels=2, seed=4)
+
+
+@settings(deadline=None, max_examples=12, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.integers(3, 6), st.sampled_from([64, 128, 192, 512]), st.integers(0, 1),
+       st.integers(0, 2), st.booleans(), st.integers(0, 2**16))
+def test_sharpness_on_a_slide_level_reads_tile_by_tile(
+    pyramid: Path, cell: int, chunk: int, level: int, margin: int, gated: bool, seed: int
+) -> None:
+    from slidemask import open_slide, to_gray
+    from slidemask.kernels.color import rgb_to_gray
+
+    slide = open_slide(pyramid, chunk_size=chunk)
+    grey = rgb_to_gray(np.asarray(slide.levels[level].compute()))
+    shape = (grey.shape[0] // cell, grey.shape[1] // cell)
+    lazy = to_gray(slide.levels[level])
+    expected = _sharpness_reference(grey, cell, 9.0, 215, 2.0)
+    where = None
+    if gated:
+        where = np.zeros(shape, bool)
+        where[np.random.default_rng(seed).integers(0, shape[0], 3),
+              np.random.default_rng(seed + 1).integers(0, shape[1], 3)] = True
+        expected = np.where(_kept(where, margin), expected, np.float32(0))
+    got = sharpness(lazy, cell, 9.0, where=where, margin=margin)
+    assert "slidemask-sharpness-cells" in "".join(map(str, got.dask.layers))
+    np.testing.assert_array_equal(got.compute(), expected)
+
+
+def test_sharpness_skips_the_tiles_it_does_not_need(pyramid: Path, monkeypatch) -> None:
+    from slidemask import open_slide, to_gray
+    from slidemask.io import tiff
+
+    slide = open_slide(pyramid, chunk_size=256)
+    decoded = []
+    original = tiff._LevelHandle._decode
+
+    def counting(self, page, index, row, col):
+        decoded.append((self.level, index))
+        return original(self, page, index, row, col)
+
+    monkeypatch.setattr(tiff._LevelHandle, "_decode", counting)
+    where = np.zeros((700 // 4, 900 // 4), bool)
+    where[2, 2] = True  # one cell near the top-left corner: only the first file tile
+    got = sharpness(to_gray(slide.levels[0]), 4, 8.0, where=where, margin=1).compute()
+    assert set(decoded) == {(0, 0)}
+    assert got[5:, :].max() == 0 and got[:, 5:].max() == 0
+
+
 def test_sharpness_cells_use_only_their_own_pixels() -> None:
     rng = np.random.default_rng(3)
     grey = rng.integers(0, 256, (40, 48), dtype=np.uint8)
@@ -160,6 +240,49 @@ def test_sharpness_cells_use_only_their_own_pixels() -> None:
     dy = np.abs(2 * g[:, 1:3] - g[:, 0:2] - g[:, 2:4]).sum(axis=(1, 3))
     np.testing.assert_array_equal(cells >> 16, dx + dy)
     np.testing.assert_array_equal(cells & 0xFFFF, 16)
+
+
+@SETTINGS
+@given(grey_and_chunks(), st.integers(1, 4).map(lambda k: 2 * k + 1), st.floats(0.1, 6))
+def test_flat_kernel_is_the_exact_integer_test(data, ksize, max_diff) -> None:
+    grey = data[0]
+    half = ksize // 2
+    padded = np.pad(grey.astype(np.int64), half, mode="edge")
+    total = sum(padded[dy : dy + grey.shape[0], dx : dx + grey.shape[1]]
+                for dy in range(ksize) for dx in range(ksize))
+    expected = np.abs(grey.astype(np.int64) * ksize**2 - total) < max_diff * ksize**2
+    np.testing.assert_array_equal(flat_kernel(grey, ksize=ksize, max_diff=max_diff), expected)
+
+
+@SETTINGS
+@given(grey_and_chunks(), st.integers(3, 30), st.integers(0, 3),
+       st.sampled_from([40, 128, 230, 250, 256]))
+def test_straight_band_kernel_is_the_opening_of_lines(data, length, width, level) -> None:
+    mask = data[0] < level  # from almost empty to almost full
+    src = mask.view(np.uint8)
+    line, across = 2 * (length // 2) + 1, 2 * width + 1
+    expected = np.zeros_like(src)
+    for along, grow in (((1, line), (across, 1)), ((line, 1), (1, across))):
+        grown = cv2.dilate(src, np.ones(grow, np.uint8)) if width else src
+        expected |= cv2.morphologyEx(grown, cv2.MORPH_OPEN, np.ones(along, np.uint8))
+    expected &= src
+    np.testing.assert_array_equal(straight_band_kernel(mask, length=length, width=width),
+                                  expected.view(bool))
+
+
+@SETTINGS
+@given(grey_and_chunks(), st.booleans())
+def test_class_counts_for_any_chunking(data, with_tissue) -> None:
+    grey, rows, cols = data
+    classes = (grey % 7).astype(np.uint8)
+    tissue = grey > 100
+    counts = class_counts(da.from_array(classes, chunks=(rows, cols)),
+                          da.from_array(tissue, chunks=(7, 5)) if with_tissue else None)
+    expected = np.zeros((2, 256), np.int64)
+    inside = tissue if with_tissue else np.zeros_like(tissue)
+    expected[0] = np.bincount(classes[~inside], minlength=256)
+    expected[1] = np.bincount(classes[inside], minlength=256)
+    np.testing.assert_array_equal(counts.compute(), expected)
 
 
 @SETTINGS
@@ -494,3 +617,119 @@ def test_config_errors_name_the_key(text: str, message: str) -> None:
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         config_from_yaml(text)
+
+
+# ---- blur judged only where it can change an output --------------------------------------------
+
+
+def _expressions() -> st.SearchStrategy[str]:
+    names = st.sampled_from(["a", "b", "c", "x"])
+    return st.recursive(
+        names,
+        lambda inner: st.one_of(
+            inner.map(lambda e: f"~({e})"),
+            st.tuples(inner, inner).map(lambda t: f"({t[0]}) & ({t[1]})"),
+            st.tuples(inner, inner).map(lambda t: f"({t[0]}) | ({t[1]})"),
+        ),
+        max_leaves=8,
+    )
+
+
+@SETTINGS
+@given(_expressions(), st.integers(0, 2**16))
+def test_boolean_difference_is_where_the_mask_changes_the_expression(text, seed) -> None:
+    from slidemask.config import parse_expression
+    from slidemask.ops.relevance import boolean_difference
+
+    expr = parse_expression(text)
+    rng = np.random.default_rng(seed)
+    masks = {n: rng.random((6, 7)) < 0.5 for n in "abc"}
+    changes = (expr.evaluate({**masks, "x": np.ones((6, 7), bool)})
+               != expr.evaluate({**masks, "x": np.zeros((6, 7), bool)}))
+    difference = boolean_difference(expr, "x")
+    if isinstance(difference, bool):
+        assert (changes == difference).all()
+    else:
+        assert "x" not in difference.names()
+        np.testing.assert_array_equal(difference.evaluate(masks), changes)
+
+
+GATED = """
+resolution: {downsample: %s}
+masks:
+  tissue: [gray, {threshold: {below: 200}}]
+  glass: [gray, {threshold: {above: 215}}]
+  blur:
+    resolution: {level: 0}
+    steps:
+      - gray: {}
+      - sharpness: {cell: 4, sigma: 8}
+      - threshold: {below: %s}
+      - opening: {radius: 2}
+output: "tissue & ~(blur & ~glass)"
+classes:
+  masks: {tissue: tissue, blur: "blur & tissue & ~glass"}
+"""
+
+
+@pytest.mark.parametrize(("downsample", "below"), [(4, 15), (8, 15), (4, 40)])
+def test_blur_judged_only_where_it_matters_gives_the_same_outputs(
+    pyramid: Path, downsample: int, below: int
+) -> None:
+    """The sharpness of the tiles where no output reads the blur mask is left out (they are
+    not even decoded); the output mask and the class map are those of the full computation."""
+    from slidemask import (
+        binary_opening,
+        image_at,
+        open_slide,
+        select_resolution,
+        threshold,
+        to_gray,
+    )
+    from slidemask.config import config_from_yaml, parse_expression
+    from slidemask.io import tiff
+    from slidemask.ops.relevance import gate_arguments
+    from slidemask.pipeline import build_class_map, build_mask
+
+    config = config_from_yaml(GATED % (downsample, below))
+    slide = open_slide(pyramid, chunk_size=128)
+    working = select_resolution(slide, downsample=downsample)
+    grey = to_gray(image_at(slide, working))
+    masks = {"tissue": threshold(grey, below=200), "glass": threshold(grey, above=215)}
+    level0 = to_gray(slide.levels[0])
+    gate = gate_arguments(
+        config, "blur", 1, {"cell": 4}, masks, image_shape=level0.shape, downsample=1.0,
+        mpp=slide.mpp, working_downsample=working.downsample,
+        working_shape=masks["tissue"].shape,
+    )
+    assert gate["margin"] == 4  # the opening by a disk of radius 2 looks 4 cells away
+    outputs = {}
+    decoded: list[int] = []
+    original = tiff._LevelHandle._decode
+
+    def counting(self, page, index, row, col):
+        if self.level == 0:
+            decoded.append(index)
+        return original(self, page, index, row, col)
+
+    for gated in (False, True):
+        decoded.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(tiff._LevelHandle, "_decode", counting)
+            cells = sharpness(level0, 4, 8.0, **(gate if gated else {}))
+            blur = binary_opening(threshold(cells, below=below), 2)
+            blur = resample_mask(blur, working.downsample / 4, masks["tissue"].shape)
+            both = {**masks, "blur": blur}
+            outputs[gated] = (
+                config.expression.evaluate(both).compute(),
+                class_map({n: parse_expression(t).evaluate(both)
+                           for n, t in config.classes.masks.items()}).compute(),
+                len(set(decoded)),
+            )
+    mask, classes, read = outputs[False]
+    np.testing.assert_array_equal(outputs[True][0], mask)
+    np.testing.assert_array_equal(outputs[True][1], classes)
+    assert outputs[True][2] < read  # tiles with no tissue within reach were not decoded
+    # the same as the configuration runner computes it
+    np.testing.assert_array_equal(build_mask(slide, config)[0].compute(), mask)
+    np.testing.assert_array_equal(build_class_map(slide, config)[0].compute(), classes)

@@ -147,3 +147,46 @@ def test_errors(tmp_path):
         write_geojson(d, tmp_path / "x.geojson", downsample=0)
     with pytest.raises(MaskError, match="bool"):
         write_geojson(d.astype(np.uint8), tmp_path / "x.geojson")
+
+
+@st.composite
+def chunked_class_maps(draw: st.DrawFn, max_side: int = 40) -> tuple[np.ndarray, da.Array]:
+    mask, lazy = draw(chunked_masks(max_side))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    noise = ndi.uniform_filter(rng.random(mask.shape), size=3, mode="reflect")
+    classes = np.where(mask, np.where(noise < 0.5, 1, 3), np.where(noise < 0.3, 5, 0))
+    classes = classes.astype(np.uint8)
+    return classes, da.from_array(classes, chunks=lazy.chunks)
+
+
+@settings(deadline=None, max_examples=25)
+@given(chunked_class_maps(), st.sampled_from([1.0, 16.0]))
+def test_class_map_in_memory_and_stored_give_the_same_features(tmp_path_factory, data,
+                                                               downsample):
+    from unittest import mock
+
+    from slidemask.writers import geojson
+
+    classes, lazy = data
+    values = {"tissue": 1, "blur": 3, "bubble": 5, "pen": 2}
+    folder = tmp_path_factory.mktemp("classes")
+    memory = geojson.write_class_geojson(lazy, folder / "memory.geojson", values,
+                                         downsample=downsample)
+    with mock.patch.object(geojson, "IN_MEMORY_PIXELS", 0):  # stored, class by class
+        stored = geojson.write_class_geojson(lazy, folder / "stored.geojson", values,
+                                             downsample=downsample)
+    assert memory == stored
+    assert (folder / "memory.geojson").read_text() == (folder / "stored.geojson").read_text()
+    features = json.loads((folder / "memory.geojson").read_text())["features"]
+    assert [f["properties"]["classification"]["name"] for f in features] == [
+        name for name in values for _ in range(memory[name])
+    ]
+    for name, value in values.items():  # each class's features are its components
+        (labels, count) = ndi.label(classes == value, structure=np.ones((3, 3)))
+        assert memory[name] == count
+        mine = [f for f in features if f["properties"]["classification"]["name"] == name]
+        covered = np.zeros(classes.shape, int)
+        for feature in mine:
+            covered += rasterise(shapely.geometry.shape(feature["geometry"]), classes.shape,
+                                 downsample)
+        np.testing.assert_array_equal(covered, (classes == value).astype(int))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from unittest import mock
 
 import dask
 import dask.array as da
@@ -18,7 +19,8 @@ from ome_zarr.reader import Label, Multiscales, Reader
 
 from slidemask.errors import MaskError
 from slidemask.ops.resample import block_max
-from slidemask.writers.ome_zarr import LABEL_RGBA, write_ome_labels
+from slidemask.writers import ome_zarr
+from slidemask.writers.ome_zarr import LABEL_RGBA, ClassLabels, write_ome_labels
 from slidemask.writers.summary import mask_summary
 from slidemask.writers.zarr import is_complete, partial_outputs
 
@@ -112,20 +114,31 @@ def test_output_validates_against_ome_zarr_models(tmp_path):
     rows=st.integers(1, 70), cols=st.integers(1, 70),
     chunk_rows=st.integers(1, 30), chunk_cols=st.integers(1, 30),
     method=st.sampled_from(["nearest", "max"]), coarsest=st.integers(1, 16),
-    seed=st.integers(0, 1000), as_uint8=st.booleans(),
+    seed=st.integers(0, 1000), as_uint8=st.booleans(), in_memory=st.booleans(),
 )
 def test_any_chunking_any_size(tmp_path, rows, cols, chunk_rows, chunk_cols, method, coarsest,
-                               seed, as_uint8):
-    mask = np.random.default_rng(seed).random((rows, cols)) > 0.6
+                               seed, as_uint8, in_memory):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((rows, cols)) > 0.6
     source = mask.astype(np.uint8) * 7 if as_uint8 else mask  # non-zero means mask
+    classes = (rng.integers(0, 7, (rows, cols)) * (rng.random((rows, cols)) > 0.5)).astype(
+        np.uint8)
     path = tmp_path / f"{uuid.uuid4().hex}.ome.zarr"
-    with dask.config.set(scheduler="sync"):
-        write_ome_labels(da.from_array(source, chunks=(chunk_rows, chunk_cols)), path, mpp=2.0,
-                         method=method, coarsest_size=coarsest)
+    limit = ome_zarr.IN_MEMORY_PIXELS if in_memory else 0  # else one dask task per chunk
+    with dask.config.set(scheduler="sync"), mock.patch.object(ome_zarr, "IN_MEMORY_PIXELS", limit):
+        write_ome_labels(
+            da.from_array(source, chunks=(chunk_rows, chunk_cols)), path, mpp=2.0, method=method,
+            coarsest_size=coarsest, classes=ClassLabels(
+                da.from_array(classes, chunks=(chunk_cols, chunk_rows)), {"tissue": 1, "pen": 2}
+            ) if seed % 2 else None,
+        )
     group = zarr.open_group(path / "labels" / "tissue", mode="r")
     datasets = group.attrs["ome"]["multiscales"][0]["datasets"]
     for k, dataset in enumerate(datasets):
         np.testing.assert_array_equal(group[dataset["path"]][:], reference_level(mask, k, method))
+        if seed % 2:
+            stored = zarr.open_array(path / "labels" / "classes" / dataset["path"], mode="r")
+            np.testing.assert_array_equal(stored[:], classes[:: 2**k, :: 2**k])
     last = group[datasets[-1]["path"]].shape
     assert max(last) <= coarsest
     if len(datasets) > 1:

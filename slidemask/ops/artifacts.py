@@ -47,6 +47,15 @@ um per pixel, reduces it to cells (8 um by default) with a block reduction that 
 halo, and averages it locally (a triangular kernel with a Gaussian's spread: two box passes,
 exact and cheap) over the cells that have detail only, so that tissue next to glass, ink or a
 border does not read as blurred.
+
+Blur, and where it is measured. On a slide level, the cells are computed file tile by file
+tile, each right after it is decoded (the 2 µm image is never assembled in chunks). Given
+``where`` (the cells whose sharpness is wanted, e.g. tissue that is not glass: glass has no
+blur by definition, and the qc configuration's outputs read the blur mask nowhere else; see
+:mod:`slidemask.ops.relevance`) and the ``margin`` the later steps look across, only the cells
+within that margin plus the average's reach are measured, and the file tiles that hold none of
+them are not decoded: on a 50000² slide with 31 % tissue, 286 of the 625 tiles of the 2 µm
+level. Every wanted cell gets exactly the value of the full computation.
 """
 
 from __future__ import annotations
@@ -56,10 +65,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 
 from slidemask.errors import MaskError
+from slidemask.io.tiff import PIXELS_ATTR, MappedLevelReader
 from slidemask.kernels.artifacts import (
     BLACK_MAX_CHROMA,
     BLACK_MAX_SATURATION,
@@ -73,14 +85,15 @@ from slidemask.kernels.artifacts import (
     flat_kernel,
     pen_ink_kernel,
     sharpness_cells_kernel,
-    smooth_sum_kernel,
+    sharpness_ratio_kernel,
     smoothing_depth,
+    square_dilate_kernel,
     straight_band_depth,
     straight_band_kernel,
 )
 from slidemask.kernels.color import check_hsv_input
 from slidemask.ops.literal import as_dask
-from slidemask.ops.local import _neighbourhood, _pointwise, map_exact_overlap
+from slidemask.ops.local import PixelChain, _neighbourhood, _pointwise, map_exact_overlap
 from slidemask.ops.windows import KernelStep
 
 __all__ = [
@@ -178,37 +191,169 @@ def black(
 
 @dataclass(frozen=True)
 class _Cells:
-    """Block kernel for :func:`slidemask.ops.resample` style reduction (``factor=`` keyword)."""
+    """:func:`slidemask.kernels.artifacts.sharpness_cells_kernel` of a grey chunk, keeping only
+    the cells marked in ``needed`` (the others 0: featureless) when it is given."""
 
+    cell: int
     glass: int
 
-    def __call__(self, tile: np.ndarray, *, factor: int) -> np.ndarray:
-        return sharpness_cells_kernel(tile, factor=factor, glass=self.glass)
+    def __call__(self, tile: np.ndarray, needed: np.ndarray | None = None) -> np.ndarray:
+        if needed is not None and not needed.any():
+            return np.zeros((tile.shape[0] // self.cell, tile.shape[1] // self.cell), np.int64)
+        cells = sharpness_cells_kernel(tile, factor=self.cell, glass=self.glass)
+        if needed is not None:
+            cells[~needed] = 0
+        return cells
 
 
 @dataclass(frozen=True)
-class _Unpack:
-    """From packed cells: ``detail * weight`` (``product``) or ``weight``, the weight being
-    the cell's non-glass pixels, or 0 for a featureless cell (detail sum below ``floor``)."""
+class _SlideCells:
+    """The packed cells of a slide level's grey, read file tile by file tile.
 
-    floor: int
-    product: bool
-    dtype: str
+    ``grey`` maps the level to grey as each file tile is decoded
+    (:class:`slidemask.io.tiff.MappedLevelReader`); the cells of a region are computed one
+    file tile at a time, right after the tile is decoded and converted (while it is in the CPU
+    cache), and a tile none of whose cells is needed is not read at all. Sliced like an array
+    of cells (``reader[r0:r1, c0:c1]``), for :func:`dask.array.from_array`.
+    """
 
-    def __call__(self, packed: np.ndarray) -> np.ndarray:
-        detail = packed >> 16
-        weight = np.where(detail >= self.floor, packed & 0xFFFF, 0)
-        return (detail * weight if self.product else weight).astype(self.dtype)
+    grey: MappedLevelReader
+    cell: int
+    glass: int
+    tile: tuple[int, int]  # file tile (or strip) rows and columns
+    shape: tuple[int, int]  # the cell grid
+    dtype: np.dtype = np.dtype(np.int64)
+    ndim: int = 2
 
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        (r0, r1, _), (c0, c1, _) = (k.indices(n) for k, n in zip(key, self.shape, strict=True))
+        return self.cells(r0, r1, c0, c1)
 
-@dataclass(frozen=True)
-class _Ratio:
-    scale: float  # second differences per cell: the detail sum's divisor for a mean
-
-    def __call__(self, num: np.ndarray, den: np.ndarray) -> np.ndarray:
-        out = np.zeros(num.shape, dtype=np.float32)
-        np.divide(num, den * self.scale, out=out, where=den > 0, casting="unsafe")
+    def cells(
+        self, r0: int, r1: int, c0: int, c1: int, needed: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Packed cells ``[r0, r1) x [c0, c1)``; with ``needed`` (a bool block of that shape)
+        only the needed ones, the others 0, reading only the file tiles they lie in."""
+        c = self.cell
+        out = np.zeros((r1 - r0, c1 - c0), dtype=np.int64)
+        for y0, y1 in _spans(r0 * c, r1 * c, self.tile[0], c):
+            for x0, x1 in _spans(c0 * c, c1 * c, self.tile[1], c):
+                rows = slice(y0 // c - r0, y1 // c - r0)
+                cols = slice(x0 // c - c0, x1 // c - c0)
+                if needed is not None and not needed[rows, cols].any():
+                    continue  # nothing wanted here: the tile is not decoded
+                out[rows, cols] = sharpness_cells_kernel(
+                    self.grey[y0:y1, x0:x1], factor=c, glass=self.glass
+                )
+        if needed is not None:
+            out[~needed] = 0
         return out
+
+
+def _spans(start: int, stop: int, tile: int, cell: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` (multiples of ``cell``) cut at the file tiles' edges, each piece
+    widened to whole cells (a piece then reads at most the two tiles a cell straddles)."""
+    spans: list[tuple[int, int]] = []
+    edge = start
+    while edge < stop:
+        end = min(stop, (edge // tile + 1) * tile)
+        lo, hi = edge // cell * cell, -(-end // cell) * cell
+        if not spans or hi > spans[-1][1]:
+            spans.append((max(lo, spans[-1][1]) if spans else lo, hi))
+        edge = end
+    return spans
+
+
+def _gated_block(
+    needed: np.ndarray, *, reader: _SlideCells, block_info: Any = None
+) -> np.ndarray:
+    """The packed cells of one block of the cell grid (located by ``block_info``)."""
+    (r0, r1), (c0, c1) = block_info[0]["array-location"]
+    return reader.cells(r0, r1, c0, c1, needed)
+
+
+def _block_chunks(chunks: tuple[int, ...], size: int, cell: int) -> tuple[int, ...]:
+    """Cell-grid chunks of ``size`` cells from pixel chunks: the pixel chunks made multiples
+    of ``cell`` (:func:`slidemask.ops.resample._aligned_axis_chunks`), divided by it."""
+    from slidemask.ops.resample import _aligned_axis_chunks
+
+    return tuple(n // cell for n in _aligned_axis_chunks(chunks, size * cell, cell))
+
+
+def _merged(chunks: tuple[int, ...], size: int) -> int:
+    """Chunk edge for the smoothing: whole blocks merged up to about :data:`_SMOOTH_CHUNK`."""
+    block = max(chunks)
+    return max(1, min(size, block * max(1, _SMOOTH_CHUNK // max(block, 1))))
+
+
+_SMOOTH_CHUNK = 512
+"""Cells per side of a chunk of the smoothing, at least (float64 temporaries: about 15 MiB a
+task; the halo is a few cells)."""
+
+
+def _slide_source(grey: da.Array) -> tuple[Any, int, tuple[Any, ...]] | None:
+    """``(slide, level, pointwise steps)`` when ``grey`` is a pointwise map of a whole slide
+    level (:meth:`slidemask.io.Slide.map_pixels` through the public pointwise steps)."""
+    source = getattr(grey, PIXELS_ATTR, None)
+    if source is None:
+        return None
+    slide, level, steps = source
+    readers = getattr(slide, "readers", None)
+    if not readers or not steps or grey.shape != tuple(slide.levels[level].shape[:2]):
+        return None
+    return slide, level, steps
+
+
+def _packed_cells(
+    grey: da.Array, c: int, glass: int, needed: da.Array | None
+) -> da.Array:
+    """The packed cells of ``grey`` (see :func:`sharpness`), only the ``needed`` ones (the
+    others 0) when given."""
+    rows, cols = grey.shape[0] // c, grey.shape[1] // c
+    chunks = (_block_chunks(grey.chunks[0], rows, c), _block_chunks(grey.chunks[1], cols, c))
+    meta = np.empty((0, 0), np.int64)
+    source = _slide_source(grey)
+    if source is not None:
+        slide, level, steps = source
+        reader = slide.readers[level]
+        mapped = MappedLevelReader(reader, PixelChain(tuple(steps)), np.dtype(np.uint8), None)
+        geometry = reader.geometry
+        cells = _SlideCells(mapped, c, int(glass), (geometry.segment_rows, geometry.segment_cols),
+                            (rows, cols))
+        token = tokenize(reader.path, reader.fingerprint, level, tuple(steps), c, glass, chunks)
+        if needed is None:
+            return da.from_array(cells, chunks=chunks, asarray=False, lock=False, fancy=False,
+                                 meta=meta, name=f"slidemask-sharpness-cells-{token}")
+        return da.map_blocks(_gated_block, needed.rechunk(chunks), reader=cells, dtype=np.int64,
+                             meta=meta, token=f"slidemask-sharpness-cells-{token}")
+    grey = grey[: rows * c, : cols * c]
+    pixel_chunks = tuple(tuple(n * c for n in axis) for axis in chunks)
+    if grey.chunks != pixel_chunks:
+        grey = grey.rechunk(pixel_chunks)
+    kernel = _Cells(c, int(glass))
+    args = [grey] if needed is None else [grey, needed.rechunk(chunks)]
+    return da.map_blocks(kernel, *args, chunks=chunks, dtype=np.int64, meta=meta,
+                         token=f"slidemask-sharpness-cells-{c}-{glass}")
+
+
+def _square_dilation(mask: da.Array, reach: int) -> da.Array:
+    """``mask`` grown by a square of ``2 reach + 1`` pixels (Chebyshev distance), exact for any
+    chunking."""
+    if reach == 0:
+        return mask
+    return map_exact_overlap(square_dilate_kernel, mask, reach, dtype=bool, reach=reach)
+
+
+def _check_where(where: Any, shape: tuple[int, int], margin: Any) -> tuple[da.Array, int]:
+    where = as_dask(where, "sharpness")
+    if where.ndim != 2 or where.dtype != np.bool_ or where.shape != shape:
+        raise MaskError(
+            f"sharpness: where must be a 2-D bool mask of the cell grid's shape {shape}, got "
+            f"{where.shape} {where.dtype}"
+        )
+    if isinstance(margin, bool) or not isinstance(margin, int | np.integer) or margin < 0:
+        raise MaskError(f"sharpness: margin must be an integer >= 0 cells, got {margin!r}")
+    return where, int(margin)
 
 
 def sharpness(
@@ -218,6 +363,8 @@ def sharpness(
     *,
     glass: int = GLASS_GREY,
     min_detail: float = 2.0,
+    where: da.Array | None = None,
+    margin: int = 0,
 ) -> da.Array:
     """Lazy local sharpness of a grey image, one value per ``cell x cell`` block.
 
@@ -238,7 +385,8 @@ def sharpness(
     ----------
     grey
         ``(rows, cols)`` uint8 grey (:func:`slidemask.to_gray`), at the resolution where blur is
-        judged (1-2 um per pixel, see the module notes).
+        judged (1-2 um per pixel, see the module notes). On a slide level (``to_gray`` of
+        ``slide.levels[k]``) the cells are computed file tile by file tile as each is decoded.
     cell
         Cell edge in pixels of ``grey`` (>= 3). The result has one pixel per cell.
     sigma
@@ -248,6 +396,16 @@ def sharpness(
         Grey level from which a pixel counts as glass.
     min_detail
         Mean detail (grey levels) below which a cell is featureless and left out.
+    where
+        Optional ``(rows // cell, cols // cell)`` bool mask of the cells whose sharpness is
+        wanted (e.g. the tissue that is not glass, where blur is judged). Cells within
+        ``margin`` cells of it (Chebyshev distance) get the value they get without ``where``;
+        every other cell is 0. Only the cells within ``margin`` plus the average's reach
+        (:func:`slidemask.kernels.artifacts.smoothing_depth`) are measured: on a slide level,
+        the file tiles holding none of them are not decoded.
+    margin
+        Cells (>= 0) around ``where`` that are wanted too: the reach of what follows (an
+        opening by a disk of radius r looks 2 r cells away), so that it sees exact values.
 
     Returns
     -------
@@ -256,11 +414,10 @@ def sharpness(
         2 um per pixel, 8 um cells, σ 16 um: 15-50; blurred by σ = 1.5 um: about 9-13), 0 where
         no cell with detail lies within reach of the average (featureless: as blurred as it
         gets). Cell ``(i, j)`` covers ``grey`` pixels ``[i*cell, (i+1)*cell) x [j*cell,
-        (j+1)*cell)``; partial cells at the bottom/right are
-        dropped. Memory: one chunk of ``grey`` per task, then halo windows of the cell grid.
+        (j+1)*cell)``; partial cells at the bottom/right are dropped. Memory: one chunk of
+        ``grey`` (on a slide level: one file tile) per task, then halo windows of the cell
+        grid of about 1024² cells.
     """
-    from slidemask.ops.resample import _downsample
-
     grey = as_dask(grey, "sharpness")
     c = check_cell(cell)
     if grey.ndim != 2 or grey.dtype != np.uint8:
@@ -277,26 +434,26 @@ def sharpness(
         raise MaskError(
             f"sharpness: cell {c} is larger than the image ({grey.shape[0]} x {grey.shape[1]})"
         )
-    packed = _downsample(grey, c, _Cells(int(glass)), "sharpness-cells", crop=True,
-                         out_dtype=np.dtype(np.int64))
     if isinstance(min_detail, bool) or not isinstance(min_detail, int | float) \
             or not min_detail >= 0:
         raise MaskError(f"sharpness: min_detail must be a number >= 0, got {min_detail!r}")
+    shape = (grey.shape[0] // c, grey.shape[1] // c)
+    kept = needed = None
+    if where is not None:
+        where, reach = _check_where(where, shape, margin)
+        kept = _square_dilation(where, reach)
+        # a kept cell's average reads the cells within `depth` of it: those are measured
+        needed = _square_dilation(kept, depth)
+    packed = _packed_cells(grey, c, int(glass), needed)
+    merged = (_merged(packed.chunks[0], shape[0]), _merged(packed.chunks[1], shape[1]))
+    if max(packed.chunks[0]) < merged[0] or max(packed.chunks[1]) < merged[1]:
+        packed = packed.rechunk(merged)
     floor = math.ceil(float(min_detail) * 2 * c * (c - 2))  # on the cell's detail sum
-    # detail * weight <= 2 c (c - 2) 510 c^2: int32 up to cells of 32 pixels (half the memory)
-    wide = np.dtype(np.int32 if 2 * c * (c - 2) * 510 * c * c < 2**31 else np.int64)
-    num_in = da.map_blocks(_Unpack(floor, True, wide.str), packed, dtype=wide,
-                           meta=np.empty((0, 0), wide))
-    den_in = da.map_blocks(_Unpack(floor, False, "<i4"), packed, dtype=np.int32,
-                           meta=np.empty((0, 0), np.int32))
-    # The cell grid is cell**2 times smaller than the image: its few chunks are smoothed with
-    # dask's own overlap (neighbours held in memory) rather than through scratch files.
-    num = map_exact_overlap(smooth_sum_kernel, num_in, depth, dtype=np.float64,
-                            sigma=cells_sigma)
-    den = map_exact_overlap(smooth_sum_kernel, den_in, depth, dtype=np.float64,
-                            sigma=cells_sigma)
-    return da.map_blocks(_Ratio(float(2 * c * (c - 2))), num, den, dtype=np.float32,
-                         meta=np.empty((0, 0), np.float32))
+    out = map_exact_overlap(sharpness_ratio_kernel, packed, depth, dtype=np.float32,
+                            floor=floor, sigma=cells_sigma, cell=c)
+    if kept is not None:
+        out = da.where(kept.rechunk(out.chunks), out, np.float32(0))
+    return out
 
 
 def flat(grey: da.Array, ksize: int, max_diff: float = 2.55) -> da.Array:
@@ -451,9 +608,20 @@ def class_map(
 
 
 def _count_block(classes: np.ndarray, *tissue: np.ndarray) -> np.ndarray:
+    """``(1, 1, 512)`` pixel counts of one block: label values outside, then inside, tissue."""
+    inside = np.asarray(tissue[0], dtype=bool) if tissue else None
+    if classes.size < 2**24:  # OpenCV counts in float32: exact below 2**24 pixels
+        image = np.ascontiguousarray(classes)
+        total = cv2.calcHist([image], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+        within = np.zeros(256, np.int64)
+        if inside is not None:
+            hist = cv2.calcHist([image], [0], np.ascontiguousarray(inside).view(np.uint8), [256],
+                                [0, 256])
+            within = np.asarray(hist).ravel().astype(np.int64)
+        return np.concatenate([total - within, within])[None, None, :]
     key = classes.astype(np.int64)
-    if tissue:
-        key = key + 256 * np.asarray(tissue[0], dtype=np.int64)
+    if inside is not None:
+        key = key + 256 * inside.astype(np.int64)
     return np.bincount(key.ravel(), minlength=512).astype(np.int64)[None, None, :]
 
 

@@ -36,6 +36,13 @@ if TYPE_CHECKING:  # shapely itself is imported where used: only GeoJSON output 
 __all__ = ["write_class_geojson", "write_geojson"]
 
 
+TRACE_TILE = 512
+"""Edge in pixels of the pieces a chunk is traced in: the tracer works on the piece
+upsampled twice (16 times its pixels as bytes), which for a 512² piece stays in the CPU cache
+and in memory the allocator reuses; a 2048² chunk at once took three times as long in a fresh
+process. The pieces of a component are joined as the pieces of different chunks are."""
+
+
 def _block_polygons(
     tile: np.ndarray, lut: kl.ChunkLut, offset: tuple[int, int]
 ) -> dict[int, list[BaseGeometry]]:
@@ -43,7 +50,17 @@ def _block_polygons(
     lookup = np.zeros(count + 1, np.int64)
     ids, values = lut["fg"]
     lookup[ids] = values
-    return label_polygons(labels, offset, lookup)
+    out: dict[int, list[BaseGeometry]] = {}
+    if count == 0:
+        return out
+    rows, cols = labels.shape
+    for r in range(0, rows, TRACE_TILE):
+        for c in range(0, cols, TRACE_TILE):
+            piece = labels[r : r + TRACE_TILE, c : c + TRACE_TILE]
+            traced = label_polygons(piece, (offset[0] + r, offset[1] + c), lookup)
+            for label, polygons in traced.items():
+                out.setdefault(label, []).extend(polygons)
+    return out
 
 
 def _feature(geometry: BaseGeometry, downsample: float, properties: str) -> str:
@@ -186,8 +203,10 @@ def write_class_geojson(
 
     Notes
     -----
-    Computes. The class map is stored once (a scratch copy), then each class is traced as
-    :func:`write_geojson` traces a mask: one labelling merge and one read per class.
+    Computes. A class map of at most :data:`IN_MEMORY_PIXELS` pixels is computed into memory
+    once and every class traced in the same tasks; a larger one is stored once (a scratch
+    copy) and each class traced as :func:`write_geojson` traces a mask (one labelling merge
+    and one read per class), its features streamed. The features are the same either way.
     """
     from slidemask.ops.artifacts import QC_COLORS
 
@@ -198,26 +217,88 @@ def write_class_geojson(
         raise MaskError(f"{what}: downsample must be a positive number, got {downsample!r}")
     palette: dict[str, Sequence[int]] = {k: v[:3] for k, v in QC_COLORS.items()}
     palette.update(colors or {})
+    properties = {
+        name: json.dumps({
+            "objectType": "annotation",
+            "classification": {
+                "name": str(name),
+                "color": _check_color(palette.get(name, (128, 128, 128))),
+            },
+        })
+        for name in values
+    }
     counts: dict[str, int] = {}
     with atomic_write(path) as out:
         out.write('{"type": "FeatureCollection", "features": [')
-        written = 0
-        if classes.size:
+        if classes.size and classes.shape[0] * classes.shape[1] <= IN_MEMORY_PIXELS:
+            # one pass over the class map, then every class traced in the same tasks
+            whole = np.asarray(classes.compute())
+            counts = _write_all_classes(
+                da.from_array(whole, chunks=classes.chunks), values, properties, out,
+                float(downsample),
+            )
+        elif classes.size:
             with stored_copy(classes) as stored:
+                written = 0
                 for name, value in values.items():
-                    properties = json.dumps({
-                        "objectType": "annotation",
-                        "classification": {
-                            "name": str(name),
-                            "color": _check_color(palette.get(name, (128, 128, 128))),
-                        },
-                    })
                     counts[name] = _write_features(
-                        stored == np.uint8(value), out, float(downsample), properties,
+                        stored == np.uint8(value), out, float(downsample), properties[name],
                         first=written == 0,
                     )
                     written += counts[name]
         out.write("\n]}\n")
+    return counts
+
+
+IN_MEMORY_PIXELS = 2**24
+"""A class map of at most this many pixels (4096², one byte each) is computed into memory
+once and every class is traced in the same tasks (one labelling merge for all classes, one
+pass of polygon tracing); a larger one is stored to scratch and traced class by class,
+streaming its features. The features and their order are the same either way."""
+
+
+def _write_all_classes(
+    classes: da.Array, values: Mapping[str, int], properties: Mapping[str, str], out: Any,
+    downsample: float,
+) -> dict[str, int]:
+    """Trace every class of an in-memory class map at once; write the features class after
+    class, each in the order :func:`_write_features` gives."""
+    names = list(values)
+    masks = [check_mask(classes == np.uint8(values[n]), "write_class_geojson") for n in names]
+    merges = dask.compute(*[label_merge(m, 8, np.dtype(np.int64)) for m in masks])
+    row_starts = np.concatenate([[0], np.cumsum(classes.chunks[0])])
+    col_starts = np.concatenate([[0], np.cumsum(classes.chunks[1])])
+    tasks = []
+    for mask, merged in zip(masks, merges, strict=True):
+        blocks = mask.to_delayed()
+        tasks.append([
+            [dask.delayed(_block_polygons)(
+                blocks[i, j], chunk_lut(merged, i, j), (int(row_starts[i]), int(col_starts[j]))
+            ) for j in range(mask.numblocks[1])]
+            for i in range(mask.numblocks[0])
+        ])
+    (pieces_by_class,) = dask.compute(tasks)
+    counts: dict[str, int] = {}
+    written = 0
+    for name, merged, rows in zip(names, merges, pieces_by_class, strict=True):
+        table = merged.table
+        assert table is not None
+        pending: dict[int, list[BaseGeometry]] = {}
+        count = 0
+        for i, row in enumerate(rows):
+            for pieces in row:
+                for label, polygons in pieces.items():
+                    pending.setdefault(label, []).extend(polygons)
+            done = sorted(k for k in pending if table.bottom[k - 1] <= row_starts[i + 1])
+            for label in done:
+                geometry = join_pieces(pending.pop(label))
+                out.write(("\n" if written == 0 else ",\n")
+                          + _feature(geometry, downsample, properties[name]))
+                count += 1
+                written += 1
+        if pending:  # pragma: no cover - would be a bug in the merge
+            raise MaskError(f"write_geojson: internal error: {len(pending)} components left open")
+        counts[name] = count
     return counts
 
 

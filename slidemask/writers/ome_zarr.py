@@ -24,8 +24,13 @@ levels are computed in one dask graph from the mask's own chunks: each mask chun
 computed once and feeds its level-0 write and its (4x smaller) share of level 1, and so on,
 so memory stays at about one chunk per thread plus small pyramid pieces (measured on a
 20000² slide, grey < 220 at level 0, 2 threads: 8.4 s and 221 MiB peak, the same time as the
-plain ``write_zarr`` at 187 MiB). A lazy summary shares the mask's tasks when computed in the
-same call: ``dask.compute(write_ome_labels(..., compute=False), mask_summary(mask, ...))`` or
+plain ``write_zarr`` at 187 MiB). A small label image (:data:`IN_MEMORY_PIXELS`, e.g. an 8 µm
+class map) is instead computed into memory in one pass and its pyramid built with numpy: the
+dask tasks per chunk and level cost more than the work. Chunks are compressed with Blosc LZ4
+(bit-shuffled, as :func:`slidemask.write_zarr` stores masks) and written as chunk files
+directly; a chunk that is all 0 is not stored (it reads as the fill value). A lazy summary
+shares the mask's tasks when computed in the same call:
+``dask.compute(write_ome_labels(..., compute=False), mask_summary(mask, ...))`` or
 ``attrs={"summary": mask_summary(mask, ...)}`` (see
 :func:`slidemask.writers.summary.shared_delayed`).
 
@@ -58,11 +63,12 @@ import dask.array as da
 import numpy as np
 import zarr
 from dask.delayed import Delayed
-from zarr.codecs import ZstdCodec
+from numcodecs import Blosc
+from zarr.codecs import BloscCodec
 
 from slidemask.errors import MaskError
 from slidemask.ops import staged
-from slidemask.ops.resample import downsample_max, downsample_nearest
+from slidemask.ops.resample import block_max, downsample_max, downsample_nearest
 from slidemask.ops.scratch import release
 from slidemask.writers.atomic import (
     check_attrs,
@@ -117,7 +123,18 @@ class ClassLabels:
         }
 
 
-_COMPRESSOR = ZstdCodec(level=1)
+_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
+_ENCODER = Blosc(cname="lz4", clevel=5, shuffle=Blosc.BITSHUFFLE)
+"""What ``_COMPRESSOR`` does to a chunk of one-byte labels, applied directly: chunk files are
+written without zarr's per-call machinery (8 times faster on a 3125² label image), in the
+layout zarr reads (``<array>/c/<row>/<col>``, full-size edge chunks, no file for an all-zero
+chunk: it reads as the fill value 0). The same codec as :func:`slidemask.write_zarr`."""
+
+IN_MEMORY_PIXELS = 2**24
+"""Label images of at most this many pixels (4096², e.g. an 8 µm class map of a 50000² slide:
+3125², 9.8 MB) are computed into memory in one pass and their pyramids built with numpy,
+instead of one dask task per chunk and level: 0.1 s instead of 0.4 s for the mask and class
+map of a 50000² slide. Memory: the images and their pyramids, 1.4 bytes per pixel each."""
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 _MIN_CHUNK = 256  # smaller zarr chunks only multiply files; merging a few mask chunks is cheap
 
@@ -217,15 +234,52 @@ def _multiscales(
     ]
 
 
-def _store_chunk(block: np.ndarray, *, target: zarr.Array, block_info: Any = None) -> np.ndarray:
-    """Write one dask block into the zarr array at its location; return a 1x1 token."""
+@dataclass(frozen=True)
+class _Target:
+    """A uint8 zarr v3 array on disk, written chunk file by chunk file (see ``_ENCODER``)."""
+
+    path: str
+    chunks: tuple[int, int]
+
+    def write(self, index: tuple[int, int], block: np.ndarray) -> None:
+        """Store ``block`` as chunk ``index`` (a smaller edge block is padded with 0)."""
+        if not block.any():
+            return  # an absent chunk reads as the fill value
+        if block.shape != self.chunks:
+            full = np.zeros(self.chunks, dtype=np.uint8)
+            full[: block.shape[0], : block.shape[1]] = block
+            block = full
+        folder = os.path.join(self.path, "c", str(index[0]))
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, str(index[1])), "wb") as fh:
+            fh.write(_ENCODER.encode(np.ascontiguousarray(block, dtype=np.uint8)))
+
+    def write_all(self, image: np.ndarray) -> None:
+        """Store a whole in-memory image, chunk by chunk."""
+        rows, cols = self.chunks
+        for i in range(-(-image.shape[0] // rows)):
+            for j in range(-(-image.shape[1] // cols)):
+                self.write((i, j), image[i * rows : (i + 1) * rows, j * cols : (j + 1) * cols])
+
+
+def _target(array: zarr.Array) -> _Target:
+    store = array.store
+    root = getattr(store, "root", None)
+    if root is None:  # pragma: no cover - the writer only opens local directories
+        raise MaskError("write_ome_labels writes to a local directory only")
+    chunks = tuple(int(n) for n in array.chunks)
+    return _Target(os.path.join(str(root), array.path), (chunks[0], chunks[1]))
+
+
+def _store_chunk(block: np.ndarray, *, target: _Target, block_info: Any = None) -> np.ndarray:
+    """Write one dask block as its zarr chunk (blocks match the chunks); return a 1x1 token."""
     if block_info is not None and block.size:
-        location = block_info[0]["array-location"]
-        target[tuple(slice(start, stop) for start, stop in location)] = block
+        (r0, _), (c0, _) = block_info[0]["array-location"]
+        target.write((r0 // target.chunks[0], c0 // target.chunks[1]), block)
     return np.zeros((1, 1), dtype=np.uint8)
 
 
-def _store(level: da.Array, target: zarr.Array) -> da.Array:
+def _store(level: da.Array, target: _Target) -> da.Array:
     """Lazy write of ``level`` into ``target``, one task per block (blocks match zarr chunks).
 
     Unlike ``da.store``, which optimizes (fuses and renames) its sources when the graph is
@@ -242,6 +296,18 @@ def _store(level: da.Array, target: zarr.Array) -> da.Array:
         meta=np.empty((0, 0), dtype=np.uint8),
         token="slidemask-store-ome-labels",
     )
+
+
+def _numpy_pyramid(image: np.ndarray, count: int, method: str) -> list[np.ndarray]:
+    """``count`` levels of an in-memory image, each the previous one halved as the lazy
+    pyramid halves it (:func:`slidemask.ops.resample.block_nearest` or ``block_max``, the
+    partial edge block kept)."""
+    levels = [np.ascontiguousarray(image, dtype=np.uint8)]
+    for _ in range(count - 1):
+        previous = levels[-1]
+        levels.append(np.ascontiguousarray(previous[::2, ::2]) if method == "nearest"
+                      else block_max(previous, factor=2))
+    return levels
 
 
 def _shared_values(value: Any) -> Any:
@@ -335,7 +401,9 @@ def write_ome_labels(
     Notes
     -----
     Every pyramid level is computed in one pass from the mask's own chunks: memory is about
-    one chunk per thread plus small pyramid pieces (module notes).
+    one chunk per thread plus small pyramid pieces (module notes); with ``compute=True`` a
+    mask of at most :data:`IN_MEMORY_PIXELS` pixels (and its class map) is computed into
+    memory at once instead.
 
     Examples
     --------
@@ -400,15 +468,27 @@ def write_ome_labels(
     chunks = _chunk_shape(label)
     shapes = _pyramid_shapes((int(label.shape[0]), int(label.shape[1])), coarsest_size)
     downsample = _DOWNSAMPLERS[method]
-    levels = [_regular(label, chunks)]
-    for _ in shapes[1:]:
-        levels.append(_regular(downsample(levels[-1], 2), chunks))
-    assert [lv.shape for lv in levels] == shapes
-    class_levels: list[da.Array] = []
-    if class_image is not None:
-        class_levels = [_regular(class_image, chunks)]
+    in_memory = compute and label.shape[0] * label.shape[1] <= IN_MEMORY_PIXELS
+    levels: list[Any] = []
+    class_levels: list[Any] = []
+    if in_memory:
+        # the mask, the class map and any lazy attribute values, computed in one pass
+        try:
+            whole, class_whole, user_attrs = dask.compute(label, class_image, user_attrs)
+        finally:
+            release(mask)  # the mask's scratch copies, if it was built with global steps
+        levels = _numpy_pyramid(np.asarray(whole), len(shapes), method)
+        if class_whole is not None:
+            class_levels = _numpy_pyramid(np.asarray(class_whole), len(shapes), "nearest")
+    else:
+        levels = [_regular(label, chunks)]
         for _ in shapes[1:]:
-            class_levels.append(_regular(downsample_nearest(class_levels[-1], 2), chunks))
+            levels.append(_regular(downsample(levels[-1], 2), chunks))
+        if class_image is not None:
+            class_levels = [_regular(class_image, chunks)]
+            for _ in shapes[1:]:
+                class_levels.append(_regular(downsample_nearest(class_levels[-1], 2), chunks))
+    assert [lv.shape for lv in levels] == shapes
 
     partial = new_partial_path(final)
     own: dict[str, Any] = {
@@ -474,8 +554,7 @@ def write_ome_labels(
                 compressors=_COMPRESSOR, dimension_names=("y", "x"),
             )
             root.create_array(str(k), **common)  # placeholder parent level: never written
-            targets.append(label_group.create_array(str(k), **common))
-        written = [_store(level, target) for level, target in zip(levels, targets, strict=True)]
+            targets.append(_target(label_group.create_array(str(k), **common)))
         if classes is not None:
             class_group = labels_group.create_group(
                 CLASS_LABELS_NAME,
@@ -492,13 +571,19 @@ def write_ome_labels(
                     }
                 },
             )
-            for k, (level, shape) in enumerate(zip(class_levels, shapes, strict=True)):
+            for k, shape in enumerate(shapes):
                 level_chunks = tuple(min(c, n) for c, n in zip(chunks, shape, strict=True))
-                target = class_group.create_array(
+                targets.append(_target(class_group.create_array(
                     str(k), shape=shape, chunks=level_chunks, dtype=np.uint8, fill_value=0,
                     compressors=_COMPRESSOR, dimension_names=("y", "x"),
-                )
-                written.append(_store(level, target))
+                )))
+        images = levels + class_levels
+        if in_memory:
+            for image, target in zip(images, targets, strict=True):
+                target.write_all(image)
+            done = _finalize(None, str(partial), str(final), overwrite, user_attrs)
+            return Path(done)
+        written = [_store(level, target) for level, target in zip(images, targets, strict=True)]
     except BaseException:
         remove(partial)
         raise
