@@ -211,8 +211,9 @@ def sharpness_cells_kernel(tile: np.ndarray, *, factor: int, glass: int) -> np.n
     return out
 
 
-_BAND_PIXELS = 2**17
-"""Pixels of grey per band of :func:`sharpness_cells_kernel` (64 rows of a 2048-pixel tile)."""
+_BAND_PIXELS = 2**18
+"""Pixels of grey per band of :func:`sharpness_cells_kernel` (a 512² file tile at once, 128
+rows of a 2048-pixel chunk)."""
 
 
 def _cells(tile: np.ndarray, c: int, glass: int) -> np.ndarray:

@@ -94,6 +94,7 @@ from slidemask.kernels.artifacts import (
 from slidemask.kernels.color import check_hsv_input
 from slidemask.ops.literal import as_dask
 from slidemask.ops.local import PixelChain, _neighbourhood, _pointwise, map_exact_overlap
+from slidemask.ops.resample import _aligned_axis_chunks, _merge_target
 from slidemask.ops.windows import KernelStep
 
 __all__ = [
@@ -275,8 +276,6 @@ def _gated_block(
 def _block_chunks(chunks: tuple[int, ...], size: int, cell: int) -> tuple[int, ...]:
     """Cell-grid chunks of ``size`` cells from pixel chunks: the pixel chunks made multiples
     of ``cell`` (:func:`slidemask.ops.resample._aligned_axis_chunks`), divided by it."""
-    from slidemask.ops.resample import _aligned_axis_chunks
-
     return tuple(n // cell for n in _aligned_axis_chunks(chunks, size * cell, cell))
 
 
@@ -453,6 +452,12 @@ def sharpness(
                             floor=floor, sigma=cells_sigma, cell=c)
     if kept is not None:
         out = da.where(kept.rechunk(out.chunks), out, np.float32(0))
+    # the cell grid's chunks as a downsampled image has them (about OUTPUT_CHUNK a side), so
+    # that the mask made from it is chunked like the other masks of its resolution
+    target = (_merge_target(max(out.chunks[0]), shape[0]), _merge_target(max(out.chunks[1]),
+                                                                          shape[1]))
+    if max(out.chunks[0]) < target[0] or max(out.chunks[1]) < target[1]:
+        out = out.rechunk(target)
     return out
 
 
