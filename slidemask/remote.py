@@ -14,6 +14,8 @@ storage's limits:
   redone. Anything under the output name that is not a Zarr store is never touched.
 * Replacing a complete output (``overwrite``, or another config) first deletes its marker, so
   the old output is incomplete (never mixed and complete) while the new one uploads.
+* A slide task run again by ``dask.distributed`` (its worker was lost after the upload, before
+  its result came back) finds its output complete with the same config and is ``done``.
 * ``report.json``, ``report.csv`` and ``report.html`` are uploaded beside the outputs (the
   page's links and previews are relative to the output prefix).
 
@@ -120,6 +122,13 @@ def _complete(attrs: dict[str, Any]) -> bool:
     return isinstance(own, dict) and own.get("complete") is True
 
 
+def _stored_hash(attrs: dict[str, Any]) -> str | None:
+    """The config hash an output's provenance records."""
+    provenance = attrs.get("provenance")
+    stored = provenance.get("config_hash") if isinstance(provenance, dict) else None
+    return stored if isinstance(stored, str) else None
+
+
 def _stats(attrs: dict[str, Any]) -> dict[str, Any]:
     stats = attrs.get("stats")
     stored: dict[str, Any] = dict(stats) if isinstance(stats, dict) else {}
@@ -184,6 +193,15 @@ def run_remote_slide(
     from slidemask.pipeline import run_slide
 
     storage.configure(config.storage_options)
+    if not overwrite:
+        # A rerun of this task: dask.distributed runs a task again when its worker is lost,
+        # also after the upload and before the result came back. The output is then complete
+        # with this config; it is this slide's result.
+        digest = config_hash(config)
+        attrs = _attrs(output)
+        if _complete(attrs) and _stored_hash(attrs) == digest:
+            return SlideResult(path=storage.location(path), output=storage.location(output),
+                               status="done", stats=_stats(attrs), config_hash=digest)
     name = output.rstrip("/").rsplit("/", 1)[-1]
     stage = Path(tempfile.mkdtemp(prefix="slidemask-stage-"))
     try:
@@ -213,9 +231,7 @@ def _plan(
     target = str(output)
     attrs = _attrs(target)
     if _complete(attrs):
-        provenance = attrs.get("provenance")
-        stored = provenance.get("config_hash") if isinstance(provenance, dict) else None
-        if not overwrite and stored == digest:
+        if not overwrite and _stored_hash(attrs) == digest:
             result = SlideResult(path=slide, output=output, status="skipped",
                                  stats=_stats(attrs), config_hash=digest)
             return "known", result, False

@@ -356,3 +356,74 @@ def test_engine_runs_on_the_distributed_scheduler(
     expected = sm.threshold(ref, above=sm.otsu_threshold(ref))
     expected = sm.remove_small_objects(sm.fill_holes(sm.binary_closing(expected, 2)), 20)
     np.testing.assert_array_equal(got, expected.compute())
+
+
+@pytest.mark.timeout(120)
+def test_batch_survives_a_worker_killed_mid_slide(cluster: Executor, tmp_path: Path):
+    """A batch of slides on the LocalCluster: one worker process is killed (SIGKILL, as the
+    OOM killer does) while it runs a slide. The scheduler runs that slide again elsewhere,
+    the batch completes, and every mask is the one a clean run writes."""
+    import signal
+    import threading
+    import time
+
+    from slidemask.batch import run_batch
+    from slidemask.config import config_from_yaml
+    from slidemask.io.synthetic import write_synthetic_slide
+    from slidemask.writers.zarr import is_complete, read_mask
+
+    client = getattr(cluster, "client", None)
+    if client is None:
+        pytest.skip("this executor has no distributed client")
+    slides = [write_synthetic_slide(tmp_path / f"k{i}.ome.tif", 2048, tile=256, levels=1, seed=i)
+              for i in range(4)]
+    config = config_from_yaml(
+        "masks: {tissue: [gray, {median_blur: {ksize: 7}}, {threshold: {below: 210}}, "
+        "{closing: {radius: 3}}]}\nchunk_size: 512\n"
+    )
+    clean = run_batch(slides, config, tmp_path / "clean")  # this process, threads
+    assert [r.status for r in clean] == ["done"] * 4
+
+    def executing(dask_worker) -> list[str]:  # runs on each worker
+        return [str(ts.key) for ts in dask_worker.state.executing]
+
+    pids = client.run(os.getpid)
+    killed: list[tuple[str, list[str]]] = []
+    stop = threading.Event()
+
+    def unwritten(key: str) -> bool:
+        """Whether a task key is a slide whose mask is not written yet: killed mid-slide
+        (a kill after the write is another case, see tests/test_batch.py)."""
+        for slide in slides:
+            if f"slide-{slide.name}-" in key:
+                return not (tmp_path / "out" / f"{slide.name.split('.')[0]}.zarr").exists()
+        return False
+
+    def kill_one_worker_mid_slide() -> None:
+        while not stop.is_set() and not killed:
+            for address, keys in client.run(executing).items():
+                if any(unwritten(key) for key in keys):
+                    os.kill(pids[address], signal.SIGKILL)
+                    killed.append((address, keys))
+                    return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_one_worker_mid_slide, daemon=True)
+    address = client.scheduler.address
+    killer.start()
+    try:
+        results = run_batch(slides, config, tmp_path / "out",
+                            execution=ExecutionConfig(scheduler=address))
+    finally:
+        stop.set()
+        killer.join(timeout=10)
+    assert killed, "no worker was killed while it ran a slide"
+    assert [r.status for r in results] == ["done"] * 4, [r.error for r in results]
+    for slide in slides:
+        name = f"{slide.name.split('.')[0]}.zarr"
+        assert is_complete(tmp_path / "out" / name)
+        np.testing.assert_array_equal(read_mask(tmp_path / "out" / name).compute(),
+                                      read_mask(tmp_path / "clean" / name).compute())
+    # the nanny restarts the killed worker; the cluster serves the other tests as before
+    client.wait_for_workers(2, timeout=30)
+    assert [o.value for o in cluster.map(tasks.square, [(7,)])] == [49]

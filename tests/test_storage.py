@@ -550,3 +550,22 @@ def test_overwrite_on_the_bucket_is_never_complete_half_done(
     assert uploads[-1] == "s0.zarr/zarr.json" and uploads.count("s0.zarr/zarr.json") == 1
     assert is_complete(mask)
     np.testing.assert_array_equal(read_mask(mask).compute(), before)
+
+
+def test_a_rerun_of_a_slide_task_after_its_upload_is_done(
+    s3: _Proxy, local_slides: list[Path]
+) -> None:
+    """dask.distributed reruns a task whose worker was lost, also after the task uploaded its
+    output (killed before its result came back): the rerun takes the complete output."""
+    from slidemask.config import config_hash
+    from slidemask.remote import run_remote_slide
+
+    _upload(local_slides[:1], "rerun")
+    config = _config()
+    slide, output = f"s3://{BUCKET}/rerun/s0.ome.tif", f"s3://{BUCKET}/rerun-out/s0.zarr"
+    first = run_remote_slide(slide, config, f"s3://{BUCKET}/rerun-out", False, output)
+    assert first.status == "done" and is_complete(output)
+    rerun = run_remote_slide(slide, config, f"s3://{BUCKET}/rerun-out", False, output)
+    assert rerun.status == "done", rerun.error
+    assert rerun.config_hash == config_hash(config) and str(rerun.output) == output
+    assert rerun.stats["foreground_pixels"] == first.stats["foreground_pixels"]
