@@ -733,3 +733,32 @@ def test_blur_judged_only_where_it_matters_gives_the_same_outputs(
     # the same as the configuration runner computes it
     np.testing.assert_array_equal(build_mask(slide, config)[0].compute(), mask)
     np.testing.assert_array_equal(build_class_map(slide, config)[0].compute(), classes)
+
+
+# ---- expressions and the class map of packed masks, by lookup ----------------------------------
+
+
+@SETTINGS
+@given(st.lists(_expressions(), min_size=1, max_size=3), grey_and_chunks(), st.booleans())
+def test_lookup_of_packed_masks_is_the_expression_for_any_chunking(texts, data, wide) -> None:
+    from slidemask.config import parse_expression
+    from slidemask.ops.packed import bits_table, class_table, lookup_bits
+
+    grey, rows, cols = data
+    names = ["a", "b", "c", "x"] + (["p", "q", "r", "s", "t"] if wide else [])
+    rng = np.random.default_rng(int(grey.sum()))
+    planes = {n: rng.random(grey.shape) < 0.5 for n in names}
+    dtype = np.uint16 if wide else np.uint8
+    bits = sum((planes[n].astype(dtype) << dtype(i)) for i, n in enumerate(names)).astype(dtype)
+    lazy = da.from_array(bits, chunks=(rows, cols))
+    exprs = [parse_expression(t) for t in texts]
+    for expr in exprs:
+        got = lookup_bits(lazy, bits_table(names, expr.evaluate)).compute()
+        np.testing.assert_array_equal(got, expr.evaluate(planes))
+    classes = {f"k{i}": e.evaluate for i, e in enumerate(exprs)}
+    order = list(reversed(classes))
+    values = {name: 10 + i for i, name in enumerate(classes)}
+    got = lookup_bits(lazy, class_table(names, classes, order, values)).compute()
+    expected = class_map_kernel(*[classes[n](planes) for n in order],
+                                values=[values[n] for n in order])
+    np.testing.assert_array_equal(got, expected)

@@ -45,6 +45,7 @@ __all__ = [
     "flat_depth",
     "flat_kernel",
     "pen_ink_kernel",
+    "packed_dtype",
     "sharpness_cells_kernel",
     "sharpness_ratio_kernel",
     "smooth_sum_kernel",
@@ -189,7 +190,8 @@ def sharpness_cells_kernel(tile: np.ndarray, *, factor: int, glass: int) -> np.n
     Returns
     -------
     numpy.ndarray
-        ``(rows // factor, cols // factor)`` int64: ``detail * 2**16 + weight``, where
+        ``(rows // factor, cols // factor)`` of :func:`packed_dtype` (int32 for cells of up
+        to 6 pixels, else int64): ``detail * 2**16 + weight``, where
         ``weight`` is the number of non-glass pixels of the cell (at most ``factor**2 <
         2**16``; the detail is at most ``2 * factor * (factor - 2) * 510``).
     """
@@ -198,13 +200,13 @@ def sharpness_cells_kernel(tile: np.ndarray, *, factor: int, glass: int) -> np.n
         raise MaskError(f"sharpness expects 2-D uint8 grey, got shape {tile.shape} {tile.dtype}")
     rows, cols = tile.shape[0] // c * c, tile.shape[1] // c * c
     if rows == 0 or cols == 0:
-        return np.zeros((rows // c, cols // c), dtype=np.int64)
+        return np.zeros((rows // c, cols // c), dtype=packed_dtype(c))
     band = max(c, _BAND_PIXELS // cols // c * c)
     if rows <= band:
         return _cells(tile[:rows, :cols], c, glass)
     # a band of whole cell rows at a time: its temporaries stay in the CPU cache (2.5 times
     # faster on a 2048² tile than the whole tile at once); each cell uses its own rows only
-    out = np.empty((rows // c, cols // c), dtype=np.int64)
+    out = np.empty((rows // c, cols // c), dtype=packed_dtype(c))
     for top in range(0, rows, band):
         out[top // c : (top + band) // c] = _cells(tile[top : min(rows, top + band), :cols], c,
                                                    glass)
@@ -236,7 +238,16 @@ def _cells(tile: np.ndarray, c: int, glass: int) -> np.ndarray:
     detail = np.rint(cv2.resize(total, size, interpolation=cv2.INTER_AREA) * n).astype(np.int64)
     not_glass = (grey < glass).view(np.uint8).astype(np.float32)
     weight = np.rint(cv2.resize(not_glass, size, interpolation=cv2.INTER_AREA) * n)
-    return (detail << 16) + weight.astype(np.int64)
+    return ((detail << 16) + weight.astype(np.int64)).astype(packed_dtype(c), copy=False)
+
+
+def packed_dtype(cell: int) -> np.dtype:
+    """The integer type of :func:`sharpness_cells_kernel`'s packed cells: int32 when the
+    largest ``detail * 2**16 + weight`` of a ``cell``-pixel cell fits (cells of up to 6
+    pixels), else int64 (half the memory for the usual 4-pixel cells)."""
+    c = check_cell(cell)
+    largest = (2 * c * (c - 2) * 510 << 16) + c * c
+    return np.dtype(np.int32 if largest < 2**31 else np.int64)
 
 
 def sharpness_ratio_kernel(
@@ -252,7 +263,7 @@ def sharpness_ratio_kernel(
     Parameters
     ----------
     packed
-        ``(rows, cols)`` int64 cells, ``detail * 2**16 + weight``.
+        ``(rows, cols)`` packed cells (int32 or int64), ``detail * 2**16 + weight``.
     floor
         Detail sum (grey levels, over the cell's ``2 * cell * (cell - 2)`` second
         differences) below which a cell is featureless.
@@ -269,6 +280,8 @@ def sharpness_ratio_kernel(
         integer held exactly in float64 (:func:`smooth_sum_kernel`), then divided once.
     """
     check_cell(cell)
+    if not packed.any():  # no weighted cell in reach (e.g. cells not measured): all 0
+        return np.zeros(packed.shape, dtype=np.float32)
     detail = packed >> 16
     weight = packed & 0xFFFF
     weight[detail < floor] = 0

@@ -83,6 +83,7 @@ from slidemask.kernels.artifacts import (
     class_map_kernel,
     flat_depth,
     flat_kernel,
+    packed_dtype,
     pen_ink_kernel,
     sharpness_cells_kernel,
     sharpness_ratio_kernel,
@@ -200,7 +201,8 @@ class _Cells:
 
     def __call__(self, tile: np.ndarray, needed: np.ndarray | None = None) -> np.ndarray:
         if needed is not None and not needed.any():
-            return np.zeros((tile.shape[0] // self.cell, tile.shape[1] // self.cell), np.int64)
+            return np.zeros((tile.shape[0] // self.cell, tile.shape[1] // self.cell),
+                            packed_dtype(self.cell))
         cells = sharpness_cells_kernel(tile, factor=self.cell, glass=self.glass)
         if needed is not None:
             cells[~needed] = 0
@@ -223,8 +225,12 @@ class _SlideCells:
     glass: int
     tile: tuple[int, int]  # file tile (or strip) rows and columns
     shape: tuple[int, int]  # the cell grid
-    dtype: np.dtype = np.dtype(np.int64)
     ndim: int = 2
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The packed cells' type (:func:`slidemask.kernels.artifacts.packed_dtype`)."""
+        return packed_dtype(self.cell)
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         (r0, r1, _), (c0, c1, _) = (k.indices(n) for k, n in zip(key, self.shape, strict=True))
@@ -236,7 +242,7 @@ class _SlideCells:
         """Packed cells ``[r0, r1) x [c0, c1)``; with ``needed`` (a bool block of that shape)
         only the needed ones, the others 0, reading only the file tiles they lie in."""
         c = self.cell
-        out = np.zeros((r1 - r0, c1 - c0), dtype=np.int64)
+        out = np.zeros((r1 - r0, c1 - c0), dtype=packed_dtype(c))
         for y0, y1 in _spans(r0 * c, r1 * c, self.tile[0], c):
             for x0, x1 in _spans(c0 * c, c1 * c, self.tile[1], c):
                 rows = slice(y0 // c - r0, y1 // c - r0)
@@ -310,7 +316,8 @@ def _packed_cells(
     others 0) when given."""
     rows, cols = grey.shape[0] // c, grey.shape[1] // c
     chunks = (_block_chunks(grey.chunks[0], rows, c), _block_chunks(grey.chunks[1], cols, c))
-    meta = np.empty((0, 0), np.int64)
+    dtype = packed_dtype(c)
+    meta = np.empty((0, 0), dtype)
     source = _slide_source(grey)
     if source is not None:
         slide, level, steps = source
@@ -323,7 +330,7 @@ def _packed_cells(
         if needed is None:
             return da.from_array(cells, chunks=chunks, asarray=False, lock=False, fancy=False,
                                  meta=meta, name=f"slidemask-sharpness-cells-{token}")
-        return da.map_blocks(_gated_block, needed.rechunk(chunks), reader=cells, dtype=np.int64,
+        return da.map_blocks(_gated_block, needed.rechunk(chunks), reader=cells, dtype=dtype,
                              meta=meta, token=f"slidemask-sharpness-cells-{token}")
     grey = grey[: rows * c, : cols * c]
     pixel_chunks = tuple(tuple(n * c for n in axis) for axis in chunks)
@@ -331,7 +338,7 @@ def _packed_cells(
         grey = grey.rechunk(pixel_chunks)
     kernel = _Cells(c, int(glass))
     args = [grey] if needed is None else [grey, needed.rechunk(chunks)]
-    return da.map_blocks(kernel, *args, chunks=chunks, dtype=np.int64, meta=meta,
+    return da.map_blocks(kernel, *args, chunks=chunks, dtype=dtype, meta=meta,
                          token=f"slidemask-sharpness-cells-{c}-{glass}")
 
 
