@@ -46,11 +46,13 @@ process. The pieces of a component are joined as the pieces of different chunks 
 def _block_polygons(
     tile: np.ndarray, lut: kl.ChunkLut, offset: tuple[int, int]
 ) -> dict[int, list[BaseGeometry]]:
+    out: dict[int, list[BaseGeometry]] = {}
+    if not tile.any():  # a class absent from this chunk: nothing to label or trace
+        return out
     labels, count = kl.label_tile(tile, connectivity=8)
     lookup = np.zeros(count + 1, np.int64)
     ids, values = lut["fg"]
     lookup[ids] = values
-    out: dict[int, list[BaseGeometry]] = {}
     if count == 0:
         return out
     rows, cols = labels.shape
