@@ -20,7 +20,7 @@ Conventions
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -35,6 +35,7 @@ __all__ = [
     "LayerSummary",
     "LocalComponents",
     "Record",
+    "RowNumbers",
     "TRACE_LIMIT",
     "check_connectivity",
     "components_and_faces",
@@ -45,12 +46,15 @@ __all__ = [
     "filter_objects",
     "hole_owners",
     "hole_summary",
+    "label_summary",
     "label_tile",
     "local_components",
+    "number_rows",
     "object_summary",
     "on_faces",
     "rank_in_groups",
     "relabel",
+    "row_starts",
     "summarize",
     "traced_components",
 ]
@@ -376,12 +380,16 @@ class LayerSummary(Extents):
     the local foreground label above the first pixel, 0 when that pixel is in the chunk above,
     -1 when there is none (image top row); an ``owner == 0`` is resolved from the faces of
     the two chunks (a label on a chunk's top row has its first pixel there).
+    ``starts`` (labelling without a table of every component: :func:`label_summary`, or
+    :func:`object_summary` with ``starts=True``): per row of the chunk, how many of its local
+    labels (reported or not) have their first pixel in that row (:func:`row_starts`).
     """
 
     count: int
     ids: np.ndarray
     owner: np.ndarray | None = None
     seeds: Seeds | None = None
+    starts: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -442,13 +450,15 @@ def summarize(
     offset: tuple[int, int],
     owner: np.ndarray | None = None,
     interior_changes: np.ndarray | None = None,
+    starts: np.ndarray | None = None,
 ) -> LayerSummary:
     """Summarize the components selected by the ``bool`` array ``include`` (length count+1).
 
     ``offset`` is the chunk's (row, col) position in the whole array; the summary's
     coordinates are shifted by it. ``interior_changes`` (``bool``, length count+1) flags the
     unreported components the chunk's pass 2 will change; given, the summary carries
-    :class:`Seeds` for a flood-fill pass 2.
+    :class:`Seeds` for a flood-fill pass 2. ``starts`` is passed on as the summary's
+    per-row counts of first pixels (:func:`row_starts`).
     """
     include = include.copy()
     include[0] = False
@@ -470,7 +480,20 @@ def summarize(
         first_col=comps.first_col[ids] + c0,
         owner=own,
         seeds=None if interior_changes is None else _seeds(comps, ids, interior_changes),
+        starts=starts,
     )
+
+
+def row_starts(first_row: np.ndarray, height: int, width: int) -> np.ndarray:
+    """How many components have their first pixel in each row of a ``height`` x ``width``
+    tile, from their first rows.
+
+    A row holds at most ``ceil(width / 2)`` first pixels (two first pixels side by side would
+    be one component), so the counts are ``uint16`` for tiles up to 131070 pixels wide
+    (4 KiB for a 2048-row chunk), else ``int32``.
+    """
+    dtype = np.uint16 if (width + 1) // 2 <= np.iinfo(np.uint16).max else np.int32
+    return np.bincount(first_row, minlength=height).astype(dtype)
 
 
 def face_edges(
@@ -504,7 +527,8 @@ def face_edges(
 Record = tuple[dict[str, LayerSummary], dict[str, Faces]]
 ChunkLut = dict[str, Any]
 """Per layer name: ``(ids, values)`` for the chunk's reported labels; per ``"<layer>-seeds"``
-the chunk's :class:`Seeds` when pass 1 made them."""
+the chunk's :class:`Seeds` when pass 1 made them; per ``"<layer>-rows"`` the chunk's
+:class:`RowNumbers` when pass 1 counted first pixels per row."""
 
 
 def _empty_record(tile: np.ndarray, layers: tuple[str, ...]) -> Record:
@@ -545,6 +569,7 @@ def object_summary(
     offset: tuple[int, int],
     include: str | int,
     min_area: float | None = None,
+    starts: bool = False,
 ) -> Record:
     """Pass 1 for foreground components (layer "fg").
 
@@ -552,10 +577,18 @@ def object_summary(
     ``"all"`` every label, an int ``n`` the n largest labels not on a face (for keep-largest:
     anything ranked lower in one chunk cannot be among the n largest of the whole array).
     With ``min_area`` (and ``include="faces"``) the summary also carries the seeds of the
-    interior objects smaller than ``min_area``, for :func:`filter_objects`.
+    interior objects smaller than ``min_area``, for :func:`filter_objects`. With ``starts``
+    it also counts, per row of the chunk, the components whose first pixel lies in that row
+    (:attr:`LayerSummary.starts`): enough for the merge to number the unreported ones
+    (:func:`relabel` with :class:`RowNumbers`).
     """
     if tile.size == 0:
-        return _empty_record(tile, ("fg",))
+        record = _empty_record(tile, ("fg",))
+        if starts:
+            summary = replace(record[0]["fg"], starts=row_starts(
+                np.zeros(0, np.int64), tile.shape[0], tile.shape[1]))
+            return {"fg": summary}, record[1]
+        return record
     comps, faces = components_and_faces(tile, connectivity=connectivity)
     face = on_faces(faces, comps.count)
     changes = None
@@ -568,7 +601,39 @@ def object_summary(
         chosen = np.ones(comps.count + 1, bool)
     else:
         chosen = face | _top_interior(comps, face, int(include))
-    return {"fg": summarize(comps, chosen, offset, interior_changes=changes)}, {"fg": faces}
+    counts = None
+    if starts:
+        counts = row_starts(comps.first_row[1:], tile.shape[0], tile.shape[1])
+    summary = summarize(comps, chosen, offset, interior_changes=changes, starts=counts)
+    return {"fg": summary}, {"fg": faces}
+
+
+def label_summary(tile: np.ndarray, *, connectivity: int, offset: tuple[int, int]) -> Record:
+    """Pass 1 of labelling without a table of every component (layer "fg"): the components
+    touching a face of the chunk, and per row of the chunk how many components have their
+    first pixel in it (:attr:`LayerSummary.starts`).
+
+    The record is :func:`object_summary`'s with ``include="faces"`` and ``starts``. Sparse
+    chunks (glass with dust: at most :data:`SPARSE_LIMIT` foreground pixels) are measured
+    from the list of their foreground pixels (:func:`sparse_objects`: about 1 ms against
+    6-10 ms for a 2048² chunk with 1500 specks).
+    """
+    check_connectivity(connectivity)
+    if tile.size:
+        img = _as_u8(tile)
+        if cv2.countNonZero(img) <= SPARSE_LIMIT:
+            sp = sparse_objects(img, connectivity=connectivity)
+            ids = np.flatnonzero(on_faces(sp.faces, sp.count)).astype(LABEL_DTYPE)
+            r0, c0 = int(offset[0]), int(offset[1])
+            summary = LayerSummary(
+                sp.count, ids, area=sp.area[ids], top=sp.top[ids] + r0, left=sp.left[ids] + c0,
+                bottom=sp.bottom[ids] + r0, right=sp.right[ids] + c0,
+                first_row=sp.first_row[ids] + r0, first_col=sp.first_col[ids] + c0,
+                starts=row_starts(sp.first_row[1:], *img.shape),
+            )
+            return {"fg": summary}, {"fg": sp.faces}
+    return object_summary(tile, connectivity=connectivity, offset=offset, include="faces",
+                          starts=True)
 
 
 def _hole_ranks(
@@ -716,17 +781,99 @@ def _paint_boxes(
     return True
 
 
+@dataclass(frozen=True)
+class RowNumbers:
+    """What pass 2 of labelling needs to number a chunk's unreported components itself.
+
+    Global labels are 1..N in raster order of each component's first pixel. A chunk's local
+    labels are in that order too, so the components whose first pixel lies in one row of the
+    chunk have consecutive global labels, from ``first[row]`` on; the merge counts the
+    components before them (in the rows above, and in the same row in the chunks to the left)
+    without knowing where the unreported ones lie.
+
+    Attributes
+    ----------
+    first : numpy.ndarray
+        ``int64``, one per row of the chunk: the global label of the first component whose
+        first pixel lies in this row of this chunk (meaningless for rows without one).
+    starts : numpy.ndarray
+        One per row: how many local labels have their first pixel in the row (the chunk's
+        :attr:`LayerSummary.starts`); they sum to the chunk's label count.
+    owned : numpy.ndarray
+        ``bool``, one per reported label (the lookup table's ``ids``): whether its
+        component's first pixel is this label's own. The others start in another chunk (or
+        earlier in this one, through another reported label) and are numbered there.
+    """
+
+    first: np.ndarray
+    starts: np.ndarray
+    owned: np.ndarray
+
+
+def number_rows(
+    rows: RowNumbers, ids: np.ndarray, values: np.ndarray, count: int, dtype: Any
+) -> np.ndarray:
+    """The global label of each local label 0..count of a chunk, from :class:`RowNumbers`
+    and the reported labels' own global ``values`` (``ids`` sorted, as the lookup tables
+    hold them).
+
+    Local label ``k`` (raster order of first pixel) whose first pixel lies in row ``r`` gets
+    ``first[r]`` plus the number of labels before it in that row that are numbered here (all
+    but the reported labels whose component starts elsewhere). ``O(count + rows)``.
+    """
+    starts = rows.starts.astype(np.int64)
+    if int(starts.sum()) != count:
+        raise ValueError(
+            f"pass 2 found {count} components in the chunk, pass 1 counted {int(starts.sum())}"
+        )
+    ids = np.asarray(ids, np.int64)
+    numbered = np.ones(count, np.int64)
+    numbered[ids[~np.asarray(rows.owned, bool)] - 1] = 0
+    before = np.zeros(count + 1, np.int64)  # before[k]: labels numbered here among 1..k
+    np.cumsum(numbered, out=before[1:])
+    row_first = np.zeros(len(starts), np.int64)  # local labels in the rows above
+    np.cumsum(starts[:-1], out=row_first[1:])
+    shift = np.asarray(rows.first, np.int64) - before[row_first]
+    table = np.zeros(count + 1, dtype)
+    table[1:] = np.repeat(shift, starts) + before[:-1]
+    table[ids] = values
+    return table
+
+
 def relabel(
     tile: np.ndarray, lut: ChunkLut, *, connectivity: int, dtype: np.dtype
 ) -> np.ndarray:
-    """Pass 2 for labelling: replace every local label by its global label (0 = background)."""
+    """Pass 2 for labelling: replace every local label by its global label (0 = background).
+
+    The lookup table holds the global labels of the reported local labels; with
+    ``lut["fg-rows"]`` (:class:`RowNumbers`) the others are numbered here
+    (:func:`number_rows`), otherwise every label was reported.
+    Sparse chunks (at most :data:`SPARSE_LIMIT` foreground pixels) are labelled from the
+    list of their foreground pixels (:func:`sparse_objects`, the same numbering), and only
+    those pixels are written: about 2 ms against 11 ms for a 2048² chunk of glass with 1500
+    specks of dust.
+    """
     if tile.size == 0:
         return np.zeros(tile.shape, dtype)
+    img = _as_u8(tile)
+    if cv2.countNonZero(img) <= SPARSE_LIMIT:
+        sp = sparse_objects(img, connectivity=connectivity)
+        out = np.zeros(tile.shape, dtype)
+        out.ravel()[sp.keys] = _global_labels(lut, sp.count, dtype)[sp.label]
+        return out
     labels, count = label_tile(tile, connectivity=connectivity)
-    table = np.zeros(count + 1, dtype)
+    return lookup(_global_labels(lut, count, dtype), labels)
+
+
+def _global_labels(lut: ChunkLut, count: int, dtype: Any) -> np.ndarray:
+    """The global label of each local label 0..count, from a labelling's lookup table."""
     ids, values = lut["fg"]
+    rows = lut.get("fg-rows")
+    if rows is not None:
+        return number_rows(rows, ids, values, count, dtype)
+    table = np.zeros(count + 1, dtype)
     table[ids] = values
-    return lookup(table, labels)
+    return table
 
 
 def fill_background(tile: np.ndarray, lut: ChunkLut, *, max_area: float | None) -> np.ndarray:
