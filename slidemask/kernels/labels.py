@@ -827,15 +827,19 @@ def number_rows(
             f"pass 2 found {count} components in the chunk, pass 1 counted {int(starts.sum())}"
         )
     ids = np.asarray(ids, np.int64)
-    numbered = np.ones(count, np.int64)
-    numbered[ids[~np.asarray(rows.owned, bool)] - 1] = 0
-    before = np.zeros(count + 1, np.int64)  # before[k]: labels numbered here among 1..k
-    np.cumsum(numbered, out=before[1:])
+    elsewhere = ids[~np.asarray(rows.owned, bool)]  # sorted, as ids
     row_first = np.zeros(len(starts), np.int64)  # local labels in the rows above
     np.cumsum(starts[:-1], out=row_first[1:])
-    shift = np.asarray(rows.first, np.int64) - before[row_first]
-    table = np.zeros(count + 1, dtype)
-    table[1:] = np.repeat(shift, starts) + before[:-1]
+    # label k in row r: first[r] + (k - 1 - row_first[r]) less the labels numbered elsewhere
+    # among row_first[r] + 1 .. k - 1 (for the labels numbered here, .. k is the same)
+    shift = (np.asarray(rows.first, np.int64) - 1 - row_first
+             + np.searchsorted(elsewhere, row_first, side="right"))
+    # in the output dtype (every label fits; the shifts of rows without labels are dropped)
+    table = np.repeat(np.concatenate([[0], shift]).astype(dtype), np.concatenate([[1], starts]))
+    table += np.arange(count + 1, dtype=dtype)
+    if len(elsewhere):  # less the labels numbered elsewhere among 1..k
+        table -= np.repeat(np.arange(len(elsewhere) + 1, dtype=dtype),
+                           np.diff(np.concatenate([[0], elsewhere, [count + 1]])))
     table[ids] = values
     return table
 
