@@ -420,6 +420,18 @@ def _cache_block(key: tuple[int, int], data: bytes, budget: int) -> None:
         _CACHED[0] -= len(dropped)
 
 
+def _after_fork() -> None:
+    """A forked child starts with fresh locks and no reads in flight (their threads are not
+    in the child)."""
+    global _BLOCKS_LOCK, _STATS_LOCK
+    _BLOCKS_LOCK = threading.Lock()
+    _STATS_LOCK = threading.Lock()
+    _PENDING.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 class RangeReader:
     """Byte ranges of one stored object, fetched with retries; picklable (holds the URL and
     options, opens the file system per process).
@@ -533,20 +545,7 @@ class RangeReader:
             event = threading.Event()
             for b in mine:
                 _PENDING[me, b] = event
-        got: dict[int, bytes] = {}
-        try:
-            if mine:
-                runs = self._merge(((b * size, size) for b in mine), 0)
-                for (start, end), data in zip(runs, self._fetch(runs), strict=True):
-                    for b in range(start // size, end // size):
-                        got[b] = data[b * size - start : (b + 1) * size - start]
-        finally:
-            with _BLOCKS_LOCK:
-                for b, data in got.items():
-                    _cache_block((me, b), data, self.CACHE_BYTES)
-                for b in mine:
-                    _PENDING.pop((me, b), None)
-                event.set()
+        got = self._load(mine, event) if mine else {}
         for other in waits:
             other.wait()
         with _BLOCKS_LOCK:
@@ -566,6 +565,26 @@ class RangeReader:
                 raise OSError(f"short read ({len(piece)} of {count} bytes)")
             blobs[(offset, count)] = piece
         return blobs
+
+    def _load(self, blocks: list[int], event: threading.Event) -> dict[int, bytes]:
+        """Fetch ``blocks`` (registered as pending under ``event``), cache them, and set
+        ``event`` (also when the fetch fails: waiting threads then fetch for themselves)."""
+        size, me = self.BLOCK, self._number
+        got: dict[int, bytes] = {}
+        try:
+            runs = self._merge(((b * size, size) for b in blocks), 0)
+            for (start, end), data in zip(runs, self._fetch(runs), strict=True):
+                for b in range(start // size, end // size):
+                    got[b] = data[b * size - start : (b + 1) * size - start]
+        finally:
+            with _BLOCKS_LOCK:
+                for b, data in got.items():
+                    _cache_block((me, b), data, self.CACHE_BYTES)
+                for b in blocks:
+                    if _PENDING.get((me, b)) is event:
+                        del _PENDING[me, b]
+                event.set()
+        return got
 
     def release(self) -> None:
         """Forget this thread's prefetched ranges."""

@@ -396,7 +396,7 @@ def test_range_reads_are_retried_with_backoff(
     if mode == "exact":  # every chunk's ranges fetched as they are
         monkeypatch.setattr(storage.RangeReader, "_clustered", lambda self, extents: False)
     else:  # small blocks, so that the pass makes many requests
-        monkeypatch.setattr(storage.RangeReader, "BLOCK", 16384)
+        monkeypatch.setattr(storage.RangeReader, "BLOCK", 4096)
     path = write_synthetic_slide(tmp_path / "r.ome.tif", 1024, tile=128, levels=1)
     _fs().put_file(str(path), f"{BUCKET}/retry/r.ome.tif")
     slide = open_slide(f"s3://{BUCKET}/retry/r.ome.tif", chunk_size=256)
