@@ -865,7 +865,7 @@ def relabel(
         out = np.zeros(tile.shape, dtype)
         out.ravel()[sp.keys] = _global_labels(lut, sp.count, dtype)[sp.label]
         return out
-    labels, count = label_tile(tile, connectivity=connectivity)
+    labels, count = label_tile(img.view(bool), connectivity=connectivity)
     return lookup(_global_labels(lut, count, dtype), labels)
 
 
