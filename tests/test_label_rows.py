@@ -201,10 +201,10 @@ def test_records_do_not_grow_with_interior_components(limit, monkeypatch):
         out = np.block([[plan.apply_stored(tile, chunk_lut(merged, i, j)) for j in range(2)]
                         for i in range(2)])
         np.testing.assert_array_equal(out, sk_label(grid))
-    # the counts: 2 bytes a row; the numbering: 6 bytes a row per chunk, 8 per row of the array
+    # the counts: 2 bytes a row; the numbering: those, and 8 bytes per row of the array
     assert abs(sizes[10_000] - sizes[10]) <= 16 and sizes[10_000] < 2 * side + 1000
     assert abs(merged_sizes[10_000] - merged_sizes[10]) <= 16
-    assert merged_sizes[10_000] < 4 * 6 * side + 2 * 8 * side + 2000
+    assert merged_sizes[10_000] < 4 * 2 * side + 2 * 8 * side + 3000
     # the table plan (label_with_stats) reports every component: 7 int64 and more each
     table_plan = label_table_plan(8, np.dtype(np.int32))
     (summaries, _), _ = table_plan.pass1_chunk(_specks(10_000, side), (0, 0))

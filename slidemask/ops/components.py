@@ -27,7 +27,7 @@ Memory: the merge holds a few ``int64`` per *reported* label (labels on chunk fa
 labels for :func:`label_stats`), not per pixel; each chunk task holds a few ``int32`` arrays
 of its chunk. Faces are consumed by the pair tasks and never reach the merge. :func:`label`
 numbers the components it does not report from per-row counts of their first pixels
-(:class:`RowNumbering`: a few bytes per row of each chunk).
+(:class:`RowNumbering`: 2 bytes per row of each chunk).
 
 Per-chunk measures come from OpenCV's border following (``cv2.findContours``) where a chunk
 has few borders, from labelling a band along the chunk's faces where it is riddled with
@@ -313,22 +313,25 @@ class RowNumbering:
     """How the merge numbered the components of a labelling without a table of them (the
     chunks reported their face components and counted the rest per row).
 
-    For chunk (i, j), row r: ``before[i][r] + left[k][r] + 1`` (``k = i * columns + j``) is
-    the global label of the first component whose first pixel lies in that row of that chunk
-    (:attr:`slidemask.kernels.labels.RowNumbers.first`). ``before[i]`` (``int64``, per row of
-    chunk row i): the components whose first pixel lies in a row above; ``left[k]``
-    (``int32``, per row of chunk k): those whose first pixel lies in the same row, in a chunk
-    to the left. ``starts[k]``: chunk k's own counts, passed on to pass 2. ``owned``
-    (``bool``, per node): whether the node holds its component's first pixel.
+    For chunk (i, j), row r, the global label of the first component whose first pixel lies
+    in that row of that chunk (:attr:`slidemask.kernels.labels.RowNumbers.first`) is
+    ``before[i][r] + 1`` plus the components numbered in row r of the chunks to the left:
+    their ``starts`` less their reported labels numbered elsewhere (:func:`chunk_lut` adds
+    them up). ``before[i]`` (``int64``, per row of chunk row i): the components whose first
+    pixel lies in a row above. ``starts[k]``: chunk k's counts (row-major chunk order), as
+    pass 1 made them. ``owned`` (``bool``, per node): whether the node holds its component's
+    first pixel; ``node_row``: the node's first row in the whole array; ``top[i]``: the first
+    row of chunk row i.
 
-    Memory: about 6 bytes per row per chunk (``uint16`` counts, ``int32`` offsets), plus
-    8 bytes per row of the array and one byte per node.
+    Memory: the chunks' counts (2 bytes per row per chunk, shared with their records), 8
+    bytes per row of the array, a few bytes per node.
     """
 
     before: tuple[np.ndarray, ...]
-    left: tuple[np.ndarray, ...]
     starts: tuple[np.ndarray, ...]
     owned: np.ndarray
+    node_row: np.ndarray
+    top: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -533,11 +536,15 @@ def chunk_lut(merged: Merged, i: int, j: int) -> kl.ChunkLut:
             out[f"{name}-seeds"] = merged.seeds[name][k]
     rows = merged.rows
     if rows is not None:
-        lo, hi = merged.base["fg"][k], merged.base["fg"][k + 1]
-        out["fg-rows"] = kl.RowNumbers(
-            first=rows.before[i] + rows.left[k] + 1, starts=rows.starts[k],
-            owned=rows.owned[lo:hi],
-        )
+        base = merged.base["fg"]
+        first = rows.before[i] + 1
+        for left in range(i * merged.grid[1], k):  # the components numbered to the left
+            first += rows.starts[left]
+            lo, hi = base[left], base[left + 1]
+            np.subtract.at(first, rows.node_row[lo:hi][~rows.owned[lo:hi]] - rows.top[i], 1)
+        lo, hi = base[k], base[k + 1]
+        out["fg-rows"] = kl.RowNumbers(first=first, starts=rows.starts[k],
+                                       owned=rows.owned[lo:hi])
     return out
 
 
@@ -859,8 +866,8 @@ def _decide_label_rows(
     component that starts in a chunk gets the label of its place among the local labels of
     its row there (its local label less the chunk's labels in the rows above, less the
     reported labels before it in that row that are numbered elsewhere); its other pieces get
-    the same. Memory: the chunks' counts (one per row per chunk) and a few arrays per node;
-    one chunk row's counts at a time as ``int64``.
+    the same. Memory: the chunks' counts (one per row per chunk, kept as they came) and a
+    few arrays per node; one chunk row's counts at a time as ``int64``.
     """
     fg = merges["fg"]
     if fg.starts is None:
@@ -880,10 +887,11 @@ def _decide_label_rows(
     elsewhere_before = elsewhere[:-1] - elsewhere[group_start]
     comp_label = np.zeros(len(fg.area), np.int64)
     before: list[np.ndarray] = []
-    left: list[np.ndarray] = []
+    top = np.zeros(nbr, np.int64)
     total = 0
     row0 = 0
     for i in range(nbr):
+        top[i] = row0
         counts = np.stack([c.astype(np.int64) for c in fg.starts[i]])  # (chunk col, row)
         lo, hi = int(fg.base[i * nbc]), int(fg.base[(i + 1) * nbc])
         col = node_chunk[lo:hi] - i * nbc
@@ -905,7 +913,6 @@ def _decide_label_rows(
                 - elsewhere_before[lo + sel])
         comp_label[fg.node_comp[lo + sel]] = above[r] + to_left[c, r] + 1 + rank
         before.append(above)
-        left.extend(to_left.astype(np.int32))
         row0 += counts.shape[1]
     if total > max_label:
         raise MaskError(
@@ -913,8 +920,8 @@ def _decide_label_rows(
             f"(at most {max_label}); pass dtype=np.int64"
         )
     rows = RowNumbering(
-        before=tuple(before), left=tuple(left),
-        starts=tuple(c for chunk_row in fg.starts for c in chunk_row), owned=owned,
+        before=tuple(before), starts=tuple(c for chunk_row in fg.starts for c in chunk_row),
+        owned=owned, node_row=fg.node_row, top=top,
     )
     return {"fg": comp_label[fg.node_comp]}, rows
 
@@ -1152,8 +1159,8 @@ def label(mask: da.Array, *, connectivity: int = 8, dtype: Any = np.int32) -> da
     face and, for the others, only how many start (have their first pixel) in each row of
     the chunk; the merge numbers the face components and gives each chunk the first label of
     each of its rows; pass 2 numbers the chunk's other components in order. The merge holds
-    a few numbers per face component and per row of each chunk (about 6 bytes a row), not
-    per component: masks with 10^5 specks per chunk are fine.
+    a few numbers per face component and per row of each chunk (2 bytes a row), not per
+    component: masks with 10^5 specks per chunk are fine.
 
     Examples
     --------
