@@ -61,7 +61,7 @@ from slidemask.tiles.runner import tiles_count, tiles_up_to_date
 from slidemask.tiles.spec import TileSpec
 from slidemask.writers.atomic import leftovers, looks_like_zarr
 from slidemask.writers.html_report import write_html_report
-from slidemask.writers.zarr import is_complete, read_attrs, stored_config_hash
+from slidemask.writers.zarr import is_complete, read_attrs, stored_config_hash, stored_stats
 
 __all__ = [
     "BatchProgress",
@@ -395,7 +395,21 @@ class _Plan:
 def _slide_task(
     path: str, config: Config, output_dir: str, overwrite: bool, output: str
 ) -> SlideResult:
-    """One slide, as a task: module level, so worker processes import it by name."""
+    """One slide, as a task: module level, so worker processes import it by name.
+
+    dask.distributed runs a task again when its worker is lost, also after the mask was
+    written and before the result came back: without ``overwrite``, a complete output made
+    with this config is then this slide's result (``done``, its stored statistics).
+    """
+    digest = config_hash(config)
+    if not overwrite and stored_config_hash(output) == digest and (
+        config.tiles is None or tiles_up_to_date(Path(output), config.tiles, digest)
+    ):
+        stats = stored_stats(read_attrs(output))
+        if config.tiles is not None:
+            stats["tiles"] = tiles_count(Path(output))
+        return SlideResult(path=Path(path), output=Path(output), status="done", stats=stats,
+                           config_hash=digest)
     started = _SLIDE_STARTED.get()
     if started is not None:
         started(Path(path))
@@ -418,25 +432,6 @@ def _quiet_in_worker() -> None:
     package = logging.getLogger("slidemask")
     if not package.handlers:
         package.addHandler(logging.NullHandler())
-
-
-def _stored_stats(output: Path) -> dict[str, Any]:
-    """The statistics of a complete output, as :func:`run_slide` reports them."""
-    attrs = read_attrs(output)
-    stats = attrs.get("stats")
-    stored: dict[str, Any] = dict(stats) if isinstance(stats, dict) else {}
-    provenance = attrs.get("provenance")
-    provenance = provenance if isinstance(provenance, dict) else {}
-    total = stored.get("total_pixels") or 0
-    foreground = stored.get("foreground_pixels", 0)
-    return {
-        **stored,
-        "fraction": foreground / total if total and isinstance(foreground, int) else None,
-        "level": provenance.get("level"),
-        "factor": provenance.get("factor"),
-        "mpp": provenance.get("mpp"),
-        "downsample": provenance.get("downsample"),
-    }
 
 
 def _remove_tree(path: Path) -> None:
@@ -478,7 +473,7 @@ def _plan(
                 log.debug("writing the tiles of %s (missing or made with other settings)",
                           output)
                 return _Plan(path, output, "run")
-            stats = _stored_stats(output)
+            stats = stored_stats(read_attrs(output))
             if tiles is not None:
                 stats["tiles"] = tiles_count(output)
             result = SlideResult(path=path, output=output, status="skipped",

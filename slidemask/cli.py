@@ -477,11 +477,19 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     if args.max_size < 16:
         _error(f"--max-size must be at least 16 pixels, got {args.max_size}")
         return EXIT_USAGE
-    mask = Path(args.mask)
-    png = Path(args.output) if args.output else mask.with_name(mask.name.split(".")[0] + ".png")
-    if not mask.exists():
-        _error(f"{mask}: no such mask output")
-        return EXIT_FAILED
+    from slidemask.storage import display, is_url
+
+    mask: str | Path = args.mask
+    if is_url(args.mask):  # on object storage: the PNG goes to the working folder by default
+        name = display(args.mask).rstrip("/").rsplit("/", 1)[-1]
+        png = Path(args.output) if args.output else Path(name.split(".")[0] + ".png")
+    else:
+        mask = Path(args.mask)
+        png = (Path(args.output) if args.output
+               else mask.with_name(mask.name.split(".")[0] + ".png"))
+        if not mask.exists():
+            _error(f"{mask}: no such mask output")
+            return EXIT_FAILED
     try:
         written = preview_from_outputs(args.slide, mask, png, max_size=args.max_size)
     except (SlidemaskError, ValueError, OSError) as exc:

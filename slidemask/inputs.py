@@ -169,8 +169,13 @@ def _expand_url(url: str, *, recursive: bool) -> list[PurePath]:
     from slidemask import storage
 
     shown = storage.display(url)
+    scheme, rest = url.split("://", 1)
+    if scheme.lower() in {"http", "https"}:
+        if "?" in rest or "#" in rest:
+            # a query (a presigned URL's signature) or fragment: one file, never a pattern
+            return [storage.URLPath(url)]
     try:
-        if _GLOB_CHARS & set(url.split("://", 1)[1]):
+        if _GLOB_CHARS & set(rest):
             names = storage.glob_urls(url)
             kind = "pattern"
         elif url.endswith("/") or storage.is_dir(url):

@@ -55,6 +55,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from slidemask import storage
 from slidemask.config import OTSU, Config, Expr, config_hash, parse_expression
 from slidemask.config import Resolution as ResolutionConfig
 from slidemask.errors import MaskError, SlidemaskError
@@ -612,6 +613,12 @@ def _write_with_extras(
     return summary
 
 
+def _source(path: str | os.PathLike[str]) -> Path | storage.URLPath:
+    """The slide's location as results record it: a URL stays a URL (``Path`` would fold its
+    ``//``); a path stays as given."""
+    return storage.location(path) if storage.is_url(path) else Path(path)
+
+
 def run_slide(
     path: str | os.PathLike[str],
     config: Config,
@@ -697,7 +704,7 @@ def run_slide(
             stored = read_attrs(target).get("stats", {})
             total = stored.get("total_pixels") or 0
             return SlideResult(
-                path=Path(path), output=target, status="done", config_hash=digest,
+                path=_source(path), output=target, status="done", config_hash=digest,
                 seconds=time.perf_counter() - started,
                 stats={**stored, "tiles": only.count,
                        "fraction": stored.get("foreground_pixels", 0) / total if total else None,
@@ -750,12 +757,12 @@ def run_slide(
         log.error("slide %s failed: %s", path, reason)
         log.debug("traceback for %s", path, exc_info=True)
         return SlideResult(
-            path=Path(path), output=target, status="failed", error=reason,
+            path=_source(path), output=target, status="failed", error=reason,
             seconds=time.perf_counter() - started, config_hash=digest,
         )
     seconds = time.perf_counter() - started
     log.debug("slide %s done in %.1f s -> %s", path, seconds, target)
     return SlideResult(
-        path=Path(path), output=target, status="done", seconds=seconds,
+        path=_source(path), output=target, status="done", seconds=seconds,
         stats=result_stats, config_hash=digest,
     )

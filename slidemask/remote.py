@@ -44,7 +44,7 @@ from slidemask.inputs import expand_locations, output_paths
 from slidemask.report import REPORT_CSV, REPORT_JSON, SlideResult, write_report
 from slidemask.storage import URLPath
 from slidemask.writers.html_report import REPORT_HTML, write_html_report
-from slidemask.writers.zarr import ATTRS_KEY
+from slidemask.writers.zarr import ATTRS_KEY, stored_stats
 
 __all__ = ["expand_remote", "is_remote_run", "publish", "run_remote_batch", "run_remote_slide"]
 
@@ -129,20 +129,6 @@ def _stored_hash(attrs: dict[str, Any]) -> str | None:
     return stored if isinstance(stored, str) else None
 
 
-def _stats(attrs: dict[str, Any]) -> dict[str, Any]:
-    stats = attrs.get("stats")
-    stored: dict[str, Any] = dict(stats) if isinstance(stats, dict) else {}
-    provenance = attrs.get("provenance")
-    provenance = provenance if isinstance(provenance, dict) else {}
-    total = stored.get("total_pixels") or 0
-    foreground = stored.get("foreground_pixels", 0)
-    return {
-        **stored,
-        "fraction": foreground / total if total and isinstance(foreground, int) else None,
-        **{k: provenance.get(k) for k in ("level", "factor", "mpp", "downsample")},
-    }
-
-
 def publish(stage: Path, output: str, overwrite: bool) -> None:
     """Upload a slide's staged outputs beside ``output`` (``<prefix>/<name>.zarr``), the
     mask's ``zarr.json`` (its completion marker) last.
@@ -201,7 +187,7 @@ def run_remote_slide(
         attrs = _attrs(output)
         if _complete(attrs) and _stored_hash(attrs) == digest:
             return SlideResult(path=storage.location(path), output=storage.location(output),
-                               status="done", stats=_stats(attrs), config_hash=digest)
+                               status="done", stats=stored_stats(attrs), config_hash=digest)
     name = output.rstrip("/").rsplit("/", 1)[-1]
     stage = Path(tempfile.mkdtemp(prefix="slidemask-stage-"))
     try:
@@ -233,7 +219,7 @@ def _plan(
     if _complete(attrs):
         if not overwrite and _stored_hash(attrs) == digest:
             result = SlideResult(path=slide, output=output, status="skipped",
-                                 stats=_stats(attrs), config_hash=digest)
+                                 stats=stored_stats(attrs), config_hash=digest)
             return "known", result, False
         return "run", None, True
     names = storage.list_names(target)

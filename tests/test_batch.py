@@ -315,12 +315,6 @@ def test_interrupted_run_still_writes_a_report(slides: list[Path], tmp_path: Pat
     assert not (out / "s1.zarr").exists()
 
 
-@pytest.mark.xfail(
-    reason="batch._slide_task runs run_slide(overwrite=False): the scheduler's rerun of a slide "
-    "whose worker died after writing the output (before its result came back) fails with "
-    "'output exists' instead of taking the complete output of the same config",
-    strict=False,
-)
 def test_a_rerun_of_a_slide_task_whose_output_was_written_is_done(
     slides: list[Path], tmp_path: Path
 ) -> None:

@@ -317,6 +317,19 @@ def test_cli_run_from_bucket_to_bucket(
     assert {"report.json", "report.csv", "report.html", "s0.zarr", "s1.zarr"} <= listing
     report = json.loads(_fs().cat_file(f"{BUCKET}/cli-out/report.json"))
     assert report["counts"]["skipped"] == 2 and report["output_dir"] == out  # the rerun's
+    # a preview of a mask on the bucket, and a slide run straight from its URL
+    png = tmp_path / "s0.png"
+    assert main(["preview", f"s3://{BUCKET}/cli-in/s0.ome.tif", f"{out}/s0.zarr",
+                 "-o", str(png)]) == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
+    from slidemask.config import config_from_yaml
+    from slidemask.pipeline import run_slide
+
+    result = run_slide(f"s3://{BUCKET}/cli-in/s1.ome.tif", config_from_yaml(config.read_text()),
+                       tmp_path / "one")
+    assert result.status == "done", result.error
+    assert str(result.path) == f"s3://{BUCKET}/cli-in/s1.ome.tif"
+    assert result.output == tmp_path / "one" / "s1.zarr"
 
 
 def test_kill_9_then_rerun_on_the_bucket(
@@ -467,6 +480,14 @@ def test_retrying_is_bounded_and_skips_permanent_errors(monkeypatch: pytest.Monk
 
 
 # --- credentials never recorded ----------------------------------------------------------------
+
+
+def test_a_presigned_url_is_one_slide_not_a_pattern() -> None:
+    """The ``?`` of an https URL starts its query (a presigned URL's signature): the input is
+    that one slide, not a glob pattern to list (nothing is fetched)."""
+    url = "https://host.example/b/a.svs?X-Amz-Credential=AKIA&X-Amz-Signature=f00d"
+    (slide,) = expand_locations([url])
+    assert str(slide) == "https://host.example/b/a.svs"
 
 
 def _signature(url: str) -> str:

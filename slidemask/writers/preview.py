@@ -534,6 +534,10 @@ def open_stored_mask(path: str | os.PathLike[str]) -> tuple[da.Array, dict[str, 
     ((4, 6), {'downsample': 16.0})
     >>> tmp.cleanup()
     """
+    if "://" in os.fspath(path):  # on object storage: a complete mask written by write_zarr
+        from slidemask.writers.zarr import read_attrs, read_mask
+
+        return read_mask(path), read_attrs(path)
     p = Path(path)
     if not p.exists():
         raise SlidemaskError(f"{p}: no such mask output")

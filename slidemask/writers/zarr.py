@@ -564,6 +564,34 @@ def stored_config_hash(path: str | os.PathLike[str]) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def stored_stats(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The statistics of a complete output, as :func:`slidemask.run_slide` reports them.
+
+    Parameters
+    ----------
+    attrs : dict
+        The output's attributes (:func:`read_attrs`): its ``stats`` and ``provenance``.
+
+    Returns
+    -------
+    dict
+        The stored ``stats`` plus ``fraction`` (foreground share of the mask's pixels, or None)
+        and the ``level``, ``factor``, ``mpp`` (µm per pixel) and ``downsample`` of the
+        provenance.
+    """
+    stats = attrs.get("stats")
+    stored: dict[str, Any] = dict(stats) if isinstance(stats, dict) else {}
+    provenance = attrs.get("provenance")
+    provenance = provenance if isinstance(provenance, dict) else {}
+    total = stored.get("total_pixels") or 0
+    foreground = stored.get("foreground_pixels", 0)
+    return {
+        **stored,
+        "fraction": foreground / total if total and isinstance(foreground, int) else None,
+        **{k: provenance.get(k) for k in ("level", "factor", "mpp", "downsample")},
+    }
+
+
 @contextlib.contextmanager
 def stored_copy(mask: da.Array) -> Iterator[da.Array]:
     """``mask`` written to a scratch Zarr array and read back, for writers that read it several
