@@ -10,6 +10,7 @@ Wall time is the median of ``--repeat`` runs; ratios compare cases measured in t
     python scripts/bench.py --size 50000 --cases threshold tissue_mpp8 --steady
     python scripts/bench.py --size 20000 --cases threshold global --texture both --min-area 100
     python scripts/bench.py --size 20000 --cases threshold threshold_s3 threshold_openslide
+    python scripts/bench.py --size 20000 --cases decode threshold threshold_openslide --layout svs
 
 Slides: ``--texture smooth`` (default: solid tissue, a smooth level-0 mask), ``noisy`` (grainy
 light tissue and dusty glass: the level-0 ``grey < 200`` mask has thousands of specks and up to
@@ -28,7 +29,8 @@ Cases:
                     (--moto-as-is: moto as shipped, which reads the whole object each time)
     threshold_openslide
                     the same, the slide read with the OpenSlide backend (OpenSlide reads the
-                    synthetic OME-TIFF's level 0 as a generic tiled TIFF)
+                    synthetic OME-TIFF's level 0 as a generic tiled TIFF; with
+                    --layout svs, an Aperio SVS through its Aperio driver)
     hsv             HSV range (pink/purple tissue) at level 0 -> Zarr
     median_closing  grey -> median 7 -> threshold -> closing radius 4 -> Zarr
     global          threshold -> fill_holes -> remove_small_objects(--min-area) -> Zarr
@@ -78,24 +80,28 @@ DEFAULT_CASES = ["decode", "read", "threshold", "hsv"]
 
 
 def slide_path(
-    data_dir: Path, size: int, tile: int, quality: int, texture: str = "smooth", stain: str = "he"
+    data_dir: Path, size: int, tile: int, quality: int, texture: str = "smooth", stain: str = "he",
+    layout: str = "ome",
 ) -> Path:
     suffix = ("" if texture == "smooth" else f"-{texture}") + ("" if stain == "he" else f"-{stain}")
-    return data_dir / f"synthetic-{size}-t{tile}-q{quality}{suffix}.ome.tif"
+    extension = ".svs" if layout == "svs" else ".ome.tif"
+    return data_dir / f"synthetic-{size}-t{tile}-q{quality}{suffix}{extension}"
 
 
 def ensure_slide(
-    data_dir: Path, size: int, tile: int, quality: int, texture: str = "smooth", stain: str = "he"
+    data_dir: Path, size: int, tile: int, quality: int, texture: str = "smooth", stain: str = "he",
+    layout: str = "ome",
 ) -> Path:
     from slidemask.io.synthetic import write_synthetic_slide
 
-    path = slide_path(data_dir, size, tile, quality, texture, stain)
+    path = slide_path(data_dir, size, tile, quality, texture, stain, layout)
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
         t0 = time.perf_counter()
         write_synthetic_slide(
-            partial, size, tile=tile, quality=quality, texture=texture, stain=stain
+            partial, size, tile=tile, quality=quality, texture=texture, stain=stain,
+            aperio=layout == "svs",
         )
         partial.rename(path)
         print(
@@ -448,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
         "thresholded real H&E), or both (one table each)",
     )
     parser.add_argument(
+        "--layout", choices=["ome", "svs"], default="ome",
+        help="synthetic slide's file layout: ome (OME-TIFF, level 0 a generic tiled TIFF to "
+        "OpenSlide; default) or svs (Aperio SVS, read by OpenSlide's Aperio driver)",
+    )
+    parser.add_argument(
         "--stain", choices=["he", "dab", "faint"], default="he",
         help="synthetic slide's stain (smooth texture only): he (default), dab (IHC) or faint",
     )
@@ -673,7 +684,8 @@ def bench_slide(
     args: argparse.Namespace, cases: list[str], texture: str, below: int
 ) -> dict[str, dict[str, Any]]:
     """Every case on the synthetic slide of this texture; print the table, return the rows."""
-    path = ensure_slide(args.data_dir, args.size, args.tile, args.quality, texture, args.stain)
+    path = ensure_slide(args.data_dir, args.size, args.tile, args.quality, texture, args.stain,
+                        args.layout)
     megapixels = args.size * args.size / 1e6
     ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     results: dict[str, dict[str, Any]] = {}

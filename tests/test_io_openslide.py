@@ -63,6 +63,21 @@ def test_both_backends_give_identical_pixels_on_shared_svs(svs: Path) -> None:
     _assert_same_slide(svs, 1000)
 
 
+def test_synthetic_aperio_svs_reads_alike_with_both_backends(tmp_path: Path) -> None:
+    """The bench's Aperio layout (``write_synthetic_slide(..., aperio=True)``): OpenSlide
+    reads it with its Aperio driver, and both backends give the OME-TIFF's pixels."""
+    import openslide
+
+    from slidemask import write_synthetic_slide
+
+    svs = write_synthetic_slide(tmp_path / "s.svs", (700, 900), tile=128, aperio=True)
+    assert openslide.OpenSlide.detect_format(str(svs)) == "aperio"
+    _assert_same_slide(svs, 300)
+    ome = write_synthetic_slide(tmp_path / "s.ome.tif", (700, 900), tile=128)
+    np.testing.assert_array_equal(open_slide(svs).levels[0].compute(),
+                                  open_slide(ome).levels[0].compute())
+
+
 def test_regions_at_awkward_offsets_are_exact() -> None:
     """Level 2 and 3 of boxes.tiff have downsamples 4.016 and 8.086: any origin is exact."""
     path = _need(FORMATS / "boxes.tiff")

@@ -370,6 +370,7 @@ def write_synthetic_slide(
     workers: int | None = None,
     texture: str = "smooth",
     stain: str = "he",
+    aperio: bool = False,
 ) -> Path:
     """Write a deterministic H&E-like pyramidal tiled BigTIFF and return its path.
 
@@ -405,6 +406,11 @@ def write_synthetic_slide(
         "he" (H&E, the default), "dab" (IHC: DAB brown and haematoxylin counterstain) or
         "faint" (pale, low-contrast tissue); smooth texture only. Ground truth:
         ``Scene.make(rows, cols, seed=seed, tile=tile, stain=stain).tissue_mask(...)``.
+    aperio : bool
+        Write the Aperio SVS layout instead (``ome`` is then ignored; name the file ``.svs``):
+        level 0 tiled with an ``Aperio Image Library`` description carrying ``MPP``, a
+        stripped thumbnail page, then the reduced levels as tiled pages. OpenSlide reads it
+        with its Aperio driver, tifffile as an SVS series.
 
     Returns
     -------
@@ -450,6 +456,9 @@ def write_synthetic_slide(
     if compression == "jpeg":
         common["compressionargs"] = {"level": quality}
     px_per_cm = 1e4 / mpp
+    if aperio:
+        _write_aperio(path, scene, shapes, tile, mpp, quality, workers, common)
+        return path
     with tifffile.TiffWriter(
         path, bigtiff=True, byteorder=cast(Literal["<", ">"], byteorder), ome=ome
     ) as tw:
@@ -482,3 +491,33 @@ def write_synthetic_slide(
                 **extra,
             )
     return path
+
+
+def _write_aperio(
+    path: Path,
+    scene: Scene,
+    shapes: list[tuple[int, int]],
+    tile: int,
+    mpp: float,
+    quality: int,
+    workers: int,
+    common: dict[str, Any],
+) -> None:
+    """The Aperio SVS page layout: level 0, a stripped thumbnail, the reduced levels."""
+    rows, cols = shapes[0]
+    compressed = "JPEG/RGB" if common["compression"] == "jpeg" else "RGB"
+    head = f"Aperio Image Library v12.0.16 \r\n{cols}x{rows} [0,0 {cols}x{rows}] ({tile}x{tile})"
+    fields = f"AppMag = {10 / mpp:g}|MPP = {mpp:g}"
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(_tiles(scene, shapes[0], tile, 1.0, workers), shape=(rows, cols, 3),
+                 description=f"{head} {compressed} Q={quality}|{fields}", metadata=None,
+                 **common)
+        small = shapes[-1]
+        thumbnail = scene.render(0, 0, small[0], small[1], rows / small[0])
+        tw.write(thumbnail, photometric="rgb", compression="jpeg", metadata=None,
+                 description=f"{head} -> {small[1]}x{small[0]} - |{fields}")
+        for shape in shapes[1:]:
+            tw.write(_tiles(scene, shape, tile, rows / shape[0], workers),
+                     shape=(shape[0], shape[1], 3), metadata=None,
+                     description=f"{head} -> {shape[1]}x{shape[0]} {compressed} Q={quality}"
+                     f"|{fields}", **common)
