@@ -67,6 +67,7 @@ from slidemask.ops.components import label_stats
 from slidemask.ops.density import background_estimate, optical_density
 from slidemask.ops.local import threshold
 from slidemask.ops.otsu import otsu_threshold
+from slidemask.ops.relevance import gate_arguments
 from slidemask.ops.resample import Resolution, image_at, resample_mask, select_resolution
 from slidemask.report import SlideResult
 from slidemask.tiles.runner import write_slide_tiles
@@ -371,7 +372,14 @@ def _build_all(slide: Slide, config: Config) -> _Built:
             key = f"{name}[{index}]"
             try:
                 kwargs = step.arguments(mpp)
-                value = _apply_step(value, step, kwargs, thresholds, key, backgrounds)
+                # where the step may leave out work no output reads (blur off tissue, glass)
+                gate = gate_arguments(
+                    config, name, index, kwargs, masks, image_shape=value.shape,
+                    downsample=downsample, mpp=mpp, working_downsample=resolution.downsample,
+                    working_shape=image.shape[:2],
+                )
+                value = _apply_step(value, step, {**kwargs, **gate}, thresholds, key,
+                                    backgrounds)
             except MaskError as exc:
                 raise MaskError(f"{slide.path}: masks.{key}.{step.name}: {exc}") from exc
             if step.spec.reduces is not None:  # one output pixel per cell of the input
