@@ -109,6 +109,7 @@ class Boom(RuntimeError):
 def _fails_at_block(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
     if block_info is not None and block_info[None]["chunk-location"] == (2, 1):
         raise Boom("tile (2, 1) is corrupt")
+    time.sleep(0.2)  # the other tiles are still being read (and stored) when (2, 1) fails
     return block
 
 
@@ -123,6 +124,7 @@ def test_error_mid_write_leaves_no_scratch_and_no_output(tmp_path: Path) -> None
         with pytest.raises(Boom):
             with dask.config.set(scheduler="threads"):
                 sm.write_zarr(mask, tmp_path / "m.zarr")
+        time.sleep(0.5)  # a tile task still running when the error came would have stored by now
     assert list(scratch.iterdir()) == []
     assert not (tmp_path / "m.zarr").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["scratch"]

@@ -9,8 +9,9 @@ chunk count: on a 50000² slide in 2048² chunks, ordering the 5000 tasks of
 ``remove_small_objects(fill_holes(mask))`` took 88 MiB, and a 100000 × 200000 scan would take
 gigabytes, before any pixel is read.
 
-:func:`compute` runs each barrier first, in a graph of its own (pass 1 and the merge: one
-output), and puts its value into the rest of the graph as data; the last graph then depends on
+:func:`compute` runs the barriers first, in graphs of their own (pass 1 and the merge; the
+barriers that do not wait for one another in one graph), and puts their values into the rest
+of the graph as data; the last graph then depends on
 no chunk of the slide's first pass. Memory of the ordering is then linear in the chunk count.
 Results and the work done are those of one :func:`dask.compute`: each pass-1 task runs once
 (its record is consumed by the merge; pass 2 reads what pass 1 stored), and nothing but the
@@ -21,6 +22,9 @@ compute through it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dask
@@ -48,8 +52,9 @@ def _barriers(dsk: dict[Any, Any]) -> list[Any]:
 
 
 def compute(*collections: Any, **kwargs: Any) -> tuple[Any, ...]:
-    """:func:`dask.compute` of ``collections``, with the barrier of every global step computed
-    first, each in its own graph (see the module's description).
+    """:func:`dask.compute` of ``collections``, with the barriers of the global steps computed
+    first, in stages (see the module's description): each stage computes every barrier that
+    waits for no other barrier still to come.
 
     Parameters
     ----------
@@ -83,6 +88,35 @@ def compute(*collections: Any, **kwargs: Any) -> tuple[Any, ...]:
     targets = [c for c in collections if dask.is_dask_collection(c)]
     if not targets:
         return tuple(collections)
+    with _own_threads(kwargs) as kwargs:
+        return _compute(collections, targets, kwargs)
+
+
+@contextlib.contextmanager
+def _own_threads(kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Under dask's threaded scheduler (the default) and without a ``pool`` of the caller's,
+    compute on a thread pool of our own that is shut down, waiting for the tasks still
+    running, before an error or Ctrl-C propagates. dask raises a task's error at once while
+    other tasks run on; waiting for them means nothing writes a scratch or output file after
+    the caller's clean-up."""
+    from dask.base import get_scheduler
+    from dask.system import CPU_COUNT
+    from dask.threaded import get as threaded_get
+
+    if "pool" in kwargs or get_scheduler(scheduler=kwargs.get("scheduler")) is not threaded_get:
+        yield kwargs
+        return
+    workers = kwargs.get("num_workers") or dask.config.get("num_workers", None) or CPU_COUNT
+    pool = ThreadPoolExecutor(int(workers))
+    try:
+        yield {**kwargs, "pool": pool}
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # the running tasks finish first
+
+
+def _compute(
+    collections: tuple[Any, ...], targets: list[Any], kwargs: dict[str, Any]
+) -> tuple[Any, ...]:
     optimized = dask.optimize(*targets)
     dsk: dict[Any, Any] = {}
     for c in optimized:
@@ -91,12 +125,17 @@ def compute(*collections: Any, **kwargs: Any) -> tuple[Any, ...]:
     if not barriers:
         return dask.compute(*collections, **kwargs)
     ancestry = {key: cull(dsk, [key])[0] for key in barriers}
-    # a barrier's graph holds every barrier before it: fewer barriers above, earlier
-    order = sorted(barriers, key=lambda key: sum(other in ancestry[key] for other in barriers))
     done: dict[Any, Any] = {}
-    for key in order:
-        sub, _ = cull({**dsk, **done}, [key])
-        done[key] = DataNode(key, _run(sub, key, kwargs))
+    pending = barriers
+    while pending:
+        # every barrier none of whose ancestors is still pending, in one graph: independent
+        # global steps (the masks of a QC config) share their stage and its reads of the slide
+        ready = [key for key in pending
+                 if not any(other in ancestry[key] for other in pending if other != key)]
+        sub, _ = cull({**dsk, **done}, ready)
+        for key, value in zip(ready, _run(sub, ready, kwargs), strict=True):
+            done[key] = DataNode(key, value)
+        pending = [key for key in pending if key not in done]
     keys = list(flatten([c.__dask_keys__() for c in optimized]))
     rest, _ = cull({**dsk, **done}, keys)
     rebuilt = iter(
@@ -107,8 +146,7 @@ def compute(*collections: Any, **kwargs: Any) -> tuple[Any, ...]:
     return dask.compute(*final, optimize_graph=False, **kwargs)
 
 
-def _run(graph: dict[Any, Any], key: Any, kwargs: dict[str, Any]) -> Any:
+def _run(graph: dict[Any, Any], keys: list[Any], kwargs: dict[str, Any]) -> tuple[Any, ...]:
     from dask.delayed import Delayed
 
-    (value,) = dask.compute(Delayed(key, graph), optimize_graph=False, **kwargs)
-    return value
+    return dask.compute(*(Delayed(key, graph) for key in keys), optimize_graph=False, **kwargs)
