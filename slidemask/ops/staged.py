@@ -22,9 +22,11 @@ compute through it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, wait
 from typing import Any
 
 import dask
@@ -95,23 +97,85 @@ def compute(*collections: Any, **kwargs: Any) -> tuple[Any, ...]:
 @contextlib.contextmanager
 def _own_threads(kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Under dask's threaded scheduler (the default) and without a ``pool`` of the caller's,
-    compute on a thread pool of our own that is shut down, waiting for the tasks still
-    running, before an error or Ctrl-C propagates. dask raises a task's error at once while
-    other tasks run on; waiting for them means nothing writes a scratch or output file after
-    the caller's clean-up."""
+    compute on a pool that remembers the tasks it runs for this call, and wait for those
+    still running before an error or Ctrl-C propagates. dask raises a task's error at once
+    while other tasks run on; waiting for them means nothing writes a scratch or output file
+    after the caller's clean-up. The pool is the one dask itself would use."""
     from dask.base import get_scheduler
-    from dask.system import CPU_COUNT
     from dask.threaded import get as threaded_get
 
     if "pool" in kwargs or get_scheduler(scheduler=kwargs.get("scheduler")) is not threaded_get:
         yield kwargs
         return
-    workers = kwargs.get("num_workers") or dask.config.get("num_workers", None) or CPU_COUNT
-    pool = ThreadPoolExecutor(int(workers))
+    workers = kwargs.get("num_workers") or dask.config.get("num_workers", None)
+    own = _pool(None if workers is None else int(workers))
+    if own is None:
+        yield kwargs
+        return
+    pool = _Tracked(own)
     try:
         yield {**kwargs, "pool": pool}
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # the running tasks finish first
+    except BaseException:
+        pool.finish()
+        raise
+
+
+class _Tracked:
+    """A thread pool's ``submit`` that remembers the futures not yet done (what dask's
+    threaded scheduler needs of a pool: ``submit`` and ``_max_workers``)."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._max_workers = pool._max_workers
+        self._pending: set[Future[Any]] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future = self._pool.submit(fn, *args, **kwargs)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def finish(self) -> None:
+        """Cancel the tasks not started; wait for the running ones."""
+        with self._lock:
+            pending = list(self._pending)
+        for future in pending:
+            future.cancel()
+        wait(pending)
+
+
+def _pool(workers: int | None) -> Any:
+    """The pool dask's threaded scheduler would use for this call (its default pool from the
+    main thread, else the calling thread's pool for ``workers``): the same threads, so no
+    more threads (and C heaps) than dask alone; None where this dask keeps its pools
+    elsewhere."""
+    from dask import threaded
+
+    try:
+        lock, pools, main = threaded.pools_lock, threaded.pools, threaded.main_thread
+        executor = threaded.ContextAwareThreadPoolExecutor
+    except AttributeError:  # another dask: compute as dask does, without the wait
+        return None
+    thread = threading.current_thread()
+    with lock:
+        if workers is None and thread is main:
+            if threaded.default_pool is None:
+                threaded.default_pool = executor(threaded.CPU_COUNT)
+                atexit.register(threaded.default_pool.shutdown)
+            return threaded.default_pool
+        if workers is None:
+            workers = threaded.CPU_COUNT
+        pool = pools[thread].get(workers)
+        if pool is None:
+            pool = pools[thread][workers] = executor(workers)
+            atexit.register(pool.shutdown)
+        return pool
 
 
 def _compute(
