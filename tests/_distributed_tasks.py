@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import dask
 import dask.array as da
 import numpy as np
 
@@ -25,10 +24,16 @@ def square_or_raise(x: int, bad: int) -> int:
 
 
 def scheduler_inside_task() -> tuple[object, object, int, int]:
-    """The dask scheduler settings a task sees, a small computed sum and the process id."""
+    """The dask scheduler a task's computations use ("threads" for dask's threaded scheduler,
+    set by name or as its function), its thread count, a small computed sum and the process
+    id."""
+    import dask.threaded
+    from dask.base import get_scheduler
+
     total = int(da.ones((64, 64), chunks=16, dtype=np.uint8).sum().compute())
-    config = dask.config.get("scheduler", None), dask.config.get("num_workers", None)
-    return (*config, total, os.getpid())
+    scheduler = get_scheduler()
+    name = "threads" if scheduler is dask.threaded.get else scheduler
+    return (name, dask.config.get("num_workers", None), total, os.getpid())
 
 
 def write_mask_dying_once(out_dir: str, name: str, seed: int, marker: str) -> str:

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +62,25 @@ def test_help_and_version_load_no_heavy_module(argv: list[str]) -> None:
         f"    assert main({argv!r}) == 0\n"
     )
     assert loaded.isdisjoint(CLI_HEAVY), sorted(loaded & set(CLI_HEAVY))
+
+
+def test_a_local_run_loads_no_cluster_module(tmp_path: Path) -> None:
+    """``slidemask run`` on threads (no cluster configured) imports neither distributed nor
+    dask-jobqueue: dask would import distributed on each compute to look for a client, 0.3 s
+    of every batch process."""
+    slide = tmp_path / "s.ome.tif"
+    config = tmp_path / "c.yaml"
+    config.write_text("masks: {tissue: [gray, {threshold: {below: 220}}]}\n")
+    loaded = _loaded_after(
+        "import contextlib, io\n"
+        "from slidemask import write_synthetic_slide\n"
+        "from slidemask.cli import main\n"
+        f"write_synthetic_slide({str(slide)!r}, 256, tile=128)\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['run', {str(config)!r}, '-i', {str(slide)!r}, '-o', "
+        f"{str(tmp_path / 'out')!r}, '-q']) == 0\n"
+    )
+    assert "dask" in loaded and loaded.isdisjoint({"distributed", "dask_jobqueue"})
 
 
 def test_version_option_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -57,8 +57,6 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.graph_manipulation import bind
 from dask.highlevelgraph import HighLevelGraph
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from slidemask.errors import MaskError
 from slidemask.kernels import labels as kl
@@ -389,6 +387,9 @@ def _merge_layer(
     u = _cat(us, np.int64)
     v = _cat(vs, np.int64)
     if n_nodes:
+        from scipy.sparse import coo_matrix  # here: the merge alone needs scipy (0.1 s)
+        from scipy.sparse.csgraph import connected_components
+
         graph = coo_matrix((np.ones(len(u), np.int8), (u, v)), shape=(n_nodes, n_nodes))
         n_comp, node_comp = connected_components(graph, directed=False)
         node_comp = node_comp.astype(np.int64)
