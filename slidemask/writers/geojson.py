@@ -268,38 +268,24 @@ def _write_all_classes(
     names = list(values)
     masks = [check_mask(classes == np.uint8(values[n]), "write_class_geojson") for n in names]
     merges = dask.compute(*[label_merge(m, 8, np.dtype(np.int64)) for m in masks])
-    row_starts = np.concatenate([[0], np.cumsum(classes.chunks[0])])
-    col_starts = np.concatenate([[0], np.cumsum(classes.chunks[1])])
+    starts = _chunk_starts(classes)
     tasks = []
     for mask, merged in zip(masks, merges, strict=True):
         blocks = mask.to_delayed()
-        tasks.append([
-            [dask.delayed(_block_polygons)(
-                blocks[i, j], chunk_lut(merged, i, j), (int(row_starts[i]), int(col_starts[j]))
-            ) for j in range(mask.numblocks[1])]
-            for i in range(mask.numblocks[0])
-        ])
+        tasks.append([_row_tasks(blocks, merged, i, starts) for i in range(mask.numblocks[0])])
     (pieces_by_class,) = dask.compute(tasks)
     counts: dict[str, int] = {}
     written = 0
     for name, merged, rows in zip(names, merges, pieces_by_class, strict=True):
-        table = merged.table
-        assert table is not None
         pending: dict[int, list[BaseGeometry]] = {}
         count = 0
         for i, row in enumerate(rows):
-            for pieces in row:
-                for label, polygons in pieces.items():
-                    pending.setdefault(label, []).extend(polygons)
-            done = sorted(k for k in pending if table.bottom[k - 1] <= row_starts[i + 1])
-            for label in done:
-                geometry = join_pieces(pending.pop(label))
+            for geometry in _finished(pending, row, merged, starts[0][i + 1]):
                 out.write(("\n" if written == 0 else ",\n")
                           + _feature(geometry, downsample, properties[name]))
                 count += 1
                 written += 1
-        if pending:  # pragma: no cover - would be a bug in the merge
-            raise MaskError(f"write_geojson: internal error: {len(pending)} components left open")
+        _check_closed(pending)
         counts[name] = count
     return counts
 
@@ -308,29 +294,53 @@ def _write_features(
     mask: da.Array, out: Any, downsample: float, properties: str, *, first: bool = True
 ) -> int:
     merged = label_merge(mask, 8, np.dtype(np.int64)).compute()
-    table = merged.table
-    assert table is not None
-    row_starts = np.concatenate([[0], np.cumsum(mask.chunks[0])])
-    col_starts = np.concatenate([[0], np.cumsum(mask.chunks[1])])
+    starts = _chunk_starts(mask)
     blocks = mask.to_delayed()
     pending: dict[int, list[BaseGeometry]] = {}
     count = 0
     for i in range(mask.numblocks[0]):
-        row = dask.compute(*[
-            dask.delayed(_block_polygons)(
-                blocks[i, j], chunk_lut(merged, i, j), (int(row_starts[i]), int(col_starts[j]))
-            )
-            for j in range(mask.numblocks[1])
-        ])
-        for pieces in row:
-            for label, polygons in pieces.items():
-                pending.setdefault(label, []).extend(polygons)
-        done = sorted(k for k in pending if table.bottom[k - 1] <= row_starts[i + 1])
-        for label in done:
-            geometry = join_pieces(pending.pop(label))
+        row = dask.compute(*_row_tasks(blocks, merged, i, starts))
+        for geometry in _finished(pending, row, merged, starts[0][i + 1]):
             start = "\n" if count == 0 and first else ",\n"
             out.write(start + _feature(geometry, downsample, properties))
             count += 1
+    _check_closed(pending)
+    return count
+
+
+def _chunk_starts(mask: da.Array) -> tuple[np.ndarray, np.ndarray]:
+    """First row of each chunk row (and the end) and first column of each chunk column."""
+    return (np.concatenate([[0], np.cumsum(mask.chunks[0])]),
+            np.concatenate([[0], np.cumsum(mask.chunks[1])]))
+
+
+def _row_tasks(
+    blocks: np.ndarray, merged: Any, i: int, starts: tuple[np.ndarray, np.ndarray]
+) -> list[Any]:
+    """The polygon pieces of chunk row ``i``, lazily: one task per chunk."""
+    rows, cols = starts
+    return [
+        dask.delayed(_block_polygons)(
+            blocks[i, j], chunk_lut(merged, i, j), (int(rows[i]), int(cols[j]))
+        )
+        for j in range(blocks.shape[1])
+    ]
+
+
+def _finished(
+    pending: dict[int, list[BaseGeometry]], row: Any, merged: Any, row_end: int
+) -> list[BaseGeometry]:
+    """Add a chunk row's pieces to ``pending``; take out and join, in label order, the
+    components that end above ``row_end`` (no later chunk row holds a piece of them)."""
+    table = merged.table
+    assert table is not None
+    for pieces in row:
+        for label, polygons in pieces.items():
+            pending.setdefault(label, []).extend(polygons)
+    done = sorted(k for k in pending if table.bottom[k - 1] <= row_end)
+    return [join_pieces(pending.pop(label)) for label in done]
+
+
+def _check_closed(pending: dict[int, list[BaseGeometry]]) -> None:
     if pending:  # pragma: no cover - would be a bug in the merge
         raise MaskError(f"write_geojson: internal error: {len(pending)} components left open")
-    return count
