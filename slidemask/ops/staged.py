@@ -159,18 +159,19 @@ def _pool(workers: int | None) -> Any:
 
     try:
         lock, pools, main = threaded.pools_lock, threaded.pools, threaded.main_thread
-        executor = threaded.ContextAwareThreadPoolExecutor
+        executor, cores = threaded.ContextAwareThreadPoolExecutor, threaded.CPU_COUNT
+        threaded.default_pool  # noqa: B018 - present in the dask this follows
     except AttributeError:  # another dask: compute as dask does, without the wait
         return None
     thread = threading.current_thread()
     with lock:
         if workers is None and thread is main:
             if threaded.default_pool is None:
-                threaded.default_pool = executor(threaded.CPU_COUNT)
+                threaded.default_pool = executor(cores)
                 atexit.register(threaded.default_pool.shutdown)
             return threaded.default_pool
         if workers is None:
-            workers = threaded.CPU_COUNT
+            workers = cores
         pool = pools[thread].get(workers)
         if pool is None:
             pool = pools[thread][workers] = executor(workers)
