@@ -40,6 +40,9 @@ Cases:
     tissue_mpp8     configs/tissue.yaml (8 µm per pixel, from the pyramid) -> Zarr, PNG, JSON
     qc              configs/qc.yaml: tissue and every artifact (blur at 2 µm per pixel, the rest
                     at 8) -> mask, class map (OME-Zarr labels), GeoJSON, legend PNG, JSON
+    cli_threshold   the threshold case as the command a batch job runs (`slidemask run CONFIG -i
+                    SLIDE -o DIR`) in a fresh process: its imports, reports and start-up
+                    counted too (peak RSS: that process's)
     naive           whole image in RAM: tifffile.imread + cv2 grey + threshold
                     (skipped when it would not fit)
 """
@@ -74,6 +77,7 @@ ALL_CASES = [
     "api_global",
     "tissue_mpp8",
     "qc",
+    "cli_threshold",
     "naive",
 ]
 DEFAULT_CASES = ["decode", "read", "threshold", "hsv"]
@@ -168,6 +172,21 @@ def run_case(
     t0 = time.perf_counter()
     out = out_dir / f"{case}.zarr"
     extra: dict[str, Any] = {}
+    if case == "cli_threshold":
+        # the command a batch job runs, in a fresh process: imports and reports included
+        config_file = out_dir / "cli_threshold.yaml"
+        text = case_config(case, below, min_area)
+        config_file.write_text(text if "chunk_size:" in text else text + f"\nchunk_size: {chunk}\n")
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "slidemask", "run", str(config_file), "-i", str(path), "-o",
+             str(out_dir / "cli"), "--overwrite", "-q"],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        wall = time.perf_counter() - t0
+        child_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        shutil.rmtree(out_dir / "cli", ignore_errors=True)
+        return {"case": case, "wall_s": wall, "peak_rss_mib": child_kib / 1024}
     if case == "decode":
         import tifffile
 
@@ -263,7 +282,8 @@ CASE_CONFIGS = {
 }
 
 
-SOURCE_CASES = {"threshold_s3": "threshold", "threshold_openslide": "threshold"}
+SOURCE_CASES = {"threshold_s3": "threshold", "threshold_openslide": "threshold",
+                "cli_threshold": "threshold"}
 """Cases that time another case's configuration with the slide read another way."""
 
 
