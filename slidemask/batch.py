@@ -402,14 +402,11 @@ def _slide_task(
     with this config is then this slide's result (``done``, its stored statistics).
     """
     digest = config_hash(config)
-    if not overwrite and stored_config_hash(output) == digest and (
-        config.tiles is None or tiles_up_to_date(Path(output), config.tiles, digest)
-    ):
-        stats = stored_stats(read_attrs(output))
-        if config.tiles is not None:
-            stats["tiles"] = tiles_count(Path(output))
-        return SlideResult(path=Path(path), output=Path(output), status="done", stats=stats,
-                           config_hash=digest)
+    if not overwrite and stored_config_hash(output) == digest:
+        stats = _done_stats(Path(output), digest, config.tiles)
+        if stats is not None:
+            return SlideResult(path=Path(path), output=Path(output), status="done",
+                               stats=stats, config_hash=digest)
     started = _SLIDE_STARTED.get()
     if started is not None:
         started(Path(path))
@@ -432,6 +429,18 @@ def _quiet_in_worker() -> None:
     package = logging.getLogger("slidemask")
     if not package.handlers:
         package.addHandler(logging.NullHandler())
+
+
+def _done_stats(output: Path, digest: str, tiles: TileSpec | None) -> dict[str, Any] | None:
+    """The stored statistics of a complete output made with config hash ``digest`` (checked
+    by the caller), with its tile count; None when ``tiles`` are asked for and are missing
+    or were made with other settings (the slide's tiles are then still to write)."""
+    if tiles is not None and not tiles_up_to_date(output, tiles, digest):
+        return None
+    stats = stored_stats(read_attrs(output))
+    if tiles is not None:
+        stats["tiles"] = tiles_count(output)
+    return stats
 
 
 def _remove_tree(path: Path) -> None:
@@ -469,13 +478,11 @@ def _plan(
         )
     if is_complete(output):
         if not overwrite and stored_config_hash(output) == digest:
-            if tiles is not None and not tiles_up_to_date(output, tiles, digest):
+            stats = _done_stats(output, digest, tiles)
+            if stats is None:
                 log.debug("writing the tiles of %s (missing or made with other settings)",
                           output)
                 return _Plan(path, output, "run")
-            stats = stored_stats(read_attrs(output))
-            if tiles is not None:
-                stats["tiles"] = tiles_count(output)
             result = SlideResult(path=path, output=output, status="skipped",
                                  stats=stats, config_hash=digest)
             return _Plan(path, output, "known", result=result)

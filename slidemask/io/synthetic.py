@@ -509,15 +509,13 @@ def _write_aperio(
     head = f"Aperio Image Library v12.0.16 \r\n{cols}x{rows} [0,0 {cols}x{rows}] ({tile}x{tile})"
     fields = f"AppMag = {10 / mpp:g}|MPP = {mpp:g}"
     with tifffile.TiffWriter(path, bigtiff=True) as tw:
-        tw.write(_tiles(scene, shapes[0], tile, 1.0, workers), shape=(rows, cols, 3),
-                 description=f"{head} {compressed} Q={quality}|{fields}", metadata=None,
-                 **common)
-        small = shapes[-1]
-        thumbnail = scene.render(0, 0, small[0], small[1], rows / small[0])
-        tw.write(thumbnail, photometric="rgb", compression="jpeg", metadata=None,
-                 description=f"{head} -> {small[1]}x{small[0]} - |{fields}")
-        for shape in shapes[1:]:
+        for index, shape in enumerate(shapes):
+            size = "" if index == 0 else f" -> {shape[1]}x{shape[0]}"
             tw.write(_tiles(scene, shape, tile, rows / shape[0], workers),
                      shape=(shape[0], shape[1], 3), metadata=None,
-                     description=f"{head} -> {shape[1]}x{shape[0]} {compressed} Q={quality}"
-                     f"|{fields}", **common)
+                     description=f"{head}{size} {compressed} Q={quality}|{fields}", **common)
+            if index == 0:  # the thumbnail comes second, as scanners write it
+                small = shapes[-1]
+                tw.write(scene.render(0, 0, small[0], small[1], rows / small[0]),
+                         photometric="rgb", compression="jpeg", metadata=None,
+                         description=f"{head} -> {small[1]}x{small[0]} - |{fields}")

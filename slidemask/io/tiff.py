@@ -1194,10 +1194,9 @@ def slide_name(path: str | os.PathLike[str]) -> str:
     >>> slide_name("scans/CMU-1.svs"), slide_name("x.ome.tif"), slide_name("scan.v2.tiff")
     ('CMU-1', 'x', 'scan.v2')
     """
-    text = os.fspath(path)
-    if "://" in text:  # a URL: its query (a presigned URL's signature) and fragment are no name
-        text = text.split("?", 1)[0].split("#", 1)[0]
-    name = Path(text).name
+    from slidemask.storage import display
+
+    name = Path(display(path)).name  # a URL's query (a presigned URL's signature) is no name
     lower = name.lower()
     for suffix in _SLIDE_SUFFIXES:
         if lower.endswith(suffix) and len(name) > len(suffix):

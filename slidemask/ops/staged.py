@@ -90,12 +90,12 @@ def compute(*collections: Any, **kwargs: Any) -> tuple[Any, ...]:
     targets = [c for c in collections if dask.is_dask_collection(c)]
     if not targets:
         return tuple(collections)
-    with _own_threads(kwargs) as kwargs:
+    with _waiting_for_tasks(kwargs) as kwargs:
         return _compute(collections, targets, kwargs)
 
 
 @contextlib.contextmanager
-def _own_threads(kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _waiting_for_tasks(kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Under dask's threaded scheduler (the default) and without a ``pool`` of the caller's,
     compute on a pool that remembers the tasks it runs for this call, and wait for those
     still running before an error or Ctrl-C propagates. dask raises a task's error at once
