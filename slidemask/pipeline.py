@@ -527,7 +527,7 @@ def _class_outputs(
     histogram pass over the stored masks)."""
     assert built.classes is not None and config.classes is not None
     values = config.classes.label_values()
-    (counts,) = dask.compute(class_counts(built.classes, built.tissue))
+    (counts,) = staged.compute(class_counts(built.classes, built.tissue))
     return ClassLabels(built.classes, values), class_areas(
         np.asarray(counts), values, mpp, tissue_known=built.tissue is not None
     )

@@ -83,6 +83,26 @@ def test_a_local_run_loads_no_cluster_module(tmp_path: Path) -> None:
     assert "dask" in loaded and loaded.isdisjoint({"distributed", "dask_jobqueue"})
 
 
+@pytest.mark.parametrize("scheduler", [None, "threads", "sync"])
+def test_api_writers_load_no_cluster_module(tmp_path: Path, scheduler: str | None) -> None:
+    """The public API's writers, on a global step, with dask's default scheduler or one named
+    in dask's config, do not import distributed (dask itself would, 0.6-0.8 s on a process's
+    first compute, to look for a client)."""
+    slide = tmp_path / "s.ome.tif"
+    setting = "" if scheduler is None else f"dask.config.set(scheduler={scheduler!r})\n"
+    loaded = _loaded_after(
+        "import dask\n"
+        f"{setting}"
+        "import slidemask as sm\n"
+        f"sm.write_synthetic_slide({str(slide)!r}, 256, tile=128)\n"
+        f"level = sm.open_slide({str(slide)!r}).levels[0]\n"
+        "mask = sm.fill_holes(sm.threshold(sm.to_gray(level), below=220))\n"
+        f"sm.write_zarr(mask, {str(tmp_path / 'm.zarr')!r})\n"
+        f"sm.write_geojson(mask, {str(tmp_path / 'm.geojson')!r})\n"
+    )
+    assert "dask" in loaded and loaded.isdisjoint({"distributed", "dask_jobqueue"})
+
+
 def test_version_option_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     out = capsys.readouterr().out

@@ -9,6 +9,7 @@ is not used because it cannot be pickled and decodes on one thread.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import struct
@@ -243,6 +244,28 @@ class _PageCodec:
     contig_samples: int
     segments_y: int
     segments_x: int
+    jpeg: dict[str, Any] | None = None
+    """For an 8-bit JPEG tile: keyword arguments of ``imagecodecs.jpeg_decode`` (colour
+    spaces and tile shape), to decode into a reused buffer; None otherwise."""
+
+
+_BUFFERS = threading.local()
+
+
+def _tile_buffer(shape: tuple[int, ...]) -> np.ndarray:
+    """This thread's uint8 buffer of ``shape``, reused from tile to tile.
+
+    Decoding a tile into a new array costs about a fifth of the decode itself (fresh pages
+    from the kernel for each 768 KiB tile; measured 1.99 s against 1.62 s for 1600 512² JPEG
+    tiles on one thread), so the tile readers that copy each tile out at once decode into this.
+    """
+    buffers: dict[tuple[int, ...], np.ndarray] | None = getattr(_BUFFERS, "tiles", None)
+    if buffers is None:
+        buffers = _BUFFERS.tiles = {}
+    buffer = buffers.get(shape)
+    if buffer is None:
+        buffer = buffers[shape] = np.empty(shape, np.uint8)
+    return buffer
 
 
 @dataclass
@@ -425,11 +448,26 @@ class _LevelHandle:
         return target
 
     def _decode(self, page: _PageCodec, index: int, row: int, col: int) -> np.ndarray | None:
+        """Segment ``index`` of ``page``, decoded, as ``(rows, cols, contig samples)``; None
+        for an empty (sparse) segment. An 8-bit JPEG tile is decoded into this thread's
+        reused buffer, valid until the thread's next decode: callers copy it out at once."""
         count = int(page.counts[index])
         try:
             data = self._bytes(count, int(page.offsets[index])) if count else None
             if data is not None and len(data) != count:
                 raise OSError(f"short read ({len(data)} of {count} bytes)")
+            if data is not None and page.jpeg is not None:
+                import imagecodecs
+
+                shape = page.jpeg["shape"]
+                with contextlib.suppress(Exception):  # any trouble: tifffile's own decode
+                    decoded = imagecodecs.jpeg_decode(
+                        data, tables=page.jpegtables, header=page.jpegheader,
+                        colorspace=page.jpeg["colorspace"],
+                        outcolorspace=page.jpeg["outcolorspace"], shape=shape[:2],
+                        out=_tile_buffer(shape),
+                    )
+                    return decoded.reshape(shape)
             kwargs: dict[str, Any] = {"_fullsize": self.geometry.tiled}
             if page.jpegtables is not None or page.jpegheader is not None:
                 kwargs["jpegtables"] = page.jpegtables
@@ -649,6 +687,15 @@ def _describe_level(
                 f"{int((offsets + counts).max())} but the file has {file_size} bytes",
             )
         jpeg = keyframe.compression in {6, 7, 34892, 33007}
+        fast_jpeg = None
+        if (keyframe.compression == 7 and keyframe.bitspersample == 8 and keyframe.is_tiled
+                and nsep == 1 and np.dtype(keyframe.dtype) == np.uint8):
+            colorspace, outcolorspace = tifffile.tifffile.jpeg_decode_colorspace(
+                keyframe.photometric, keyframe.planarconfig, keyframe.extrasamples,
+                keyframe.is_jfif,
+            )
+            fast_jpeg = {"colorspace": colorspace, "outcolorspace": outcolorspace,
+                         "shape": (seg_rows, seg_cols, ncontig)}
         codecs.append(
             _PageCodec(
                 offsets=offsets,
@@ -660,6 +707,7 @@ def _describe_level(
                 contig_samples=ncontig,
                 segments_y=math.ceil(rows / seg_rows),
                 segments_x=math.ceil(cols / seg_cols),
+                jpeg=fast_jpeg,
             )
         )
     channels = len(pages) * nsep * ncontig

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, wait
 from typing import Any
 
@@ -34,7 +35,7 @@ from dask._task_spec import DataNode
 from dask.core import flatten
 from dask.optimization import cull
 
-__all__ = ["BARRIER_PREFIXES", "compute"]
+__all__ = ["BARRIER_PREFIXES", "compute", "scheduler_kwargs"]
 
 BARRIER_PREFIXES: tuple[str, ...] = (
     "slidemask-components-merge-",
@@ -90,8 +91,50 @@ def compute(*collections: Any, **kwargs: Any) -> tuple[Any, ...]:
     targets = [c for c in collections if dask.is_dask_collection(c)]
     if not targets:
         return tuple(collections)
-    with _waiting_for_tasks(kwargs) as kwargs:
+    with _waiting_for_tasks(scheduler_kwargs(kwargs, targets)) as kwargs:
         return _compute(collections, targets, kwargs)
+
+
+def scheduler_kwargs(kwargs: dict[str, Any], collections: Sequence[Any] = ()) -> dict[str, Any]:
+    """``kwargs`` for :func:`dask.compute` of ``collections`` with the scheduler dask would
+    choose named as its function where dask's choice is a local one and ``distributed`` is not
+    imported (then no client can exist).
+
+    To choose, dask imports ``distributed`` on a process's first compute wherever it is
+    installed, to look for a client (0.6–0.8 s measured); a slidemask job that uses no
+    client need not pay that.
+
+    Parameters
+    ----------
+    kwargs
+        Keyword arguments meant for :func:`dask.compute`.
+    collections
+        The dask collections to compute: their default scheduler applies when nothing is
+        configured (none given: dask's threaded scheduler, the default of arrays and
+        ``Delayed``).
+
+    Returns
+    -------
+    dict
+        ``kwargs``, with ``scheduler=`` a function where that was resolved here.
+    """
+    if "distributed" in sys.modules:
+        return kwargs
+    from dask.base import named_schedulers
+
+    scheduler = kwargs.get("scheduler")
+    if scheduler is None:
+        scheduler = dask.config.get("scheduler", None)
+    if scheduler is None:
+        from dask.threaded import get as threaded_get
+
+        defaults = {getattr(c, "__dask_scheduler__", None) for c in collections} or {threaded_get}
+        if len(defaults) == 1 and callable(chosen := defaults.pop()):
+            return {**kwargs, "scheduler": chosen}
+        return kwargs
+    if isinstance(scheduler, str) and scheduler.lower() in named_schedulers:
+        return {**kwargs, "scheduler": named_schedulers[scheduler.lower()]}
+    return kwargs
 
 
 @contextlib.contextmanager
@@ -104,7 +147,9 @@ def _waiting_for_tasks(kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
     from dask.base import get_scheduler
     from dask.threaded import get as threaded_get
 
-    if "pool" in kwargs or get_scheduler(scheduler=kwargs.get("scheduler")) is not threaded_get:
+    scheduler = kwargs.get("scheduler")
+    if "pool" in kwargs or not (scheduler is threaded_get or (
+            not callable(scheduler) and get_scheduler(scheduler=scheduler) is threaded_get)):
         yield kwargs
         return
     workers = kwargs.get("num_workers") or dask.config.get("num_workers", None)

@@ -48,6 +48,7 @@ import cv2
 import dask.array as da
 import numpy as np
 
+from slidemask.ops import staged
 from slidemask.tiles.frame import open_mask
 from slidemask.tiles.spec import FORMATS, TileSpec
 from slidemask.tiles.table import TileTable
@@ -371,7 +372,7 @@ def _mask_thumbnail(
     level0_per_thumb = max(level0_shape[0] / rows, level0_shape[1] / cols)
     stride = max(1, int(level0_per_thumb // mask_downsample))
     small = mask[::stride, ::stride]
-    small_np = np.asarray(small.compute() if isinstance(small, da.Array) else small) != 0
+    small_np = np.asarray(staged.compute(small)[0]) != 0
     out = np.zeros((rows, cols), np.uint8)
     extent = (
         min(rows, max(1, round(mask.shape[0] * mask_downsample / level0_per_thumb))),

@@ -26,6 +26,7 @@ import numpy as np
 from slidemask.errors import MaskError
 from slidemask.kernels import labels as kl
 from slidemask.kernels.polygons import join_pieces, label_polygons
+from slidemask.ops import staged
 from slidemask.ops.components import check_mask, chunk_lut, label_merge
 from slidemask.writers.atomic import atomic_write
 from slidemask.writers.zarr import stored_copy
@@ -234,7 +235,7 @@ def write_class_geojson(
         out.write('{"type": "FeatureCollection", "features": [')
         if classes.size and classes.shape[0] * classes.shape[1] <= IN_MEMORY_PIXELS:
             # one pass over the class map, then every class traced in the same tasks
-            whole = np.asarray(classes.compute())
+            whole = np.asarray(staged.compute(classes)[0])
             counts = _write_all_classes(
                 da.from_array(whole, chunks=classes.chunks), values, properties, out,
                 float(downsample),
@@ -267,13 +268,13 @@ def _write_all_classes(
     class, each in the order :func:`_write_features` gives."""
     names = list(values)
     masks = [check_mask(classes == np.uint8(values[n]), "write_class_geojson") for n in names]
-    merges = dask.compute(*[label_merge(m, 8, np.dtype(np.int64)) for m in masks])
+    merges = staged.compute(*[label_merge(m, 8, np.dtype(np.int64)) for m in masks])
     starts = _chunk_starts(classes)
     tasks = []
     for mask, merged in zip(masks, merges, strict=True):
         blocks = mask.to_delayed()
         tasks.append([_row_tasks(blocks, merged, i, starts) for i in range(mask.numblocks[0])])
-    (pieces_by_class,) = dask.compute(tasks)
+    (pieces_by_class,) = dask.compute(tasks, **staged.scheduler_kwargs({}))
     counts: dict[str, int] = {}
     written = 0
     for name, merged, rows in zip(names, merges, pieces_by_class, strict=True):
@@ -293,13 +294,13 @@ def _write_all_classes(
 def _write_features(
     mask: da.Array, out: Any, downsample: float, properties: str, *, first: bool = True
 ) -> int:
-    merged = label_merge(mask, 8, np.dtype(np.int64)).compute()
+    (merged,) = staged.compute(label_merge(mask, 8, np.dtype(np.int64)))
     starts = _chunk_starts(mask)
     blocks = mask.to_delayed()
     pending: dict[int, list[BaseGeometry]] = {}
     count = 0
     for i in range(mask.numblocks[0]):
-        row = dask.compute(*_row_tasks(blocks, merged, i, starts))
+        row = staged.compute(*_row_tasks(blocks, merged, i, starts))
         for geometry in _finished(pending, row, merged, starts[0][i + 1]):
             start = "\n" if count == 0 and first else ",\n"
             out.write(start + _feature(geometry, downsample, properties))

@@ -63,8 +63,6 @@ import dask.array as da
 import numpy as np
 import zarr
 from dask.delayed import Delayed
-from numcodecs import Blosc
-from zarr.codecs import BloscCodec
 
 from slidemask.errors import MaskError
 from slidemask.ops import staged
@@ -79,7 +77,7 @@ from slidemask.writers.atomic import (
 )
 from slidemask.writers.atomic import partial_path as new_partial_path
 from slidemask.writers.summary import shared_delayed
-from slidemask.writers.zarr import ATTRS_KEY, FORMAT_VERSION
+from slidemask.writers.zarr import ATTRS_KEY, CHUNK_COMPRESSOR, CHUNK_ENCODER, FORMAT_VERSION
 
 __all__ = ["CLASS_LABELS_NAME", "LABEL_RGBA", "OME_VERSION", "ClassLabels", "write_ome_labels"]
 
@@ -123,12 +121,13 @@ class ClassLabels:
         }
 
 
-_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
-_ENCODER = Blosc(cname="lz4", clevel=5, shuffle=Blosc.BITSHUFFLE)
-"""What ``_COMPRESSOR`` does to a chunk of one-byte labels, applied directly: chunk files are
-written without zarr's per-call machinery (8 times faster on a 3125² label image), in the
-layout zarr reads (``<array>/c/<row>/<col>``, full-size edge chunks, no file for an all-zero
-chunk: it reads as the fill value 0). The same codec as :func:`slidemask.write_zarr`."""
+_COMPRESSOR = CHUNK_COMPRESSOR
+_ENCODER = CHUNK_ENCODER
+"""The codec of :func:`slidemask.write_zarr`. ``_ENCODER``, what ``_COMPRESSOR`` does to a
+chunk of one-byte labels, is applied directly: chunk files are written without zarr's
+per-call machinery (8 times faster on a 3125² label image), in the layout zarr reads
+(``<array>/c/<row>/<col>``, full-size edge chunks, no file for an all-zero chunk: it reads
+as the fill value 0)."""
 
 IN_MEMORY_PIXELS = 2**24
 """Label images of at most this many pixels (4096², e.g. an 8 µm class map of a 50000² slide:
@@ -474,7 +473,7 @@ def write_ome_labels(
     if in_memory:
         # the mask, the class map and any lazy attribute values, computed in one pass
         try:
-            whole, class_whole, user_attrs = dask.compute(label, class_image, user_attrs)
+            whole, class_whole, user_attrs = staged.compute(label, class_image, user_attrs)
         finally:
             release(mask)  # the mask's scratch copies, if it was built with global steps
         levels = _numpy_pyramid(np.asarray(whole), len(shapes), method)

@@ -28,6 +28,7 @@ import zarr
 
 from slidemask.errors import MaskError, SlidemaskError
 from slidemask.io.tiff import Slide, open_slide
+from slidemask.ops import staged
 from slidemask.ops.resample import downsample_mean
 from slidemask.writers.atomic import atomic_write
 
@@ -108,7 +109,7 @@ def _thumbnail(slide: Slide, max_size: int, image: np.ndarray | None = None) -> 
         factor = max(1, min(longer // max_size, int(level.shape[0]), int(level.shape[1])))
         if factor > 1:
             level = downsample_mean(level, factor)
-        image = np.asarray(level.compute())
+        image = np.asarray(staged.compute(level)[0])
     else:
         image = shrink_for_preview(image, max_size)
     thumb = _to_rgb8(image)
@@ -134,7 +135,7 @@ def _mask_on_thumbnail(
     level0_per_thumb = min(slide_shape[0] / rows, slide_shape[1] / cols)
     stride = max(1, int(level0_per_thumb // mask_downsample))
     small = mask[::stride, ::stride]
-    small_np = np.asarray(small.compute() if isinstance(small, da.Array) else small)
+    small_np = np.asarray(staged.compute(small)[0])
     if small_np.ndim == 3:
         small_np = small_np[:, :, 0]
     small_u8 = small_np.astype(np.uint8) if keep_values else (small_np != 0).astype(np.uint8)

@@ -3,28 +3,28 @@
 Layout of one output (``<slide name>.zarr``, a directory): a single Zarr v3 array at the root,
 ``(rows, cols)`` in the pixels of the level the mask was computed at (the provenance says
 which level and its downsample to level 0), ``bool``, zarr chunks equal to the dask chunks,
-each chunk compressed by ``blosc`` (LZ4, bit-shuffled). Chunks that are entirely ``False`` are
+each chunk compressed by ``blosc`` (LZ4, no shuffle). Chunks that are entirely ``False`` are
 not stored (zarr's fill value), so background costs nothing. Read it with
 ``zarr.open_array(path)`` or :func:`read_mask`.
 
-Why this encoding. Each chunk is ``blosc`` (LZ4, bit-shuffled). Measured on a 2-core machine on
-the level-0 ``grey < 200`` mask of a noisy synthetic slide (specks and pinholes, as thresholded
-real H&E gives), per 2048² chunk on one thread (best of 3):
+Why this encoding. Each chunk is ``blosc`` (LZ4, no shuffle). Measured on a 2-core machine
+on four 2048² chunks of the level-0 ``grey < t`` masks of the synthetic slides (noisy: specks
+and pinholes, as thresholded real H&E gives; smooth: solid tissue), mean per chunk on one
+thread (best of 5; ``Blosc.encode``):
 
-==============================================  ==========  ===============
-encoding                                        bits/pixel  ms per chunk
-==============================================  ==========  ===============
-bool + blosc (lz4, bitshuffle) (chosen)         0.41        4.6
-bool + blosc (lz4, no shuffle)                  0.83        4.6
-bool + blosc (zstd 1, bitshuffle)               0.23        9.9
-bool + zstd level 1 (before)                    0.38        15.9
-==============================================  ==========  ===============
+=========================================  =================  ==================
+encoding                                   noisy ms, bits/px  smooth ms, bits/px
+=========================================  =================  ==================
+bool + blosc (lz4 5, no shuffle) (chosen)  1.65, 0.49         0.81, 0.05
+bool + blosc (lz4 5, bitshuffle) (before)  2.34, 0.26         3.10, 0.04
+bool + blosc (zstd 1, bitshuffle)          5.49, 0.14         4.88, 0.02
+=========================================  =================  ==================
 
-zstd at level 1 cost as much CPU as decoding the JPEG tiles the mask came from (1.2-1.4x the
-decode time for a threshold pass on a 50000² slide); blosc's LZ4 with bit-shuffling is 3.5x
-cheaper for about the same size, and is a Zarr v3 core codec that every reader opens. Smooth
-tissue masks compress far better with either. Arrays written with ``zstd`` by earlier
-versions are still read.
+Decoding one 2048² chunk's JPEG tiles takes about 16 ms of one core, so bit-shuffling cost
+5-20 % of a threshold pass for a smaller file only on noisy level-0 masks; tissue masks
+compress alike either way. blosc is a Zarr v3 core codec that every reader opens (a reader
+takes the shuffle from each chunk's own header, so masks written with bit-shuffling, or with
+``zstd`` by earlier versions, are still read).
 
 Atomicity: the array is written under a hidden sibling name ``.<name>.partial-<hex>``; the
 provenance attributes and the completion marker (``attributes["slidemask"]["complete"] =
@@ -87,10 +87,10 @@ FORMAT_VERSION = 1
 """Bumped when the layout of an output changes incompatibly."""
 
 _PARTIAL_INFIX = ".partial-"
-_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
-_ENCODER = Blosc(cname="lz4", clevel=5, shuffle=Blosc.BITSHUFFLE)
-"""The same encoder zarr's ``_COMPRESSOR`` uses for one-byte data (the chunk files are
-byte-identical, tested)."""
+CHUNK_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
+CHUNK_ENCODER = Blosc(cname="lz4", clevel=5, shuffle=Blosc.NOSHUFFLE)
+"""The same encoder zarr's ``CHUNK_COMPRESSOR`` uses for one-byte data (the chunk files are
+byte-identical, tested); the OME-Zarr labels writer uses both too."""
 _DECODERS = {"blosc": Blosc(), "zstd": Zstd()}
 """Decoders by codec name: ``zstd`` for arrays written before the switch to Blosc."""
 
@@ -176,7 +176,7 @@ class _ChunkWriter:
             full = np.full(self.chunks, fill, dtype=block.dtype)
             full[tuple(slice(0, n) for n in block.shape)] = block
             block = full
-        data = _ENCODER.encode(np.ascontiguousarray(block, dtype=self.dtype))
+        data = CHUNK_ENCODER.encode(np.ascontiguousarray(block, dtype=self.dtype))
         path = os.path.join(self.root, "c", *map(str, location))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as fh:
@@ -332,7 +332,7 @@ def _create(partial: Path, mask: da.Array) -> zarr.Array:
         shape=mask.shape,
         chunks=tuple(max(1, sizes[0]) if sizes else 1 for sizes in mask.chunks),
         dtype=mask.dtype,
-        compressors=_COMPRESSOR,
+        compressors=CHUNK_COMPRESSOR,
         fill_value=False if mask.dtype == np.bool_ else 0,
         dimension_names=("y", "x") if mask.ndim == 2 else None,
         chunk_key_encoding={"name": "default", "separator": "/"},
