@@ -46,7 +46,7 @@ def check_gray_input(shape: tuple[int, ...], dtype: np.dtype) -> None:
         )
 
 
-def rgb_to_gray(tile: np.ndarray) -> np.ndarray:
+def rgb_to_gray(tile: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
     """Grey (luma) of an RGB or RGBA tile, identical to ``cv2.cvtColor(tile, COLOR_RGB2GRAY)``.
 
     Parameters
@@ -54,24 +54,37 @@ def rgb_to_gray(tile: np.ndarray) -> np.ndarray:
     tile
         ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA (alpha ignored), uint8 or uint16;
         a 2-D or ``(rows, cols, 1)`` tile is returned as 2-D without conversion.
+    out
+        Optional ``(rows, cols)`` array of the tile's dtype to write the grey into (any
+        strides), e.g. a reused buffer.
 
     Returns
     -------
     numpy.ndarray
         ``(rows, cols)``, same dtype as ``tile``: ``0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601)
-        with OpenCV's fixed-point rounding. Allocates one plane.
+        with OpenCV's fixed-point rounding; ``out`` where given, else one new plane (or a view
+        of a one-channel ``tile``).
     """
     check_gray_input(tile.shape, tile.dtype)
-    if tile.ndim == 2:
-        return tile
-    if tile.shape[2] == 1:
-        return tile[..., 0]
+    if tile.ndim == 2 or tile.shape[2] == 1:
+        plane = tile if tile.ndim == 2 else tile[..., 0]
+        if out is None:
+            return plane
+        out[...] = plane
+        return out
     if tile.shape[0] == 0 or tile.shape[1] == 0:
-        return np.empty(tile.shape[:2], dtype=tile.dtype)
+        return np.empty(tile.shape[:2], dtype=tile.dtype) if out is None else out
     # RGBA2GRAY reads the alpha plane in place instead of copying an RGB slice first;
     # it gives the same result as RGB2GRAY on the first three channels (tested).
     code = cv2.COLOR_RGB2GRAY if tile.shape[2] == 3 else cv2.COLOR_RGBA2GRAY
-    return cv2.cvtColor(np.ascontiguousarray(tile), code)
+    if out is None:
+        return cv2.cvtColor(np.ascontiguousarray(tile), code)
+    # OpenCV writes into a contiguous dst of the right shape and type, else returns a new image
+    grey = cv2.cvtColor(np.ascontiguousarray(tile), code,
+                        dst=out if out.flags.c_contiguous else None)
+    if grey is not out:
+        out[...] = grey
+    return out
 
 
 def check_hsv_bounds(

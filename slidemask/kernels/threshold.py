@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -94,7 +94,11 @@ def _below_bound(value: Bound, dtype: np.dtype) -> np.generic | Literal["all", "
 
 
 def threshold_mask(
-    tile: np.ndarray, *, above: object = None, below: object = None
+    tile: np.ndarray,
+    *,
+    above: object = None,
+    below: object = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bool mask of ``tile > above`` and/or ``tile < below`` (both: the open band between).
 
@@ -107,39 +111,76 @@ def threshold_mask(
         Real numbers (Python or numpy scalars, or 0-d arrays) or None; at least one given.
         Values outside the dtype's range are allowed here and give all-True or all-False;
         NaN gives all-False, as numpy's comparison does. NaN pixels are never in the mask.
+    out
+        Optional bool array of ``tile``'s shape (any strides) to write the mask into, e.g.
+        the tile's place in a larger chunk.
 
     Returns
     -------
     numpy.ndarray
-        Bool, same shape as ``tile``. Allocates one byte per pixel.
+        Bool, same shape as ``tile``: ``out`` where given, else a new array (one byte per
+        pixel).
     """
     if above is None and below is None:
         raise ValueError("threshold_mask needs above, below or both")
-    if not (np.issubdtype(tile.dtype, np.integer) or np.issubdtype(tile.dtype, np.floating)):
-        raise TypeError(f"threshold_mask needs an integer or float tile, got {tile.dtype}")
     dtype = tile.dtype
-    bounds = (
-        None if above is None else _above_bound(as_real(above), dtype),
-        None if below is None else _below_bound(as_real(below), dtype),
-    )
-    if any(b is _NONE for b in bounds) or tile.size == 0:
-        return np.zeros(tile.shape, dtype=bool)
-    # What is left: a dtype value to compare with, or no constraint (None or "all").
-    lo, hi = (None if isinstance(b, str) else b for b in bounds)
+    lo, hi = _bounds(dtype, above, below)
+    if lo is _NONE or tile.size == 0:
+        return _filled(tile.shape, False, out)
     if lo is None:
         if hi is not None:
-            return np.less(tile, hi)
+            return np.less(tile, hi, out=out)
         # "All" still excludes NaN pixels, as a comparison would.
         if np.issubdtype(dtype, np.floating):
-            return ~np.isnan(tile)
-        return np.ones(tile.shape, dtype=bool)
+            return np.logical_not(np.isnan(tile), out=out)
+        return _filled(tile.shape, True, out)
     if hi is None:
-        return np.greater(tile, lo)
+        return np.greater(tile, lo, out=out)
     if dtype == np.uint8 and tile.ndim == 2:
         # One pass instead of three; inRange bounds are inclusive and lo < 255, hi > 0 here.
         mask = cv2.inRange(np.ascontiguousarray(tile), int(lo) + 1, int(hi) - 1)
         np.bitwise_and(mask, 1, out=mask)
-        return mask.reshape(tile.shape).view(bool)
-    mask = np.greater(tile, lo)
+        return _filled(tile.shape, mask.reshape(tile.shape).view(bool), out)
+    mask = np.greater(tile, lo, out=out)
     mask &= np.less(tile, hi)
     return mask
+
+
+def _filled(shape: tuple[int, ...], value: Any, out: np.ndarray | None) -> np.ndarray:
+    if out is None:
+        return np.full(shape, value, dtype=bool) if isinstance(value, bool) else value  # type: ignore[no-any-return]
+    out[...] = value
+    return out
+
+
+_BOUNDS: dict[tuple[object, ...], tuple[Any, Any]] = {}
+"""Comparison bounds by (dtype, above, below): a tile reader thresholds every file tile alike
+(the bounds cost about as much Python time as comparing a 512² uint8 tile)."""
+
+
+def _bounds(dtype: np.dtype, above: object, below: object) -> tuple[Any, Any]:
+    """``(lo, hi)``: ``tile > lo`` and ``tile < hi`` in ``dtype`` (None: no constraint) for
+    ``tile > above`` and ``tile < below``; ``lo`` is ``"none"`` where no pixel passes.
+    Raises TypeError for a dtype or threshold that cannot be compared."""
+    try:
+        key: tuple[object, ...] | None = (dtype, type(above), above, type(below), below)
+        cached = _BOUNDS.get(key)  # type: ignore[arg-type]
+    except TypeError:  # an unhashable threshold (a 0-d array)
+        key, cached = None, None
+    if cached is not None:
+        return cached
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise TypeError(f"threshold_mask needs an integer or float tile, got {dtype}")
+    bounds = (
+        None if above is None else _above_bound(as_real(above), dtype),
+        None if below is None else _below_bound(as_real(below), dtype),
+    )
+    result: tuple[Any, Any]
+    if any(b is _NONE for b in bounds):
+        result = (_NONE, None)
+    else:  # a dtype value to compare with, or no constraint (None or "all")
+        lo, hi = (None if isinstance(b, str) else b for b in bounds)
+        result = (lo, hi)
+    if key is not None and len(_BOUNDS) < 1024:
+        _BOUNDS[key] = result
+    return result

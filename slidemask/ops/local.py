@@ -30,13 +30,13 @@ import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import dask.array as da
 import numpy as np
 
 from slidemask.errors import MaskError
-from slidemask.io.tiff import PIXELS_ATTR
+from slidemask.io.tiff import PIXELS_ATTR, tile_buffer
 from slidemask.kernels.color import (
     check_gray_input,
     check_hsv_bounds,
@@ -115,8 +115,20 @@ class PixelStep:
     kernel: Callable[..., np.ndarray]
     kwargs: tuple[tuple[str, Any], ...] = ()
 
-    def __call__(self, tile: np.ndarray) -> np.ndarray:
-        return self.kernel(tile, **dict(self.kwargs))
+    def __call__(self, tile: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``kernel(tile, **kwargs)``, written into ``out`` where given (same shape as the
+        result, any strides) and returned."""
+        if out is None:
+            return self.kernel(tile, **dict(self.kwargs))
+        if self.kernel in _WRITES_OUT:
+            return self.kernel(tile, out=out, **dict(self.kwargs))
+        out[...] = self.kernel(tile, **dict(self.kwargs))
+        return out
+
+
+_WRITES_OUT: frozenset[Callable[..., np.ndarray]] = frozenset({rgb_to_gray, threshold_mask})
+"""Pointwise kernels that take ``out=``: a tile reader has them write into the tile's place in
+its chunk (and the grey plane into a reused buffer) instead of allocating and copying."""
 
 
 @dataclass(frozen=True)
@@ -141,11 +153,26 @@ class PixelChain:
     """
 
     steps: tuple[PixelStep, ...]
+    writes_out: ClassVar[bool] = True
+    """Tile readers may pass ``out=`` (see :data:`slidemask.io.tiff.PixelFunction`)."""
 
-    def __call__(self, tile: np.ndarray) -> np.ndarray:
-        for step in self.steps:
-            tile = step(tile)
-        return tile
+    def __call__(self, tile: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The steps applied to ``tile``; written into ``out`` where given (the last step's
+        shape and dtype, any strides) and returned. With ``out``, a grey step's plane goes
+        into this thread's reused buffer (it never leaves the call)."""
+        if not self.steps:
+            if out is None:
+                return tile
+            out[...] = tile
+            return out
+        *inner, last = self.steps
+        for i, step in enumerate(inner):
+            scratch = None
+            if (out is not None and i == 0 and step.kernel is rgb_to_gray and tile.ndim == 3
+                    and tile.shape[2] in (3, 4)):
+                scratch = tile_buffer(tile.shape[:2], tile.dtype)
+            tile = step(tile, out=scratch)
+        return last(tile, out=out)
 
     def __dask_tokenize__(self) -> object:
         return tuple(
