@@ -144,6 +144,7 @@ def run_case(
     import dask
     import distributed  # noqa: F401  (dask imports it on the first compute, to look for a client)
     import numpy as np
+    import scipy.sparse.csgraph  # noqa: F401  (the merge of a global step imports it when first used)
     import tifffile  # noqa: F401
     import zarr  # noqa: F401
 
