@@ -239,6 +239,58 @@ def test_threshold_uint8_band_fast_path() -> None:
     np.testing.assert_array_equal(threshold_mask(t, above=50, below=200), (t > 50) & (t < 200))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize(
+    "above, below",
+    [(None, 120), (80, None), (80, 120), (-1, None), (None, -1), (None, 1e9), (300.5, None)],
+)
+def test_threshold_into_a_strided_view_equals_a_new_mask(
+    dtype: type, above: float | None, below: float | None
+) -> None:
+    """``out=`` (a tile's place in a chunk) gets exactly the new mask; nothing else changes."""
+    rng = np.random.default_rng(3)
+    tile = rng.integers(0, 256, (37, 29)).astype(dtype)
+    chunk = np.zeros((64, 64), bool)
+    chunk[::2, ::2] = True
+    before = chunk.copy()
+    place = chunk[5:42, 9:38]
+    result = threshold_mask(tile, above=above, below=below, out=place)
+    assert result is place
+    np.testing.assert_array_equal(place, threshold_mask(tile, above=above, below=below))
+    outside = np.ones(chunk.shape, bool)
+    outside[5:42, 9:38] = False
+    np.testing.assert_array_equal(chunk[outside], before[outside])
+
+
+def test_threshold_bounds_cache_keeps_types_apart() -> None:
+    """The bounds cache tells ``1``, ``1.0`` and ``True`` apart (equal hashes): a bool is
+    still refused after an int of the same value was used."""
+    x = np.array([[0.5, 1.0, 1.5]], np.float32)
+    np.testing.assert_array_equal(threshold_mask(x, below=1), x < 1)
+    np.testing.assert_array_equal(threshold_mask(x, below=1.0), x < 1.0)
+    with pytest.raises(TypeError, match="real number"):
+        threshold_mask(x, below=True)
+    np.testing.assert_array_equal(threshold_mask(x, below=np.array(1.25)), x < 1.25)
+
+
+def test_gray_into_buffers_and_views() -> None:
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (33, 41, 3)).astype(np.uint8)
+    expected = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    buffer = np.empty((33, 41), np.uint8)
+    assert rgb_to_gray(rgb, out=buffer) is buffer
+    np.testing.assert_array_equal(buffer, expected)
+    big = np.zeros((50, 60), np.uint8)
+    view = big[3:36, 7:48]
+    assert rgb_to_gray(rgb, out=view) is view
+    np.testing.assert_array_equal(view, expected)
+    assert big[:3].sum() == 0 and big[36:].sum() == 0
+    wide = np.empty((33, 41), np.uint16)  # another dtype: converted on the copy
+    np.testing.assert_array_equal(rgb_to_gray(rgb, out=wide), expected)
+    single = np.empty((33, 41), np.uint8)
+    np.testing.assert_array_equal(rgb_to_gray(rgb[..., :1], out=single), rgb[..., 0])
+
+
 # ---- median -------------------------------------------------------------------------------
 
 

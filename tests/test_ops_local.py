@@ -438,3 +438,29 @@ def test_threshold_error_on_colour_and_no_range_check_on_float() -> None:
 def test_errors(call, match: str) -> None:
     with pytest.raises(MaskError, match=match):
         call()
+
+
+def test_pixel_chain_into_equals_the_chain_and_keeps_no_buffer() -> None:
+    """A chain written into ``out`` (as tile readers call it) equals its plain result; its grey
+    plane lives in a reused buffer that never reaches a result."""
+    from slidemask.kernels.color import rgb_to_gray
+    from slidemask.kernels.threshold import threshold_mask
+    from slidemask.ops.local import PixelChain, PixelStep
+
+    rng = np.random.default_rng(6)
+    tiles = [rng.integers(0, 256, (24, 31, 3)).astype(np.uint8) for _ in range(3)]
+    grey = PixelChain((PixelStep(rgb_to_gray),))
+    mask = PixelChain((PixelStep(rgb_to_gray), PixelStep(threshold_mask, (("below", 128),))))
+    plain = [grey(t) for t in tiles]
+    assert not any(np.shares_memory(a, b) for a in plain for b in plain if a is not b)
+    chunk = np.zeros((48, 62), bool)
+    for k, (tile, (y, x)) in enumerate(zip(tiles, [(0, 0), (0, 31), (24, 0)], strict=True)):
+        place = chunk[y : y + 24, x : x + 31]
+        assert mask(tile, out=place) is place
+        np.testing.assert_array_equal(place, plain[k] < 128)
+    assert not chunk[24:, 31:].any()
+    greys = np.zeros((24, 62), np.uint8)
+    for k in range(2):
+        grey(tiles[k], out=greys[:, 31 * k : 31 * (k + 1)])
+    np.testing.assert_array_equal(greys, np.hstack(plain[:2]))
+    np.testing.assert_array_equal(PixelChain(())(tiles[0]), tiles[0])
