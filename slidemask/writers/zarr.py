@@ -21,7 +21,7 @@ bool + blosc (zstd 1, bitshuffle)          5.49, 0.14         4.88, 0.02
 =========================================  =================  ==================
 
 Decoding one 2048² chunk's JPEG tiles takes about 16 ms of one core, so bit-shuffling cost
-5-20 % of a threshold pass for a smaller file only on noisy level-0 masks; tissue masks
+4-15 % of a threshold pass for a smaller file only on noisy level-0 masks; tissue masks
 compress alike either way. blosc is a Zarr v3 core codec that every reader opens (a reader
 takes the shuffle from each chunk's own header, so masks written with bit-shuffling, or with
 ``zstd`` by earlier versions, are still read).
