@@ -190,3 +190,24 @@ def test_class_map_in_memory_and_stored_give_the_same_features(tmp_path_factory,
             covered += rasterise(shapely.geometry.shape(feature["geometry"]), classes.shape,
                                  downsample)
         np.testing.assert_array_equal(covered, (classes == value).astype(int))
+
+
+def test_drop_collinear_keeps_corners_of_every_ring_and_part() -> None:
+    import shapely
+
+    from slidemask.kernels.polygons import drop_collinear
+
+    shell = [(0, 0), (0, 2), (0, 4), (3, 4), (6, 4), (6, 0), (2, 0)]
+    hole = [(1, 1), (1, 2), (1, 3), (2, 3), (2, 1)]
+    other = [(10, 0), (10, 1), (11, 1), (12, 1), (12, 0)]
+    cleaned = drop_collinear(shapely.MultiPolygon([
+        shapely.Polygon(shell, [hole]), shapely.Polygon(other)
+    ]))
+    expected = shapely.MultiPolygon([
+        shapely.Polygon([(0, 0), (0, 4), (6, 4), (6, 0)], [[(1, 1), (1, 3), (2, 3), (2, 1)]]),
+        shapely.Polygon([(10, 0), (10, 1), (12, 1), (12, 0)]),
+    ])
+    assert cleaned.equals_exact(expected, 0)
+    single = drop_collinear(shapely.Polygon(shell))
+    assert single.geom_type == "Polygon"
+    assert single.equals_exact(shapely.Polygon([(0, 0), (0, 4), (6, 4), (6, 0)]), 0)

@@ -127,25 +127,32 @@ def label_polygons(
     return out
 
 
-def _clean_ring(xy: np.ndarray) -> np.ndarray:
-    prev = np.roll(xy, 1, axis=0)
-    nxt = np.roll(xy, -1, axis=0)
-    straight = ((prev[:, 0] == xy[:, 0]) & (xy[:, 0] == nxt[:, 0])) | (
-        (prev[:, 1] == xy[:, 1]) & (xy[:, 1] == nxt[:, 1])
-    )
-    return xy[~straight]
-
-
 def drop_collinear(geometry: BaseGeometry) -> BaseGeometry:
-    """Remove vertices in the middle of straight axis-parallel edges (pixel-edge geometry)."""
+    """Remove vertices in the middle of straight axis-parallel edges (pixel-edge geometry).
+
+    Every ring of every part at once, in numpy (a ring at a time cost about 0.2 ms: 15 s for
+    the 85 000 rings of a fragmented class map's GeoJSON).
+    """
     import shapely
 
-    polygons = []
-    for part in shapely.get_parts(geometry):
-        shell = _clean_ring(shapely.get_coordinates(part.exterior)[:-1])
-        holes = [_clean_ring(shapely.get_coordinates(r)[:-1]) for r in part.interiors]
-        polygons.append(shapely.Polygon(shell, holes))
-    return polygons[0] if len(polygons) == 1 else shapely.MultiPolygon(polygons)
+    parts = shapely.get_parts(geometry)
+    rings, part_of = shapely.get_rings(parts, return_index=True)  # shell, then its holes
+    coords, ring_of = shapely.get_coordinates(rings, return_index=True)
+    first = np.flatnonzero(np.r_[True, ring_of[1:] != ring_of[:-1]])
+    open_ = np.ones(len(coords), bool)
+    open_[np.r_[first[1:], len(coords)] - 1] = False  # each ring's closing vertex
+    xy, ring = coords[open_], ring_of[open_]
+    start = first - np.arange(len(first))  # each ring's first vertex among the open ones
+    length = np.diff(np.r_[start, len(xy)])
+    at = np.arange(len(xy)) - start[ring]  # position in the ring
+    prev = np.where(at == 0, start[ring] + length[ring] - 1, np.arange(len(xy)) - 1)
+    nxt = np.where(at == length[ring] - 1, start[ring], np.arange(len(xy)) + 1)
+    straight = ((xy[prev, 0] == xy[:, 0]) & (xy[:, 0] == xy[nxt, 0])) | (
+        (xy[prev, 1] == xy[:, 1]) & (xy[:, 1] == xy[nxt, 1])
+    )
+    cleaned = shapely.linearrings(xy[~straight], indices=ring[~straight])
+    polygons = shapely.polygons(cleaned, indices=part_of)
+    return polygons[0] if len(polygons) == 1 else shapely.MultiPolygon(list(polygons))
 
 
 def join_pieces(pieces: list[BaseGeometry]) -> BaseGeometry:
