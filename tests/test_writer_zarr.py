@@ -252,18 +252,23 @@ def test_multibyte_dtypes_round_trip(tmp_path: Path, dtype: type) -> None:
     np.testing.assert_array_equal(array[:], data)
 
 
+def _zarr_own(path: Path, data: np.ndarray, shuffle: str) -> None:
+    """``data`` written by zarr itself as a bool array of 32² chunks, LZ4 level 5."""
+    array = zarr.create_array(
+        store=str(path), shape=data.shape, chunks=(32, 32), dtype=bool,
+        compressors=zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=shuffle),
+        fill_value=False,
+    )
+    array[:] = data
+
+
 def test_chunk_files_equal_zarr_own(tmp_path: Path) -> None:
     """The writer's chunk files are byte-identical to those zarr writes itself."""
     rng = np.random.default_rng(5)
     data = rng.random((70, 45)) < 0.3
     data[:32, :32] = False  # one all-false chunk: not stored by either
     ours = write_zarr(da.from_array(data, chunks=(32, 32)), tmp_path / "ours.zarr")
-    theirs = zarr.create_array(
-        store=str(tmp_path / "theirs.zarr"), shape=data.shape, chunks=(32, 32), dtype=bool,
-        compressors=zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"),
-        fill_value=False,
-    )
-    theirs[:] = data
+    _zarr_own(tmp_path / "theirs.zarr", data, "noshuffle")
     files = sorted(p.relative_to(ours) for p in Path(ours, "c").rglob("*") if p.is_file())
     assert files == sorted(
         p.relative_to(tmp_path / "theirs.zarr")
@@ -340,12 +345,7 @@ def test_masks_written_bit_shuffled_are_still_read(tmp_path: Path) -> None:
     rng = np.random.default_rng(8)
     data = rng.random((70, 45)) < 0.3
     out = write_zarr(da.from_array(data, chunks=(32, 32)), tmp_path / "m.zarr")
-    old = zarr.create_array(
-        store=str(tmp_path / "old.zarr"), shape=data.shape, chunks=(32, 32), dtype=bool,
-        compressors=zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),
-        fill_value=False,
-    )
-    old[:] = data
+    _zarr_own(tmp_path / "old.zarr", data, "bitshuffle")
     for chunk in Path(out, "c").rglob("*"):  # the old encoding under today's metadata
         if chunk.is_file():
             chunk.write_bytes((tmp_path / "old.zarr" / chunk.relative_to(out)).read_bytes())
