@@ -35,7 +35,7 @@ from dask._task_spec import DataNode
 from dask.core import flatten
 from dask.optimization import cull
 
-__all__ = ["BARRIER_PREFIXES", "compute", "scheduler_kwargs"]
+__all__ = ["BARRIER_PREFIXES", "compute"]
 
 BARRIER_PREFIXES: tuple[str, ...] = (
     "slidemask-components-merge-",
@@ -91,11 +91,11 @@ def compute(*collections: Any, **kwargs: Any) -> tuple[Any, ...]:
     targets = [c for c in collections if dask.is_dask_collection(c)]
     if not targets:
         return tuple(collections)
-    with _waiting_for_tasks(scheduler_kwargs(kwargs, targets)) as kwargs:
+    with _waiting_for_tasks(_scheduler_kwargs(kwargs, targets)) as kwargs:
         return _compute(collections, targets, kwargs)
 
 
-def scheduler_kwargs(kwargs: dict[str, Any], collections: Sequence[Any] = ()) -> dict[str, Any]:
+def _scheduler_kwargs(kwargs: dict[str, Any], collections: Sequence[Any]) -> dict[str, Any]:
     """``kwargs`` for :func:`dask.compute` of ``collections`` with the scheduler dask would
     choose named as its function where dask's choice is a local one and ``distributed`` is not
     imported (then no client can exist).
@@ -110,8 +110,7 @@ def scheduler_kwargs(kwargs: dict[str, Any], collections: Sequence[Any] = ()) ->
         Keyword arguments meant for :func:`dask.compute`.
     collections
         The dask collections to compute: their default scheduler applies when nothing is
-        configured (none given: dask's threaded scheduler, the default of arrays and
-        ``Delayed``).
+        configured.
 
     Returns
     -------
@@ -126,9 +125,7 @@ def scheduler_kwargs(kwargs: dict[str, Any], collections: Sequence[Any] = ()) ->
     if scheduler is None:
         scheduler = dask.config.get("scheduler", None)
     if scheduler is None:
-        from dask.threaded import get as threaded_get
-
-        defaults = {getattr(c, "__dask_scheduler__", None) for c in collections} or {threaded_get}
+        defaults = {getattr(c, "__dask_scheduler__", None) for c in collections}
         if len(defaults) == 1 and callable(chosen := defaults.pop()):
             return {**kwargs, "scheduler": chosen}
         return kwargs
@@ -148,8 +145,8 @@ def _waiting_for_tasks(kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
     from dask.threaded import get as threaded_get
 
     scheduler = kwargs.get("scheduler")
-    if "pool" in kwargs or not (scheduler is threaded_get or (
-            not callable(scheduler) and get_scheduler(scheduler=scheduler) is threaded_get)):
+    chosen = scheduler if callable(scheduler) else get_scheduler(scheduler=scheduler)
+    if "pool" in kwargs or chosen is not threaded_get:
         yield kwargs
         return
     workers = kwargs.get("num_workers") or dask.config.get("num_workers", None)

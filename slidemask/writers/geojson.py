@@ -274,7 +274,7 @@ def _write_all_classes(
     for mask, merged in zip(masks, merges, strict=True):
         blocks = mask.to_delayed()
         tasks.append([_row_tasks(blocks, merged, i, starts) for i in range(mask.numblocks[0])])
-    (pieces_by_class,) = dask.compute(tasks, **staged.scheduler_kwargs({}))
+    (pieces_by_class,) = staged.compute(dask.delayed(tasks))
     counts: dict[str, int] = {}
     written = 0
     for name, merged, rows in zip(names, merges, pieces_by_class, strict=True):
