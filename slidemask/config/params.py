@@ -250,8 +250,8 @@ class BlackParams(StrictModel):
 
 
 class SharpnessParams(StrictModel):
-    """``sharpness(grey, cell, sigma, glass=, min_detail=)``: local detail, one value per cell
-    (blur is low).
+    """``sharpness(grey, cell, sigma, glass=, min_detail=, relative=)``: local detail, one
+    value per cell (blur is low); relative to contrast by default.
 
     ``cell`` in pixels or ``cell_um`` (``floor(cell_um / mpp + 0.5)`` pixels, at least 3);
     ``sigma`` in pixels or ``sigma_um``. The step's output has one pixel per cell, so the
@@ -265,6 +265,8 @@ class SharpnessParams(StrictModel):
     glass: int = Field(215, ge=0, le=256, description="grey level from which a pixel is glass")
     min_detail: float = Field(2.0, ge=0, description="mean detail below which a cell is "
                               "featureless (ink, border, bubble) and left out, grey levels")
+    relative: bool = Field(True, description="detail relative to contrast (unitless, the "
+                           "same on pale and strong stains), or in grey levels")
 
     _OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"cell", "cell_um", "sigma", "sigma_um"})
 
@@ -279,7 +281,7 @@ class SharpnessParams(StrictModel):
         if cell is None:
             cell = max(3, math.floor(_pixels(None, self.cell_um, mpp, "cell") + 0.5))
         return {"cell": cell, "sigma": _pixels(self.sigma, self.sigma_um, mpp, "sigma"),
-                "glass": self.glass, "min_detail": self.min_detail}
+                "glass": self.glass, "min_detail": self.min_detail, "relative": self.relative}
 
 
 class FlatParams(StrictModel):

@@ -185,8 +185,9 @@ STEPS: dict[str, StepSpec] = {
                       "black: neutral dark pixels, max channel <= max_value, spread <= "
                       "max_chroma"),
     "sharpness": StepSpec(SharpnessParams, sharpness, frozenset({"gray"}), "gray",
-                          "sharpness: detail per cell, Gaussian-averaged over non-glass "
-                          "pixels (blur is low); one pixel per cell", "neighbourhood",
+                          "sharpness: detail per cell relative to contrast, Gaussian-"
+                          "averaged over non-glass pixels (blur is low); one pixel per cell",
+                          "neighbourhood",
                           reduces="cell"),
     "flat": StepSpec(FlatParams, flat, frozenset({"gray"}), "mask",
                      "flat: |grey - local mean| < max_diff (bubbles, flat areas)",

@@ -23,7 +23,9 @@ from the HistoQC pen examples and the shared H&E slides where it does not; see
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -37,6 +39,7 @@ __all__ = [
     "BLACK_MAX_SATURATION",
     "BLACK_MAX_VALUE",
     "GLASS_GREY",
+    "MAX_CELL",
     "PEN_BANDS",
     "PEN_COLORS",
     "black_kernel",
@@ -54,6 +57,7 @@ __all__ = [
     "smoothing_width",
     "straight_band_depth",
     "straight_band_kernel",
+    "unpack_cells",
 ]
 
 PEN_BANDS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
@@ -157,33 +161,66 @@ def pen_ink_kernel(
 
 
 def check_cell(cell: Any) -> int:
-    """``cell`` as an int; raise :class:`MaskError` unless it is an integer >= 3 (a second
-    difference needs three pixels inside the cell)."""
-    if isinstance(cell, bool) or not isinstance(cell, int | np.integer) or cell < 3:
-        raise MaskError(f"sharpness: cell must be an integer >= 3 pixels, got {cell!r}")
+    """``cell`` as an int; raise :class:`MaskError` unless it is an integer from 3 (a second
+    difference needs three pixels inside the cell) to :data:`MAX_CELL`."""
+    if isinstance(cell, bool) or not isinstance(cell, int | np.integer) \
+            or not 3 <= cell <= MAX_CELL:
+        raise MaskError(
+            f"sharpness: cell must be an integer of 3-{MAX_CELL} pixels, got {cell!r}"
+        )
     return int(cell)
 
+
+MAX_CELL = 64
+"""Largest cell edge, pixels: a cell's three packed sums still fit one int64."""
 
 _SECOND_DIFFERENCE = np.array([[1.0, -2.0, 1.0]], dtype=np.float32)
 
 
+def _field_bits(cell: int) -> tuple[int, int, int]:
+    """Bits of a ``cell``-pixel cell's weight, contrast and detail sums (their largest
+    values: ``cell**2``; ``2 cell (cell - 1) 255``; ``2 cell (cell - 2) 510``)."""
+    return ((cell * cell).bit_length(), (2 * cell * (cell - 1) * 255).bit_length(),
+            (2 * cell * (cell - 2) * 510).bit_length())
+
+
+def packed_dtype(cell: int) -> np.dtype:
+    """The integer type of :func:`sharpness_cells_kernel`'s packed cells: int32 when the
+    three sums of a ``cell``-pixel cell fit (cells of up to 4 pixels, the usual 8 um at
+    2 um per pixel: half the memory), else int64."""
+    c = check_cell(cell)
+    return np.dtype(np.int32 if sum(_field_bits(c)) <= 31 else np.int64)
+
+
+def unpack_cells(packed: np.ndarray, cell: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(detail, contrast, weight)`` of :func:`sharpness_cells_kernel`'s packed cells, each
+    an integer array of ``packed``'s shape and type."""
+    weight_bits, contrast_bits, _ = _field_bits(check_cell(cell))
+    weight = packed & ((1 << weight_bits) - 1)
+    contrast = (packed >> weight_bits) & ((1 << contrast_bits) - 1)
+    return packed >> (weight_bits + contrast_bits), contrast, weight
+
+
 def sharpness_cells_kernel(tile: np.ndarray, *, factor: int, glass: int) -> np.ndarray:
-    """Per ``factor x factor`` cell of a uint8 grey tile: its detail and its non-glass pixels.
+    """Per ``factor x factor`` cell of a uint8 grey tile: its detail, its contrast and its
+    non-glass pixels.
 
     The detail of a cell is the sum over the cell of ``|I(x-1) - 2 I(x) + I(x+1)|`` along
     rows and along columns (the modified Laplacian of Nayar's "sum-modified-Laplacian" focus
     measure, which Pertuz et al. 2012 rank among the best and HistoQC's blur module cites),
     taking only the second differences whose three pixels lie inside the cell: ``2 * cell *
-    (cell - 2)`` of them. Using no pixel outside the cell makes the kernel a block reduction:
-    exact for any chunking whose boundaries are multiples of ``factor`` (no halo), and cheap
-    enough to run at 1-2 um per pixel.
+    (cell - 2)`` of them. Its contrast is the sum of ``|I(x+1) - I(x)|`` along rows and
+    columns, again inside the cell: ``2 * cell * (cell - 1)`` first differences. Using no
+    pixel outside the cell makes the kernel a block reduction: exact for any chunking whose
+    boundaries are multiples of ``factor`` (no halo), and cheap enough to run at 1-2 um per
+    pixel.
 
     Parameters
     ----------
     tile
         ``(rows, cols)`` uint8 grey. A partial cell at the bottom or right edge is dropped.
     factor
-        Cell edge in pixels, >= 3.
+        Cell edge in pixels, 3 to :data:`MAX_CELL`.
     glass
         Pixels with grey ``>= glass`` count as glass (not in the returned weight).
 
@@ -191,9 +228,8 @@ def sharpness_cells_kernel(tile: np.ndarray, *, factor: int, glass: int) -> np.n
     -------
     numpy.ndarray
         ``(rows // factor, cols // factor)`` of :func:`packed_dtype` (int32 for cells of up
-        to 6 pixels, else int64): ``detail * 2**16 + weight``, where
-        ``weight`` is the number of non-glass pixels of the cell (at most ``factor**2 <
-        2**16``; the detail is at most ``2 * factor * (factor - 2) * 510``).
+        to 4 pixels, else int64): the detail sum, the contrast sum and the weight (the number
+        of non-glass pixels) packed into one integer; :func:`unpack_cells` takes them apart.
     """
     c = check_cell(factor)
     if tile.dtype != np.uint8 or tile.ndim != 2:
@@ -218,59 +254,105 @@ _BAND_PIXELS = 2**18
 rows of a 2048-pixel chunk)."""
 
 
+@dataclass
+class _Workspace:
+    """One thread's temporaries of :func:`_cells` for one tile shape, reused from tile to tile
+    (fresh arrays for each tile made the kernel four times slower: new pages from the kernel
+    for some 8 MiB of temporaries per 512² tile)."""
+
+    dx: np.ndarray  # int16 second differences along rows, then their absolute values
+    dy: np.ndarray  # the same along columns
+    zero: np.ndarray  # int16 zeros (|d| = absdiff(d, 0))
+    ex: np.ndarray  # uint8 absolute first differences along rows
+    ey: np.ndarray  # the same along columns
+    not_glass: np.ndarray  # uint8 0/1
+    planes: np.ndarray  # float32 (3, rows, cols): detail, contrast, not glass per pixel
+    sums: np.ndarray  # float32 (3, rows // c, cols // c): their cell means
+
+    @classmethod
+    def of(cls, rows: int, cols: int, c: int) -> _Workspace:
+        spaces: dict[tuple[int, int, int], _Workspace] | None = getattr(_WORKSPACES, "by_shape",
+                                                                         None)
+        if spaces is None:
+            spaces = _WORKSPACES.by_shape = {}
+        space = spaces.get((rows, cols, c))
+        if space is None:
+            if len(spaces) >= 4:  # a few tile shapes per slide: the edge tiles'
+                spaces.clear()
+            space = spaces[rows, cols, c] = cls(
+                np.empty((rows, cols), np.int16), np.empty((rows, cols), np.int16),
+                np.zeros((rows, cols), np.int16), np.empty((rows, cols), np.uint8),
+                np.empty((rows, cols), np.uint8), np.empty((rows, cols), np.uint8),
+                np.empty((3, rows, cols), np.float32),
+                np.empty((3, rows // c, cols // c), np.float32),
+            )
+        return space
+
+
+_WORKSPACES = threading.local()
+
+
 def _cells(tile: np.ndarray, c: int, glass: int) -> np.ndarray:
     """:func:`sharpness_cells_kernel` of a tile of whole cells."""
     rows, cols = tile.shape
     grey = np.ascontiguousarray(tile)
-    dx = np.abs(cv2.filter2D(grey, cv2.CV_16S, _SECOND_DIFFERENCE, borderType=cv2.BORDER_REPLICATE))
-    dy = np.abs(
-        cv2.filter2D(grey, cv2.CV_16S, _SECOND_DIFFERENCE.T, borderType=cv2.BORDER_REPLICATE)
-    )
+    w = _Workspace.of(rows, cols, c)
+    border = cv2.BORDER_REPLICATE
+    cv2.filter2D(grey, cv2.CV_16S, _SECOND_DIFFERENCE, dst=w.dx, borderType=border)
+    cv2.filter2D(grey, cv2.CV_16S, _SECOND_DIFFERENCE.T, dst=w.dy, borderType=border)
     # drop the differences that reach outside their cell (first and last row/column of each)
     for edge in (0, c - 1):
-        dx.reshape(rows, cols // c, c)[:, :, edge] = 0
-        dy.reshape(rows // c, c, cols)[:, edge, :] = 0
-    total = (dx + dy).astype(np.float32)  # <= 1020: exact in float32, as are the cell sums
-    size = (cols // c, rows // c)
-    n = c * c
+        w.dx.reshape(rows, cols // c, c)[:, :, edge] = 0
+        w.dy.reshape(rows // c, c, cols)[:, edge, :] = 0
+    cv2.absdiff(w.dx, w.zero, dst=w.dx)
+    cv2.absdiff(w.dy, w.zero, dst=w.dy)
+    cv2.add(w.dx, w.dy, dst=w.planes[0], dtype=cv2.CV_32F)  # <= 1020
+    # first differences I(x+1) - I(x), at x; the last column/row of each cell reaches out
+    # (every element is written: the image's last column and row are a cell's last)
+    cv2.absdiff(grey[:, 1:], grey[:, :-1], dst=w.ex[:, :-1])
+    cv2.absdiff(grey[1:], grey[:-1], dst=w.ey[:-1])
+    w.ex.reshape(rows, cols // c, c)[:, :, c - 1] = 0
+    w.ey.reshape(rows // c, c, cols)[:, c - 1, :] = 0
+    cv2.add(w.ex, w.ey, dst=w.planes[1], dtype=cv2.CV_32F)  # <= 510
+    # 1 where grey < glass: grey <= glass - 1 (none for glass 0, all for 256)
+    cv2.threshold(grey, glass - 1, 1, cv2.THRESH_BINARY_INV, dst=w.not_glass)
+    np.copyto(w.planes[2], w.not_glass, casting="unsafe")
     # OpenCV's area average by an integer factor sums each block (exactly: integers below
-    # 2**24) and scales by 1/n; multiplying back by n and rounding recovers the exact sum.
-    detail = np.rint(cv2.resize(total, size, interpolation=cv2.INTER_AREA) * n).astype(np.int64)
-    not_glass = (grey < glass).view(np.uint8).astype(np.float32)
-    weight = np.rint(cv2.resize(not_glass, size, interpolation=cv2.INTER_AREA) * n)
-    return ((detail << 16) + weight.astype(np.int64)).astype(packed_dtype(c), copy=False)
-
-
-def packed_dtype(cell: int) -> np.dtype:
-    """The integer type of :func:`sharpness_cells_kernel`'s packed cells: int32 when the
-    largest ``detail * 2**16 + weight`` of a ``cell``-pixel cell fits (cells of up to 6
-    pixels), else int64 (half the memory for the usual 4-pixel cells)."""
-    c = check_cell(cell)
-    largest = (2 * c * (c - 2) * 510 << 16) + c * c
-    return np.dtype(np.int32 if largest < 2**31 else np.int64)
+    # 2**24) and scales by 1/n; multiplying back by n and rounding recovers the exact sums.
+    for plane, sums in zip(w.planes, w.sums, strict=True):
+        cv2.resize(plane, (cols // c, rows // c), dst=sums, interpolation=cv2.INTER_AREA)
+    detail, contrast, weight = np.rint(w.sums * (c * c)).astype(np.int64)
+    weight_bits, contrast_bits, _ = _field_bits(c)
+    packed = (detail << (weight_bits + contrast_bits)) | (contrast << weight_bits) | weight
+    return packed.astype(packed_dtype(c), copy=False)
 
 
 def sharpness_ratio_kernel(
-    packed: np.ndarray, *, floor: int, sigma: float, cell: int
+    packed: np.ndarray, *, floor: int, sigma: float, cell: int, relative: bool = True
 ) -> np.ndarray:
     """Local sharpness from the packed cells of :func:`sharpness_cells_kernel`.
 
     A cell's weight is its non-glass pixels, or 0 when its detail sum is below ``floor``
-    (featureless: glass, ink, borders, bubbles); the result is ``smooth(detail * weight) /
-    (smooth(weight) * 2 * cell * (cell - 2))`` with :func:`smooth_sum_kernel` (the weighted
-    mean detail per second difference, in grey levels), 0 where no weighted cell is in reach.
+    (featureless: glass, ink, borders, bubbles). With ``relative`` the result is
+    ``smooth(detail * weight) / smooth(contrast * weight)``, scaled to the ratio of the mean
+    second difference to the mean first difference (unitless; the same for any contrast or
+    stain density); otherwise ``smooth(detail * weight) / (smooth(weight) * 2 * cell * (cell
+    - 2))``, the weighted mean detail per second difference in grey levels. ``smooth`` is
+    :func:`smooth_sum_kernel`; 0 where no weighted cell is in reach.
 
     Parameters
     ----------
     packed
-        ``(rows, cols)`` packed cells (int32 or int64), ``detail * 2**16 + weight``.
+        ``(rows, cols)`` packed cells (int32 or int64).
     floor
         Detail sum (grey levels, over the cell's ``2 * cell * (cell - 2)`` second
         differences) below which a cell is featureless.
     sigma
         Spread of the average, in cells.
     cell
-        Cell edge in pixels of the grey image (the detail sum's divisor for a mean).
+        Cell edge in pixels of the grey image.
+    relative
+        Detail relative to contrast (True), or in grey levels (False).
 
     Returns
     -------
@@ -282,16 +364,18 @@ def sharpness_ratio_kernel(
     check_cell(cell)
     if not packed.any():  # no weighted cell in reach (e.g. cells not measured): all 0
         return np.zeros(packed.shape, dtype=np.float32)
-    detail = packed >> 16
-    weight = packed & 0xFFFF
+    detail, contrast, weight = (field.astype(np.int64) for field in unpack_cells(packed, cell))
     weight[detail < floor] = 0
-    # detail * weight <= 2 c (c - 2) 510 c^2: int32 up to cells of 32 pixels
-    wide = np.int32 if 2 * cell * (cell - 2) * 510 * cell * cell < 2**31 else np.int64
-    num = smooth_sum_kernel(detail.astype(wide) * weight.astype(wide), sigma=sigma)
-    den = smooth_sum_kernel(weight.astype(np.int32), sigma=sigma)
-    del detail, weight
+    num = smooth_sum_kernel(detail * weight, sigma=sigma)
+    if relative:  # per difference: a cell has 2c(c-1) first and 2c(c-2) second differences
+        den = smooth_sum_kernel(contrast * weight, sigma=sigma) * float(cell - 2)
+        num *= float(cell - 1)
+    else:
+        den = smooth_sum_kernel(weight, sigma=sigma) * float(2 * cell * (cell - 2))
+    del detail, contrast, weight
+    # integers exact in float64 (small multiples of exact sums): one rounding, in the divide
     out = np.zeros(num.shape, dtype=np.float32)
-    np.divide(num, den * float(2 * cell * (cell - 2)), out=out, where=den > 0, casting="unsafe")
+    np.divide(num, den, out=out, where=den > 0, casting="unsafe")
     return out
 
 
