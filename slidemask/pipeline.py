@@ -61,6 +61,7 @@ from slidemask.config import Resolution as ResolutionConfig
 from slidemask.errors import MaskError, SlidemaskError
 from slidemask.inputs import extra_paths_for, output_path_for
 from slidemask.io import Slide, open_slide
+from slidemask.memory import limit_malloc_arenas
 from slidemask.ops import staged
 from slidemask.ops.artifacts import class_counts, class_map
 from slidemask.ops.components import label_stats
@@ -673,7 +674,9 @@ def run_slide(
     already complete with this config (and not ``overwrite``), only the tiles are written.
 
     Memory: bounded whatever the slide's size (see :func:`build_mask`); the slide's scratch
-    folder ``.<name>.zarr.scratch-<hex>`` beside the output is removed when it is done.
+    folder ``.<name>.zarr.scratch-<hex>`` beside the output is removed when it is done. The
+    first call caps glibc's malloc arenas (:func:`slidemask.memory.limit_malloc_arenas`)
+    unless ``MALLOC_ARENA_MAX`` is set.
 
     Examples
     --------
@@ -699,6 +702,7 @@ def run_slide(
     ('failed', True)
     >>> tmp.cleanup()
     """
+    limit_malloc_arenas()  # before the first computation (slidemask.memory)
     started = time.perf_counter()
     digest = config_hash(config)
     target: Path | None = None
