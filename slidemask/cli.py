@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -122,6 +123,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="redo every slide (otherwise a slide whose output is complete and "
                           "made with the same config is skipped)")
+    run.add_argument("--mpp", metavar="UM", type=float,
+                     help="micrometres per level-0 pixel for slides that do not state their "
+                          "pixel size (the config's default_mpp); a slide's own value wins")
     execution = run.add_argument_group(
         "execution", "override the config's execution: section (see configs/slurm.yaml)"
     )
@@ -349,6 +353,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         execution = _execution(config, args)
+        if args.mpp is not None:
+            if not (math.isfinite(args.mpp) and 0 < args.mpp <= 1000):
+                raise ConfigError(f"--mpp must be a pixel size in micrometres, 0 to 1000; got "
+                                  f"{args.mpp}")
+            config = config.model_copy(update={"default_mpp": args.mpp})
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_USAGE

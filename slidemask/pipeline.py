@@ -40,6 +40,7 @@ the ``.<name>.zarr.scratch-<hex>`` folder, which a batch removes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -416,6 +417,7 @@ def _build_all(slide: Slide, config: Config) -> _Built:
         }} if images.resolutions else {}),
         **({"classes": canonical["classes"]} if "classes" in canonical else {}),
         "chunk_size": config.chunk_size,
+        **({"default_mpp": config.default_mpp} if config.default_mpp is not None else {}),
         "config_hash": config_hash(config),
     }
     return _Built(mask, provenance, masks, classes, tissue)
@@ -709,6 +711,8 @@ def run_slide(
     try:
         target = Path(output) if output is not None else output_path_for(path, output_dir)
         slide = open_slide(path, chunk_size=config.chunk_size)
+        if slide.mpp is None and config.default_mpp is not None:
+            slide = dataclasses.replace(slide, mpp=config.default_mpp)  # the config's guess
         if config.tiles is not None and not overwrite and stored_config_hash(target) == digest:
             # the mask is complete with this config (a batch resumes): only its tiles are due
             provenance = read_attrs(target)["provenance"]

@@ -302,6 +302,44 @@ def test_mpp_needs_a_slide_that_states_it(tmp_path: Path) -> None:
         build_mask(open_slide(path), config_from_yaml("resolution: {mpp: 8}\n" + TISSUE))
 
 
+def test_default_mpp_serves_only_slides_that_state_none(tmp_path: Path) -> None:
+    import tifffile
+
+    from slidemask import run_slide, write_synthetic_slide
+    from slidemask.cli import main
+    from slidemask.writers.zarr import read_attrs
+
+    rgb = np.full((256, 256, 3), 240, np.uint8)
+    rgb[64:192, 64:192] = 120
+    bare = tmp_path / "nompp.tif"
+    tifffile.imwrite(bare, rgb, tile=(64, 64), photometric="rgb")
+    stated = write_synthetic_slide(tmp_path / "stated.tif", 256, tile=64, levels=1, mpp=0.5)
+    text = "resolution: {mpp: 2}\n" + TISSUE
+    plain, guessed = config_from_yaml(text), config_from_yaml(text + "default_mpp: 1.0\n")
+    assert "default_mpp" not in plain.canonical()  # older configs keep their hash
+    assert config_hash(guessed) != config_hash(plain)
+    out = tmp_path / "out"
+    assert run_slide(bare, plain, out).status == "failed"
+    done = run_slide(bare, guessed, out)
+    assert done.status == "done", done.error
+    provenance = read_attrs(done.output)["provenance"]
+    assert provenance["mpp"] == pytest.approx(2.0) and provenance["factor"] == 2
+    assert provenance["default_mpp"] == 1.0 and provenance["source"]["mpp"] == 1.0
+    # a slide's own pixel size wins: 0.5 um, so 2 um is 4 level-0 pixels
+    own = read_attrs(run_slide(stated, guessed, out).output)["provenance"]
+    assert own["source"]["mpp"] == 0.5 and own["factor"] == 4
+    # the command line's --mpp is the same setting; a nonsense value is a usage error
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    assert main(["run", str(config), "-i", str(bare), "-o", str(tmp_path / "cli"), "-q"]) == 1
+    assert main(["run", str(config), "-i", str(bare), "-o", str(tmp_path / "cli"), "-q",
+                 "--mpp", "1"]) == 0
+    assert main(["run", str(config), "-i", str(bare), "-o", str(tmp_path / "cli"), "-q",
+                 "--mpp", "-1"]) == 2
+    with pytest.raises(ConfigError, match="default_mpp"):
+        config_from_yaml(text + "default_mpp: 0\n")
+
+
 def test_step_errors_name_slide_and_step(tmp_path: Path) -> None:
     import tifffile
 

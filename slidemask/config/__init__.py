@@ -29,8 +29,10 @@ pixel size of the working resolution (:class:`slidemask.ops.resample.Resolution`
 radii to ``floor(radius_um / mpp + 0.5)`` pixels, areas to ``area_um2 / mpp**2`` pixels (not
 rounded; areas compare with pixel counts). A slide that does not state its pixel size cannot
 convert them: the run fails naming the slide and the key
-(``masks.tissue[4].remove_small_objects: min_area_um2: ...``). ``resolution: {downsample: N}``
-and ``{level: N}`` need no pixel size, so a recipe in pixels runs on any slide.
+(``masks.tissue[4].remove_small_objects: min_area_um2: ...``), unless the config gives
+``default_mpp: 0.5`` (µm per level-0 pixel, for slides that do not state theirs; ``slidemask
+run --mpp``); a slide's own pixel size always wins. ``resolution: {downsample: N}`` and
+``{level: N}`` need no pixel size, so a recipe in pixels runs on any slide.
 
 Otsu. ``threshold: {above: otsu}`` keeps pixels brighter than the slide-wide Otsu threshold
 ``t`` of the step's input (:func:`slidemask.ops.otsu.otsu_threshold`, equal to

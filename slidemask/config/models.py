@@ -205,6 +205,11 @@ class Config(StrictModel):
         None, description="the labelled class map: class -> expression over masks, precedence"
     )
     chunk_size: int = Field(2048, ge=64, le=16384, description="working chunk edge, pixels")
+    default_mpp: float | None = Field(
+        None, gt=0, le=1000,
+        description="micrometres per level-0 pixel of a slide that does not state its pixel "
+        "size (a plain TIFF, some frozen-section scans); a slide's own value always wins",
+    )
     outputs: Outputs = Field(
         default_factory=Outputs,
         description="extra outputs beside <name>.zarr: ome_zarr, geojson, preview, summary",
@@ -307,6 +312,8 @@ class Config(StrictModel):
         }
         if self.classes is not None:  # hashed only when used: older configs keep their hash
             data["classes"] = self.classes.canonical()
+        if self.default_mpp is not None:  # the same: hashed only when set
+            data["default_mpp"] = self.default_mpp
         if self.outputs != Outputs():
             data["outputs"] = self.outputs.canonical()
         return {k: v for k, v in data.items() if k not in self._NOT_HASHED}
