@@ -1,18 +1,22 @@
 """Process memory settings for slide runs: glibc malloc's arena limit.
 
-glibc gives each thread that allocates its own malloc arena (up to eight per core). Memory a
-dask worker thread frees stays in that thread's arena, where the main thread, which assembles
+glibc gives each thread that allocates its own malloc arena (up to eight per core), and a
+slide run has many threads besides dask's workers (zarr's I/O and event-loop threads, the
+preview's). Memory a thread frees stays in its arena, where the main thread, which assembles
 the small whole-slide results (a class map, its pyramid, the GeoJSON), cannot reuse it, so a
-run's resident memory grows with every arena. Capping the arenas at two gave, on the 50000²
-synthetic slide with ``configs/qc.yaml`` (``scripts/bench.py --size 50000 --cases qc``, 2
-threads), a peak RSS of 324-332 MiB against 399-485 MiB, at the same speed (3.4-4.1 s either
-way); the threshold and global cases ran at the same speed too. The cap is what many
-long-running Python services set with ``MALLOC_ARENA_MAX=2``.
+run's resident memory grows with every arena. Measured on the 50000² synthetic slide with
+``configs/qc.yaml`` (``scripts/bench.py --size 50000 --cases qc``, 2 cores, 2 threads), peak
+RSS: 399-485 MiB with glibc's default, 360 MiB with three arenas, 324-341 MiB with two, at
+the same speed (3.4-4.1 s). The level-0 threshold pass ran 9.1-10.1 s with two arenas against
+8.5-9.7 s without a cap (two runs each, within these machines' noise but consistently on the
+slower side: the two worker threads then share one arena's lock), so the cap is one arena per
+core plus one for the main thread: each dask worker thread keeps an arena of its own, and the
+other threads share.
 
 :func:`limit_malloc_arenas` sets it for this process; :func:`slidemask.pipeline.run_slide`,
 :func:`slidemask.batch.run_batch` and the ``slidemask`` command call it first. The
-``MALLOC_ARENA_MAX`` environment variable, when set, wins: set it (to any value, e.g. 8) to
-keep glibc's own choice.
+``MALLOC_ARENA_MAX`` environment variable, when set, wins: set it (e.g. to 2 for the least
+memory, or 64 for glibc's own choice on 8 cores) to choose.
 """
 
 from __future__ import annotations
@@ -22,15 +26,16 @@ import threading
 
 __all__ = ["ARENAS", "limit_malloc_arenas"]
 
-ARENAS = 2
-"""Malloc arenas per process (``M_ARENA_MAX``) for slide runs."""
+ARENAS = (os.cpu_count() or 1) + 1
+"""Malloc arenas per process (``M_ARENA_MAX``) for slide runs: one per core (dask's default
+worker threads) and one for the main thread."""
 
 _M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
 _LOCK = threading.Lock()
 _applied: bool | None = None
 
 
-def limit_malloc_arenas(count: int = ARENAS) -> bool:
+def limit_malloc_arenas(count: int | None = None) -> bool:
     """Cap this process's glibc malloc arenas at ``count``, once, unless the user chose.
 
     Threads that have already allocated keep their arenas, so this works best before the
@@ -41,7 +46,7 @@ def limit_malloc_arenas(count: int = ARENAS) -> bool:
     Parameters
     ----------
     count
-        Arenas, >= 1.
+        Arenas, >= 1; default :data:`ARENAS`.
 
     Returns
     -------
@@ -56,6 +61,7 @@ def limit_malloc_arenas(count: int = ARENAS) -> bool:
     True
     """
     global _applied
+    count = ARENAS if count is None else count
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"limit_malloc_arenas: count must be an integer >= 1, got {count!r}")
     with _LOCK:

@@ -75,6 +75,7 @@ from slidemask.report import SlideResult
 from slidemask.tiles.runner import write_slide_tiles
 from slidemask.writers.atomic import check_target, publish
 from slidemask.writers.geojson import write_class_geojson, write_geojson
+from slidemask.writers.ome_zarr import IN_MEMORY_PIXELS as LABELS_IN_MEMORY_PIXELS
 from slidemask.writers.ome_zarr import ClassLabels, write_ome_labels
 from slidemask.writers.preview import write_class_preview, write_preview
 from slidemask.writers.summary import (
@@ -527,11 +528,22 @@ def _class_outputs(
     built: _Built, config: Config, mpp: float | None
 ) -> tuple[ClassLabels, dict[str, Any]]:
     """The class map as OME-Zarr labels, and its areas for the summary (computed now: one
-    histogram pass over the stored masks)."""
+    histogram pass over the stored masks).
+
+    A class map of at most :data:`slidemask.writers.ome_zarr.IN_MEMORY_PIXELS` pixels (the
+    size the label and GeoJSON writers hold in memory anyway) is computed in the same pass and
+    kept: the labels, the GeoJSON and the preview then read it instead of each combining the
+    stored masks again."""
     assert built.classes is not None and config.classes is not None
     values = config.classes.label_values()
-    (counts,) = staged.compute(class_counts(built.classes, built.tissue))
-    return ClassLabels(built.classes, values), class_areas(
+    classes = built.classes
+    counted = class_counts(classes, built.tissue)
+    if classes.shape[0] * classes.shape[1] <= LABELS_IN_MEMORY_PIXELS:
+        whole, counts = staged.compute(classes, counted)
+        classes = da.from_array(np.asarray(whole), chunks=classes.chunks)
+    else:
+        (counts,) = staged.compute(counted)
+    return ClassLabels(classes, values), class_areas(
         np.asarray(counts), values, mpp, tissue_known=built.tissue is not None
     )
 
