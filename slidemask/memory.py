@@ -6,7 +6,7 @@ preview's). Memory a thread frees stays in its arena, where the main thread, whi
 the small whole-slide results (a class map, its pyramid, the GeoJSON), cannot reuse it, so a
 run's resident memory grows with every arena. Measured on the 50000² synthetic slide with
 ``configs/qc.yaml`` (``scripts/bench.py --size 50000 --cases qc``, 2 cores, 2 threads), peak
-RSS: 399-485 MiB with glibc's default, 360 MiB with three arenas, 324-341 MiB with two, at
+RSS: 399-485 MiB with glibc's default, 334-360 MiB with three arenas, 324-341 MiB with two, at
 the same speed (3.4-4.1 s). The level-0 threshold pass ran 9.1-10.1 s with two arenas against
 8.5-9.7 s without a cap (two runs each, within these machines' noise but consistently on the
 slower side: the two worker threads then share one arena's lock), so the cap is one arena per
