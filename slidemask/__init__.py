@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
         label_stats,
         remove_small_objects,
     )
-    from slidemask.ops.density import background_estimate, optical_density
+    from slidemask.ops.density import background_estimate, optical_density, white_balance
     from slidemask.ops.holes import contour_fill, fill_holes, keep_largest_holes
     from slidemask.ops.local import (
         binary_closing,
@@ -99,7 +99,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
         "label_stats",
         "remove_small_objects",
     ),
-    "slidemask.ops.density": ("background_estimate", "optical_density"),
+    "slidemask.ops.density": ("background_estimate", "optical_density", "white_balance"),
     "slidemask.ops.holes": ("contour_fill", "fill_holes", "keep_largest_holes"),
     "slidemask.ops.local": (
         "binary_closing",
@@ -197,6 +197,7 @@ __all__ = [
     "tile_grid",
     "to_gray",
     "touching_edge",
+    "white_balance",
     "write_class_geojson",
     "write_class_preview",
     "write_geojson",

@@ -66,7 +66,7 @@ from slidemask.memory import limit_malloc_arenas
 from slidemask.ops import staged
 from slidemask.ops.artifacts import class_counts, class_map
 from slidemask.ops.components import label_stats
-from slidemask.ops.density import background_estimate, optical_density
+from slidemask.ops.density import background_estimate, optical_density, white_balance
 from slidemask.ops.local import threshold
 from slidemask.ops.otsu import otsu_threshold
 from slidemask.ops.relevance import gate_arguments
@@ -152,7 +152,8 @@ def build_mask(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
         ``downsample`` (level-0 pixels per mask pixel), the masks' steps with their parameters,
         ``thresholds`` (per threshold step ``"<mask>[<index>]"``, the bounds used, an Otsu
         value as a lazy 0-d dask array here), ``backgrounds`` (only when a step estimates
-        one: per ``optical_density`` step, the glass colour ``(R, G, B)`` it estimated, a
+        one: per ``optical_density`` or ``white_balance`` step, the glass colour ``(R, G, B)``
+        it estimated, a
         lazy ``(3,)`` dask array here), the output expression and the config hash.
         JSON-able once its lazy values are computed (``write_zarr`` attributes accept them).
 
@@ -234,12 +235,16 @@ def _apply_step(
     """One configured step: its public function (an Otsu threshold is
     :func:`slidemask.ops.otsu.otsu_threshold` then :func:`slidemask.ops.local.threshold`; an
     estimated glass colour is :func:`slidemask.ops.density.background_estimate` then
-    :func:`slidemask.ops.density.optical_density`, recorded in ``backgrounds``)."""
-    if step.name == "optical_density" and kwargs.get("background") is None:
+    :func:`slidemask.ops.density.optical_density` or ``white_balance``, recorded in
+    ``backgrounds``)."""
+    if step.name in ("optical_density", "white_balance") and kwargs.get("background") is None:
+        # kept (and recorded) for the run: its scratch copy of the image lives as long as it
         estimate = background_estimate(
             value, percentile=kwargs["percentile"], floor=kwargs["floor"]
         )
         backgrounds[key] = estimate
+        if step.name == "white_balance":
+            return white_balance(value, background=estimate)
         return optical_density(value, background=estimate, combine=kwargs["combine"])
     if step.name == "threshold" and step.params.otsu:
         otsu = otsu_threshold(value)

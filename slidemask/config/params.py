@@ -38,6 +38,7 @@ __all__ = [
     "KeepLargestParams",
     "MeanBlurParams",
     "MedianBlurParams",
+    "GlassParams",
     "OpticalDensityParams",
     "RadiusParams",
     "RemoveSmallObjectsParams",
@@ -46,6 +47,7 @@ __all__ = [
     "SquareParams",
     "StrictModel",
     "ThresholdParams",
+    "WhiteBalanceParams",
 ]
 
 
@@ -436,9 +438,8 @@ class ContourFillParams(StrictModel):
     """``contour_fill(mask)``: no parameters."""
 
 
-class OpticalDensityParams(StrictModel):
-    """``optical_density(rgb, background=, combine=, percentile=, floor=)``: absorbance
-    relative to the glass, a float image in OD units (threshold it with e.g. ``above: 0.1``).
+class GlassParams(StrictModel):
+    """The glass colour of a step measured against it: given, or estimated slide-wide.
 
     Without ``background`` the glass colour is estimated over the whole working image
     (:func:`slidemask.ops.density.background_estimate`): per channel the ``percentile``-th
@@ -449,9 +450,6 @@ class OpticalDensityParams(StrictModel):
         None,
         description="glass colour (R, G, B) in the image's own scale (0-255 for uint8); "
         "omitted: estimated slide-wide",
-    )
-    combine: Literal["sum", "max"] = Field(
-        "sum", description="sum (total absorbance, default) or max of the channel ODs"
     )
     percentile: float = Field(
         99.0, gt=0, le=100,
@@ -473,11 +471,29 @@ class OpticalDensityParams(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _estimate_options(self) -> OpticalDensityParams:
+    def _estimate_options(self) -> GlassParams:
         if self.background is not None and self.model_fields_set & {"percentile", "floor"}:
             raise ValueError(
                 "percentile and floor shape the slide-wide background estimate; with "
                 "background given there is none to shape: give one or the other"
             )
         return self
+
+
+class OpticalDensityParams(GlassParams):
+    """``optical_density(rgb, background=, combine=, percentile=, floor=)``: absorbance
+    relative to the glass, a float image in OD units (threshold it with e.g. ``above: 0.1``);
+    the glass as in :class:`GlassParams`.
+    """
+
+    combine: Literal["sum", "max"] = Field(
+        "sum", description="sum (total absorbance, default) or max of the channel ODs"
+    )
+
+
+class WhiteBalanceParams(GlassParams):
+    """``white_balance(rgb, background=, percentile=, floor=)``: each channel scaled so that
+    the glass is white (colour rules then hold whatever the scanner's white balance); the
+    glass as in :class:`GlassParams`.
+    """
 

@@ -41,6 +41,7 @@ from slidemask.config.params import (
     StrictModel,
     ThresholdParams,
     TouchingEdgeParams,
+    WhiteBalanceParams,
 )
 from slidemask.ops.artifacts import (
     black,
@@ -54,7 +55,7 @@ from slidemask.ops.components import (
     keep_largest,
     remove_small_objects,
 )
-from slidemask.ops.density import optical_density
+from slidemask.ops.density import optical_density, white_balance
 from slidemask.ops.holes import (
     contour_fill,
     fill_holes,
@@ -133,6 +134,9 @@ STEPS: dict[str, StepSpec] = {
     "optical_density": StepSpec(OpticalDensityParams, optical_density, _COLOR, "gray",
                                 "optical_density: absorbance relative to the glass (estimated "
                                 "slide-wide, or given), float OD units", "global"),
+    "white_balance": StepSpec(WhiteBalanceParams, white_balance, _COLOR, "color",
+                              "white_balance: each channel scaled so that the glass (estimated "
+                              "slide-wide, or given) is white", "global"),
     "median_blur": StepSpec(MedianBlurParams, median_blur, _ANY_IMAGE, None,
                             "median_blur: median filter, ksize pixels", "neighbourhood"),
     "mean_blur": StepSpec(MeanBlurParams, mean_blur, frozenset({"gray"}), None,

@@ -47,6 +47,7 @@ __all__ = [
     "full_scale",
     "od_table",
     "optical_density_kernel",
+    "white_balance_kernel",
     "white_level",
 ]
 
@@ -188,6 +189,45 @@ def optical_density_kernel(
 
 
 _BAND_PIXELS = 2**18
+
+
+@functools.lru_cache(maxsize=64)
+def _balance_table(background: tuple[float, float, float], dtype: str) -> np.ndarray:
+    full = full_scale(np.dtype(dtype))
+    levels = np.arange(full + 1, dtype=np.float64)
+    bg = np.asarray(background, dtype=np.float64)[:, None]
+    table = np.clip(np.rint(full * (levels[None, :] + 1.0) / (bg + 1.0)), 0, full)
+    out = table.astype(np.dtype(dtype))
+    out.setflags(write=False)
+    return out
+
+
+def white_balance_kernel(tile: np.ndarray, *, background: Sequence[float]) -> np.ndarray:
+    """Each channel relative to the glass: ``round(full * (I_c + 1) / (bg_c + 1))``, clipped.
+
+    The transmittance ``10**-OD_c`` (see the module notes) on the image's own scale: the
+    glass becomes white and a stain keeps the hue and saturation it has under a neutral
+    light, whatever the scanner's per-channel gains (a von Kries white balance by the slide's
+    own glass). Colour rules tuned on neutral scans (the pen-ink bands) then hold on others.
+
+    Parameters
+    ----------
+    tile
+        ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA (alpha dropped), uint8 or uint16.
+    background
+        Glass colour ``(R, G, B)`` in the tile's own scale.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, cols, 3)`` of the tile's dtype. Pointwise (a lookup per channel).
+    """
+    check_density_input(tile.shape, tile.dtype, "white_balance")
+    table = _balance_table(check_background(background, "white_balance"), tile.dtype.str)
+    out = np.empty((*tile.shape[:2], 3), dtype=tile.dtype)
+    for c in range(3):
+        np.take(table[c], tile[..., c], out=out[..., c])
+    return out
 
 
 def channel_histograms(tile: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ whole image in memory, bit for bit.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,10 +35,11 @@ from slidemask.kernels.density import (
     check_background,
     check_density_input,
     optical_density_kernel,
+    white_balance_kernel,
 )
 from slidemask.ops.literal import as_dask
 
-__all__ = ["background_estimate", "optical_density"]
+__all__ = ["background_estimate", "optical_density", "white_balance"]
 
 STORED_ATTR = "_slidemask_stored_background"
 """Attribute of a background estimated while its image was stored to scratch:
@@ -153,6 +155,13 @@ def background_estimate(
     """
     percentile, floor = _check_options(percentile, floor)
     rgb = _colour(rgb, "background_estimate")
+    # one estimate per image and options while it is in use: its scratch copy of the image
+    # (a folder of its own) is then the one every reader of the stored copy reads; two
+    # estimates of one image would share their graph keys but not their folders
+    key = tokenize(rgb.name, percentile, floor)
+    known = _ESTIMATES.get(key)
+    if known is not None:
+        return known
     nbr, nbc = rgb.numblocks[:2]
     merge = _Merge(rgb.dtype.str, percentile, floor)
     stored = None
@@ -182,7 +191,12 @@ def background_estimate(
                      meta=np.empty((0,), np.float64))
     if stored is not None:
         setattr(value, STORED_ATTR, (rgb.name, stored[0], stored[1], gate))
+    _ESTIMATES[key] = value
     return value
+
+
+_ESTIMATES: weakref.WeakValueDictionary[str, da.Array] = weakref.WeakValueDictionary()
+"""The estimates in use, by image name and options (see :func:`background_estimate`)."""
 
 
 @dataclass(frozen=True)
@@ -251,7 +265,81 @@ def optical_density(
     rgb = _colour(rgb, "optical_density")
     if combine not in COMBINES:
         raise MaskError(f"optical_density: combine must be 'sum', 'max' or None, got {combine!r}")
-    plane = combine is not None
+    return _by_glass(rgb, background, percentile, floor, "optical_density",
+                     optical_density_kernel, {"combine": combine}, _Density(combine),
+                     np.dtype(np.float32), combine is not None)
+
+
+@dataclass(frozen=True)
+class _Balance:
+    """``white_balance_kernel`` of a tile by a background computed lazily."""
+
+    def __call__(self, tile: np.ndarray, background: np.ndarray) -> np.ndarray:
+        values = np.asarray(background, dtype=np.float64).ravel().tolist()
+        return white_balance_kernel(tile, background=values)
+
+
+def white_balance(
+    rgb: da.Array,
+    background: Sequence[float] | da.Array | None = None,
+    *,
+    percentile: float = 99.0,
+    floor: float | None = None,
+) -> da.Array:
+    """Lazy colour image relative to the glass: each channel scaled so that the glass is white.
+
+    ``round(full * (I_c + 1) / (bg_c + 1))`` per channel (:func:`slidemask.kernels.density.
+    white_balance_kernel`), the transmittance of :func:`optical_density` on the image's own
+    scale. A scanner's per-channel gains cancel, so colour rules tuned on neutral scans hold
+    on slides from any scanner (``configs/qc.yaml`` finds pen ink on the balanced image: with
+    red 10 % up and blue 10 % down, eosin reads as red ink without it).
+
+    Parameters
+    ----------
+    rgb
+        ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA (alpha dropped), uint8 or uint16.
+    background
+        The glass colour, as for :func:`optical_density`: numbers, a ``(3,)`` dask array, or
+        None to estimate it over the whole image with ``percentile`` and ``floor``.
+    percentile, floor
+        Of the estimate when ``background`` is None.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols, 3)`` of ``rgb``'s dtype, same row/column chunks. Pointwise once the
+        glass is known: exact for any chunking.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dask.array as da
+    >>> rgb = np.array([[[250, 239, 215], [125, 119, 107]]], np.uint8)  # warm glass; grey
+    >>> white_balance(da.from_array(rgb), background=(250, 239, 215)).compute()
+    array([[[255, 255, 255],
+            [128, 128, 128]]], dtype=uint8)
+    """
+    rgb = _colour(rgb, "white_balance")
+    return _by_glass(rgb, background, percentile, floor, "white_balance",
+                     white_balance_kernel, {}, _Balance(), rgb.dtype, False)
+
+
+def _by_glass(
+    rgb: da.Array,
+    background: Sequence[float] | da.Array | None,
+    percentile: float,
+    floor: float | None,
+    what: str,
+    kernel: Any,
+    kwargs: dict[str, Any],
+    apply: Any,
+    dtype: np.dtype,
+    plane: bool,
+) -> da.Array:
+    """``kernel`` of each pixel of ``rgb`` and the glass colour: pointwise (fused with
+    decoding) when the glass is given, else by the lazy estimate (read from the stored copy
+    when the estimate stored ``rgb`` while it counted). ``plane``: one output value per
+    pixel, else three channels."""
     if background is None:
         background = background_estimate(rgb, percentile=percentile, floor=floor)
     else:
@@ -259,31 +347,28 @@ def optical_density(
     if not isinstance(background, da.Array):
         from slidemask.ops.local import _pointwise
 
-        values = check_background(background)
+        values = check_background(background, what)
         if not plane and rgb.shape[2] != 3:
             rgb = rgb[..., :3]
-        return _pointwise(
-            rgb, optical_density_kernel, {"background": values, "combine": combine},
-            dtype=np.float32, plane=plane,
-        )
+        return _pointwise(rgb, kernel, {"background": values, **kwargs}, dtype=dtype,
+                          plane=plane)
     if background.shape != (3,) or background.dtype.kind not in "uif":
         raise MaskError(
-            "optical_density: a lazy background must be a (3,) real dask array (R, G, B), got "
+            f"{what}: a lazy background must be a (3,) real dask array (R, G, B), got "
             f"shape {background.shape} dtype {background.dtype}"
         )
-    apply = _Density(combine)
     tail = () if plane else (3,)
     stored = getattr(background, STORED_ATTR, None)
     if stored is not None and stored[0] == rgb.name:
         from slidemask.ops.scratch import stored_reads
 
         _, grid, folder, gate = stored
-        return stored_reads(folder, grid, rgb, gate=gate, apply=apply, dtype=np.float32,
-                            label="optical-density", tail=tail)
+        return stored_reads(folder, grid, rgb, gate=gate, apply=apply, dtype=dtype,
+                            label=what.replace("_", "-"), tail=tail)
     out_index = "ij" if plane else "ijc"
     return da.blockwise(
         apply, out_index, rgb, "ijk", background.rechunk(-1), "b",
-        concatenate=True, dtype=np.float32,
+        concatenate=True, dtype=dtype,
         new_axes={} if plane else {"c": 3},
-        meta=np.empty((0,) * len(out_index), np.float32),
+        meta=np.empty((0,) * len(out_index), dtype),
     )

@@ -168,7 +168,7 @@ def step_reach(step: str, kwargs: Mapping[str, Any]) -> int | None:
         return 0
     if step == "threshold":
         return None if OTSU in (kwargs.get("above"), kwargs.get("below")) else 0
-    if step == "optical_density":
+    if step in ("optical_density", "white_balance"):
         return 0 if kwargs.get("background") is not None else None
     if step in ("dilation", "erosion", "opening", "closing"):
         return morphology_depth(step, int(kwargs["radius"]))  # type: ignore[arg-type]
