@@ -1,14 +1,16 @@
-"""Lazy optical density relative to the slide's glass, and the slide-wide glass colour.
+"""Lazy optical density and white balance relative to the slide's glass, and the glass colour.
 
 :func:`background_estimate` is a slide-wide statistic computed as :mod:`slidemask.ops.otsu`
 computes its threshold: every chunk of the colour image is stored to scratch while its
 channel histograms are taken (pass 1), one task merges them into the background, and
-:func:`optical_density` of the same image by that background reads the stored chunks back
-(pass 2) instead of decoding the slide again or holding chunks in memory until the estimate
-is known. On a one-chunk image (a tissue mask at 8 µm per pixel) nothing is stored.
+:func:`optical_density` or :func:`white_balance` of the same image by that background reads
+the stored chunks back (pass 2) instead of decoding the slide again or holding chunks in
+memory until the estimate is known. On a one-chunk image (a tissue mask at 8 µm per pixel)
+nothing is stored. One image with the same options has one estimate while it is in use, so
+every step reading the stored copy reads the one that was written.
 
-With a background given as numbers, :func:`optical_density` is a per-pixel step and runs on
-each file tile as it is decoded (:meth:`slidemask.io.Slide.map_pixels`).
+With a background given as numbers, both are per-pixel steps and run on each file tile as it
+is decoded (:meth:`slidemask.io.Slide.map_pixels`).
 
 For any chunking both equal the numpy kernels of :mod:`slidemask.kernels.density` on the
 whole image in memory, bit for bit.
