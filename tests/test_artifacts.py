@@ -52,6 +52,7 @@ from slidemask.ops.artifacts import (
 )
 from slidemask.ops.resample import resample_mask
 from slidemask.pipeline import run_slide
+from tests.test_tissue_invariance import TRANSFORMS
 
 SLIDES = Path(__file__).parents[2] / "shared" / "slides"
 CMU = SLIDES / "CMU-1-Small-Region.svs"
@@ -534,13 +535,9 @@ def test_tissue_away_from_the_artifacts_stays_tissue(qc_run: QcRun) -> None:
     assert np.isin(before, [0, 1]).mean() >= 0.999
 
 
-SCANNER_SHIFTS = {  # as tests/test_tissue_invariance.py transforms a slide
-    "white balance +10 % R, -10 % B": lambda rgb: np.clip(
-        np.rint(rgb * np.array([1.1, 1.0, 0.9], np.float32)), 0, 255).astype(np.uint8),
-    "white balance -10 % R, +10 % B": lambda rgb: np.clip(
-        np.rint(rgb * np.array([0.9, 1.0, 1.1], np.float32)), 0, 255).astype(np.uint8),
-    "gamma 0.8": lambda rgb: np.clip(
-        np.rint(255.0 * (np.arange(256) / 255.0) ** 0.8), 0, 255).astype(np.uint8)[rgb],
+SCANNER_SHIFTS = {  # the tissue-invariance test's own transforms
+    name: TRANSFORMS[name]
+    for name in ("white balance +10 % R, -10 % B", "white balance -10 % R, +10 % B", "gamma 0.8")
 }
 
 
