@@ -23,9 +23,7 @@ from the HistoQC pen examples and the shared H&E slides where it does not; see
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -174,8 +172,6 @@ def check_cell(cell: Any) -> int:
 MAX_CELL = 64
 """Largest cell edge, pixels: a cell's three packed sums still fit one int64."""
 
-_SECOND_DIFFERENCE = np.array([[1.0, -2.0, 1.0]], dtype=np.float32)
-
 
 def _field_bits(cell: int) -> tuple[int, int, int]:
     """Bits of a ``cell``-pixel cell's weight, contrast and detail sums (their largest
@@ -240,8 +236,8 @@ def sharpness_cells_kernel(tile: np.ndarray, *, factor: int, glass: int) -> np.n
     band = max(c, _BAND_PIXELS // cols // c * c)
     if rows <= band:
         return _cells(tile[:rows, :cols], c, glass)
-    # a band of whole cell rows at a time: its temporaries stay in the CPU cache (2.5 times
-    # faster on a 2048² tile than the whole tile at once); each cell uses its own rows only
+    # a band of whole cell rows at a time: its temporaries stay in the CPU cache (a 2048²
+    # tile at once is 4 times slower); each cell uses its own rows only
     out = np.empty((rows // c, cols // c), dtype=packed_dtype(c))
     for top in range(0, rows, band):
         out[top // c : (top + band) // c] = _cells(tile[top : min(rows, top + band), :cols], c,
@@ -254,77 +250,58 @@ _BAND_PIXELS = 2**18
 rows of a 2048-pixel chunk)."""
 
 
-@dataclass
-class _Workspace:
-    """One thread's temporaries of :func:`_cells` for one tile shape, reused from tile to tile
-    (fresh arrays for each tile made the kernel four times slower: new pages from the kernel
-    for some 8 MiB of temporaries per 512² tile)."""
-
-    dx: np.ndarray  # int16 second differences along rows, then their absolute values
-    dy: np.ndarray  # the same along columns
-    zero: np.ndarray  # int16 zeros (|d| = absdiff(d, 0))
-    ex: np.ndarray  # uint8 absolute first differences along rows
-    ey: np.ndarray  # the same along columns
-    not_glass: np.ndarray  # uint8 0/1
-    planes: np.ndarray  # float32 (3, rows, cols): detail, contrast, not glass per pixel
-    sums: np.ndarray  # float32 (3, rows // c, cols // c): their cell means
-
-    @classmethod
-    def of(cls, rows: int, cols: int, c: int) -> _Workspace:
-        spaces: dict[tuple[int, int, int], _Workspace] | None = getattr(_WORKSPACES, "by_shape",
-                                                                         None)
-        if spaces is None:
-            spaces = _WORKSPACES.by_shape = {}
-        space = spaces.get((rows, cols, c))
-        if space is None:
-            if len(spaces) >= 4:  # a few tile shapes per slide: the edge tiles'
-                spaces.clear()
-            space = spaces[rows, cols, c] = cls(
-                np.empty((rows, cols), np.int16), np.empty((rows, cols), np.int16),
-                np.zeros((rows, cols), np.int16), np.empty((rows, cols), np.uint8),
-                np.empty((rows, cols), np.uint8), np.empty((rows, cols), np.uint8),
-                np.empty((3, rows, cols), np.float32),
-                np.empty((3, rows // c, cols // c), np.float32),
-            )
-        return space
-
-
-_WORKSPACES = threading.local()
-
-
 def _cells(tile: np.ndarray, c: int, glass: int) -> np.ndarray:
-    """:func:`sharpness_cells_kernel` of a tile of whole cells."""
-    rows, cols = tile.shape
+    """:func:`sharpness_cells_kernel` of a tile of whole cells.
+
+    Differences along columns come from the ``c`` row views ``tile[k::c]`` of each cell row
+    (OpenCV arithmetic on whole rows, a ``c``-th of the pixels each); differences along rows
+    the same way on the transposed tile. Every sum is an integer, so the result is exact;
+    2-3 times faster than filtering the whole tile and masking the differences that cross a
+    cell edge (0.7-0.9 ms against 1.8-2.5 ms per 512² tile on one core)."""
     grey = np.ascontiguousarray(tile)
-    w = _Workspace.of(rows, cols, c)
-    border = cv2.BORDER_REPLICATE
-    cv2.filter2D(grey, cv2.CV_16S, _SECOND_DIFFERENCE, dst=w.dx, borderType=border)
-    cv2.filter2D(grey, cv2.CV_16S, _SECOND_DIFFERENCE.T, dst=w.dy, borderType=border)
-    # drop the differences that reach outside their cell (first and last row/column of each)
-    for edge in (0, c - 1):
-        w.dx.reshape(rows, cols // c, c)[:, :, edge] = 0
-        w.dy.reshape(rows // c, c, cols)[:, edge, :] = 0
-    cv2.absdiff(w.dx, w.zero, dst=w.dx)
-    cv2.absdiff(w.dy, w.zero, dst=w.dy)
-    cv2.add(w.dx, w.dy, dst=w.planes[0], dtype=cv2.CV_32F)  # <= 1020
-    # first differences I(x+1) - I(x), at x; the last column/row of each cell reaches out
-    # (every element is written: the image's last column and row are a cell's last)
-    cv2.absdiff(grey[:, 1:], grey[:, :-1], dst=w.ex[:, :-1])
-    cv2.absdiff(grey[1:], grey[:-1], dst=w.ey[:-1])
-    w.ex.reshape(rows, cols // c, c)[:, :, c - 1] = 0
-    w.ey.reshape(rows // c, c, cols)[:, c - 1, :] = 0
-    cv2.add(w.ex, w.ey, dst=w.planes[1], dtype=cv2.CV_32F)  # <= 510
-    # 1 where grey < glass: grey <= glass - 1 (none for glass 0, all for 256)
-    cv2.threshold(grey, glass - 1, 1, cv2.THRESH_BINARY_INV, dst=w.not_glass)
-    np.copyto(w.planes[2], w.not_glass, casting="unsafe")
-    # OpenCV's area average by an integer factor sums each block (exactly: integers below
-    # 2**24) and scales by 1/n; multiplying back by n and rounding recovers the exact sums.
-    for plane, sums in zip(w.planes, w.sums, strict=True):
-        cv2.resize(plane, (cols // c, rows // c), dst=sums, interpolation=cv2.INTER_AREA)
-    detail, contrast, weight = np.rint(w.sums * (c * c)).astype(np.int64)
+    wide = grey.astype(np.int16)
+    contrast_v, detail_v = _along_columns(wide, c)  # (rows / c, cols): per cell row, column
+    contrast_h, detail_h = _along_columns(cv2.transpose(wide), c)  # (cols / c, rows)
+    contrast = _cell_sums(contrast_v, contrast_h, c)
+    detail = _cell_sums(detail_v, detail_h, c)
+    not_glass = cv2.threshold(grey, glass - 1, 1, cv2.THRESH_BINARY_INV)[1]  # grey < glass
+    weight = cv2.transpose(_row_groups(cv2.transpose(_row_groups(not_glass, c)), c))
     weight_bits, contrast_bits, _ = _field_bits(c)
-    packed = (detail << (weight_bits + contrast_bits)) | (contrast << weight_bits) | weight
-    return packed.astype(packed_dtype(c), copy=False)
+    dtype = packed_dtype(c)
+    if dtype != np.int32:
+        detail, contrast = detail.astype(dtype), contrast.astype(dtype)
+    return (detail << (weight_bits + contrast_bits)) | (contrast << weight_bits) | weight
+
+
+def _along_columns(wide: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``|I(y+1) - I(y)|`` (contrast) and ``|I(y-1) - 2 I(y) + I(y+1)|`` (detail) down
+    each column inside each group of ``c`` rows: ``(rows / c, cols)`` int16 each (at most
+    ``255 (c - 1)`` and ``510 (c - 2)``)."""
+    rows = [wide[k::c] for k in range(c)]
+    steps = [cv2.subtract(rows[k + 1], rows[k]) for k in range(c - 1)]
+    contrast = cv2.absdiff(rows[1], rows[0])
+    for k in range(1, c - 1):
+        cv2.add(contrast, cv2.absdiff(rows[k + 1], rows[k]), dst=contrast)
+    detail = cv2.absdiff(steps[1], steps[0])
+    for k in range(2, c - 1):
+        cv2.add(detail, cv2.absdiff(steps[k], steps[k - 1]), dst=detail)
+    return contrast, detail
+
+
+def _row_groups(values: np.ndarray, c: int) -> np.ndarray:
+    """Sum of each group of ``c`` consecutive rows: ``(rows / c, cols)`` int32."""
+    out = values[0::c].astype(np.int32)
+    for k in range(1, c):
+        np.add(out, values[k::c], out=out)
+    return out
+
+
+def _cell_sums(vertical: np.ndarray, horizontal: np.ndarray, c: int) -> np.ndarray:
+    """Per cell: ``vertical`` (per cell row and column) summed over the cell's ``c`` columns,
+    plus ``horizontal`` (per cell column and row, transposed) over its ``c`` rows."""
+    return cv2.transpose(_row_groups(cv2.transpose(vertical), c)) + _row_groups(
+        cv2.transpose(horizontal), c
+    )
 
 
 def sharpness_ratio_kernel(
