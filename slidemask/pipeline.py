@@ -448,8 +448,11 @@ def _staged(built: _Built, config: Config, folder: Path) -> _Built:
         bits = plane if bits is None else bits | plane
     assert bits is not None
     path = folder / "masks.zarr"
-    write_zarr(bits, path)
+    # the provenance's lazy values (glass estimates, Otsu thresholds) in the same pass: the
+    # outputs written next then record them without deciding those global steps again
+    write_zarr(bits, path, attrs={"provenance": built.provenance})
     stored = read_mask(path)
+    provenance = read_attrs(path)["provenance"]
     unpacked = {
         name: ((stored >> dtype.type(i)) & dtype.type(1)).astype(bool)
         for i, name in enumerate(names)
@@ -460,7 +463,8 @@ def _staged(built: _Built, config: Config, folder: Path) -> _Built:
     classes, tissue = _classes_of(config, unpacked)
     if classes.chunks != mask.chunks:
         classes = classes.rechunk(mask.chunks)
-    return replace(built, mask=mask, masks=unpacked, classes=classes, tissue=tissue)
+    return replace(built, mask=mask, masks=unpacked, classes=classes, tissue=tissue,
+                   provenance=provenance)
 
 
 # --- outputs ----------------------------------------------------------------------------------
