@@ -341,11 +341,13 @@ def sharpness_ratio_kernel(
     check_cell(cell)
     if not packed.any():  # no weighted cell in reach (e.g. cells not measured): all 0
         return np.zeros(packed.shape, dtype=np.float32)
-    detail, contrast, weight = (field.astype(np.int64) for field in unpack_cells(packed, cell))
-    weight[detail < floor] = 0
-    num = smooth_sum_kernel(detail * weight, sigma=sigma)
+    detail, contrast, weight = unpack_cells(packed, cell)
+    weight = np.where(detail < floor, 0, weight)
+    # products of integers below 2**53: exact in float64, which the sums are taken in
+    num = smooth_sum_kernel(np.multiply(detail, weight, dtype=np.float64), sigma=sigma)
     if relative:  # per difference: a cell has 2c(c-1) first and 2c(c-2) second differences
-        den = smooth_sum_kernel(contrast * weight, sigma=sigma) * float(cell - 2)
+        den = smooth_sum_kernel(np.multiply(contrast, weight, dtype=np.float64), sigma=sigma)
+        den *= float(cell - 2)
         num *= float(cell - 1)
     else:
         den = smooth_sum_kernel(weight, sigma=sigma) * float(2 * cell * (cell - 2))

@@ -174,17 +174,25 @@ def optical_density_kernel(
     rows, cols = tile.shape[:2]
     out = np.empty((rows, cols) if combine is not None else (rows, cols, 3), dtype=np.float32)
     reduce = np.maximum if combine == "max" else np.add
+    # OpenCV's per-channel lookup for uint8 (a third faster than numpy's take per channel)
+    lookup = np.ascontiguousarray(table.T.reshape(256, 1, 3)) if tile.dtype == np.uint8 \
+        else None
     # in bands of rows, so that the float32 temporaries stay small beside the output
     step = max(1, _BAND_PIXELS // max(cols, 1))
     for y in range(0, rows, step):
         band, part = tile[y : y + step], out[y : y + step]
+        if lookup is not None and band.shape[1]:
+            looked = cv2.LUT(np.ascontiguousarray(band[..., :3]), lookup)
+            channels = [looked[..., c] for c in range(3)]
+        else:
+            channels = [np.take(table[c], band[..., c]) for c in range(3)]
         if combine is None:
             for c in range(3):
-                part[..., c] = np.take(table[c], band[..., c])
+                part[..., c] = channels[c]
             continue
-        np.take(table[0], band[..., 0], out=part)
+        np.copyto(part, channels[0])
         for c in (1, 2):
-            reduce(part, np.take(table[c], band[..., c]), out=part)
+            reduce(part, channels[c], out=part)
     return out
 
 
