@@ -211,3 +211,27 @@ def test_drop_collinear_keeps_corners_of_every_ring_and_part() -> None:
     single = drop_collinear(shapely.Polygon(shell))
     assert single.geom_type == "Polygon"
     assert single.equals_exact(shapely.Polygon([(0, 0), (0, 4), (6, 4), (6, 0)]), 0)
+
+
+def test_drop_collinear_all_cleans_each_geometry_as_alone() -> None:
+    import shapely
+
+    from slidemask.kernels.polygons import drop_collinear, drop_collinear_all
+
+    shell = [(0, 0), (0, 2), (0, 4), (3, 4), (6, 4), (6, 0), (2, 0)]
+    hole = [(1, 1), (1, 2), (1, 3), (2, 3), (2, 1)]
+    other = [(10, 0), (10, 1), (11, 1), (12, 1), (12, 0)]
+    geometries = [
+        shapely.Polygon(other),
+        shapely.MultiPolygon([shapely.Polygon(shell, [hole]), shapely.Polygon(other)]),
+        shapely.Polygon(shell, [hole]),
+        shapely.MultiPolygon([shapely.Polygon(other)]),
+    ]
+    together = drop_collinear_all(geometries)
+    assert len(together) == len(geometries)
+    for mine, geometry in zip(together, geometries, strict=True):
+        alone = drop_collinear(geometry)
+        assert mine.geom_type == alone.geom_type
+        assert mine.equals_exact(alone, 0)
+    assert together[3].geom_type == "Polygon"  # one part: a Polygon, as drop_collinear gives
+    assert drop_collinear_all([]) == []

@@ -25,7 +25,7 @@ import numpy as np
 
 from slidemask.errors import MaskError
 from slidemask.kernels import labels as kl
-from slidemask.kernels.polygons import join_pieces, label_polygons
+from slidemask.kernels.polygons import join_pieces_all, label_polygons
 from slidemask.ops import staged
 from slidemask.ops.components import check_mask, chunk_lut, label_merge
 from slidemask.writers.atomic import atomic_write
@@ -339,7 +339,7 @@ def _finished(
         for label, polygons in pieces.items():
             pending.setdefault(label, []).extend(polygons)
     done = sorted(k for k in pending if table.bottom[k - 1] <= row_end)
-    return [join_pieces(pending.pop(label)) for label in done]
+    return join_pieces_all([pending.pop(label) for label in done])
 
 
 def _check_closed(pending: dict[int, list[BaseGeometry]]) -> None:
