@@ -239,15 +239,20 @@ def test_sharpness_skips_the_tiles_it_does_not_need(pyramid: Path, monkeypatch) 
     assert got[5:, :].max() == 0 and got[:, 5:].max() == 0
 
 
-@pytest.mark.parametrize("cell", [3, 4, 5, 8])
-def test_sharpness_cells_use_only_their_own_pixels(cell: int) -> None:
+@pytest.mark.parametrize(("cell", "grid"), [
+    (3, (10, 12)), (4, (10, 12)), (5, (10, 12)), (8, (10, 12)), (17, (4, 3)), (64, (2, 3)),
+    (4, (150, 512)),  # 600 x 2048 pixels: computed in bands of 128 rows
+])
+def test_sharpness_cells_use_only_their_own_pixels(cell: int, grid: tuple[int, int]) -> None:
     rng = np.random.default_rng(3)
-    grey = rng.integers(0, 256, (10 * cell, 12 * cell), dtype=np.uint8)
+    rows, cols = grid
+    grey = rng.integers(0, 256, (rows * cell + 2, cols * cell + 1), dtype=np.uint8)
     grey[:cell, :cell] = 255  # one cell of glass
     cells = sharpness_cells_kernel(grey, factor=cell, glass=230)
+    assert cells.shape == grid  # the partial cells at the bottom and right are dropped
     detail, contrast, weight = unpack_cells(cells, cell)
     # reference: the in-cell differences, summed per cell, by plain numpy
-    g = grey.astype(np.int64).reshape(10, cell, 12, cell)
+    g = grey[: rows * cell, : cols * cell].astype(np.int64).reshape(rows, cell, cols, cell)
     dx = np.abs(2 * g[:, :, :, 1:-1] - g[:, :, :, :-2] - g[:, :, :, 2:]).sum(axis=(1, 3))
     dy = np.abs(2 * g[:, 1:-1] - g[:, :-2] - g[:, 2:]).sum(axis=(1, 3))
     ex = np.abs(g[:, :, :, 1:] - g[:, :, :, :-1]).sum(axis=(1, 3))
