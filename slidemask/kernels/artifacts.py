@@ -101,6 +101,21 @@ def _empty_mask(tile: np.ndarray) -> np.ndarray:
     return np.zeros(tile.shape[:2], dtype=bool)
 
 
+def _in_bands(kernel: Any, tile: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """``kernel(tile, **kwargs)`` of a pointwise kernel with a ``(rows, cols)`` bool result,
+    computed in bands of about :data:`_BAND_PIXELS` pixels: on a whole working image (a
+    3125² image at 8 um per pixel of a 50000² slide) the temporaries of a colour test stay a
+    few MiB instead of about ten times the image's own size."""
+    rows, cols = tile.shape[:2]
+    step = max(1, _BAND_PIXELS // max(cols, 1))
+    if rows <= step:
+        return kernel(tile, **kwargs)
+    out = np.empty((rows, cols), dtype=bool)
+    for y in range(0, rows, step):
+        out[y : y + step] = kernel(tile[y : y + step], **kwargs)
+    return out
+
+
 def black_kernel(
     tile: np.ndarray,
     *,
@@ -111,6 +126,12 @@ def black_kernel(
     """Neutral dark pixels of a uint8 RGB(A) tile: ``max(R, G, B) <= max_value``, spread
     ``max - min <= max_chroma`` and saturation ``255 * (max - min) <= max_saturation * max``
     (integers, exact). ``(rows, cols)`` bool; pointwise."""
+    return _in_bands(_black, tile, max_value=max_value, max_chroma=max_chroma,
+                     max_saturation=max_saturation)
+
+
+def _black(tile: np.ndarray, *, max_value: int, max_chroma: int, max_saturation: int
+           ) -> np.ndarray:
     if tile.shape[0] == 0 or tile.shape[1] == 0:
         return _empty_mask(tile)
     r, g, b = cv2.split(np.ascontiguousarray(tile[:, :, :3]))
@@ -140,6 +161,12 @@ def pen_ink_kernel(
     with ``max_value``, ``max_chroma`` and ``max_saturation``. Pointwise; uint8 RGB or RGBA
     (alpha ignored).
     """
+    return _in_bands(_pen_ink, tile, colors=colors, max_value=max_value,
+                     max_chroma=max_chroma, max_saturation=max_saturation)
+
+
+def _pen_ink(tile: np.ndarray, *, colors: tuple[str, ...], max_value: int, max_chroma: int,
+             max_saturation: int) -> np.ndarray:
     if tile.shape[0] == 0 or tile.shape[1] == 0:
         return _empty_mask(tile)
     out = np.zeros(tile.shape[:2], dtype=bool)
@@ -149,8 +176,8 @@ def pen_ink_kernel(
         for lower, upper in bands:
             out |= in_hsv_range(hsv, lower=lower, upper=upper)
     if "black" in colors:
-        out |= black_kernel(tile, max_value=max_value, max_chroma=max_chroma,
-                            max_saturation=max_saturation)
+        out |= _black(tile, max_value=max_value, max_chroma=max_chroma,
+                      max_saturation=max_saturation)
     return out
 
 
@@ -436,9 +463,24 @@ def flat_kernel(tile: np.ndarray, *, ksize: int, max_diff: float) -> np.ndarray:
     stays in integers (int32 where ``n * x`` fits, else int64). ``tile``: 2-D uint8 or uint16.
     Halo: :func:`flat_depth`.
     """
-    flat_depth(ksize)
+    reach = flat_depth(ksize)
     if tile.size == 0:
         return np.zeros(tile.shape, dtype=bool)
+    rows, cols = tile.shape
+    step = max(1, _BAND_PIXELS // cols)
+    if rows <= step + 2 * reach:
+        return _flat(tile, ksize, max_diff)
+    # in bands of rows, each with its window's reach of real rows above and below (the edge
+    # rule applies only at the tile's own edges): the same result, with int32 temporaries of
+    # a band instead of four times the tile
+    out = np.empty(tile.shape, dtype=bool)
+    for y in range(0, rows, step):
+        lo, hi = max(0, y - reach), min(rows, y + step + reach)
+        out[y : y + step] = _flat(tile[lo:hi], ksize, max_diff)[y - lo : y - lo + step]
+    return out
+
+
+def _flat(tile: np.ndarray, ksize: int, max_diff: float) -> np.ndarray:
     src = np.ascontiguousarray(tile)
     n = int(ksize) * int(ksize)
     total = cv2.boxFilter(src, cv2.CV_32S, (int(ksize), int(ksize)), normalize=False,
