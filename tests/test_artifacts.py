@@ -116,6 +116,34 @@ def test_flat_is_exact_for_any_chunking(data, ksize, max_diff) -> None:
     np.testing.assert_array_equal(got, whole)
 
 
+@pytest.mark.parametrize(("shape", "ksize"), [((700, 500), 11), ((90, 3000), 21), ((613, 1024), 3)])
+def test_flat_on_a_large_tile_equals_the_window_definition(shape, ksize) -> None:
+    """Large tiles are computed in bands of rows; each pixel still compares with the exact
+    mean of its window, the edges replicated."""
+    rng = np.random.default_rng(11)
+    grey = cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (0, 0), 1.5)
+    r = ksize // 2
+    padded = np.pad(grey.astype(np.int64), r, mode="edge")
+    sums = np.zeros((shape[0] + 2 * r + 1, shape[1] + 2 * r + 1), np.int64)
+    sums[1:, 1:] = padded.cumsum(0).cumsum(1)
+    window = (sums[ksize:, ksize:] - sums[:-ksize, ksize:] - sums[ksize:, :-ksize]
+              + sums[:-ksize, :-ksize])
+    expected = np.abs(grey.astype(np.int64) * ksize * ksize - window) < 2.55 * ksize * ksize
+    np.testing.assert_array_equal(flat_kernel(grey, ksize=ksize, max_diff=2.55), expected)
+
+
+def test_colour_tests_on_a_large_tile_equal_them_row_by_row() -> None:
+    """Pen ink (and its black test) run in bands of rows on a large tile: each pixel as alone."""
+    rng = np.random.default_rng(12)
+    rgb = rng.integers(0, 256, (300, 1500, 3), dtype=np.uint8)
+    rgb[::4] //= 5  # dark rows: black ink candidates
+    colors = ("blue", "green", "red", "black")
+    whole = pen_ink_kernel(rgb, colors=colors)
+    rows = np.concatenate([pen_ink_kernel(rgb[i : i + 1], colors=colors) for i in range(300)])
+    np.testing.assert_array_equal(whole, rows)
+    assert whole.any() and not whole.all()
+
+
 @SETTINGS
 @given(grey_and_chunks(), st.integers(3, 30), st.integers(0, 3), st.integers(0, 255))
 def test_straight_bands_are_exact_for_any_chunking(data, length, width, level) -> None:
