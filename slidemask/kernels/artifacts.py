@@ -292,12 +292,13 @@ def _cells(tile: np.ndarray, c: int, glass: int) -> np.ndarray:
     contrast = _cell_sums(contrast_v, contrast_h, c)
     detail = _cell_sums(detail_v, detail_h, c)
     not_glass = cv2.threshold(grey, glass - 1, 1, cv2.THRESH_BINARY_INV)[1]  # grey < glass
-    weight = cv2.transpose(_row_groups(cv2.transpose(_row_groups(not_glass, c)), c))
+    weight: np.ndarray = cv2.transpose(_row_groups(cv2.transpose(_row_groups(not_glass, c)), c))
     weight_bits, contrast_bits, _ = _field_bits(c)
     dtype = packed_dtype(c)
     if dtype != np.int32:
         detail, contrast = detail.astype(dtype), contrast.astype(dtype)
-    return (detail << (weight_bits + contrast_bits)) | (contrast << weight_bits) | weight
+    packed: np.ndarray = (detail << (weight_bits + contrast_bits)) | (contrast << weight_bits)
+    return packed | weight
 
 
 def _along_columns(wide: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
