@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from slidemask.errors import MaskError
+from slidemask.kernels.bands import BAND_PIXELS, in_row_bands
 from slidemask.kernels.color import in_hsv_range, rgb_to_hsv
 
 __all__ = [
@@ -101,21 +102,6 @@ def _empty_mask(tile: np.ndarray) -> np.ndarray:
     return np.zeros(tile.shape[:2], dtype=bool)
 
 
-def _in_bands(kernel: Any, tile: np.ndarray, **kwargs: Any) -> np.ndarray:
-    """``kernel(tile, **kwargs)`` of a pointwise kernel with a ``(rows, cols)`` bool result,
-    computed in bands of about :data:`_BAND_PIXELS` pixels: on a whole working image (a
-    3125² image at 8 um per pixel of a 50000² slide) the temporaries of a colour test stay a
-    few MiB instead of about ten times the image's own size."""
-    rows, cols = tile.shape[:2]
-    step = max(1, _BAND_PIXELS // max(cols, 1))
-    if rows <= step:
-        return kernel(tile, **kwargs)
-    out = np.empty((rows, cols), dtype=bool)
-    for y in range(0, rows, step):
-        out[y : y + step] = kernel(tile[y : y + step], **kwargs)
-    return out
-
-
 def black_kernel(
     tile: np.ndarray,
     *,
@@ -126,7 +112,7 @@ def black_kernel(
     """Neutral dark pixels of a uint8 RGB(A) tile: ``max(R, G, B) <= max_value``, spread
     ``max - min <= max_chroma`` and saturation ``255 * (max - min) <= max_saturation * max``
     (integers, exact). ``(rows, cols)`` bool; pointwise."""
-    return _in_bands(_black, tile, max_value=max_value, max_chroma=max_chroma,
+    return in_row_bands(_black, tile, max_value=max_value, max_chroma=max_chroma,
                      max_saturation=max_saturation)
 
 
@@ -161,7 +147,7 @@ def pen_ink_kernel(
     with ``max_value``, ``max_chroma`` and ``max_saturation``. Pointwise; uint8 RGB or RGBA
     (alpha ignored).
     """
-    return _in_bands(_pen_ink, tile, colors=colors, max_value=max_value,
+    return in_row_bands(_pen_ink, tile, colors=colors, max_value=max_value,
                      max_chroma=max_chroma, max_saturation=max_saturation)
 
 
@@ -272,9 +258,9 @@ def sharpness_cells_kernel(tile: np.ndarray, *, factor: int, glass: int) -> np.n
     return out
 
 
-_BAND_PIXELS = 2**18
-"""Pixels of grey per band of :func:`sharpness_cells_kernel` (a 512² file tile at once, 128
-rows of a 2048-pixel chunk)."""
+_BAND_PIXELS = BAND_PIXELS
+"""Pixels of grey per band of :func:`sharpness_cells_kernel` and :func:`flat_kernel` (a 512²
+file tile at once, 128 rows of a 2048-pixel chunk)."""
 
 
 def _cells(tile: np.ndarray, c: int, glass: int) -> np.ndarray:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from slidemask.errors import MaskError
+from slidemask.kernels.bands import in_row_bands
 
 GRAY_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.uint8), np.dtype(np.uint16))
 """Pixel types converted to grey. OpenCV also converts float32, but its float result differs
@@ -163,13 +164,20 @@ def hsv_in_range(
     Returns
     -------
     numpy.ndarray
-        ``(rows, cols)`` bool. Allocates one 3-byte-per-pixel HSV tile.
+        ``(rows, cols)`` bool. Converts a band of rows at a time
+        (:func:`slidemask.kernels.bands.in_row_bands`), so its HSV temporary stays small.
     """
     check_hsv_input(tile.shape, tile.dtype)
     lower, upper = check_hsv_bounds(lower, upper)
     rows, cols = tile.shape[:2]
     if rows == 0 or cols == 0:
         return np.zeros((rows, cols), dtype=bool)
+    return in_row_bands(_hsv_in_range, tile, lower=lower, upper=upper)
+
+
+def _hsv_in_range(
+    tile: np.ndarray, *, lower: tuple[int, int, int], upper: tuple[int, int, int]
+) -> np.ndarray:
     return in_hsv_range(rgb_to_hsv(tile), lower=lower, upper=upper)
 
 
