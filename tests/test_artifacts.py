@@ -133,7 +133,8 @@ def test_flat_on_a_large_tile_equals_the_window_definition(shape, ksize) -> None
 
 
 def test_colour_tests_on_a_large_tile_equal_them_row_by_row() -> None:
-    """Pen ink (and its black test) run in bands of rows on a large tile: each pixel as alone."""
+    """Pen ink (and its black test) and HSV ranges run in bands of rows on a large tile: each
+    pixel as alone."""
     rng = np.random.default_rng(12)
     rgb = rng.integers(0, 256, (300, 1500, 3), dtype=np.uint8)
     rgb[::4] //= 5  # dark rows: black ink candidates
@@ -142,6 +143,14 @@ def test_colour_tests_on_a_large_tile_equal_them_row_by_row() -> None:
     rows = np.concatenate([pen_ink_kernel(rgb[i : i + 1], colors=colors) for i in range(300)])
     np.testing.assert_array_equal(whole, rows)
     assert whole.any() and not whole.all()
+    from slidemask.kernels.color import hsv_in_range
+
+    for lower, upper in (((100, 80, 30), (128, 255, 255)), ((170, 20, 20), (10, 255, 255))):
+        whole = hsv_in_range(rgb, lower=lower, upper=upper)
+        rows = np.concatenate([hsv_in_range(rgb[i : i + 1], lower=lower, upper=upper)
+                               for i in range(300)])
+        np.testing.assert_array_equal(whole, rows)
+        assert whole.any() and not whole.all()
 
 
 @SETTINGS
