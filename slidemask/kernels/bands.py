@@ -1,9 +1,9 @@
 """Pointwise kernels on large tiles, a band of rows at a time.
 
 A kernel that makes several full-size temporaries (a colour conversion, channel planes,
-comparison masks) holds about ten times a tile's own size while it runs. On a whole working
-image (3125² at 8 µm per pixel of a 50000² slide, one chunk) that is a few hundred MiB; in
-bands of about :data:`BAND_PIXELS` pixels it is a few MiB, and the bands stay in the CPU cache.
+comparison masks) holds a few times a tile's own size while it runs: on a whole working image
+(3125² at 8 µm per pixel of a 50000² slide, one chunk) some tens of MiB per kernel. In bands of
+about :data:`BAND_PIXELS` pixels it is a few MiB, and the bands stay in the CPU cache.
 """
 
 from __future__ import annotations
