@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from slidemask.errors import MaskError
+from slidemask.kernels.bands import BAND_PIXELS
 
 __all__ = [
     "COMBINES",
@@ -175,8 +176,7 @@ def optical_density_kernel(
     out = np.empty((rows, cols) if combine is not None else (rows, cols, 3), dtype=np.float32)
     reduce = np.maximum if combine == "max" else np.add
     # OpenCV's per-channel lookup for uint8 (a third faster than numpy's take per channel)
-    lookup = np.ascontiguousarray(table.T.reshape(256, 1, 3)) if tile.dtype == np.uint8 \
-        else None
+    lookup = _channel_lookup(table) if tile.dtype == np.uint8 else None
     # in bands of rows, so that the float32 temporaries stay small beside the output
     step = max(1, _BAND_PIXELS // max(cols, 1))
     for y in range(0, rows, step):
@@ -196,7 +196,13 @@ def optical_density_kernel(
     return out
 
 
-_BAND_PIXELS = 2**18
+_BAND_PIXELS = BAND_PIXELS
+
+
+def _channel_lookup(table: np.ndarray) -> np.ndarray:
+    """A ``(3, 256)`` per-channel table as ``cv2.LUT`` takes it for a 3-channel uint8 image:
+    ``(256, 1, 3)``, contiguous."""
+    return np.ascontiguousarray(table.T.reshape(256, 1, 3))
 
 
 @functools.lru_cache(maxsize=64)
@@ -234,7 +240,7 @@ def white_balance_kernel(tile: np.ndarray, *, background: Sequence[float]) -> np
     table = _balance_table(check_background(background, "white_balance"), tile.dtype.str)
     if tile.dtype == np.uint8 and tile.shape[0] and tile.shape[1]:
         # OpenCV's per-channel lookup: 8 times faster than numpy's take, channel by channel
-        lookup = np.ascontiguousarray(table.T.reshape(256, 1, 3))
+        lookup = _channel_lookup(table)
         return np.asarray(cv2.LUT(np.ascontiguousarray(tile[..., :3]), lookup))
     out = np.empty((*tile.shape[:2], 3), dtype=tile.dtype)
     for c in range(3):
