@@ -262,6 +262,21 @@ def test_threshold_into_a_strided_view_equals_a_new_mask(
     np.testing.assert_array_equal(chunk[outside], before[outside])
 
 
+@pytest.mark.parametrize("above, below", [(None, 120), (80, None), (None, 0.5), (254.5, None)])
+def test_threshold_uint8_one_sided_into_any_view(above: float | None, below: float | None) -> None:
+    """The uint8 one-sided comparison (OpenCV's threshold) writes into views with contiguous
+    rows and falls back for strided columns, a transposed tile or a missing ``out``."""
+    rng = np.random.default_rng(5)
+    tile = rng.integers(0, 256, (40, 30)).astype(np.uint8)
+    expected = tile > above if above is not None else tile < below
+    for source in (tile, np.asfortranarray(tile), tile.T.copy().T):
+        np.testing.assert_array_equal(threshold_mask(source, above=above, below=below), expected)
+        for place in (np.zeros((50, 70), bool)[3:43, 5:35], np.zeros((50, 70), bool)[3:43, 5:65:2]):
+            assert threshold_mask(source, above=above, below=below, out=place) is place
+            np.testing.assert_array_equal(place, expected)
+            assert place.view(np.uint8).max() <= 1  # valid bool bytes
+
+
 def test_threshold_bounds_cache_keeps_types_apart() -> None:
     """The bounds cache tells ``1``, ``1.0`` and ``True`` apart (equal hashes): a bool is
     still refused after an int of the same value was used."""

@@ -80,9 +80,10 @@ def rgb_to_gray(tile: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarra
     code = cv2.COLOR_RGB2GRAY if tile.shape[2] == 3 else cv2.COLOR_RGBA2GRAY
     if out is None:
         return cv2.cvtColor(np.ascontiguousarray(tile), code)
-    # OpenCV writes into a contiguous dst of the right shape and type, else returns a new image
-    grey = cv2.cvtColor(np.ascontiguousarray(tile), code,
-                        dst=out if out.flags.c_contiguous else None)
+    # OpenCV writes into a dst of the right shape and type whose rows are contiguous (such as
+    # the tile's place in its chunk), else returns a new image
+    in_place = out.ndim == 2 and out.strides[1] == out.itemsize
+    grey = cv2.cvtColor(np.ascontiguousarray(tile), code, dst=out if in_place else None)
     if grey is not out:
         out[...] = grey
     return out
