@@ -69,6 +69,7 @@ from slidemask.ops.components import label_stats
 from slidemask.ops.density import background_estimate, optical_density, white_balance
 from slidemask.ops.local import threshold
 from slidemask.ops.otsu import otsu_threshold
+from slidemask.ops.packed import MAX_PACKED_MASKS, bits_table, class_table, lookup_bits
 from slidemask.ops.relevance import gate_arguments
 from slidemask.ops.resample import Resolution, image_at, resample_mask, select_resolution
 from slidemask.report import SlideResult
@@ -457,10 +458,23 @@ def _staged(built: _Built, config: Config, folder: Path) -> _Built:
         name: ((stored >> dtype.type(i)) & dtype.type(1)).astype(bool)
         for i, name in enumerate(names)
     }
-    mask = config.expression.evaluate(unpacked)
+    if len(names) <= MAX_PACKED_MASKS:
+        # the output mask, the class map and the tissue as one table lookup per pixel of the
+        # packed bits (slidemask.ops.packed), instead of unpacking and combining every mask
+        assert config.classes is not None
+        chosen = {name: parse_expression(text).evaluate
+                  for name, text in config.classes.masks.items()}
+        mask = lookup_bits(stored, bits_table(names, config.expression.evaluate))
+        classes = lookup_bits(stored, class_table(
+            names, chosen, config.classes.order, config.classes.label_values()
+        ))
+        tissue = (lookup_bits(stored, bits_table(names, chosen["tissue"]))
+                  if "tissue" in chosen else None)
+    else:
+        mask = config.expression.evaluate(unpacked)
+        classes, tissue = _classes_of(config, unpacked)
     if mask.chunks != built.mask.chunks:
         mask = mask.rechunk(built.mask.chunks)
-    classes, tissue = _classes_of(config, unpacked)
     if classes.chunks != mask.chunks:
         classes = classes.rechunk(mask.chunks)
     return replace(built, mask=mask, masks=unpacked, classes=classes, tissue=tissue,

@@ -553,6 +553,22 @@ def _cells(region: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return block.mean(axis=(1, 3)) > 0.5
 
 
+def test_written_outputs_equal_the_masks_built_in_memory(qc_run: QcRun) -> None:
+    """The runner stores the masks packed one bit each and reads the output mask and the class
+    map through lookup tables: the same as building them from the masks directly."""
+    from slidemask import open_slide, read_mask
+    from slidemask.pipeline import build_class_map, build_mask
+
+    config = load_config(QC_YAML)
+    slide = open_slide(qc_run.planted.path)
+    with dask.config.set(scheduler="threads"):
+        classes = build_class_map(slide, config)[0].compute()
+        mask = build_mask(slide, config)[0].compute()
+    np.testing.assert_array_equal(qc_run.classes, classes)
+    np.testing.assert_array_equal(read_mask(qc_run.out / "planted.zarr").compute(), mask)
+    assert len(np.unique(classes)) >= 5  # tissue, background and artifacts: a real test
+
+
 @pytest.mark.parametrize("name", ["pen", "blur", "fold", "bubble", "border"])
 def test_planted_artifacts_are_found(qc_run: QcRun, name: str) -> None:
     classes, before = qc_run.classes, qc_run.before
