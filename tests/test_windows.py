@@ -66,3 +66,16 @@ def test_windows_pickle(tmp_path: Path) -> None:
     arr = map_windows(da.from_array(image, chunks=(6, 7)), chain, 1, dtype=np.uint8, label="t")
     clone = pickle.loads(pickle.dumps(arr))
     np.testing.assert_array_equal(clone.compute(), cv2.medianBlur(image, 3))
+
+
+def test_incompressible_chunks_round_trip_through_scratch(tmp_path: Path) -> None:
+    """Noise does not compress: its stored chunks (9 MB each here) read back exactly (LZ4
+    once failed on them when left to guess the decoded size)."""
+    import dask
+
+    from slidemask import median_blur
+
+    grey = np.random.default_rng(0).integers(0, 256, (6000, 6000), np.uint8)
+    with dask.config.set({"temporary-directory": str(tmp_path), "scheduler": "threads"}):
+        got = median_blur(da.from_array(grey, chunks=3000), 3).compute()
+    np.testing.assert_array_equal(got, cv2.medianBlur(grey, 3))

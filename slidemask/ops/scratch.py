@@ -204,13 +204,18 @@ def _save(path: str, array: np.ndarray) -> None:
 def _load(path: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     import imagecodecs
 
+    packed = dtype == np.bool_
+    stored_shape = shape[:-1] + ((shape[-1] + 7) // 8,) if packed else shape
+    out = np.empty(stored_shape, np.uint8 if packed else dtype)
     with open(path, "rb") as fh:
-        data = imagecodecs.lz4_decode(fh.read())
-    if dtype == np.bool_:
-        packed_shape = shape[:-1] + ((shape[-1] + 7) // 8,)
-        packed = np.frombuffer(data, np.uint8).reshape(packed_shape)
-        return np.unpackbits(packed, axis=-1, count=shape[-1]).view(np.bool_)
-    return np.frombuffer(data, dtype).reshape(shape).copy()
+        data = fh.read()
+    # decoded straight into the array, whose size is known: without it LZ4 guesses a size,
+    # allocating 64 MiB for each chunk, and fails on incompressible chunks of more than
+    # 8 MiB (a noisy image)
+    imagecodecs.lz4_decode(data, out=out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+    if packed:
+        return np.unpackbits(out, axis=-1, count=shape[-1]).view(np.bool_)
+    return out
 
 
 def release(*collections: Any) -> None:
