@@ -60,6 +60,8 @@ _STATS_LOCK = threading.Lock()
 RETRY_ATTEMPTS = 6
 """Tries of one storage call before its error is raised (the first one included)."""
 RETRY_BASE_SECONDS = 0.1
+"""Longest wait before the first retry of a storage call, doubled for each further one (see
+:func:`retrying`)."""
 RETRY_MAX_SECONDS = 5.0
 
 _DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {}
@@ -337,6 +339,7 @@ def retrying(
     *,
     attempts: int | None = None,
     transient: Callable[[BaseException], bool] = _transient,
+    base_seconds: float = RETRY_BASE_SECONDS,
 ) -> T:
     """``call()``, retried on transient errors with exponential backoff and full jitter.
 
@@ -350,6 +353,10 @@ def retrying(
         Tries in all (default :data:`RETRY_ATTEMPTS`).
     transient
         Which errors are retried; others are raised at once.
+    base_seconds
+        Longest wait before the first retry (default :data:`RETRY_BASE_SECONDS`); it doubles
+        for each further one, up to :data:`RETRY_MAX_SECONDS`, and each wait is that times a
+        random factor between 0.5 and 1.
 
     Returns
     -------
@@ -368,7 +375,7 @@ def retrying(
         except Exception as exc:
             if attempt >= tries or not transient(exc):
                 raise
-            delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+            delay = min(RETRY_MAX_SECONDS, base_seconds * 2 ** (attempt - 1))
             delay *= random.uniform(0.5, 1.0)
             with _STATS_LOCK:
                 STATS["retries"] += 1
@@ -441,9 +448,9 @@ class RangeReader:
     :meth:`pread` calls, so a chunk's tiles cost a few requests, not one each.
 
     Reads of one region on its own fetch exactly its bytes. Once reads cluster (a range
-    within :attr:`BLOCK` bytes of one fetched lately, as when a pass over a level reads chunk
+    within ``block`` bytes of one fetched lately, as when a pass over a level reads chunk
     after chunk, in whatever order the scheduler picks), whole aligned blocks of
-    :attr:`BLOCK` bytes are fetched instead and kept in a cache of :attr:`CACHE_BYTES`
+    ``block`` bytes are fetched instead and kept in a cache of :attr:`CACHE_BYTES`
     (one per process, shared by its threads and readers; least recently used blocks go
     first): the neighbouring chunks' tiles, which lie in the same rows of tiles and so in the
     same blocks, then cost no request. A block another thread is fetching is waited for, not
@@ -455,6 +462,17 @@ class RangeReader:
     level 0 (100 chunks of 2048², 400 rows of tiles): 400 requests exact, about 30 with
     2 MiB blocks, for 55 MiB fetched instead of 54 (each request costs the client and the
     server about as much time as a few megabytes of data).
+
+    Parameters
+    ----------
+    url
+        The stored object.
+    options
+        Storage options for its file system (:func:`storage_options`).
+    block
+        Bytes per block once reads cluster (default :attr:`BLOCK`). 0: never fetch blocks,
+        every read fetches exactly its own bytes. The bytes read are the same either way;
+        only the number and size of the requests change.
     """
 
     MERGE_GAP = 8192  # ranges closer than this are fetched as one
@@ -463,15 +481,18 @@ class RangeReader:
     _RECENT = 64  # fetched extents remembered to notice clustered reads
     _numbers = itertools.count()
 
-    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, url: str, options: Mapping[str, Any] | None = None, *, block: int = BLOCK
+    ) -> None:
         self.url = url
         self.options = dict(options or {})
+        self.block = int(block)
         self._local = threading.local()
         self._number = next(RangeReader._numbers)  # this reader's blocks in the cache
         self._recent: deque[tuple[int, int]] = deque(maxlen=self._RECENT)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RangeReader, (self.url, self.options))
+        return (RangeReader, (self.url, self.options), {"block": self.block})
 
     def _fs(self) -> tuple[Any, str]:
         return filesystem(self.url, self.options)
@@ -489,9 +510,10 @@ class RangeReader:
         return merged
 
     def _clustered(self, extents: list[list[int]]) -> bool:
-        """Whether any extent lies within a block of one fetched lately (lock held)."""
-        return any(
-            start - self.BLOCK <= end and begin <= stop + self.BLOCK
+        """Whether any extent lies within a block of one fetched lately (lock held); never
+        with ``block=0``."""
+        return self.block > 0 and any(
+            start - self.block <= end and begin <= stop + self.block
             for begin, end in extents for start, stop in self._recent
         )
 
@@ -537,7 +559,7 @@ class RangeReader:
     def _from_blocks(self, wanted: list[tuple[int, int]]) -> dict[tuple[int, int], bytes] | None:
         """``wanted`` cut from cached blocks, fetching the missing ones; None when a block
         was dropped from the cache before it could be used (then the caller fetches)."""
-        size, me = self.BLOCK, self._number
+        size, me = self.block, self._number
         need = sorted({b for o, c in wanted for b in range(o // size, (o + c - 1) // size + 1)})
         with _BLOCKS_LOCK:
             waits = {_PENDING[me, b] for b in need if (me, b) in _PENDING}
@@ -569,7 +591,7 @@ class RangeReader:
     def _load(self, blocks: list[int], event: threading.Event) -> dict[int, bytes]:
         """Fetch ``blocks`` (registered as pending under ``event``), cache them, and set
         ``event`` (also when the fetch fails: waiting threads then fetch for themselves)."""
-        size, me = self.BLOCK, self._number
+        size, me = self.block, self._number
         got: dict[int, bytes] = {}
         try:
             runs = self._merge(((b * size, size) for b in blocks), 0)

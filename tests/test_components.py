@@ -160,9 +160,8 @@ def test_traced_components_equal_labelled(data, connectivity, value):
     """Border following measures exactly what labelling does, faces included."""
     m, _ = data
     before = m.copy()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(kl, "_likely_many", lambda *args, **kwargs: False)  # always trace
-        traced = kl.traced_components(m, connectivity=connectivity, value=value)
+    # trace, without first estimating from sampled rows whether there are too many
+    traced = kl.traced_components(m, connectivity=connectivity, value=value, estimate=False)
     np.testing.assert_array_equal(m, before)  # the tile is read, never written
     assert traced is not None
     comps, faces = traced
@@ -175,13 +174,12 @@ def test_traced_components_equal_labelled(data, connectivity, value):
         np.testing.assert_array_equal(getattr(faces, name), getattr(ref_faces, name))
 
 
-def test_traced_components_give_way_to_labelling_when_many(monkeypatch):
+def test_traced_components_give_way_to_labelling_when_many():
     m = np.zeros((128, 128), bool)
     m[::2, ::2] = True  # 4096 objects: more than border following is used for
     assert kl.traced_components(m, connectivity=8) is None  # estimated from sampled rows
-    monkeypatch.setattr(kl, "_likely_many", lambda *args, **kwargs: False)
-    assert kl.traced_components(m, connectivity=8) is None  # counted after tracing
-    comps, faces = kl.components_and_faces(m, connectivity=8)
+    assert kl.traced_components(m, connectivity=8, estimate=False) is None  # counted after
+    comps, faces = kl.components_and_faces(m, connectivity=8, estimate=False)
     assert comps.count == 64 * 64 and comps.labels is not None
     np.testing.assert_array_equal(faces.top[::2], np.arange(1, 65))
 

@@ -133,25 +133,20 @@ def test_histograms_leave_out_pure_white() -> None:
 
 
 @pytest.mark.parametrize("combine", ["sum", "max", None])
-def test_density_in_bands_is_the_same(combine, monkeypatch: pytest.MonkeyPatch) -> None:
-    import slidemask.kernels.density as kernels
-
+def test_density_in_bands_is_the_same(combine) -> None:
     tile = np.random.default_rng(4).integers(0, 256, (23, 9, 4)).astype(np.uint8)
-    expected = kernels.optical_density_kernel(tile, background=(250, 240, 230), combine=combine)
-    monkeypatch.setattr(kernels, "_BAND_PIXELS", 20)
-    got = kernels.optical_density_kernel(tile, background=(250, 240, 230), combine=combine)
+    expected = optical_density_kernel(tile, background=(250, 240, 230), combine=combine)
+    got = optical_density_kernel(tile, background=(250, 240, 230), combine=combine,
+                                 band_pixels=20)
     np.testing.assert_array_equal(got, expected)
 
 
-def test_histograms_in_bands_are_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_histograms_in_bands_are_exact() -> None:
     # OpenCV counts in float32: large images are counted in bands, each exact
-    import slidemask.kernels.density as kernels
-
     rng = np.random.default_rng(3)
     tile = rng.integers(200, 256, (37, 11, 4)).astype(np.uint8)
-    expected = kernels.channel_histograms(tile)
-    monkeypatch.setattr(kernels, "_EXACT_COUNT", 50)
-    np.testing.assert_array_equal(kernels.channel_histograms(tile), expected)
+    expected = channel_histograms(tile)
+    np.testing.assert_array_equal(channel_histograms(tile, exact_count=50), expected)
     keep = tile[..., :3].min(axis=2) < 254
     for c in range(3):
         np.testing.assert_array_equal(expected[c], np.bincount(tile[..., c][keep], minlength=256))

@@ -163,8 +163,6 @@ def chunked_class_maps(draw: st.DrawFn, max_side: int = 40) -> tuple[np.ndarray,
 @given(chunked_class_maps(), st.sampled_from([1.0, 16.0]))
 def test_class_map_in_memory_and_stored_give_the_same_features(tmp_path_factory, data,
                                                                downsample):
-    from unittest import mock
-
     from slidemask.writers import geojson
 
     classes, lazy = data
@@ -172,9 +170,9 @@ def test_class_map_in_memory_and_stored_give_the_same_features(tmp_path_factory,
     folder = tmp_path_factory.mktemp("classes")
     memory = geojson.write_class_geojson(lazy, folder / "memory.geojson", values,
                                          downsample=downsample)
-    with mock.patch.object(geojson, "IN_MEMORY_PIXELS", 0):  # stored, class by class
-        stored = geojson.write_class_geojson(lazy, folder / "stored.geojson", values,
-                                             downsample=downsample)
+    stored = geojson.write_class_geojson(lazy, folder / "stored.geojson", values,
+                                         downsample=downsample,
+                                         in_memory_pixels=0)  # stored, class by class
     assert memory == stored
     assert (folder / "memory.geojson").read_text() == (folder / "stored.geojson").read_text()
     features = json.loads((folder / "memory.geojson").read_text())["features"]

@@ -30,7 +30,7 @@ from slidemask.ops.components import (
     label_table_plan,
     label_with_stats,
 )
-from tests.test_two_pass_local import axis_chunks, cases, run_engine
+from tests.test_two_pass_local import axis_chunks, cases, run_engine, with_sparse_limit
 
 
 @pytest.fixture(autouse=True)
@@ -174,13 +174,12 @@ def _specks(n: int, side: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("limit", [kl.SPARSE_LIMIT, 0])
-def test_records_do_not_grow_with_interior_components(limit, monkeypatch):
+def test_records_do_not_grow_with_interior_components(limit):
     """What the merge receives from a chunk (its summary) and what it makes (the numbering)
     stay as small with 10 000 interior specks as with 10; the table plan of
     ``label_with_stats`` reports every component."""
-    monkeypatch.setattr(kl, "SPARSE_LIMIT", limit)
     side = 202
-    plan = label_plan(8, np.dtype(np.int32))
+    plan = with_sparse_limit(label_plan(8, np.dtype(np.int32)), limit)
     sizes = {}
     merged_sizes = {}
     for n in (10, 10_000):

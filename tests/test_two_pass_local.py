@@ -10,6 +10,8 @@ both ways).
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import replace
 from itertools import accumulate
 
 import dask
@@ -119,7 +121,23 @@ SETTINGS = settings(deadline=None, max_examples=60)
 # ---- the engine, by hand --------------------------------------------------------------------
 
 
+def with_sparse_limit(plan: TwoPass, limit: int) -> TwoPass:
+    """``plan`` with ``sparse_limit=limit`` passed to each of its chunk functions that takes
+    it (:func:`slidemask.kernels.labels.label_summary`, ``relabel``, ``fill_pass1``,
+    ``objects_pass1``)."""
+    changes = {}
+    for function, kwargs in (("summarize", "summarize_kwargs"), ("apply", "apply_kwargs"),
+                             ("local", "local_kwargs"), ("finish", "finish_kwargs")):
+        fn = getattr(plan, function)
+        if fn is not None and "sparse_limit" in inspect.signature(fn).parameters:
+            changes[kwargs] = {**getattr(plan, kwargs), "sparse_limit": limit}
+    return replace(plan, **changes)
+
+
 def run_engine(plan: TwoPass, m: np.ndarray, chunks: tuple, limits: dict) -> np.ndarray:
+    limits = dict(limits)
+    if "SPARSE_LIMIT" in limits:  # a keyword of the chunk functions, the others constants
+        plan = with_sparse_limit(plan, limits.pop("SPARSE_LIMIT"))
     rows = [0, *accumulate(chunks[0])]
     cols = [0, *accumulate(chunks[1])]
     nbr, nbc = len(chunks[0]), len(chunks[1])
@@ -322,11 +340,14 @@ def test_pass1_never_writes_its_input(case):
              keep_largest_plan(2), label_plan(8, np.dtype(np.int32)), keep_largest_holes_plan(1)]
     tile = m.copy()
     tile.setflags(write=False)
+    limits = dict(limits)
+    sparse_limit = limits.pop("SPARSE_LIMIT")
     with pytest.MonkeyPatch.context() as patch:
         for name, value in limits.items():
             patch.setattr(kl, name, value)
         for plan in plans:
             assert plan is not None
+            plan = with_sparse_limit(plan, sparse_limit)
             record, stored = plan.pass1_chunk(tile, (0, 0))
             np.testing.assert_array_equal(tile, m)
             stored = np.array(stored)

@@ -38,6 +38,7 @@ from slidemask.kernels.bands import BAND_PIXELS
 __all__ = [
     "COMBINES",
     "DARK_FIELD_FRACTION",
+    "EXACT_COUNT",
     "FLOOR_FRACTION",
     "Combine",
     "background_from_histograms",
@@ -148,7 +149,11 @@ def od_table(background: Sequence[float], dtype: np.dtype) -> np.ndarray:
 
 
 def optical_density_kernel(
-    tile: np.ndarray, *, background: Sequence[float], combine: Combine = "sum"
+    tile: np.ndarray,
+    *,
+    background: Sequence[float],
+    combine: Combine = "sum",
+    band_pixels: int = BAND_PIXELS,
 ) -> np.ndarray:
     """Optical density of each pixel relative to ``background`` (see the module notes).
 
@@ -161,6 +166,10 @@ def optical_density_kernel(
     combine
         ``"sum"``: ``OD_R + OD_G + OD_B`` (added in that order); ``"max"``: the largest channel
         OD; None: the three channel ODs.
+    band_pixels
+        The tile is computed in bands of rows of about this many pixels (at least one row),
+        so that the float32 temporaries stay small beside the output: it bounds the working
+        memory, not the result, which is the same for any value.
 
     Returns
     -------
@@ -178,7 +187,7 @@ def optical_density_kernel(
     # OpenCV's per-channel lookup for uint8 (a third faster than numpy's take per channel)
     lookup = _channel_lookup(table) if tile.dtype == np.uint8 else None
     # in bands of rows, so that the float32 temporaries stay small beside the output
-    step = max(1, _BAND_PIXELS // max(cols, 1))
+    step = max(1, band_pixels // max(cols, 1))
     for y in range(0, rows, step):
         band, part = tile[y : y + step], out[y : y + step]
         if lookup is not None and band.shape[1]:
@@ -194,9 +203,6 @@ def optical_density_kernel(
         for c in (1, 2):
             reduce(part, channels[c], out=part)
     return out
-
-
-_BAND_PIXELS = BAND_PIXELS
 
 
 def _channel_lookup(table: np.ndarray) -> np.ndarray:
@@ -248,13 +254,21 @@ def white_balance_kernel(tile: np.ndarray, *, background: Sequence[float]) -> np
     return out
 
 
-def channel_histograms(tile: np.ndarray) -> np.ndarray:
+EXACT_COUNT = 2**24
+"""Pixels per :func:`channel_histograms` band: the largest count float32 holds exactly."""
+
+
+def channel_histograms(tile: np.ndarray, *, exact_count: int = EXACT_COUNT) -> np.ndarray:
     """Histograms of R, G and B over the tile's pixels that are not pure white.
 
     Parameters
     ----------
     tile
         ``(rows, cols, 3 or 4)`` uint8 or uint16.
+    exact_count
+        The tile is counted in bands of rows of at most this many pixels (at least one row):
+        OpenCV counts in float32, exact up to :data:`EXACT_COUNT` per bin, so a band of at
+        most that many pixels is counted exactly. Any value up to it gives the same result.
 
     Returns
     -------
@@ -271,7 +285,7 @@ def channel_histograms(tile: np.ndarray) -> np.ndarray:
         return hist
     # OpenCV counts in float32, exact up to 2**24 per bin: take bands of at most that many
     # pixels (a 1250² working image is one band; 10x faster than numpy's bincount here).
-    band = max(1, _EXACT_COUNT // cols)
+    band = max(1, exact_count // cols)
     for y in range(0, rows, band):
         part = tile[y : y + band]
         lowest = cv2.min(cv2.min(part[..., 0], part[..., 1]), part[..., 2])
@@ -280,10 +294,6 @@ def channel_histograms(tile: np.ndarray) -> np.ndarray:
             counts = cv2.calcHist([part], [c], keep, [levels], [0, levels])
             hist[c] += counts.ravel().astype(np.int64)
     return hist
-
-
-_EXACT_COUNT = 2**24
-"""Pixels per :func:`channel_histograms` band: the largest count float32 holds exactly."""
 
 
 def _histogram_percentile(counts: np.ndarray, percentile: float) -> int:

@@ -36,6 +36,7 @@ __all__ = [
     "LocalComponents",
     "Record",
     "RowNumbers",
+    "SPARSE_LIMIT",
     "TRACE_LIMIT",
     "check_connectivity",
     "components_and_faces",
@@ -248,7 +249,7 @@ def _likely_many(img: np.ndarray, *, value: bool, connectivity: int) -> bool:
 
 
 def traced_components(
-    tile: np.ndarray, *, connectivity: int, value: bool = True
+    tile: np.ndarray, *, connectivity: int, value: bool = True, estimate: bool = True
 ) -> tuple[LocalComponents, Faces] | None:
     """Measure the components of a tile's pixels equal to ``value`` by border following,
     without labelling; also read the tile's faces.
@@ -279,6 +280,19 @@ def traced_components(
     labelling), and (a safety net, never seen) should a target pixel on a face be missing from
     every border. The per-border work is vectorized (:func:`trace`).
 
+    Parameters
+    ----------
+    tile
+        2-D ``bool`` tile.
+    connectivity
+        4 or 8.
+    value
+        Measure the components of the pixels equal to this (False: the background).
+    estimate
+        First estimate the number of components from every 16th row, and return None
+        without tracing when it is probably above :data:`TRACE_LIMIT`. Only a speed
+        decision: False traces anyway (and still returns None on the counts after tracing).
+
     Returns
     -------
     (LocalComponents, Faces) or None
@@ -286,7 +300,7 @@ def traced_components(
     """
     check_connectivity(connectivity)
     img = _as_u8(tile)
-    if _likely_many(img, value=value, connectivity=connectivity):
+    if estimate and _likely_many(img, value=value, connectivity=connectivity):
         return None
     if sum(_sampled_counts(img)) > 8 * TRACE_LIMIT:
         return None
@@ -314,12 +328,30 @@ def traced_components(
 
 
 def components_and_faces(
-    tile: np.ndarray, *, connectivity: int, value: bool = True
+    tile: np.ndarray, *, connectivity: int, value: bool = True, estimate: bool = True
 ) -> tuple[LocalComponents, Faces]:
     """The components of the pixels equal to ``value``, and the tile's faces:
     :func:`traced_components` where it applies, else :func:`local_components` (the same
-    numbers either way). ``tile`` must not be empty."""
-    traced = traced_components(tile, connectivity=connectivity, value=value)
+    numbers either way). ``tile`` must not be empty.
+
+    Parameters
+    ----------
+    tile
+        2-D ``bool`` tile, not empty.
+    connectivity
+        4 or 8.
+    value
+        Measure the components of the pixels equal to this (False: the background).
+    estimate
+        Passed to :func:`traced_components`: False tries border following even when the
+        sampled rows say the tile probably has too many components for it.
+
+    Returns
+    -------
+    (LocalComponents, Faces)
+        ``LocalComponents.labels`` is None when the tile was traced.
+    """
+    traced = traced_components(tile, connectivity=connectivity, value=value, estimate=estimate)
     if traced is not None:
         return traced
     comps = local_components(tile if value else ~tile, connectivity=connectivity)
@@ -608,20 +640,49 @@ def object_summary(
     return {"fg": summary}, {"fg": faces}
 
 
-def label_summary(tile: np.ndarray, *, connectivity: int, offset: tuple[int, int]) -> Record:
+SPARSE_LIMIT = 16384
+"""Most foreground pixels for which pass 1 measures objects from the list of those pixels
+(:func:`sparse_objects`) rather than from the image: chunks of glass with dust."""
+
+
+def label_summary(
+    tile: np.ndarray,
+    *,
+    connectivity: int,
+    offset: tuple[int, int],
+    sparse_limit: int = SPARSE_LIMIT,
+) -> Record:
     """Pass 1 of labelling without a table of every component (layer "fg"): the components
     touching a face of the chunk, and per row of the chunk how many components have their
     first pixel in it (:attr:`LayerSummary.starts`).
 
     The record is :func:`object_summary`'s with ``include="faces"`` and ``starts``. Sparse
-    chunks (glass with dust: at most :data:`SPARSE_LIMIT` foreground pixels) are measured
+    chunks (glass with dust: at most ``sparse_limit`` foreground pixels) are measured
     from the list of their foreground pixels (:func:`sparse_objects`: about 1 ms against
     6-10 ms for a 2048² chunk with 1500 specks).
+
+    Parameters
+    ----------
+    tile
+        The chunk, 2-D ``bool``.
+    connectivity
+        4 or 8.
+    offset
+        ``(row, col)`` of the chunk's first pixel in the mask.
+    sparse_limit
+        Most foreground pixels for which the chunk is measured from the list of those
+        pixels rather than from the image (:data:`SPARSE_LIMIT`). Only a speed decision:
+        the labelling is the same either way.
+
+    Returns
+    -------
+    Record
+        The summary and the faces of layer "fg".
     """
     check_connectivity(connectivity)
     if tile.size:
         img = _as_u8(tile)
-        if cv2.countNonZero(img) <= SPARSE_LIMIT:
+        if cv2.countNonZero(img) <= sparse_limit:
             sp = sparse_objects(img, connectivity=connectivity)
             ids = np.flatnonzero(on_faces(sp.faces, sp.count)).astype(LABEL_DTYPE)
             r0, c0 = int(offset[0]), int(offset[1])
@@ -845,22 +906,47 @@ def number_rows(
 
 
 def relabel(
-    tile: np.ndarray, lut: ChunkLut, *, connectivity: int, dtype: np.dtype
+    tile: np.ndarray,
+    lut: ChunkLut,
+    *,
+    connectivity: int,
+    dtype: np.dtype,
+    sparse_limit: int = SPARSE_LIMIT,
 ) -> np.ndarray:
     """Pass 2 for labelling: replace every local label by its global label (0 = background).
 
     The lookup table holds the global labels of the reported local labels; with
     ``lut["fg-rows"]`` (:class:`RowNumbers`) the others are numbered here
     (:func:`number_rows`), otherwise every label was reported.
-    Sparse chunks (at most :data:`SPARSE_LIMIT` foreground pixels) are labelled from the
+    Sparse chunks (at most ``sparse_limit`` foreground pixels) are labelled from the
     list of their foreground pixels (:func:`sparse_objects`, the same numbering), and only
     those pixels are written: about 2 ms against 11 ms for a 2048² chunk of glass with 1500
     specks of dust.
+
+    Parameters
+    ----------
+    tile
+        The chunk, 2-D ``bool``.
+    lut
+        The chunk's lookup table from the merge.
+    connectivity
+        4 or 8, as in pass 1.
+    dtype
+        Of the result (int32 or int64).
+    sparse_limit
+        Most foreground pixels for which the chunk is labelled from the list of those pixels
+        rather than from the image (:data:`SPARSE_LIMIT`). Only a speed decision: the labels
+        are the same either way.
+
+    Returns
+    -------
+    numpy.ndarray
+        The global labels of the chunk's pixels, of ``dtype``.
     """
     if tile.size == 0:
         return np.zeros(tile.shape, dtype)
     img = _as_u8(tile)
-    if cv2.countNonZero(img) <= SPARSE_LIMIT:
+    if cv2.countNonZero(img) <= sparse_limit:
         sp = sparse_objects(img, connectivity=connectivity)
         out = np.zeros(tile.shape, dtype)
         out.ravel()[sp.keys] = _global_labels(lut, sp.count, dtype)[sp.label]
@@ -1281,7 +1367,11 @@ def _as_u8(tile: np.ndarray) -> np.ndarray:
 
 
 def fill_pass1(
-    tile: np.ndarray, *, offset: tuple[int, ...], max_area: float | None = None
+    tile: np.ndarray,
+    *,
+    offset: tuple[int, ...],
+    max_area: float | None = None,
+    sparse_limit: int = SPARSE_LIMIT,
 ) -> tuple[Record, np.ndarray]:
     """Pass 1 of hole filling with the chunk's own holes filled.
 
@@ -1296,6 +1386,24 @@ def fill_pass1(
     ``drawContours``; one riddled with pinholes (10^5 per chunk in thresholded light tissue)
     by :func:`face_components` on the background: whatever of it the face components do not
     take is a hole.
+
+    Parameters
+    ----------
+    tile
+        The chunk, 2-D ``bool``.
+    offset
+        ``(row, col)`` of the chunk's first pixel in the mask.
+    max_area
+        Fill only holes of at most this many pixels (None: all).
+    sparse_limit
+        Most foreground pixels for which the chunk is first tried from the list of those
+        pixels (a flood of each larger object's box) rather than from the image
+        (:data:`SPARSE_LIMIT`). Only a speed decision: the filled mask is the same either way.
+
+    Returns
+    -------
+    (Record, numpy.ndarray)
+        The record of layer "bg" and the tile to store.
     """
     if tile.size == 0:
         return _empty_record(tile, ("bg",)), tile
@@ -1305,7 +1413,7 @@ def fill_pass1(
         return _empty_record(tile, ("bg",)), tile
     if fg == 0:
         return _whole_record("bg", img.shape, offset), tile
-    if fg <= SPARSE_LIMIT:
+    if fg <= sparse_limit:
         sparse = _fill_sparse(img, offset, max_area)
         if sparse is not None:
             return sparse
@@ -1415,7 +1523,12 @@ def _fill_labelled(
 
 
 def objects_pass1(
-    tile: np.ndarray, *, offset: tuple[int, ...], connectivity: int, min_area: float
+    tile: np.ndarray,
+    *,
+    offset: tuple[int, ...],
+    connectivity: int,
+    min_area: float,
+    sparse_limit: int = SPARSE_LIMIT,
 ) -> tuple[Record, np.ndarray]:
     """Pass 1 of ``remove_small_objects`` with the chunk's own small objects removed.
 
@@ -1428,6 +1541,26 @@ def objects_pass1(
     ``drawContours``; one whose objects are few but riddled with pinholes by
     :func:`face_components` first (the face objects), then border following of what is left;
     a chunk of noise by labelling.
+
+    Parameters
+    ----------
+    tile
+        The chunk, 2-D ``bool``.
+    offset
+        ``(row, col)`` of the chunk's first pixel in the mask.
+    connectivity
+        4 or 8.
+    min_area
+        Objects with fewer pixels are removed.
+    sparse_limit
+        Most foreground pixels for which the chunk is measured from the list of those pixels
+        (:func:`sparse_objects`) rather than from the image (:data:`SPARSE_LIMIT`). Only a
+        speed decision: the resulting mask is the same either way.
+
+    Returns
+    -------
+    (Record, numpy.ndarray)
+        The record of layer "fg" and the tile to store.
     """
     check_connectivity(connectivity)
     if tile.size == 0:
@@ -1438,7 +1571,7 @@ def objects_pass1(
         return _empty_record(tile, ("fg",)), tile
     if fg == img.size:
         return _whole_record("fg", img.shape, offset), tile
-    if fg <= SPARSE_LIMIT:
+    if fg <= sparse_limit:
         return _objects_sparse(img, offset, connectivity, min_area)
     objects, holes = _sampled_counts(img)
     if objects + holes <= CONTOUR_LIMIT:
@@ -1834,11 +1967,6 @@ def face_components(
         first_col=np.concatenate([z, f_col[rank_order]]),
         marked=marked,
     )
-
-
-SPARSE_LIMIT = 16384
-"""Most foreground pixels for which pass 1 measures objects from the list of those pixels
-(:func:`sparse_objects`) rather than from the image: chunks of glass with dust."""
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,13 @@ def write_geojson(
     return count
 
 
+IN_MEMORY_PIXELS = 2**24
+"""A class map of at most this many pixels (4096², one byte each) is computed into memory
+once and every class is traced in the same tasks (one labelling merge for all classes, one
+pass of polygon tracing); a larger one is stored to scratch and traced class by class,
+streaming its features. The features and their order are the same either way."""
+
+
 def write_class_geojson(
     classes: da.Array,
     path: str | Path,
@@ -181,6 +188,7 @@ def write_class_geojson(
     *,
     downsample: float = 1.0,
     colors: Mapping[str, Sequence[int]] | None = None,
+    in_memory_pixels: int = IN_MEMORY_PIXELS,
 ) -> dict[str, int]:
     """Write a class map's regions as QuPath annotations, one classification per class.
 
@@ -198,6 +206,10 @@ def write_class_geojson(
         :func:`write_geojson` writes them.
     colors : mapping of str to sequence of int, optional
         QuPath RGB colour per class (default :data:`slidemask.ops.artifacts.QC_COLORS`).
+    in_memory_pixels : int
+        A class map of at most this many pixels is computed into memory, a larger one stored
+        to scratch (default :data:`IN_MEMORY_PIXELS`; see the notes). It bounds the memory
+        used, not the output: the file is the same for any value.
 
     Returns
     -------
@@ -206,10 +218,35 @@ def write_class_geojson(
 
     Notes
     -----
-    Computes. A class map of at most :data:`IN_MEMORY_PIXELS` pixels is computed into memory
+    Computes. A class map of at most ``in_memory_pixels`` pixels is computed into memory
     once and every class traced in the same tasks; a larger one is stored once (a scratch
     copy) and each class traced as :func:`write_geojson` traces a mask (one labelling merge
     and one read per class), its features streamed. The features are the same either way.
+
+    Examples
+    --------
+    >>> import json
+    >>> import os
+    >>> import tempfile
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> classes = np.zeros((8, 10), np.uint8)
+    >>> classes[1:4, 1:4] = 1                # tissue, with one pen pixel inside
+    >>> classes[2, 2] = classes[5:7, 6:9] = 2  # pen
+    >>> path = os.path.join(tmp.name, "classes.geojson")
+    >>> write_class_geojson(da.from_array(classes, chunks=4), path, {"tissue": 1, "pen": 2},
+    ...                     downsample=16)  # 16 level-0 pixels per class-map pixel
+    {'tissue': 1, 'pen': 2}
+    >>> with open(path) as fh:
+    ...     features = json.load(fh)["features"]
+    >>> [f["properties"]["classification"]["name"] for f in features]
+    ['tissue', 'pen', 'pen']
+    >>> features[0]["geometry"]["coordinates"][0]  # level-0 pixel edges
+    [[16.0, 16.0], [64.0, 16.0], [64.0, 64.0], [16.0, 64.0], [16.0, 16.0]]
+    >>> len(features[0]["geometry"]["coordinates"])  # the outline and the pen pixel's hole
+    2
+    >>> tmp.cleanup()
     """
     from slidemask.ops.artifacts import QC_COLORS
 
@@ -233,7 +270,7 @@ def write_class_geojson(
     counts: dict[str, int] = {}
     with atomic_write(path) as out:
         out.write('{"type": "FeatureCollection", "features": [')
-        if classes.size and classes.shape[0] * classes.shape[1] <= IN_MEMORY_PIXELS:
+        if classes.size and classes.shape[0] * classes.shape[1] <= in_memory_pixels:
             # one pass over the class map, then every class traced in the same tasks
             whole = np.asarray(staged.compute(classes)[0])
             counts = _write_all_classes(
@@ -251,13 +288,6 @@ def write_class_geojson(
                     written += counts[name]
         out.write("\n]}\n")
     return counts
-
-
-IN_MEMORY_PIXELS = 2**24
-"""A class map of at most this many pixels (4096², one byte each) is computed into memory
-once and every class is traced in the same tasks (one labelling merge for all classes, one
-pass of polygon tracing); a larger one is stored to scratch and traced class by class,
-streaming its features. The features and their order are the same either way."""
 
 
 def _write_all_classes(
