@@ -298,6 +298,34 @@ def build_class_map(slide: Slide, config: Config) -> tuple[da.Array, dict[str, A
     ------
     MaskError
         The configuration has no ``classes:``; or what :func:`build_mask` raises.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from slidemask import build_class_map, open_slide, write_synthetic_slide
+    >>> from slidemask.config import config_from_yaml
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_synthetic_slide(os.path.join(tmp.name, "s.tif"), 512, tile=128, levels=3)
+    >>> config = config_from_yaml('''
+    ... resolution: {mpp: 8}
+    ... masks:
+    ...   tissue: [{gray: {}}, {threshold: {below: 220}}]
+    ...   dark: [{gray: {}}, {threshold: {below: 160}}]
+    ... output: tissue
+    ... classes:
+    ...   masks: {tissue: tissue, fold: "dark & tissue"}
+    ...   precedence: [fold, tissue]
+    ... ''')
+    >>> classes, provenance = build_class_map(open_slide(path), config)  # lazy
+    >>> classes.shape, classes.dtype  # the working grid: 8 µm per pixel
+    ((32, 32), dtype('uint8'))
+    >>> np.bincount(classes.compute().ravel()).tolist()  # background, tissue, fold (4)
+    [658, 166, 0, 0, 200]
+    >>> provenance["classes"]["precedence"]
+    ['fold', 'tissue']
+    >>> tmp.cleanup()
     """
     if config.classes is None:
         raise MaskError("build_class_map: the configuration has no classes: section")

@@ -143,16 +143,38 @@ def pen_ink(rgb: da.Array, colors: Sequence[str] = PEN_COLORS) -> da.Array:
 
     Parameters
     ----------
-    rgb
-        ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA, uint8.
-    colors
-        Ink colours to find, any of :data:`slidemask.kernels.artifacts.PEN_COLORS`.
+    rgb : dask.array.Array
+        ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA, uint8 (0-255 per channel; alpha
+        ignored), in the pixels of its level, any chunking (a numpy array is taken as one
+        chunk).
+    colors : sequence of str
+        Ink colours to find, any of :data:`slidemask.kernels.artifacts.PEN_COLORS` (default:
+        all four).
 
     Returns
     -------
     dask.array.Array
         ``(rows, cols)`` bool, same row/column chunks. Pointwise (fused with decoding on a
         slide level); follow it with an area filter and a dilation to cover whole strokes.
+
+    Raises
+    ------
+    MaskError
+        ``rgb`` is not uint8 RGB(A), or ``colors`` is empty or names an unknown colour.
+
+    Examples
+    --------
+    Blue ink, black ink, eosin pink and glass:
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import pen_ink
+    >>> rgb = np.array([[[29, 68, 188], [20, 20, 20], [230, 140, 200], [250, 250, 250]]],
+    ...                dtype=np.uint8)
+    >>> pen_ink(da.from_array(rgb, chunks=(1, 2, 3))).compute().tolist()
+    [[True, True, False, False]]
+    >>> pen_ink(da.from_array(rgb, chunks=(1, 2, 3)), colors=["blue"]).compute().tolist()
+    [[True, False, False, False]]
     """
     rgb = as_dask(rgb, "pen_ink")
     check_hsv_input(rgb.shape, rgb.dtype)
@@ -176,8 +198,42 @@ def black(
     spread ``<= max_chroma`` and HSV saturation ``<= max_saturation`` (black ink, scan
     borders, opaque debris; not a dark fold, which keeps its stain's hue).
 
-    ``rgb``: uint8 RGB or RGBA ``(rows, cols, 3 or 4)``; returns ``(rows, cols)`` bool,
-    pointwise.
+    Parameters
+    ----------
+    rgb : dask.array.Array
+        ``(rows, cols, 3)`` RGB or ``(rows, cols, 4)`` RGBA, uint8 (alpha ignored), in the
+        pixels of its level, any chunking (a numpy array is taken as one chunk).
+    max_value : int
+        Largest brightest channel (HSV value), grey levels 0-255; default
+        :data:`slidemask.kernels.artifacts.BLACK_MAX_VALUE` (60).
+    max_chroma : int
+        Largest spread ``max - min`` of the three channels, grey levels 0-255; default
+        :data:`slidemask.kernels.artifacts.BLACK_MAX_CHROMA` (25).
+    max_saturation : int
+        Largest HSV saturation ``255 * (max - min) / max``, 0-255; default
+        :data:`slidemask.kernels.artifacts.BLACK_MAX_SATURATION` (150).
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` bool, same row/column chunks; pointwise.
+
+    Raises
+    ------
+    MaskError
+        ``rgb`` is not uint8 RGB(A), or a limit is not an integer 0-255.
+
+    Examples
+    --------
+    Black ink, a dark purple fold, mid grey and glass:
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import black
+    >>> rgb = np.array([[[20, 20, 20], [90, 20, 90], [120, 120, 120], [250, 250, 250]]],
+    ...                dtype=np.uint8)
+    >>> black(da.from_array(rgb, chunks=(1, 2, 3))).compute().tolist()
+    [[True, False, False, False]]
     """
     rgb = as_dask(rgb, "black")
     check_hsv_input(rgb.shape, rgb.dtype)
@@ -396,29 +452,30 @@ def sharpness(
 
     Parameters
     ----------
-    grey
+    grey : dask.array.Array
         ``(rows, cols)`` uint8 grey (:func:`slidemask.to_gray`), at the resolution where blur is
         judged (1-2 um per pixel, see the module notes). On a slide level (``to_gray`` of
         ``slide.levels[k]``) the cells are computed file tile by file tile as each is decoded.
-    cell
+    cell : int
         Cell edge in pixels of ``grey`` (>= 3). The result has one pixel per cell.
-    sigma
+    sigma : float
         Spread (σ) of the average in pixels of ``grey`` (HistoQC's Gaussian: 7 pixels at 4 um
         = 28 um).
-    glass
-        Grey level from which a pixel counts as glass.
-    min_detail
+    glass : int
+        Grey level 0-256 from which a pixel counts as glass (256: none does); default
+        :data:`slidemask.kernels.artifacts.GLASS_GREY` (215).
+    min_detail : float
         Mean detail (grey levels) below which a cell is featureless and left out.
-    relative
+    relative : bool
         Detail relative to contrast, unitless (True); or detail in grey levels (False).
-    where
+    where : dask.array.Array, optional
         Optional ``(rows // cell, cols // cell)`` bool mask of the cells whose sharpness is
         wanted (e.g. the tissue that is not glass, where blur is judged). Cells within
         ``margin`` cells of it (Chebyshev distance) get the value they get without ``where``;
         every other cell is 0. Only the cells within ``margin`` plus the average's reach
         (:func:`slidemask.kernels.artifacts.smoothing_depth`) are measured: on a slide level,
         the file tiles holding none of them are not decoded.
-    margin
+    margin : int
         Cells (>= 0) around ``where`` that are wanted too: the reach of what follows (an
         opening by a disk of radius r looks 2 r cells away), so that it sees exact values.
 
@@ -435,6 +492,31 @@ def sharpness(
         (j+1)*cell)``; partial cells at the bottom/right are dropped. Memory: one chunk of
         ``grey`` (on a slide level: one file tile) per task, then halo windows of the cell
         grid of about 1024² cells.
+
+    Raises
+    ------
+    MaskError
+        ``grey`` is not 2-D uint8, or is smaller than one cell; ``cell``, ``sigma``,
+        ``glass``, ``min_detail``, ``relative``, ``where`` or ``margin`` is out of range.
+
+    Examples
+    --------
+    A checkerboard of detail on the left half of a 24 x 24 image, glass on the right, in
+    cells of 4 pixels averaged with σ = 4 pixels:
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import sharpness
+    >>> yy, xx = np.mgrid[:24, :24]
+    >>> grey = np.full((24, 24), 240, dtype=np.uint8)
+    >>> grey[:, :12] = np.where((yy[:, :12] + xx[:, :12]) % 2, 80, 160)
+    >>> cells = sharpness(da.from_array(grey, chunks=8), 4, 4.0)
+    >>> cells.shape, cells.dtype
+    ((6, 6), dtype('float32'))
+    >>> cells[0].compute().tolist()  # glass near the tissue takes the tissue's average
+    [2.0, 2.0, 2.0, 2.0, 2.0, 0.0]
+    >>> sharpness(da.from_array(grey, chunks=8), 4, 2.0, relative=False)[0].compute().tolist()
+    [160.0, 160.0, 160.0, 0.0, 0.0, 0.0]
     """
     grey = as_dask(grey, "sharpness")
     c = check_cell(cell)
@@ -491,17 +573,40 @@ def flat(grey: da.Array, ksize: int, max_diff: float = 2.55) -> da.Array:
 
     Parameters
     ----------
-    grey
-        ``(rows, cols)`` uint8 or uint16 grey.
-    ksize
-        Odd window edge in pixels, >= 3 (edges replicated). Halo ``ksize // 2``.
-    max_diff
-        Grey levels (strict); compared exactly, without rounding the mean.
+    grey : dask.array.Array
+        ``(rows, cols)`` uint8 or uint16 grey, any chunking (a numpy array is taken as one
+        chunk).
+    ksize : int
+        Odd window edge in pixels of ``grey``, >= 3 (edges replicated). Halo ``ksize // 2``.
+    max_diff : float
+        Grey levels (strict), > 0; compared exactly, without rounding the mean.
 
     Returns
     -------
     dask.array.Array
         ``(rows, cols)`` bool, same chunks.
+
+    Raises
+    ------
+    MaskError
+        ``grey`` is not 2-D uint8 or uint16, ``ksize`` is not an odd integer >= 3, or
+        ``max_diff`` is not a positive number.
+
+    Examples
+    --------
+    A flat grey with one dark pixel: the pixels whose 3 x 3 window holds it are not flat.
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import flat
+    >>> grey = np.full((5, 6), 200, dtype=np.uint8)
+    >>> grey[2, 3] = 100
+    >>> flat(da.from_array(grey, chunks=3), 3).compute().astype(int)
+    array([[1, 1, 1, 1, 1, 1],
+           [1, 1, 0, 0, 0, 1],
+           [1, 1, 0, 0, 0, 1],
+           [1, 1, 0, 0, 0, 1],
+           [1, 1, 1, 1, 1, 1]])
     """
     grey = as_dask(grey, "flat")
     if grey.ndim != 2 or grey.dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
@@ -520,8 +625,44 @@ def straight_bands(mask: da.Array, length: int, width: int = 0) -> da.Array:
     or columns (scan borders, coverslip edges), tolerating a tilt of about
     ``atan(2 * width / length)``.
 
-    See :func:`slidemask.kernels.artifacts.straight_band_kernel`. ``mask``: 2-D bool; same
-    shape and chunks out; halo ``width + 2 * (length // 2)``.
+    See :func:`slidemask.kernels.artifacts.straight_band_kernel`.
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        ``(rows, cols)`` bool mask (e.g. :func:`black`), any chunking (a numpy array is taken
+        as one chunk).
+    length : int
+        Shortest run in pixels of ``mask``, >= 3 (an even length counts as ``length + 1``:
+        the line is ``2 * (length // 2) + 1`` pixels).
+    width : int
+        Pixels of ``mask`` (>= 0) by which the mask is grown across a run before the run is
+        measured, so that a tilted band still counts.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` bool, same shape and chunks; halo ``width + 2 * (length // 2)``.
+
+    Raises
+    ------
+    MaskError
+        ``mask`` is not 2-D bool, ``length`` is not an integer >= 3, or ``width`` is not an
+        integer >= 0.
+
+    Examples
+    --------
+    A full row (a scan border) and a 2 x 2 speck; only the row is a band of 9 pixels:
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import straight_bands
+    >>> mask = np.zeros((8, 12), dtype=bool)
+    >>> mask[0, :] = True
+    >>> mask[4:6, 4:6] = True
+    >>> bands = straight_bands(da.from_array(mask, chunks=4), 9).compute()
+    >>> bool(bands[0].all()), int(bands.sum())
+    (True, 12)
     """
     mask = as_dask(mask, "straight_bands")
     if mask.ndim != 2 or mask.dtype != np.bool_:
@@ -539,7 +680,37 @@ def touching_edge(mask: da.Array) -> da.Array:
 
     ``mask & ~fill_holes(~mask)``: the components that do not touch the edge are exactly the
     holes of the complement (:func:`slidemask.ops.holes.fill_holes`, exact and out of core:
-    two passes over chunk summaries). ``mask``: 2-D bool; same shape and chunks out.
+    two passes over chunk summaries).
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        ``(rows, cols)`` bool mask, any chunking (a numpy array is taken as one chunk).
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` bool, same shape and chunks: the pixels of ``mask`` whose component
+        touches the first or last row or column.
+
+    Raises
+    ------
+    MaskError
+        ``mask`` is not 2-D bool.
+
+    Examples
+    --------
+    A band along the top edge and a 2 x 2 speck inside; only the band touches the edge:
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import touching_edge
+    >>> mask = np.zeros((8, 12), dtype=bool)
+    >>> mask[0, :] = True
+    >>> mask[4:6, 4:6] = True
+    >>> edge = touching_edge(da.from_array(mask, chunks=4)).compute()
+    >>> bool(edge[0].all()), bool(edge[4:6, 4:6].any())
+    (True, False)
     """
     from slidemask.ops.holes import fill_holes
 
@@ -585,13 +756,13 @@ def class_map(
 
     Parameters
     ----------
-    masks
+    masks : mapping of str to dask.array.Array
         Class name -> 2-D bool dask array, all the same shape (e.g. ``{"tissue": ...,
-        "pen": ..., "blur": blur & tissue}``).
-    precedence
+        "pen": ..., "blur": blur & tissue}``), in the same pixel frame.
+    precedence : sequence of str, optional
         Every key of ``masks`` once, highest precedence first. Default: the order of
         :data:`QC_PRECEDENCE` (for the built-in class names).
-    values
+    values : mapping of str to int, optional
         Label value per class (1-255); default the class's index in :data:`QC_CLASSES`
         (0 background, 1 tissue, 2 pen, 3 blur, 4 fold, 5 bubble, 6 border).
 
@@ -599,6 +770,30 @@ def class_map(
     -------
     dask.array.Array
         ``(rows, cols)`` uint8, chunked like the first mask in ``precedence``. Pointwise.
+
+    Raises
+    ------
+    MaskError
+        No masks; a class outside the built-in ones without ``precedence`` or a value;
+        ``precedence`` that does not name every class once; label values that are not
+        distinct integers 1-255; a mask that is not 2-D bool of the first mask's shape.
+
+    Examples
+    --------
+    Pen ink (label 2) over tissue (label 1): pen comes first in :data:`QC_PRECEDENCE`.
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import class_map
+    >>> tissue = np.zeros((4, 4), dtype=bool)
+    >>> tissue[1:, :3] = True
+    >>> pen = np.zeros((4, 4), dtype=bool)
+    >>> pen[1, 1:] = True
+    >>> masks = {"tissue": da.from_array(tissue, chunks=2), "pen": da.from_array(pen, chunks=2)}
+    >>> class_map(masks).compute().tolist()
+    [[0, 0, 0, 0], [1, 2, 2, 2], [1, 1, 1, 0], [1, 1, 1, 0]]
+    >>> class_map(masks, ["tissue", "pen"], values={"tissue": 1, "pen": 9}).compute()[1].tolist()
+    [1, 1, 1, 9]
     """
     if not masks:
         raise MaskError("class_map: no masks given")
@@ -654,7 +849,45 @@ def _count_block(classes: np.ndarray, *tissue: np.ndarray) -> np.ndarray:
 def class_counts(classes: da.Array, tissue: da.Array | None = None) -> da.Array:
     """Lazy pixel counts per label value of a uint8 class map: ``(2, 256)`` int64, row 0 the
     pixels outside ``tissue`` (a bool mask of the same shape; all pixels when None), row 1
-    those inside. One small histogram per chunk, summed."""
+    those inside. One small histogram per chunk, summed.
+
+    Parameters
+    ----------
+    classes : dask.array.Array
+        ``(rows, cols)`` uint8 class map (:func:`class_map`), any chunking (a numpy array is
+        taken as one chunk).
+    tissue : dask.array.Array, optional
+        ``(rows, cols)`` bool mask in the pixel frame of ``classes`` (rechunked to its
+        chunks); None counts every pixel as outside.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(2, 256)`` int64: ``[0, v]`` the pixels of label value ``v`` outside ``tissue``,
+        ``[1, v]`` those inside (all 0 without ``tissue``). Pixels of ``classes``; multiply by
+        the pixel area for square micrometres. Memory: one chunk and a 512-bin histogram per
+        task.
+
+    Raises
+    ------
+    MaskError
+        ``classes`` is not a 2-D uint8 class map, or ``tissue`` has another shape.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import class_counts
+    >>> classes = np.array([[0, 0, 0, 0], [1, 2, 2, 2], [1, 1, 1, 0], [1, 1, 1, 0]],
+    ...                    dtype=np.uint8)
+    >>> tissue = classes > 0
+    >>> tissue[1, 3] = False
+    >>> counts = class_counts(da.from_array(classes, chunks=2), da.from_array(tissue, chunks=2))
+    >>> counts.shape, counts.dtype
+    ((2, 256), dtype('int64'))
+    >>> counts[:, :3].compute().tolist()  # labels 0, 1, 2: outside, then inside tissue
+    [[6, 0, 1], [0, 7, 2]]
+    """
     classes = as_dask(classes, "class_counts")
     if classes.ndim != 2 or classes.dtype != np.uint8:
         raise MaskError(f"class_counts expects a 2-D uint8 class map, got {classes.dtype}")

@@ -457,7 +457,8 @@ def resample_mask(
     Parameters
     ----------
     mask : dask.array.Array
-        ``(rows, cols)`` mask (bool or integer labels).
+        ``(rows, cols)`` mask (bool or integer labels) in its own pixels, any chunking (a
+        numpy array is taken as one chunk).
     scale : float
         Size of an output pixel in mask pixels: the output's level-0 downsample divided by the
         mask's (e.g. 4.0 for a mask at 2 µm per pixel moved to 8 µm).
@@ -465,7 +466,8 @@ def resample_mask(
         ``(rows, cols)`` of the output; the resampled mask is cropped to it, or padded with
         0 / False where it does not reach (a mask cut to whole cells at its own resolution).
     chunks : optional
-        Output chunks (default: as :func:`downsample_max` and friends leave them).
+        Output chunks, anything :meth:`dask.array.Array.rechunk` takes (default: as
+        :func:`downsample_max` and friends leave them).
 
     Returns
     -------
@@ -475,7 +477,28 @@ def resample_mask(
         (:func:`downsample_max`: set when any mask pixel it covers is set, so no flagged area
         is lost); ``scale == 1`` keeps the mask; ``1 / scale`` an integer repeats each mask
         pixel; any other scale takes the mask pixel under the output pixel's centre (nearest).
-        Equal for any chunking of ``mask``.
+        Equal for any chunking of ``mask``. Shape ``shape``, dtype of ``mask``.
+
+    Raises
+    ------
+    MaskError
+        ``mask`` is not 2-D, or ``scale`` is not a finite positive number.
+
+    Examples
+    --------
+    A mask at 2 µm per pixel moved to 4 µm (block maximum) and to 1 µm (each pixel repeated):
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import resample_mask
+    >>> mask = np.zeros((4, 6), dtype=bool)
+    >>> mask[0, 1] = mask[3, 5] = True
+    >>> resample_mask(da.from_array(mask, chunks=2), 2.0, (2, 3)).compute().astype(int)
+    array([[1, 0, 0],
+           [0, 0, 1]])
+    >>> finer = resample_mask(da.from_array(mask, chunks=2), 0.5, (8, 12))
+    >>> finer.shape, int(finer.sum().compute())
+    ((8, 12), 8)
     """
     mask = as_dask(mask, "resample_mask")
     if mask.ndim != 2:

@@ -58,6 +58,32 @@ class TileTable:
         The slide's name (for file metadata).
     classes : mapping of str to int
         ``{class name: value}`` of a class map, else empty.
+
+    Notes
+    -----
+    ``table[name]`` is a column (``x``, ``y``, ``width``, ``height``, ``level``,
+    ``downsample``, ``fraction``, ``edge``, ``fraction_<class>``; see the module's table),
+    :meth:`columns` all of them, :meth:`coords` the ``(n, 2)`` level-0 ``(x, y)`` corners,
+    :meth:`to_arrow` / :meth:`to_pandas` the whole table.
+
+    Examples
+    --------
+    Tissue in the top 4 rows and left 6 columns of an 8 x 8 mask in level-0 pixels, cut into
+    4-pixel patches; the two bottom patches hold none, the top right one is half tissue
+    (kept: ``min_fraction`` is 0.5 by default):
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask.tiles import tile_grid
+    >>> mask = np.zeros((8, 8), dtype=bool)
+    >>> mask[:4, :6] = True
+    >>> table = tile_grid(da.from_array(mask, chunks=4), size=4, downsample=1)
+    >>> len(table), table.width, table.level
+    (2, 4, 0)
+    >>> table.coords().tolist(), table["fraction"].tolist()
+    ([[0, 0], [4, 0]], [1.0, 0.5])
+    >>> table.column_names
+    ['x', 'y', 'width', 'height', 'level', 'downsample', 'fraction', 'edge']
     """
 
     x: np.ndarray

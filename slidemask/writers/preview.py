@@ -427,8 +427,58 @@ def write_class_preview(
 ) -> Path:
     """Write :func:`render_class_preview` as a PNG at ``path`` (replaced atomically).
 
-    Returns ``path``. Computes a thumbnail's worth of the slide and a strided read of the
-    class map; parameters as for :func:`render_class_preview`.
+    Parameters
+    ----------
+    slide : Slide
+        The slide the class map was computed from.
+    classes : dask.array.Array or numpy.ndarray
+        ``(rows, cols)`` uint8 class map (:func:`slidemask.ops.artifacts.class_map`), any
+        chunking; it covers level-0 pixels ``[0, rows * mask_downsample)`` x
+        ``[0, cols * mask_downsample)`` from the slide's top-left corner.
+    path : str or os.PathLike
+        The PNG file; its folder is created.
+    values, mask_downsample, max_size, colors, areas, image
+        As for :func:`render_class_preview`: class name -> label value, level-0 pixels per
+        class-map pixel, the thumbnail's longest side in pixels, (R, G, B, alpha) per class,
+        per-class areas for the legend, an optional in-memory image.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    MaskError
+        As :func:`render_class_preview`: ``max_size`` is not an integer >= 16, or
+        ``classes`` is not a non-empty 2-D array.
+    OSError
+        The PNG cannot be encoded or written.
+
+    Notes
+    -----
+    This computes a thumbnail's worth of the slide and a strided read of the class map.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import cv2
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import open_slide, write_class_preview, write_synthetic_slide
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_synthetic_slide(os.path.join(tmp.name, "s.tif"), 256, tile=128, levels=2)
+    >>> slide = open_slide(path)
+    >>> classes = np.zeros((64, 64), dtype=np.uint8)  # 4 level-0 pixels per class-map pixel
+    >>> classes[8:56, 8:56] = 1
+    >>> classes[20:30, 20:40] = 2
+    >>> png = write_class_preview(slide, da.from_array(classes, chunks=32),
+    ...                           os.path.join(tmp.name, "s.png"), values={"tissue": 1, "pen": 2},
+    ...                           mask_downsample=4.0, max_size=64)
+    >>> png.name, cv2.imread(str(png)).shape  # a 64-pixel thumbnail beside the legend
+    ('s.png', (176, 394, 3))
+    >>> tmp.cleanup()
     """
     picture = render_class_preview(
         slide, classes, values=values, mask_downsample=mask_downsample, max_size=max_size,
