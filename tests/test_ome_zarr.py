@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from unittest import mock
 
 import dask
 import dask.array as da
@@ -125,12 +124,12 @@ def test_any_chunking_any_size(tmp_path, rows, cols, chunk_rows, chunk_cols, met
         np.uint8)
     path = tmp_path / f"{uuid.uuid4().hex}.ome.zarr"
     limit = ome_zarr.IN_MEMORY_PIXELS if in_memory else 0  # else one dask task per chunk
-    with dask.config.set(scheduler="sync"), mock.patch.object(ome_zarr, "IN_MEMORY_PIXELS", limit):
+    with dask.config.set(scheduler="sync"):
         write_ome_labels(
             da.from_array(source, chunks=(chunk_rows, chunk_cols)), path, mpp=2.0, method=method,
             coarsest_size=coarsest, classes=ClassLabels(
                 da.from_array(classes, chunks=(chunk_cols, chunk_rows)), {"tissue": 1, "pen": 2}
-            ) if seed % 2 else None,
+            ) if seed % 2 else None, in_memory_pixels=limit,
         )
     group = zarr.open_group(path / "labels" / "tissue", mode="r")
     datasets = group.attrs["ome"]["multiscales"][0]["datasets"]

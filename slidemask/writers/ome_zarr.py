@@ -340,6 +340,7 @@ def write_ome_labels(
     coarsest_size: int = 512,
     attrs: Mapping[str, Any] | None = None,
     classes: ClassLabels | None = None,
+    in_memory_pixels: int = IN_MEMORY_PIXELS,
 ) -> Path | Delayed:
     """Stream a lazy mask into an OME-Zarr 0.5 container as the label image ``labels/<name>``.
 
@@ -379,6 +380,11 @@ def write_ome_labels(
         ``properties`` (``label-value`` and ``name``) naming every class, so that viewers
         (napari, ome-zarr-py) show names and colours. Its pyramid always takes the nearest
         pixel (a maximum of labels means nothing).
+    in_memory_pixels : int
+        With ``compute=True``, a mask of at most this many pixels (and its class map) is
+        computed into memory at once and its pyramid made there (default
+        :data:`IN_MEMORY_PIXELS`); a larger one streams chunk by chunk. It bounds the memory
+        used, not the output: the stored levels are the same for any value.
 
     Returns
     -------
@@ -397,7 +403,7 @@ def write_ome_labels(
     Every pyramid level is computed in one pass from the mask's own chunks: memory is about
     one chunk per thread plus small pyramid pieces (module notes); with ``compute=True`` a
     mask of at most :data:`IN_MEMORY_PIXELS` pixels (and its class map) is computed into
-    memory at once instead.
+    memory at once instead (``in_memory_pixels``).
 
     Examples
     --------
@@ -462,7 +468,7 @@ def write_ome_labels(
     chunks = _chunk_shape(label)
     shapes = _pyramid_shapes((int(label.shape[0]), int(label.shape[1])), coarsest_size)
     downsample = _DOWNSAMPLERS[method]
-    in_memory = compute and label.shape[0] * label.shape[1] <= IN_MEMORY_PIXELS
+    in_memory = compute and label.shape[0] * label.shape[1] <= in_memory_pixels
     levels: list[Any] = []
     class_levels: list[Any] = []
     if in_memory:
