@@ -64,6 +64,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
+"""The checkout this script belongs to: its slidemask is the one measured, also in the cases'
+own processes, whatever else is installed."""
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
+
 ALL_CASES = [
     "decode",
     "read",
