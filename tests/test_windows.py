@@ -79,3 +79,19 @@ def test_incompressible_chunks_round_trip_through_scratch(tmp_path: Path) -> Non
     with dask.config.set({"temporary-directory": str(tmp_path), "scheduler": "threads"}):
         got = median_blur(da.from_array(grey, chunks=3000), 3).compute()
     np.testing.assert_array_equal(got, cv2.medianBlur(grey, 3))
+
+
+def test_a_short_scratch_chunk_is_an_error(tmp_path: Path) -> None:
+    """A stored chunk that decodes to fewer bytes than its array is refused, not padded."""
+    import dask
+    import pytest
+
+    from slidemask.ops.scratch import ScratchFolder
+
+    tile = np.arange(1000, dtype=np.uint8).reshape(10, 100)
+    with dask.config.set({"temporary-directory": str(tmp_path)}):
+        folder = ScratchFolder.new("short")
+        folder.write(0, 0, tile)
+        np.testing.assert_array_equal(folder.read(0, 0, (10, 100), tile.dtype), tile)
+        with pytest.raises(OSError, match="expected 2000"):
+            folder.read(0, 0, (20, 100), tile.dtype)

@@ -212,7 +212,9 @@ def _load(path: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     # decoded straight into the array, whose size is known: without it LZ4 guesses a size,
     # allocating 64 MiB for each chunk, and fails on incompressible chunks of more than
     # 8 MiB (a noisy image)
-    imagecodecs.lz4_decode(data, out=out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+    got = imagecodecs.lz4_decode(data, out=out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+    if len(got) != out.nbytes:  # a short chunk decodes into the start of out without error
+        raise OSError(f"{path}: scratch chunk of {len(got)} bytes, expected {out.nbytes}")
     if packed:
         return np.unpackbits(out, axis=-1, count=shape[-1]).view(np.bool_)
     return out
