@@ -125,3 +125,25 @@ def test_without_global_steps_it_is_dask_compute() -> None:
     (total,) = staged.compute(lazy.sum(), scheduler=get)
     assert int(total) == 120 and len(graphs) == 1
     assert staged.compute(1, "a") == (1, "a")
+
+
+def test_the_same_steps_built_twice_and_written_together(tmp_path) -> None:
+    """Two masks that start with the same steps, each built on its own (as a configuration
+    builds every mask), share their stored intermediates when written in one compute: both
+    equal the masks written one at a time."""
+    import slidemask as sm
+    from slidemask import read_mask
+
+    path = sm.write_synthetic_slide(tmp_path / "s.tif", 1024, tile=128, levels=1)
+    rgb = sm.open_slide(path, chunk_size=256).levels[0]
+
+    def built(radius: int) -> da.Array:
+        grey = sm.to_gray(sm.white_balance(rgb))
+        return sm.binary_dilation(remove_small_objects(threshold(grey, below=200), 30), radius)
+
+    writes = [sm.write_zarr(built(r), tmp_path / f"{r}.zarr", compute=False) for r in (1, 3)]
+    with dask.config.set(scheduler="threads"):
+        dask.compute(*writes)
+        for r in (1, 3):
+            np.testing.assert_array_equal(read_mask(tmp_path / f"{r}.zarr").compute(),
+                                          built(r).compute())

@@ -343,9 +343,14 @@ def stores(
     [[((0, 0), 10), ((0, 2), 18)], [((2, 0), 42), ((2, 2), 50)]]
     >>> tmp.cleanup()
     """
-    folder = ScratchFolder.new(label)
     nbr, nbc = value.numblocks[:2]
     name = f"slidemask-{label}-store-{tokenize(value.name, depth, summarize)}"
+    # the same store built twice (two masks that start with the same steps) has the same
+    # graph key: it gets the same folder, or the graphs of both, computed together, would
+    # read from a folder that the one store task they share never wrote
+    folder = _LIVE.get(name)
+    if folder is None or os.path.dirname(folder.path) != scratch_root():
+        folder = ScratchFolder.new(label)
     trailing = tuple(range(2, value.ndim))
     grid = da.map_blocks(
         _Store(folder, depth, summarize), value,
