@@ -337,18 +337,21 @@ def build_class_map(slide: Slide, config: Config) -> tuple[da.Array, dict[str, A
 def _names_in_use(config: Config) -> set[str]:
     names = set(config.expression.names())
     if config.classes is not None:
-        for text in config.classes.masks.values():
-            names |= parse_expression(text).names()
+        for expr in _class_expressions(config).values():
+            names |= expr.names()
     return names
+
+
+def _class_expressions(config: Config) -> dict[str, Expr]:
+    """Each class's parsed expression (the config's ``classes.masks``)."""
+    assert config.classes is not None
+    return {name: parse_expression(text) for name, text in config.classes.masks.items()}
 
 
 def _classes_of(config: Config, masks: dict[str, da.Array]) -> tuple[da.Array, da.Array | None]:
     """The class map and the ``tissue`` class's mask, from masks on the working grid."""
     assert config.classes is not None
-    chosen = {
-        name: parse_expression(text).evaluate(masks)
-        for name, text in config.classes.masks.items()
-    }
+    chosen = {name: expr.evaluate(masks) for name, expr in _class_expressions(config).items()}
     classes = class_map(chosen, config.classes.order, values=config.classes.label_values())
     return classes, chosen.get("tissue")
 
@@ -490,8 +493,7 @@ def _staged(built: _Built, config: Config, folder: Path) -> _Built:
         # the output mask, the class map and the tissue as one table lookup per pixel of the
         # packed bits (slidemask.ops.packed), instead of unpacking and combining every mask
         assert config.classes is not None
-        chosen = {name: parse_expression(text).evaluate
-                  for name, text in config.classes.masks.items()}
+        chosen = {name: expr.evaluate for name, expr in _class_expressions(config).items()}
         mask = lookup_bits(stored, bits_table(names, config.expression.evaluate))
         classes = lookup_bits(stored, class_table(
             names, chosen, config.classes.order, config.classes.label_values()
