@@ -32,10 +32,14 @@ def _scratch(tmp_path):
 
 
 @st.composite
-def chunking(draw: st.DrawFn, n: int) -> tuple[int, ...]:
+def chunking(draw: st.DrawFn, n: int, most: int = 8) -> tuple[int, ...]:
+    """Chunks of 1..40 pixels, at most ``most`` of them (the last takes what is left): each
+    chunk costs a few scratch files and tasks per pass."""
     sizes: list[int] = []
-    while sum(sizes) < n:
+    while sum(sizes) < n and len(sizes) < most - 1:
         sizes.append(draw(st.integers(1, 40)))
+    if sum(sizes) < n:
+        sizes.append(n - sum(sizes))
     sizes[-1] -= sum(sizes) - n
     return tuple(sizes)
 

@@ -45,10 +45,17 @@ def _sync_scheduler():
 # ---- strategies ---------------------------------------------------------------------------
 
 
+MAX_AXIS_CHUNKS = 25
+"""About the most chunks per axis: the engine by hand costs about 1 ms a chunk, so a 200-pixel
+side in chunks of 1-3 pixels (10^4 chunks) would take 10 s an example."""
+
+
 @st.composite
 def axis_chunks(draw: st.DrawFn, n: int) -> tuple[int, ...]:
-    """Chunks of 1..70 pixels (a few kinds of draw), the last one cut to fit."""
-    top = draw(st.sampled_from([3, 9, 25, 70]))
+    """Chunks of 1..70 pixels (a few kinds of draw), the last one cut to fit; on a long side
+    the largest size drawn is raised so that about :data:`MAX_AXIS_CHUNKS` chunks cover it
+    (sizes still start at 1 pixel)."""
+    top = max(draw(st.sampled_from([3, 9, 25, 70])), -(-2 * n // MAX_AXIS_CHUNKS))
     sizes: list[int] = []
     while sum(sizes) < n:
         sizes.append(draw(st.integers(1, top)))
