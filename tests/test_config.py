@@ -298,8 +298,11 @@ def test_mpp_needs_a_slide_that_states_it(tmp_path: Path) -> None:
 
     path = tmp_path / "nompp.tif"
     tifffile.imwrite(path, np.zeros((64, 64, 3), np.uint8), tile=(32, 32), photometric="rgb")
-    with pytest.raises(SlideError, match="does not state its pixel size"):
+    with pytest.raises(SlideError, match="does not state its pixel size") as raised:
         build_mask(open_slide(path), config_from_yaml("resolution: {mpp: 8}\n" + TISSUE))
+    # the message says how to state one, as well as how to do without
+    assert "--mpp" in str(raised.value) and "default_mpp" in str(raised.value)
+    assert "level" in str(raised.value)
 
 
 def test_default_mpp_serves_only_slides_that_state_none(tmp_path: Path) -> None:

@@ -261,7 +261,8 @@ def test_micrometres_become_pixels() -> None:
     assert steps[4].arguments(0.5) == {"max_hole_area": 200.0}
     assert steps[5].arguments(None) == {"max_hole_area": None}
     assert steps[6].arguments(8.0) == {"radius": 1}
-    with pytest.raises(MaskError, match="min_area_um2: the slide does not state its pixel size"):
+    with pytest.raises(MaskError, match="min_area_um2: the slide does not state its pixel size"
+                       r".*--mpp UM.*default_mpp"):
         steps[3].arguments(None)
 
 

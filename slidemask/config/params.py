@@ -79,8 +79,9 @@ def _need_mpp(mpp: float | None, key: str, alternative: str) -> float:
     if mpp is None:
         raise MaskError(
             f"{key}: the slide does not state its pixel size, so micrometres cannot be "
-            f"converted to pixels; give {alternative} in pixels instead (and a resolution "
-            "by level: or downsample:)"
+            f"converted to pixels; state it in micrometres per pixel (slidemask run --mpp UM, "
+            f"or default_mpp: UM in the config) or give {alternative} in pixels instead (and a "
+            "resolution by level: or downsample:)"
         )
     return float(mpp)
 

@@ -956,8 +956,8 @@ class Slide:
         if self.mpp is None:
             raise SlideError(
                 self.path,
-                "the slide does not state its pixel size (mpp); "
-                "choose a level instead of a target mpp",
+                "the slide does not state its pixel size (mpp); state it "
+                "(dataclasses.replace(slide, mpp=UM)) or choose a level instead of a target mpp",
             )
         best = 0
         for level in range(len(self.levels)):

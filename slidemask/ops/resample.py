@@ -694,7 +694,9 @@ def select_resolution(
         raise SlideError(
             slide.path,
             f"the slide does not state its pixel size, so resolution mpp {mpp} cannot be used; "
-            "choose a pyramid level instead (resolution: {level: N})",
+            "state it in micrometres per pixel (slidemask run --mpp UM, default_mpp: UM in the "
+            "config, or dataclasses.replace(slide, mpp=UM) in Python) or choose a pyramid level "
+            "instead (resolution: {level: N})",
         )
     chosen = slide.level_for_mpp(float(mpp))
     level_mpp = slide.level_mpp(chosen)
