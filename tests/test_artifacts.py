@@ -50,6 +50,7 @@ from slidemask.ops.artifacts import (
     sharpness,
     straight_bands,
 )
+from slidemask.ops.local import threshold
 from slidemask.ops.resample import resample_mask
 from slidemask.pipeline import run_slide
 from tests.test_tissue_invariance import TRANSFORMS
@@ -194,6 +195,30 @@ def test_sharpness_is_exact_for_any_chunking(cell_and_data, sigma, glass, min_de
                     min_detail=min_detail, relative=relative).compute()
     assert got.shape == (grey.shape[0] // cell, grey.shape[1] // cell)
     np.testing.assert_array_equal(got, whole)
+
+
+def test_a_threshold_of_sharpness_compares_before_the_merge() -> None:
+    """sharpness merges its float cells into larger chunks; a threshold of it compares the
+    cells before that merge and merges the bool mask (a quarter of the bytes), same values
+    and chunks."""
+    from slidemask.ops.local import MERGED_ATTR
+
+    rng = np.random.default_rng(5)
+    grey = cv2.blur((rng.random((1800, 1650)) * 255).astype(np.uint8), (2, 2))
+    cells = sharpness(da.from_array(grey, chunks=300), 3, 6.0)
+    unmerged = getattr(cells, MERGED_ATTR)
+    assert max(unmerged.chunks[0]) < max(cells.chunks[0])  # the merge this is about
+    values = cells.compute()
+    for bounds in ({"below": 1.2}, {"above": 1.5}, {"above": 1.0, "below": 1.6}):
+        mask = threshold(cells, **bounds)
+        assert mask.chunks == cells.chunks
+        assert cells.name not in mask.dask.layers  # no float merge in the mask's graph
+        expected = np.ones(values.shape, bool)
+        if "above" in bounds:
+            expected &= values > bounds["above"]
+        if "below" in bounds:
+            expected &= values < bounds["below"]
+        np.testing.assert_array_equal(mask.compute(), expected)
 
 
 def _kept(where: np.ndarray, margin: int) -> np.ndarray:

@@ -94,7 +94,13 @@ from slidemask.kernels.artifacts import (
 )
 from slidemask.kernels.color import check_hsv_input
 from slidemask.ops.literal import as_dask
-from slidemask.ops.local import PixelChain, _neighbourhood, _pointwise, map_exact_overlap
+from slidemask.ops.local import (
+    MERGED_ATTR,
+    PixelChain,
+    _neighbourhood,
+    _pointwise,
+    map_exact_overlap,
+)
 from slidemask.ops.resample import _aligned_axis_chunks, _merge_target
 from slidemask.ops.windows import KernelStep
 
@@ -560,7 +566,9 @@ def sharpness(
     target = (_merge_target(max(out.chunks[0]), shape[0]), _merge_target(max(out.chunks[1]),
                                                                           shape[1]))
     if max(out.chunks[0]) < target[0] or max(out.chunks[1]) < target[1]:
-        out = out.rechunk(target)
+        merged = out.rechunk(target)
+        setattr(merged, MERGED_ATTR, out)  # a threshold compares before the merge
+        return merged
     return out
 
 
