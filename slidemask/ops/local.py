@@ -499,6 +499,13 @@ def threshold(
         Neither threshold given; a multi-channel or bool image; a NaN threshold; a number
         outside an integer dtype's range (e.g. ``above=300`` on uint8); ``above >= below``.
 
+    Notes
+    -----
+    The same values are computed more cheaply where the input allows: a threshold of
+    :func:`median_blur` is the median of the threshold (a majority vote), and a threshold of
+    :func:`slidemask.ops.artifacts.sharpness`, whose float cells end merged into larger
+    chunks, compares the cells before that merge (:data:`MERGED_ATTR`).
+
     Examples
     --------
     >>> import dask.array as da
