@@ -26,6 +26,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from slidemask.kernels.graph import graph_components
+
 LABEL_DTYPE = np.int32
 
 __all__ = [
@@ -1826,9 +1828,6 @@ def face_components(
     the tile is too small for a band (then labelling it is cheap) or more than 250 floods would
     be needed. ``img`` is not written.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     h, w = img.shape
     b = BAND if band is None else band
     if h <= 2 * b + 1 or w <= 2 * b + 1:
@@ -1869,8 +1868,7 @@ def face_components(
         vs.append(v)
     u = np.concatenate(us).astype(np.int64)
     v = np.concatenate(vs).astype(np.int64)
-    graph = coo_matrix((np.ones(len(u), np.int8), (u, v)), shape=(n + 1, n + 1))
-    n_comp, comp = connected_components(graph, directed=False)
+    n_comp, comp = graph_components(n + 1, u, v)
     # comp[0] is label 0's own component; joined components by node
     on_face = np.zeros(n_comp, bool)
     for face in (lt[0], lb[-1], lt[:, 0], ll[:, 0], lb[:, 0], lt[:, -1], lr[:, -1], lb[:, -1]):
@@ -1989,9 +1987,6 @@ def sparse_objects(img: np.ndarray, *, connectivity: int) -> SparseObjects:
     (one scan), then neighbour pairs found by binary search among the pixels' raster keys, and
     connected components of that graph. For a 2048² chunk of glass with 1500 specks of dust,
     about 1 ms against 2-4 ms for border following and 4-9 ms for labelling."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     h, w = img.shape
     # raster order; 0.45 ms on 2048² of glass as bool (7 ms as uint8, findNonZero 2.3)
     keys = np.flatnonzero(img.view(bool))
@@ -2010,15 +2005,11 @@ def sparse_objects(img: np.ndarray, *, connectivity: int) -> SparseObjects:
         us.append(src[hit])
         vs.append(pos[hit])
     u, v = np.concatenate(us), np.concatenate(vs)
-    graph = coo_matrix((np.ones(len(u), np.int8), (u, v)), shape=(n, n))
-    count, comp = connected_components(graph, directed=False) if n else (0, np.zeros(0, int))
-    # renumber in raster order of first pixel: each object's first pixel is its first listed
-    first = np.full(count, n, np.int64)
-    np.minimum.at(first, comp, np.arange(n))
-    order = np.argsort(first)
-    number = np.empty(count, np.int64)
-    number[order] = np.arange(1, count + 1)
-    label = number[comp] if n else np.zeros(0, np.int64)
+    # numbered by smallest node, i.e. in raster order of first pixel (the keys are sorted)
+    count, comp = graph_components(n, u, v)
+    label = comp + 1
+    # each number's first pixel: where the running maximum of the numbers steps up
+    head = np.flatnonzero(np.diff(np.maximum.accumulate(comp), prepend=-1) > 0)
     z = np.zeros(1, np.int64)
     area = np.bincount(label, minlength=count + 1).astype(np.int64)
     top, left = np.full(count + 1, h, np.int64), np.full(count + 1, w, np.int64)
@@ -2028,7 +2019,6 @@ def sparse_objects(img: np.ndarray, *, connectivity: int) -> SparseObjects:
     np.maximum.at(bottom, label, y + 1)
     np.maximum.at(right, label, x + 1)
     top[0] = left[0] = 0
-    head = first[order]
     faces = Faces(*(np.zeros(size, LABEL_DTYPE) for size in (w, w, h, h)))
     for face, on, coord in ((faces.top, y == 0, x), (faces.bottom, y == h - 1, x),
                             (faces.left, x == 0, y), (faces.right, x == w - 1, y)):

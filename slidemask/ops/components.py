@@ -11,7 +11,8 @@ How it works (two passes and one merge)
    along the chunk's four faces.
 2. Per chunk, with its neighbours below, right and diagonal: the distinct label pairs that
    touch across each shared face or corner (corners count for 8-connectivity).
-3. One merge task: connected components of the graph of reported labels (``scipy.sparse.csgraph``)
+3. One merge task: connected components of the graph of reported labels
+   (:func:`slidemask.kernels.graph.graph_components`)
    give global components with summed areas, joined boxes and first pixels; the operation
    decides per component (keep, fill, global label) and stores one value per reported label.
 4. Per chunk: recompute the chunk's labels and apply that chunk's small lookup table; labels
@@ -60,6 +61,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from slidemask.errors import MaskError
 from slidemask.kernels import labels as kl
+from slidemask.kernels.graph import graph_components
 from slidemask.ops.literal import literal_array
 
 __all__ = [
@@ -386,15 +388,7 @@ def _merge_layer(
             vs.append(nodes((i + di_b) * nbc + j + dj_b, pairs[1]))
     u = _cat(us, np.int64)
     v = _cat(vs, np.int64)
-    if n_nodes:
-        from scipy.sparse import coo_matrix  # here: the merge alone needs scipy (0.1 s)
-        from scipy.sparse.csgraph import connected_components
-
-        graph = coo_matrix((np.ones(len(u), np.int8), (u, v)), shape=(n_nodes, n_nodes))
-        n_comp, node_comp = connected_components(graph, directed=False)
-        node_comp = node_comp.astype(np.int64)
-    else:
-        n_comp, node_comp = 0, np.zeros(0, np.int64)
+    n_comp, node_comp = graph_components(n_nodes, u, v)
 
     def cat(attr: str) -> np.ndarray:
         return _cat([getattr(s, attr) for s in chunks], np.int64)
