@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import slidemask as sm
 from slidemask.config import config_from_yaml
 from slidemask.io import open_slide
+from slidemask.ops import staged as sm_staged
 from slidemask.pipeline import build_mask, run_slide
 from slidemask.writers.zarr import read_mask
 
@@ -248,6 +249,28 @@ def test_several_masks_share_one_decode(synthetic_slide: Path) -> None:
         mask, _ = build_mask(open_slide(synthetic_slide, chunk_size=256), config)
     assert sum(name.startswith("slidemask-read-") for name in _layers(mask)) == 1
     assert not any(name.startswith("slidemask-pixels-") for name in _layers(mask))
+
+
+def test_several_chunked_masks_are_stored_before_they_are_combined(
+    synthetic_slide: Path,
+) -> None:
+    """Each mask of a chunked multi-mask build is stored to scratch, and one barrier waits
+    for every store: the output's chunks then read their masks back, so no mask's chunks wait
+    in memory for another mask's (peak memory per chunk, not per slide)."""
+    config = config_from_yaml(CONFIG.replace("level: 0", "level: 1"))
+    slide = open_slide(synthetic_slide, chunk_size=128)
+    with dask.config.set({"slidemask.whole-image-pixels": 0}):
+        mask, _ = build_mask(slide, config)
+    layers = _layers(mask)
+    assert sum(name.startswith("slidemask-masks-stored-") for name in layers) == 1
+    assert sum(name.startswith("slidemask-mask-") and "-store-" in name for name in layers) == 3
+    with dask.config.set({"slidemask.whole-image-pixels": 2**25}):
+        whole, _ = build_mask(slide, config)
+    assert not any(name.startswith("slidemask-masks-stored-") for name in _layers(whole))
+    expected = whole.compute()
+    np.testing.assert_array_equal(mask.compute(), expected)  # plain dask
+    (staged,) = sm_staged.compute(mask)  # the barrier first, on its own
+    np.testing.assert_array_equal(staged, expected)
 
 
 def test_dask_compute_of_several_outputs_shares_work(synthetic_slide: Path) -> None:

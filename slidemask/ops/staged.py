@@ -35,12 +35,17 @@ from dask._task_spec import DataNode
 from dask.core import flatten
 from dask.optimization import cull
 
-__all__ = ["BARRIER_PREFIXES", "compute"]
+__all__ = ["BARRIER_PREFIXES", "STORED_MASKS_PREFIX", "compute"]
+
+STORED_MASKS_PREFIX = "slidemask-masks-stored-"
+"""Name of the barrier after which a configuration's masks are read back from scratch
+(:func:`slidemask.pipeline.build_mask` with several chunked masks)."""
 
 BARRIER_PREFIXES: tuple[str, ...] = (
     "slidemask-components-merge-",
     "slidemask-otsu-",
     "slidemask-background-merge-",
+    STORED_MASKS_PREFIX,
 )
 """Names of the graph layers that hold a global operation's barrier task (each layer one
 key, every chunk's record in, one decision out)."""
