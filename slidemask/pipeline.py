@@ -435,6 +435,7 @@ def _build_all(slide: Slide, config: Config) -> _Built:
     thresholds: dict[str, dict[str, Any]] = {}
     backgrounds: dict[str, Any] = {}
     images = _MaskImages(slide, config, in_use, limit)
+    stored: set[str] = set()  # masks already stored and read back (_stored_masks)
     for name in in_use:
         value, at = images.image_for(name, image, resolution)
         mpp, downsample = at.mpp, at.downsample
@@ -448,6 +449,17 @@ def _build_all(slide: Slide, config: Config) -> _Built:
                     downsample=downsample, mpp=mpp, working_downsample=resolution.downsample,
                     working_shape=image.shape[:2],
                 )
+                if gate and not whole and set(masks) - stored:
+                    # the gate reads the masks built so far: stored first, then read back,
+                    # so their chunks do not wait in memory for this step (see _stored_masks)
+                    masks = {**masks, **_stored_masks(
+                        {k: v for k, v in masks.items() if k not in stored})}
+                    stored |= set(masks)
+                    gate = gate_arguments(
+                        config, name, index, kwargs, masks, image_shape=value.shape,
+                        downsample=downsample, mpp=mpp,
+                        working_downsample=resolution.downsample, working_shape=image.shape[:2],
+                    )
                 value = _apply_step(value, step, {**kwargs, **gate}, thresholds, key,
                                     backgrounds)
             except MaskError as exc:
@@ -461,8 +473,8 @@ def _build_all(slide: Slide, config: Config) -> _Built:
                 value, resolution.downsample / downsample, image.shape[:2], chunks=image.chunks[:2]
             )
         masks[name] = value
-    if not whole and len(masks) > 1:
-        masks = _stored_masks(masks)
+    if not whole and len(masks) > 1 and set(masks) - stored:
+        masks = {**masks, **_stored_masks({k: v for k, v in masks.items() if k not in stored})}
     mask = expression.evaluate(masks)
     classes, tissue = _classes_of(config, masks) if config.classes is not None else (None, None)
     if whole:
