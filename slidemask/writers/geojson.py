@@ -174,6 +174,12 @@ def write_geojson(
     return count
 
 
+TRACE_CHUNK = 1024
+"""Chunk edge in which an in-memory class map is labelled and traced. Each task labels its
+chunk for one class as ``int32`` (4 bytes a pixel); in 2048² chunks the tracing of a 3125²
+class map (a 50000² slide at 8 µm per pixel) peaked 20-30 MiB higher than in 1024² chunks,
+at the same speed. The features do not depend on it."""
+
 IN_MEMORY_PIXELS = 2**24
 """A class map of at most this many pixels (4096², one byte each) is computed into memory
 once and every class is traced in the same tasks (one labelling merge for all classes, one
@@ -274,7 +280,7 @@ def write_class_geojson(
             # one pass over the class map, then every class traced in the same tasks
             whole = np.asarray(staged.compute(classes)[0])
             counts = _write_all_classes(
-                da.from_array(whole, chunks=classes.chunks), values, properties, out,
+                da.from_array(whole, chunks=TRACE_CHUNK), values, properties, out,
                 float(downsample),
             )
         elif classes.size:
