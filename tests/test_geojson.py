@@ -168,10 +168,11 @@ def test_class_map_in_memory_and_stored_give_the_same_features(tmp_path_factory,
     classes, lazy = data
     values = {"tissue": 1, "blur": 3, "bubble": 5, "pen": 2}
     folder = tmp_path_factory.mktemp("classes")
+    trace = max(lazy.chunksize)  # traced in chunks of the drawn size
     memory = geojson.write_class_geojson(lazy, folder / "memory.geojson", values,
-                                         downsample=downsample)
+                                         downsample=downsample, trace_chunk=trace)
     stored = geojson.write_class_geojson(lazy, folder / "stored.geojson", values,
-                                         downsample=downsample,
+                                         downsample=downsample, trace_chunk=trace,
                                          in_memory_pixels=0)  # stored, class by class
     assert memory == stored
     assert (folder / "memory.geojson").read_text() == (folder / "stored.geojson").read_text()

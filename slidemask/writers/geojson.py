@@ -178,7 +178,8 @@ TRACE_CHUNK = 1024
 """Chunk edge in which an in-memory class map is labelled and traced. Each task labels its
 chunk for one class as ``int32`` (4 bytes a pixel); in 2048² chunks the tracing of a 3125²
 class map (a 50000² slide at 8 µm per pixel) peaked 20-30 MiB higher than in 1024² chunks,
-at the same speed. The features do not depend on it."""
+at the same speed. Both the in-memory and the stored class map are traced in these chunks,
+so the file is the same either way (the order of the features follows the chunk rows)."""
 
 IN_MEMORY_PIXELS = 2**24
 """A class map of at most this many pixels (4096², one byte each) is computed into memory
@@ -195,6 +196,7 @@ def write_class_geojson(
     downsample: float = 1.0,
     colors: Mapping[str, Sequence[int]] | None = None,
     in_memory_pixels: int = IN_MEMORY_PIXELS,
+    trace_chunk: int = TRACE_CHUNK,
 ) -> dict[str, int]:
     """Write a class map's regions as QuPath annotations, one classification per class.
 
@@ -216,6 +218,10 @@ def write_class_geojson(
         A class map of at most this many pixels is computed into memory, a larger one stored
         to scratch (default :data:`IN_MEMORY_PIXELS`; see the notes). It bounds the memory
         used, not the output: the file is the same for any value.
+    trace_chunk : int
+        Edge in pixels of the chunks each class is labelled and traced in (default
+        :data:`TRACE_CHUNK`); it bounds the memory of each task. The order of the features
+        follows its chunk rows; their shapes do not depend on it.
 
     Returns
     -------
@@ -280,11 +286,11 @@ def write_class_geojson(
             # one pass over the class map, then every class traced in the same tasks
             whole = np.asarray(staged.compute(classes)[0])
             counts = _write_all_classes(
-                da.from_array(whole, chunks=TRACE_CHUNK), values, properties, out,
+                da.from_array(whole, chunks=trace_chunk), values, properties, out,
                 float(downsample),
             )
         elif classes.size:
-            with stored_copy(classes) as stored:
+            with stored_copy(classes.rechunk(trace_chunk)) as stored:
                 written = 0
                 for name, value in values.items():
                     counts[name] = _write_features(
