@@ -251,6 +251,29 @@ def test_a_multichunk_estimate_reads_its_stored_copy(synthetic_slide: Path) -> N
     np.testing.assert_array_equal(density.compute(), expected)
 
 
+def test_thresholds_of_a_stored_density_compare_in_its_read(synthetic_slide: Path) -> None:
+    """Thresholds of the optical density by a lazy estimate (tissue, folds and glass of
+    ``configs/qc.yaml`` all threshold one density) each compute the density in their own read
+    of the stored image, so no float32 density waits in memory for its other readers; the
+    masks are those of the density computed on its own and thresholded."""
+    from slidemask import threshold
+
+    slide = open_slide(synthetic_slide, chunk_size=256)
+    rgb = slide.levels[0]
+    density = optical_density(rgb)
+    above = threshold(density, above=0.1)
+    below = threshold(density, below=0.1)
+    band = threshold(density, above=0.05, below=2.5)
+    for mask in (above, below, band):
+        assert mask.dtype == bool and mask.chunks == density.chunks
+        assert density.name not in mask.__dask_graph__().layers  # no separate float layer
+    got = dask.compute(above, below, band, density)
+    values = got[3]
+    np.testing.assert_array_equal(got[0], values > 0.1)
+    np.testing.assert_array_equal(got[1], values < 0.1)
+    np.testing.assert_array_equal(got[2], (values > 0.05) & (values < 2.5))
+
+
 def test_steps_of_one_image_share_its_stored_copy(synthetic_slide: Path, tmp_path: Path) -> None:
     """Steps that estimate the glass of one multi-chunk image (optical density, white balance)
     give in one run what the same calls give on the whole image in one chunk, and share one

@@ -504,7 +504,10 @@ def threshold(
     The same values are computed more cheaply where the input allows: a threshold of
     :func:`median_blur` is the median of the threshold (a majority vote), and a threshold of
     :func:`slidemask.ops.artifacts.sharpness`, whose float cells end merged into larger
-    chunks, compares the cells before that merge (:data:`MERGED_ATTR`).
+    chunks, compares the cells before that merge (:data:`MERGED_ATTR`). A threshold of a
+    value computed as it is read back from scratch (:func:`slidemask.optical_density` by a
+    lazy glass estimate) compares in that read (:data:`slidemask.ops.scratch.READ_ATTR`), so
+    several thresholds of one density each compute it, and none holds it for the others.
 
     Examples
     --------
@@ -565,6 +568,13 @@ def threshold(
         if unmerged is not None and unmerged.shape == image.shape:
             # pointwise, so the same values either way: compare, then merge the bool mask
             return threshold(unmerged, **bounds).rechunk(image.chunks)
+        from slidemask.ops.scratch import READ_ATTR
+
+        read = getattr(image, READ_ATTR, None)
+        if read is not None and image.ndim == 2:
+            # read from scratch and computed there (the optical density of a stored image):
+            # compared in the same read, so the float values never wait for other readers
+            return read.then(threshold_mask, bounds, bool, "threshold")
         return _pointwise(image, threshold_mask, bounds, dtype=bool, plane=False)
     if len(sides) == 1:
         lazy = checked[sides[0]]

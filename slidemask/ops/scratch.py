@@ -34,6 +34,7 @@ import tempfile
 import uuid
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dask
@@ -458,8 +459,49 @@ def stored_reads(
         for i in range(nbr) for j in range(nbc)
     }
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[waits])  # type: ignore[list-item]
-    return da.Array(graph, name, chunks=like.chunks[:2] + tuple((n,) for n in tail),
-                    dtype=out_dtype, meta=np.empty((0,) * (2 + len(tail)), out_dtype))
+    out = da.Array(graph, name, chunks=like.chunks[:2] + tuple((n,) for n in tail),
+                   dtype=out_dtype, meta=np.empty((0,) * (2 + len(tail)), out_dtype))
+    if gate is not None and apply is not None:
+        setattr(out, READ_ATTR, StoredRead(folder, store_grid, like, gate, apply, label))
+    return out
+
+
+READ_ATTR = "_slidemask_stored_read"
+"""Attribute of a :func:`stored_reads` result computed by an ``apply`` (e.g. the optical
+density of the stored image): its :class:`StoredRead`, so that a pointwise step of it can be
+computed in the same read (:meth:`StoredRead.then`)."""
+
+
+@dataclass(frozen=True)
+class StoredRead:
+    """How a :func:`stored_reads` result was read: the arguments that read it again."""
+
+    folder: ScratchFolder
+    store_grid: da.Array
+    like: da.Array
+    gate: Any
+    apply: Callable[[np.ndarray, Any], np.ndarray]
+    label: str
+
+    def then(
+        self, kernel: Callable[..., np.ndarray], kwargs: dict[str, Any], dtype: Any, label: str
+    ) -> da.Array:
+        """``kernel(apply(tile, element), **kwargs)`` of each chunk, in one read task: the
+        pointwise step is computed where the value it reads is, which then never waits in
+        memory for its other readers (three masks threshold one optical density)."""
+        return stored_reads(self.folder, self.store_grid, self.like, gate=self.gate,
+                            apply=_Then(self.apply, kernel, tuple(sorted(kwargs.items()))),
+                            dtype=dtype, label=label)
+
+
+@dataclass(frozen=True)
+class _Then:
+    first: Callable[[np.ndarray, Any], np.ndarray]
+    kernel: Callable[..., np.ndarray]
+    kwargs: tuple[tuple[str, Any], ...]
+
+    def __call__(self, tile: np.ndarray, element: Any) -> np.ndarray:
+        return self.kernel(self.first(tile, element), **dict(self.kwargs))
 
 
 # ----------------------------------------------------------------------------------------------
