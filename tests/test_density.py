@@ -251,11 +251,11 @@ def test_a_multichunk_estimate_reads_its_stored_copy(synthetic_slide: Path) -> N
     np.testing.assert_array_equal(density.compute(), expected)
 
 
-def test_thresholds_of_a_stored_density_compare_in_its_read(synthetic_slide: Path) -> None:
-    """Thresholds of the optical density by a lazy estimate (tissue, folds and glass of
-    ``configs/qc.yaml`` all threshold one density) each compute the density in their own read
-    of the stored image, so no float32 density waits in memory for its other readers; the
-    masks are those of the density computed on its own and thresholded."""
+def test_pixel_steps_of_a_stored_density_compute_in_its_read(synthetic_slide: Path) -> None:
+    """Per-pixel steps of the optical density or white balance by a lazy estimate (tissue,
+    folds and glass of ``configs/qc.yaml`` all threshold one density) each compute it in their
+    own read of the stored image, so no float32 density waits in memory for its other
+    readers; the values are those of the density computed on its own, then the step."""
     from slidemask import threshold
 
     slide = open_slide(synthetic_slide, chunk_size=256)
@@ -272,6 +272,17 @@ def test_thresholds_of_a_stored_density_compare_in_its_read(synthetic_slide: Pat
     np.testing.assert_array_equal(got[0], values > 0.1)
     np.testing.assert_array_equal(got[1], values < 0.1)
     np.testing.assert_array_equal(got[2], (values > 0.05) & (values < 2.5))
+    # any per-pixel step, e.g. pen ink of the white balance (two pen masks read one balance)
+    from slidemask import pen_ink
+
+    balanced = white_balance(rgb)
+    ink = pen_ink(balanced, colors=["blue", "black"])
+    assert balanced.name not in ink.__dask_graph__().layers
+    assert ink.shape == rgb.shape[:2] and ink.chunks == rgb.chunks[:2]
+    whole = balanced.compute()
+    np.testing.assert_array_equal(
+        ink.compute(), pen_ink(da.from_array(whole), colors=["blue", "black"]).compute()
+    )
 
 
 def test_steps_of_one_image_share_its_stored_copy(synthetic_slide: Path, tmp_path: Path) -> None:

@@ -366,7 +366,7 @@ def _by_glass(
 
         _, grid, folder, gate = stored
         return stored_reads(folder, grid, rgb, gate=gate, apply=apply, dtype=dtype,
-                            label=what.replace("_", "-"), tail=tail)
+                            label=what.replace("_", "-"), tail=tail, pointwise=True)
     out_index = "ij" if plane else "ijc"
     return da.blockwise(
         apply, out_index, rgb, "ijk", background.rechunk(-1), "b",

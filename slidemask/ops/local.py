@@ -211,8 +211,16 @@ def _pointwise(
     """A per-pixel ``kernel(tile, **kwargs)`` of ``image``: fused with decoding when ``image``
     is a slide level or a pointwise result on one, else mapped over its blocks. ``plane``:
     the kernel drops the channel axis."""
+    from slidemask.ops.scratch import READ_ATTR
+
     source = getattr(image, PIXELS_ATTR, None)
     step = PixelStep(kernel, tuple(sorted(kwargs.items())))
+    read = getattr(image, READ_ATTR, None)
+    if read is not None:
+        # computed per pixel as it is read back from scratch (the optical density or white
+        # balance by a lazy glass estimate): this step too, in the same read
+        tail = () if plane or image.ndim == 2 else tuple(image.shape[2:])
+        return read.then(step, dtype, tail, getattr(kernel, "__name__", "pixels").replace("_", "-"))
     if source is not None:
         slide, level, steps = source
         chain = (*steps, step)
@@ -568,13 +576,6 @@ def threshold(
         if unmerged is not None and unmerged.shape == image.shape:
             # pointwise, so the same values either way: compare, then merge the bool mask
             return threshold(unmerged, **bounds).rechunk(image.chunks)
-        from slidemask.ops.scratch import READ_ATTR
-
-        read = getattr(image, READ_ATTR, None)
-        if read is not None and image.ndim == 2:
-            # read from scratch and computed there (the optical density of a stored image):
-            # compared in the same read, so the float values never wait for other readers
-            return read.then(threshold_mask, bounds, bool, "threshold")
         return _pointwise(image, threshold_mask, bounds, dtype=bool, plane=False)
     if len(sides) == 1:
         lazy = checked[sides[0]]

@@ -395,6 +395,7 @@ def stored_reads(
     dtype: Any = None,
     label: str,
     tail: tuple[int, ...] = (),
+    pointwise: bool = False,
 ) -> da.Array:
     """Read the chunks that ``store_grid`` wrote (a dask array of ``like``'s chunks).
 
@@ -424,6 +425,9 @@ def stored_reads(
     tail : tuple of int
         Trailing axes of ``apply``'s output (e.g. ``(3,)`` for channels), each one chunk;
         none by default.
+    pointwise : bool
+        ``apply`` computes each output pixel from the same pixel of the tile: a per-pixel
+        step of the result is then computed in the same read (:data:`READ_ATTR`).
 
     Returns
     -------
@@ -461,47 +465,49 @@ def stored_reads(
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[waits])  # type: ignore[list-item]
     out = da.Array(graph, name, chunks=like.chunks[:2] + tuple((n,) for n in tail),
                    dtype=out_dtype, meta=np.empty((0,) * (2 + len(tail)), out_dtype))
-    if gate is not None and apply is not None:
-        setattr(out, READ_ATTR, StoredRead(folder, store_grid, like, gate, apply, label))
+    if pointwise and apply is not None:
+        setattr(out, READ_ATTR, StoredRead(folder, store_grid, like, gate, apply))
     return out
 
 
 READ_ATTR = "_slidemask_stored_read"
-"""Attribute of a :func:`stored_reads` result computed by an ``apply`` (e.g. the optical
-density of the stored image): its :class:`StoredRead`, so that a pointwise step of it can be
-computed in the same read (:meth:`StoredRead.then`)."""
+"""Attribute of a :func:`stored_reads` result whose ``apply`` is per pixel (``pointwise``:
+the optical density or white balance of the stored image by a lazy glass estimate): its
+:class:`StoredRead`, so that a per-pixel step of it is computed in the same read
+(:meth:`StoredRead.then`)."""
 
 
 @dataclass(frozen=True)
 class StoredRead:
-    """How a :func:`stored_reads` result was read: the arguments that read it again."""
+    """How a per-pixel :func:`stored_reads` result was read: what reads it again."""
 
     folder: ScratchFolder
     store_grid: da.Array
     like: da.Array
     gate: Any
     apply: Callable[[np.ndarray, Any], np.ndarray]
-    label: str
 
     def then(
-        self, kernel: Callable[..., np.ndarray], kwargs: dict[str, Any], dtype: Any, label: str
+        self, kernel: Callable[[np.ndarray], np.ndarray], dtype: Any, tail: tuple[int, ...],
+        label: str,
     ) -> da.Array:
-        """``kernel(apply(tile, element), **kwargs)`` of each chunk, in one read task: the
-        pointwise step is computed where the value it reads is, which then never waits in
-        memory for its other readers (three masks threshold one optical density)."""
+        """``kernel(apply(tile, element))`` of each chunk, in one read task, with output
+        trailing axes ``tail``. The per-pixel step is computed where the value it reads is,
+        which then never waits in memory for its other readers (three masks threshold one
+        optical density; two pen masks read one white balance). Each reader computes
+        ``apply`` again: per pixel, cheap beside holding its result."""
         return stored_reads(self.folder, self.store_grid, self.like, gate=self.gate,
-                            apply=_Then(self.apply, kernel, tuple(sorted(kwargs.items()))),
-                            dtype=dtype, label=label)
+                            apply=_Then(self.apply, kernel), dtype=dtype, label=label,
+                            tail=tail, pointwise=True)
 
 
 @dataclass(frozen=True)
 class _Then:
     first: Callable[[np.ndarray, Any], np.ndarray]
-    kernel: Callable[..., np.ndarray]
-    kwargs: tuple[tuple[str, Any], ...]
+    kernel: Callable[[np.ndarray], np.ndarray]
 
     def __call__(self, tile: np.ndarray, element: Any) -> np.ndarray:
-        return self.kernel(self.first(tile, element), **dict(self.kwargs))
+        return self.kernel(self.first(tile, element))
 
 
 # ----------------------------------------------------------------------------------------------
