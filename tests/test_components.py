@@ -551,3 +551,19 @@ def test_lookup_and_box_painting_equal_take(count):
             expected = tile.copy()
             expected[np.take(table, comps.labels)] = value
             np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_compact_labels_are_the_same_numbers_in_uint16(connectivity: int) -> None:
+    rng = np.random.default_rng(3)
+    tile = rng.random((300, 410)) < 0.45
+    wide, count = kl.label_tile(tile, connectivity=connectivity)
+    compact, compact_count = kl.label_tile(tile, connectivity=connectivity, compact=True)
+    assert compact.dtype == np.uint16 and compact_count == count
+    np.testing.assert_array_equal(compact, wide)
+    # 65535 components or more: int32, as without compact
+    dots = np.zeros((1024, 1024), bool)
+    dots[::2, ::2] = True
+    many, n = kl.label_tile(dots, connectivity=connectivity, compact=True)
+    assert n == 512 * 512 and many.dtype == np.int32
+    np.testing.assert_array_equal(many, kl.label_tile(dots, connectivity=connectivity)[0])

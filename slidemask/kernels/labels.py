@@ -70,7 +70,9 @@ def check_connectivity(connectivity: int) -> int:
     return connectivity
 
 
-def label_tile(tile: np.ndarray, *, connectivity: int) -> tuple[np.ndarray, int]:
+def label_tile(
+    tile: np.ndarray, *, connectivity: int, compact: bool = False
+) -> tuple[np.ndarray, int]:
     """Label the ``True`` pixels of a 2-D tile.
 
     Parameters
@@ -79,12 +81,17 @@ def label_tile(tile: np.ndarray, *, connectivity: int) -> tuple[np.ndarray, int]
         2-D ``bool`` array (any other dtype is read as ``tile != 0``).
     connectivity
         4 or 8.
+    compact
+        Return ``uint16`` labels when the tile has fewer than 65535 components (half the
+        memory of ``int32``; OpenCV refuses more, and the tile is then labelled again as
+        ``int32``). For callers that only index with the labels.
 
     Returns
     -------
     labels, count
-        ``int32`` labels of the tile's shape, numbered 1..count in raster order of first pixel
-        (equal to ``skimage.measure.label(tile, connectivity=1 or 2)``), and the count.
+        ``int32`` (or with ``compact``, possibly ``uint16``) labels of the tile's shape,
+        numbered 1..count in raster order of first pixel (equal to
+        ``skimage.measure.label(tile, connectivity=1 or 2)``), and the count.
     """
     check_connectivity(connectivity)
     if tile.size == 0:
@@ -95,6 +102,14 @@ def label_tile(tile: np.ndarray, *, connectivity: int) -> tuple[np.ndarray, int]
         return np.zeros(tile.shape, LABEL_DTYPE), 0
     if img.all():
         return np.ones(tile.shape, LABEL_DTYPE), 1
+    if compact:
+        try:
+            n, labels = cv2.connectedComponentsWithAlgorithm(
+                img, connectivity, cv2.CV_16U, cv2.CCL_SAUF
+            )
+            return labels, int(n) - 1
+        except cv2.error:  # 65535 components or more
+            pass
     n, labels = cv2.connectedComponentsWithAlgorithm(
         img, connectivity, cv2.CV_32S, cv2.CCL_SAUF
     )
