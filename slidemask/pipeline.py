@@ -358,16 +358,19 @@ def _classes_of(config: Config, masks: dict[str, da.Array]) -> tuple[da.Array, d
 
 def _stored_masks(masks: dict[str, da.Array]) -> dict[str, da.Array]:
     """Each of ``masks`` (chunked, on the working grid) stored to scratch, then read back
-    once one barrier has seen every mask stored.
+    once one barrier has seen every one of them stored.
 
     Without it the masks are computed one after another over the whole slide (each runs its
     own scratch copies and global steps, whose windows need the neighbouring chunks), and
-    every finished chunk of an early mask waits in memory until the last mask reaches that
-    chunk; with eight masks of a QC configuration on a 50000² slide that held about 40 MiB of
-    masks at 8 µm per pixel. Stored, a finished chunk goes to disk at once (1/8 of its bytes,
+    every finished chunk of an early mask waits in memory until the last mask, or a later
+    step that reads it (the relevant region of ``sharpness``), reaches that chunk: at the
+    memory peak of ``configs/qc.yaml`` on a 50000² slide, about 40 MiB of finished mask chunks
+    at 8 µm per pixel. Stored, a finished chunk goes to disk at once (1/8 of its bytes,
     compressed), and the staged compute (:mod:`slidemask.ops.staged`) computes the barrier in
-    its own stage, so the output's chunks are read back and combined one by one. A dask
-    ``compute`` without stages gives the same values.
+    a stage of its own, so the readers' chunks are read back one by one. :func:`_build_all`
+    stores the masks built so far before a step that reads them, and the rest at the end.
+    Measured on that slide: peak RSS 264-270 against 287-312 MiB, wall time within the noise
+    (+0-0.15 s of 4.2 s). A plain dask ``compute`` gives the same values.
     """
     from dask.highlevelgraph import HighLevelGraph
 
