@@ -2,7 +2,8 @@
 
 :func:`build_mask` applies each configured step through the public function of that name
 (:data:`slidemask.config.STEPS`), in order, and combines the masks by the output expression:
-the mask is exactly what the same calls written in Python give, with the same graph. Nothing
+the mask is exactly what the same calls written in Python give (for one mask, with the same
+graph; several are stored before they are combined, see below). Nothing
 is read or computed. :func:`run_slide` opens one slide, builds its mask, streams it into
 ``<output_dir>/<name>.zarr`` (plus the extra outputs the config asks for) with the current
 dask scheduler and reports the outcome without raising, so a batch goes on past a bad slide.
@@ -21,10 +22,13 @@ caller (:mod:`slidemask.ops.local`, :mod:`slidemask.ops.scratch`):
   back, so no chunk is held for the whole slide; an Otsu threshold is computed while its
   image is stored, and the image is thresholded from that copy.
 
-Only two decisions are the runner's own. A working image of at most
+Only three decisions are the runner's own. A working image of at most
 :data:`WHOLE_IMAGE_PIXELS` pixels (2048², e.g. a tissue mask of a small slide) is made one chunk, so
-every step is one task; and when several masks read the level, they share one decode of each
-chunk instead of each fusing its own. Scratch folders go beside the output
+every step is one task; when several masks read the level, they share one decode of each
+chunk instead of each fusing its own; and several chunked masks are each stored to scratch as
+they are finished and read back behind one barrier, before they are combined or read by a
+later step (:func:`_stored_masks`), so that no finished chunk waits in memory for the other
+masks. The values are those of the plain calls. Scratch folders go beside the output
 (``.<name>.zarr.scratch-<hex>``, through dask's ``temporary-directory``) and are removed when
 the slide is done, failed or interrupted.
 
