@@ -52,6 +52,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -360,9 +361,9 @@ def _classes_of(config: Config, masks: dict[str, da.Array]) -> tuple[da.Array, d
     return classes, chosen.get("tissue")
 
 
-def _stored_masks(masks: dict[str, da.Array]) -> dict[str, da.Array]:
-    """Each of ``masks`` (chunked, on the working grid) stored to scratch, then read back
-    once one barrier has seen every one of them stored.
+def _stored_masks(masks: dict[str, da.Array], stored: set[str]) -> dict[str, da.Array]:
+    """``masks`` with each one not named in ``stored`` (chunked, on the working grid)
+    stored to scratch, then read back once one barrier has seen every one of them stored.
 
     Without it the masks are computed one after another over the whole slide (each runs its
     own scratch copies and global steps, whose windows need the neighbouring chunks), and
@@ -380,7 +381,8 @@ def _stored_masks(masks: dict[str, da.Array]) -> dict[str, da.Array]:
 
     from slidemask.ops.scratch import stored_reads, stores
 
-    grids = {name: stores(value, f"mask-{name}") for name, value in masks.items()}
+    grids = {name: stores(value, f"mask-{name}")
+             for name, value in masks.items() if name not in stored}
     token = dask.base.tokenize(*(grid.name for grid, _ in grids.values()))
     key = f"{staged.STORED_MASKS_PREFIX}{token}"
     deps: list[Any] = [grid for grid, _ in grids.values()]
@@ -388,8 +390,9 @@ def _stored_masks(masks: dict[str, da.Array]) -> dict[str, da.Array]:
     graph = HighLevelGraph.from_collections(key, {(key,): task}, dependencies=deps)
     gate = da.Array(graph, key, chunks=(), dtype=int, meta=np.empty((), int))
     return {
-        name: stored_reads(folder, grid, masks[name], gate=gate, label=f"mask-{name}")
-        for name, (grid, folder) in grids.items()
+        name: value if name not in grids else stored_reads(
+            grids[name][1], grids[name][0], value, gate=gate, label=f"mask-{name}")
+        for name, value in masks.items()
     }
 
 
@@ -451,22 +454,18 @@ def _build_all(slide: Slide, config: Config) -> _Built:
             try:
                 kwargs = step.arguments(mpp)
                 # where the step may leave out work no output reads (blur off tissue, glass)
-                gate = gate_arguments(
-                    config, name, index, kwargs, masks, image_shape=value.shape,
+                gate_for = partial(
+                    gate_arguments, config, name, index, kwargs, image_shape=value.shape,
                     downsample=downsample, mpp=mpp, working_downsample=resolution.downsample,
                     working_shape=image.shape[:2],
                 )
+                gate = gate_for(masks)
                 if gate and not whole and set(masks) - stored:
                     # the gate reads the masks built so far: stored first, then read back,
                     # so their chunks do not wait in memory for this step (see _stored_masks)
-                    masks = {**masks, **_stored_masks(
-                        {k: v for k, v in masks.items() if k not in stored})}
+                    masks = _stored_masks(masks, stored)
                     stored |= set(masks)
-                    gate = gate_arguments(
-                        config, name, index, kwargs, masks, image_shape=value.shape,
-                        downsample=downsample, mpp=mpp,
-                        working_downsample=resolution.downsample, working_shape=image.shape[:2],
-                    )
+                    gate = gate_for(masks)
                 value = _apply_step(value, step, {**kwargs, **gate}, thresholds, key,
                                     backgrounds)
             except MaskError as exc:
@@ -481,7 +480,7 @@ def _build_all(slide: Slide, config: Config) -> _Built:
             )
         masks[name] = value
     if not whole and len(masks) > 1 and set(masks) - stored:
-        masks = {**masks, **_stored_masks({k: v for k, v in masks.items() if k not in stored})}
+        masks = _stored_masks(masks, stored)
     mask = expression.evaluate(masks)
     classes, tissue = _classes_of(config, masks) if config.classes is not None else (None, None)
     if whole:
