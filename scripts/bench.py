@@ -143,7 +143,9 @@ def run_case(
 ) -> dict[str, Any]:
     """Run one case in this process; return its wall time (s) and this process's peak RSS.
 
-    Imports happen before the clock starts: a batch job pays them once, not per slide; so
+    Imports happen before the clock starts: a batch job pays them once, not per slide. Only
+    what slidemask itself imports is imported (not ``distributed``, nor scipy's graph module:
+    a local run never loads them, and a case that did would pay for it in its figures); so
     does the S3 client of ``threshold_s3`` (about 0.07 s; every request of the slide is timed).
     With ``steady`` a slidemask case is timed a second time in the same process (``steady_s``):
     what each further slide costs in a batch, where the process, its memory allocator and
@@ -151,9 +153,7 @@ def run_case(
     """
     import cv2  # noqa: F401
     import dask
-    import distributed  # noqa: F401  (dask imports it on the first compute, to look for a client)
     import numpy as np
-    import scipy.sparse.csgraph  # noqa: F401  (the merge of a global step imports it when first used)
     import tifffile  # noqa: F401
     import zarr  # noqa: F401
 

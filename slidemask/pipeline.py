@@ -70,6 +70,7 @@ from slidemask.io import Slide, open_slide
 from slidemask.memory import limit_malloc_arenas
 from slidemask.ops import staged
 from slidemask.ops.artifacts import class_counts, class_map
+from slidemask.ops.chunks import rechunk
 from slidemask.ops.components import label_stats
 from slidemask.ops.density import background_estimate, optical_density, white_balance
 from slidemask.ops.local import threshold
@@ -422,7 +423,7 @@ class _MaskImages:
         if res not in self.images:
             own = image_at(self.slide, res)
             if own.shape[0] * own.shape[1] <= self.limit:
-                own = own.rechunk(own.shape)
+                own = rechunk(own, own.shape)
             elif self.users[res] > 1:
                 own = _unfused(own)
             self.images[res] = own
@@ -438,7 +439,7 @@ def _build_all(slide: Slide, config: Config) -> _Built:
     limit = int(dask.config.get("slidemask.whole-image-pixels", WHOLE_IMAGE_PIXELS))
     whole = image.shape[0] * image.shape[1] <= limit
     if whole:
-        image = image.rechunk(image.shape)
+        image = rechunk(image, image.shape)
     elif len(in_use) > 1:
         image = _unfused(image)
     masks: dict[str, da.Array] = {}
@@ -484,7 +485,7 @@ def _build_all(slide: Slide, config: Config) -> _Built:
     mask = expression.evaluate(masks)
     classes, tissue = _classes_of(config, masks) if config.classes is not None else (None, None)
     if whole:
-        mask = mask.rechunk(out_chunks)  # the output keeps the configured chunks
+        mask = rechunk(mask, out_chunks)  # the output keeps the configured chunks
     canonical = config.canonical()
     provenance: dict[str, Any] = {
         "source": {
@@ -554,9 +555,9 @@ def _staged(built: _Built, config: Config, folder: Path) -> _Built:
         mask = config.expression.evaluate(unpacked)
         classes, tissue = _classes_of(config, unpacked)
     if mask.chunks != built.mask.chunks:
-        mask = mask.rechunk(built.mask.chunks)
+        mask = rechunk(mask, built.mask.chunks)
     if classes.chunks != mask.chunks:
-        classes = classes.rechunk(mask.chunks)
+        classes = rechunk(classes, mask.chunks)
     return replace(built, mask=mask, masks=unpacked, classes=classes, tissue=tissue,
                    provenance=provenance)
 

@@ -83,6 +83,26 @@ def test_a_local_run_loads_no_cluster_module(tmp_path: Path) -> None:
     assert "dask" in loaded and loaded.isdisjoint({"distributed", "dask_jobqueue"})
 
 
+def test_the_qc_preset_in_chunks_loads_no_cluster_module(tmp_path: Path) -> None:
+    """``configs/qc.yaml`` (every artifact step, blur's rechunked cell grid) on a chunked
+    working image imports no distributed: dask's rechunk would, to look for a client."""
+    slide = tmp_path / "s.ome.tif"
+    config = tmp_path / "qc.yaml"
+    text = (Path(__file__).resolve().parents[1] / "configs" / "qc.yaml").read_text()
+    config.write_text(text.replace("chunk_size: 2048", "chunk_size: 64"))
+    loaded = _loaded_after(
+        "import contextlib, io, dask\n"
+        "from slidemask import write_synthetic_slide\n"
+        "from slidemask.cli import main\n"
+        f"write_synthetic_slide({str(slide)!r}, 2048, tile=256)\n"
+        "with dask.config.set({'slidemask.whole-image-pixels': 0}), "
+        "contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['run', {str(config)!r}, '-i', {str(slide)!r}, '-o', "
+        f"{str(tmp_path / 'out')!r}, '-q']) == 0\n"
+    )
+    assert "dask" in loaded and loaded.isdisjoint({"distributed", "dask_jobqueue"})
+
+
 @pytest.mark.parametrize("scheduler", [None, "threads", "sync"])
 def test_api_writers_load_no_cluster_module(tmp_path: Path, scheduler: str | None) -> None:
     """The public API's writers, on a global step, with dask's default scheduler or one named

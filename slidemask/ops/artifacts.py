@@ -93,6 +93,7 @@ from slidemask.kernels.artifacts import (
     straight_band_kernel,
 )
 from slidemask.kernels.color import check_hsv_input
+from slidemask.ops.chunks import rechunk
 from slidemask.ops.literal import as_dask
 from slidemask.ops.local import (
     MERGED_ATTR,
@@ -392,14 +393,14 @@ def _packed_cells(
         if needed is None:
             return da.from_array(cells, chunks=chunks, asarray=False, lock=False, fancy=False,
                                  meta=meta, name=f"slidemask-sharpness-cells-{token}")
-        return da.map_blocks(_gated_block, needed.rechunk(chunks), reader=cells, dtype=dtype,
+        return da.map_blocks(_gated_block, rechunk(needed, chunks), reader=cells, dtype=dtype,
                              meta=meta, token=f"slidemask-sharpness-cells-{token}")
     grey = grey[: rows * c, : cols * c]
     pixel_chunks = tuple(tuple(n * c for n in axis) for axis in chunks)
     if grey.chunks != pixel_chunks:
-        grey = grey.rechunk(pixel_chunks)
+        grey = rechunk(grey, pixel_chunks)
     kernel = _Cells(c, int(glass))
-    args = [grey] if needed is None else [grey, needed.rechunk(chunks)]
+    args = [grey] if needed is None else [grey, rechunk(needed, chunks)]
     return da.map_blocks(kernel, *args, chunks=chunks, dtype=dtype, meta=meta,
                          token=f"slidemask-sharpness-cells-{c}-{glass}")
 
@@ -555,20 +556,20 @@ def sharpness(
     packed = _packed_cells(grey, c, int(glass), needed)
     merged = (_merged(packed.chunks[0], shape[0]), _merged(packed.chunks[1], shape[1]))
     if max(packed.chunks[0]) < merged[0] or max(packed.chunks[1]) < merged[1]:
-        packed = packed.rechunk(merged)
+        packed = rechunk(packed, merged)
     floor = math.ceil(float(min_detail) * 2 * c * (c - 2))  # on the cell's detail sum
     out = map_exact_overlap(sharpness_ratio_kernel, packed, depth, dtype=np.float32,
                             floor=floor, sigma=cells_sigma, cell=c, relative=bool(relative))
     if kept is not None:
-        out = da.where(kept.rechunk(out.chunks), out, np.float32(0))
+        out = da.where(rechunk(kept, out.chunks), out, np.float32(0))
     # the cell grid's chunks as a downsampled image has them (about OUTPUT_CHUNK a side), so
     # that the mask made from it is chunked like the other masks of its resolution
     target = (_merge_target(max(out.chunks[0]), shape[0]), _merge_target(max(out.chunks[1]),
                                                                           shape[1]))
     if max(out.chunks[0]) < target[0] or max(out.chunks[1]) < target[1]:
-        merged = out.rechunk(target)
-        setattr(merged, MERGED_ATTR, out)  # a threshold compares before the merge
-        return merged
+        joined = rechunk(out, target)
+        setattr(joined, MERGED_ATTR, out)  # a threshold compares before the merge
+        return joined
     return out
 
 
@@ -829,7 +830,7 @@ def class_map(
                 f"class_map: mask {name!r} must be 2-D bool of shape {first.shape}, got "
                 f"{array.shape} {array.dtype}"
             )
-    aligned = [a if a.chunks == first.chunks else a.rechunk(first.chunks) for a in arrays]
+    aligned = [a if a.chunks == first.chunks else rechunk(a, first.chunks) for a in arrays]
     return da.map_blocks(
         class_map_kernel, *aligned, values=tuple(label[n] for n in order), dtype=np.uint8,
         meta=np.empty((0, 0), np.uint8),
@@ -903,7 +904,7 @@ def class_counts(classes: da.Array, tissue: da.Array | None = None) -> da.Array:
     if tissue is not None:
         if tissue.shape != classes.shape:
             raise MaskError("class_counts: tissue must have the class map's shape")
-        args.append(tissue.rechunk(classes.chunks))
+        args.append(rechunk(tissue, classes.chunks))
     hists = da.map_blocks(
         _count_block, *args, chunks=((1,) * classes.numblocks[0], (1,) * classes.numblocks[1],
                                      (512,)),

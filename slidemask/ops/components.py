@@ -62,6 +62,7 @@ from dask.highlevelgraph import HighLevelGraph
 from slidemask.errors import MaskError
 from slidemask.kernels import labels as kl
 from slidemask.kernels.graph import graph_components
+from slidemask.ops.chunks import rechunk
 from slidemask.ops.literal import literal_array
 
 __all__ = [
@@ -179,7 +180,7 @@ def check_mask(mask: Any, what: str) -> da.Array:
     if mask.dtype != bool:
         raise MaskError(f"{what}: expected a bool mask, got dtype {mask.dtype}")
     if mask.size and any(0 in c for c in mask.chunks):
-        mask = mask.rechunk(tuple(tuple(s for s in c if s) for c in mask.chunks))
+        mask = rechunk(mask, tuple(tuple(s for s in c if s) for c in mask.chunks))
     return mask
 
 

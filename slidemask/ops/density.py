@@ -39,6 +39,7 @@ from slidemask.kernels.density import (
     optical_density_kernel,
     white_balance_kernel,
 )
+from slidemask.ops.chunks import rechunk
 from slidemask.ops.literal import as_dask
 
 __all__ = ["background_estimate", "optical_density", "white_balance"]
@@ -57,7 +58,7 @@ def _colour(image: Any, what: str) -> da.Array:
     image = as_dask(image, what)
     check_density_input(image.shape, image.dtype, what)
     if image.numblocks[2] != 1:
-        image = image.rechunk({2: -1})
+        image = rechunk(image, {2: -1})
     return image
 
 
@@ -369,7 +370,7 @@ def _by_glass(
                             label=what.replace("_", "-"), tail=tail, pointwise=True)
     out_index = "ij" if plane else "ijc"
     return da.blockwise(
-        apply, out_index, rgb, "ijk", background.rechunk(-1), "b",
+        apply, out_index, rgb, "ijk", rechunk(background, -1), "b",
         concatenate=True, dtype=dtype,
         new_axes={} if plane else {"c": 3},
         meta=np.empty((0,) * len(out_index), dtype),

@@ -64,6 +64,7 @@ from slidemask.kernels.morphology import (
     square_morphology_kernel,
 )
 from slidemask.kernels.threshold import as_real, threshold_mask
+from slidemask.ops.chunks import rechunk
 from slidemask.ops.literal import as_dask as _as_dask
 from slidemask.ops.windows import KernelChain, KernelStep
 
@@ -183,7 +184,7 @@ class PixelChain:
 def _single_channel_chunk(image: da.Array) -> da.Array:
     """Channel axis in one chunk, as per-pixel colour kernels need all channels together."""
     if image.ndim == 3 and image.numblocks[2] != 1:
-        return image.rechunk({2: -1})
+        return rechunk(image, {2: -1})
     return image
 
 
@@ -316,7 +317,7 @@ def map_exact_overlap(
     )
     if out.chunks != image.chunks:
         # dask merged chunks smaller than the halo; give back the caller's chunking.
-        out = out.rechunk(image.chunks)
+        out = rechunk(out, image.chunks)
     return out
 
 
@@ -575,7 +576,7 @@ def threshold(
         unmerged = getattr(image, MERGED_ATTR, None)
         if unmerged is not None and unmerged.shape == image.shape:
             # pointwise, so the same values either way: compare, then merge the bool mask
-            return threshold(unmerged, **bounds).rechunk(image.chunks)
+            return rechunk(threshold(unmerged, **bounds), image.chunks)
         return _pointwise(image, threshold_mask, bounds, dtype=bool, plane=False)
     if len(sides) == 1:
         lazy = checked[sides[0]]

@@ -18,6 +18,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from slidemask.errors import MaskError
+from slidemask.ops.chunks import rechunk
 
 __all__ = ["otsu_threshold", "threshold_from_histogram"]
 
@@ -146,7 +147,7 @@ def otsu_threshold(image: da.Array, *, mask: da.Array | None = None) -> da.Array
             raise MaskError(
                 f"otsu_threshold: mask shape {mask.shape} differs from image shape {image.shape}"
             )
-        args.append(mask.rechunk(image.chunks))
+        args.append(rechunk(mask, image.chunks))
     ndim = image.ndim
     if mask is None and ndim == 2 and image.numblocks != (1, 1):
         return _stored_otsu(image, nbins)

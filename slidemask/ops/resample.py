@@ -29,6 +29,7 @@ import dask.array as da
 import numpy as np
 
 from slidemask.errors import MaskError, SlideError
+from slidemask.ops.chunks import rechunk
 from slidemask.ops.literal import as_dask
 
 __all__ = [
@@ -271,7 +272,7 @@ def _downsample(
     if image.chunks[:2] != (row_chunks, col_chunks) or (
         image.ndim == 3 and image.numblocks[2] != 1
     ):
-        image = image.rechunk(new_chunks)
+        image = rechunk(image, new_chunks)
     out_chunks: tuple[tuple[int, ...], ...] = (
         tuple(-(-c // factor) for c in row_chunks),
         tuple(-(-c // factor) for c in col_chunks),
@@ -292,7 +293,7 @@ def _downsample(
         _merge_target(max(out_chunks[1]), out.shape[1]),
     )
     if max(out_chunks[0]) < target[0] or max(out_chunks[1]) < target[1]:
-        out = out.rechunk({0: target[0], 1: target[1]})
+        out = rechunk(out, {0: target[0], 1: target[1]})
     return out
 
 
@@ -523,7 +524,7 @@ def resample_mask(
     if pad[0] or pad[1]:
         out = da.pad(out, ((0, pad[0]), (0, pad[1])), mode="constant",
                      constant_values=np.zeros((), mask.dtype).item())
-    return out if chunks is None else out.rechunk(chunks)
+    return out if chunks is None else rechunk(out, chunks)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from slidemask.errors import MaskError
 from slidemask.kernels import labels as kl
 from slidemask.kernels.polygons import join_pieces_all, label_polygons
 from slidemask.ops import staged
+from slidemask.ops.chunks import rechunk
 from slidemask.ops.components import check_mask, chunk_lut, label_merge
 from slidemask.writers.atomic import atomic_write
 from slidemask.writers.zarr import stored_copy
@@ -292,7 +293,7 @@ def write_class_geojson(
                 float(downsample),
             )
         elif classes.size:
-            with stored_copy(classes.rechunk(trace_chunk)) as stored:
+            with stored_copy(rechunk(classes, trace_chunk)) as stored:
                 written = 0
                 for name, value in values.items():
                     counts[name] = _write_features(

@@ -66,6 +66,7 @@ from dask.delayed import Delayed
 
 from slidemask.errors import MaskError
 from slidemask.ops import staged
+from slidemask.ops.chunks import rechunk
 from slidemask.ops.resample import block_max, downsample_max, downsample_nearest
 from slidemask.ops.scratch import release
 from slidemask.writers.atomic import (
@@ -159,7 +160,7 @@ def _regular(arr: da.Array, chunks: tuple[int, int]) -> da.Array:
         (t,) * (n // t) + ((n % t,) if n % t else ())
         for t, n in zip(target, arr.shape, strict=True)
     )
-    return arr if arr.chunks == wanted else arr.rechunk(target)
+    return arr if arr.chunks == wanted else rechunk(arr, target)
 
 
 def _as_label_image(mask: Any) -> da.Array:

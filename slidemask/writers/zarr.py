@@ -57,6 +57,7 @@ from zarr.codecs import BloscCodec
 
 from slidemask.errors import SlidemaskError
 from slidemask.ops import staged
+from slidemask.ops.chunks import rechunk
 from slidemask.ops.scratch import release
 from slidemask.writers.atomic import (
     check_attrs,
@@ -128,7 +129,7 @@ def regular_chunks(arr: da.Array) -> da.Array:
         else:
             target.append(first)
             changed = True
-    return arr.rechunk(tuple(target)) if changed else arr
+    return rechunk(arr, tuple(target)) if changed else arr
 
 
 class _ChunkWriter:
