@@ -60,6 +60,7 @@ level. Every wanted cell gets exactly the value of the full computation.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ from slidemask.ops.local import (
     map_exact_overlap,
 )
 from slidemask.ops.resample import _aligned_axis_chunks, _merge_target
+from slidemask.ops.scratch import map_windows, stored_reads, stores
 from slidemask.ops.windows import KernelStep
 
 __all__ = [
@@ -393,16 +395,29 @@ def _packed_cells(
         if needed is None:
             return da.from_array(cells, chunks=chunks, asarray=False, lock=False, fancy=False,
                                  meta=meta, name=f"slidemask-sharpness-cells-{token}")
-        return da.map_blocks(_gated_block, rechunk(needed, chunks), reader=cells, dtype=dtype,
+        return da.map_blocks(_gated_block, _on_disk(needed, chunks, "sharpness-needed"),
+                             reader=cells, dtype=dtype,
                              meta=meta, token=f"slidemask-sharpness-cells-{token}")
     grey = grey[: rows * c, : cols * c]
     pixel_chunks = tuple(tuple(n * c for n in axis) for axis in chunks)
     if grey.chunks != pixel_chunks:
         grey = rechunk(grey, pixel_chunks)
     kernel = _Cells(c, int(glass))
-    args = [grey] if needed is None else [grey, rechunk(needed, chunks)]
+    args = [grey] if needed is None else [grey, _on_disk(needed, chunks, "sharpness-needed")]
     return da.map_blocks(kernel, *args, chunks=chunks, dtype=dtype, meta=meta,
                          token=f"slidemask-sharpness-cells-{c}-{glass}")
+
+
+def _on_disk(mask: da.Array, chunks: tuple[tuple[int, ...], ...], label: str) -> da.Array:
+    """``mask`` in ``chunks``, stored to scratch as it is computed and read back by each task
+    that uses it. The cells' gate (and the kept region applied at the end) of every tile is
+    ready long before the tile's turn comes; held in memory, the gates, with the masks they
+    are made from, grew with the slide's area (tens of MiB on a 50000-pixel scan)."""
+    mask = rechunk(mask, chunks)
+    if mask.numblocks == (1, 1):
+        return mask
+    grid, folder = stores(mask, label)
+    return stored_reads(folder, grid, mask, label=label)
 
 
 def _square_dilation(mask: da.Array, reach: int) -> da.Array:
@@ -498,7 +513,9 @@ def sharpness(
         gets). Cell ``(i, j)`` covers ``grey`` pixels ``[i*cell, (i+1)*cell) x [j*cell,
         (j+1)*cell)``; partial cells at the bottom/right are dropped. Memory: one chunk of
         ``grey`` (on a slide level: one file tile) per task, then halo windows of the cell
-        grid of about 1024² cells.
+        grid, read back from scratch (:func:`slidemask.ops.scratch.map_windows`): the cells,
+        and the gates that ``where`` makes, are stored as they are computed, so no part of
+        the grid waits in memory for its neighbours.
 
     Raises
     ------
@@ -558,10 +575,14 @@ def sharpness(
     if max(packed.chunks[0]) < merged[0] or max(packed.chunks[1]) < merged[1]:
         packed = rechunk(packed, merged)
     floor = math.ceil(float(min_detail) * 2 * c * (c - 2))  # on the cell's detail sum
-    out = map_exact_overlap(sharpness_ratio_kernel, packed, depth, dtype=np.float32,
-                            floor=floor, sigma=cells_sigma, cell=c, relative=bool(relative))
+    # the cells are stored as they are measured and each window read back (map_windows): in
+    # map_overlap, dask kept nearly every cell of the slide until its neighbours had run, as
+    # the cells of all tiles become ready at once (33 MiB of a 50000-pixel scan's 39)
+    ratio = functools.partial(sharpness_ratio_kernel, floor=floor, sigma=cells_sigma, cell=c,
+                              relative=bool(relative))
+    out = map_windows(packed, ratio, depth, dtype=np.float32, label="sharpness")
     if kept is not None:
-        out = da.where(rechunk(kept, out.chunks), out, np.float32(0))
+        out = da.where(_on_disk(kept, out.chunks, "sharpness-kept"), out, np.float32(0))
     # the cell grid's chunks as a downsampled image has them (about OUTPUT_CHUNK a side), so
     # that the mask made from it is chunked like the other masks of its resolution
     target = (_merge_target(max(out.chunks[0]), shape[0]), _merge_target(max(out.chunks[1]),
