@@ -70,6 +70,7 @@ import cv2
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 
 from slidemask.errors import MaskError
 from slidemask.io.tiff import PIXELS_ATTR, MappedLevelReader
@@ -101,7 +102,6 @@ from slidemask.ops.local import (
     PixelChain,
     _neighbourhood,
     _pointwise,
-    map_exact_overlap,
 )
 from slidemask.ops.resample import _aligned_axis_chunks, _merge_target
 from slidemask.ops.scratch import map_windows, stored_reads, stores
@@ -408,24 +408,49 @@ def _packed_cells(
                          token=f"slidemask-sharpness-cells-{c}-{glass}")
 
 
-def _on_disk(mask: da.Array, chunks: tuple[tuple[int, ...], ...], label: str) -> da.Array:
+def _on_disk(
+    mask: da.Array, chunks: tuple[tuple[int, ...], ...], label: str,
+    after: da.Array | None = None,
+) -> da.Array:
     """``mask`` in ``chunks``, stored to scratch as it is computed and read back by each task
     that uses it. The cells' gate (and the kept region applied at the end) of every tile is
     ready long before the tile's turn comes; held in memory, the gates, with the masks they
-    are made from, grew with the slide's area (tens of MiB on a 50000-pixel scan)."""
+    are made from, grew with the slide's area (tens of MiB on a 50000-pixel scan). With
+    ``after`` (an array of ``chunks``), each chunk is read only once the chunk of ``after`` at
+    its place is computed: a read has no other input, and dask would run them all first."""
     mask = rechunk(mask, chunks)
     if mask.numblocks == (1, 1):
         return mask
     grid, folder = stores(mask, label)
-    return stored_reads(folder, grid, mask, label=label)
+    if after is None:
+        return stored_reads(folder, grid, mask, label=label)
+    name = f"slidemask-{label}-after-{tokenize(grid.name, after.name)}"
+    nbr, nbc = mask.numblocks
+    dsk: dict[Any, Any] = {(name, i, j): (_both_done, (grid.name, i, j), (after.name, i, j))
+                           for i in range(nbr) for j in range(nbc)}
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[grid, after])  # type: ignore[list-item]
+    ready = da.Array(graph, name, chunks=((1,) * nbr, (1,) * nbc), dtype=object,
+                     meta=np.empty((0, 0), object))
+    return stored_reads(folder, grid, mask, gate=ready, apply=_tile_itself, label=label)
 
 
-def _square_dilation(mask: da.Array, reach: int) -> da.Array:
+def _both_done(stored: Any, computed: Any) -> np.ndarray:
+    """A gate element: nothing, once a chunk is stored and its partner is computed."""
+    return np.empty((1, 1), dtype=object)
+
+
+def _tile_itself(tile: np.ndarray, element: Any) -> np.ndarray:
+    return tile
+
+
+def _square_dilation(mask: da.Array, reach: int, label: str) -> da.Array:
     """``mask`` grown by a square of ``2 reach + 1`` pixels (Chebyshev distance), exact for any
-    chunking."""
+    chunking; in windows read back from scratch (:func:`map_windows`: map_overlap held about
+    two rows of chunks of a slide-wide mask for their neighbours)."""
     if reach == 0:
         return mask
-    return map_exact_overlap(square_dilate_kernel, mask, reach, dtype=bool, reach=reach)
+    kernel = functools.partial(square_dilate_kernel, reach=reach)
+    return map_windows(mask, kernel, reach, dtype=bool, label=label)
 
 
 def _check_where(where: Any, shape: tuple[int, int], margin: Any) -> tuple[da.Array, int]:
@@ -567,9 +592,9 @@ def sharpness(
     kept = needed = None
     if where is not None:
         where, reach = _check_where(where, shape, margin)
-        kept = _square_dilation(where, reach)
+        kept = _square_dilation(where, reach, "sharpness-margin")
         # a kept cell's average reads the cells within `depth` of it: those are measured
-        needed = _square_dilation(kept, depth)
+        needed = _square_dilation(kept, depth, "sharpness-reach")
     packed = _packed_cells(grey, c, int(glass), needed)
     merged = (_merged(packed.chunks[0], shape[0]), _merged(packed.chunks[1], shape[1]))
     if max(packed.chunks[0]) < merged[0] or max(packed.chunks[1]) < merged[1]:
@@ -582,7 +607,8 @@ def sharpness(
                               relative=bool(relative))
     out = map_windows(packed, ratio, depth, dtype=np.float32, label="sharpness")
     if kept is not None:
-        out = da.where(_on_disk(kept, out.chunks, "sharpness-kept"), out, np.float32(0))
+        out = da.where(_on_disk(kept, out.chunks, "sharpness-kept", after=out), out,
+                       np.float32(0))
     # the cell grid's chunks as a downsampled image has them (about OUTPUT_CHUNK a side), so
     # that the mask made from it is chunked like the other masks of its resolution
     target = (_merge_target(max(out.chunks[0]), shape[0]), _merge_target(max(out.chunks[1]),

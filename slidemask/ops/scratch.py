@@ -199,7 +199,7 @@ def _save(path: str, array: np.ndarray) -> None:
     tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
     with open(tmp, "wb") as fh:
         # the array itself, not its bytes: the same output, 15-30 % faster (measured)
-        fh.write(imagecodecs.lz4_encode(array))
+        fh.write(imagecodecs.lz4_encode(array))  # type: ignore[arg-type]
     os.replace(tmp, path)  # a retried task never leaves half a chunk
 
 
