@@ -71,6 +71,37 @@ def test_global_operations_memory_stays_near_the_threshold_pass(tmp_path: Path) 
     assert peaks["global"] <= 1.3 * peaks["threshold"], peaks
 
 
+SHARPNESS_PEAK = """
+out, size = sys.argv[1], int(sys.argv[2])
+
+def texture(block_info=None):
+    (r0, r1), (c0, c1) = block_info[None]["array-location"]
+    rng = np.random.default_rng(r0 * 100003 + c0)
+    return rng.integers(0, 200, (r1 - r0, c1 - c0), dtype=np.uint8)
+
+grey = da.map_blocks(texture, chunks=((2048,) * (size // 2048),) * 2, dtype=np.uint8,
+                     meta=np.empty((0, 0), np.uint8))
+where = da.ones((size // 4, size // 4), dtype=bool, chunks=1024)  # every cell wanted
+m = sm.threshold(sm.sharpness(grey, 4, 16.0, where=where, margin=8), below=1.2)
+with dask.config.set(scheduler="threads", num_workers=2):
+    sm.write_zarr(m, out)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_sharpness_memory_does_not_grow_with_the_cell_grid(tmp_path: Path) -> None:
+    """``sharpness`` with a ``where`` region peaks at about the same memory on a lazy 16384²
+    grey image as on an 8192² one: its cells (a 4096² int32 grid, 64 MiB, against 16 MiB) and
+    the gates that ``where`` makes are stored as they are computed, instead of waiting in
+    memory for their neighbours (which took the larger image 48 MiB higher)."""
+    peaks = {
+        size: int(_run(SHARPNESS_PEAK, str(tmp_path / f"{size}.zarr"), str(size)).split()[-1])
+        for size in (8192, 16384)
+    }
+    assert peaks[16384] <= 1.15 * peaks[8192], peaks
+
+
 INTERRUPTED = """
 out = sys.argv[1]
 m = sm.remove_small_objects(sm.fill_holes(mask(12288)), 100)
