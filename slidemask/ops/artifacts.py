@@ -431,16 +431,12 @@ def _on_disk(
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[grid, after])  # type: ignore[list-item]
     ready = da.Array(graph, name, chunks=((1,) * nbr, (1,) * nbc), dtype=object,
                      meta=np.empty((0, 0), object))
-    return stored_reads(folder, grid, mask, gate=ready, apply=_tile_itself, label=label)
+    return stored_reads(folder, grid, mask, gate=ready, label=label)
 
 
 def _both_done(stored: Any, computed: Any) -> np.ndarray:
     """A gate element: nothing, once a chunk is stored and its partner is computed."""
     return np.empty((1, 1), dtype=object)
-
-
-def _tile_itself(tile: np.ndarray, element: Any) -> np.ndarray:
-    return tile
 
 
 def _square_dilation(mask: da.Array, reach: int, label: str) -> da.Array:
