@@ -73,9 +73,18 @@ from slidemask.ops.artifacts import class_counts, class_map
 from slidemask.ops.chunks import rechunk
 from slidemask.ops.components import label_stats
 from slidemask.ops.density import background_estimate, optical_density, white_balance
+from slidemask.ops.literal import literal_array
 from slidemask.ops.local import threshold
 from slidemask.ops.otsu import otsu_threshold
-from slidemask.ops.packed import MAX_PACKED_MASKS, bits_table, class_table, lookup_bits
+from slidemask.ops.packed import (
+    MAX_PACKED_MASKS,
+    bits_dtype,
+    bits_table,
+    class_table,
+    evaluate_stored,
+    lookup_bits,
+    pack_stored,
+)
 from slidemask.ops.relevance import gate_arguments
 from slidemask.ops.resample import Resolution, image_at, resample_mask, select_resolution
 from slidemask.report import SlideResult
@@ -482,7 +491,10 @@ def _build_all(slide: Slide, config: Config) -> _Built:
         masks[name] = value
     if not whole and len(masks) > 1 and set(masks) - stored:
         masks = _stored_masks(masks, stored)
-    mask = expression.evaluate(masks)
+    # masks read back from scratch are read one at a time per chunk, not all at once
+    read = {name: masks[name] for name in masks if name in expression.names()}
+    stored_mask = evaluate_stored(expression.evaluate, read, label="output")
+    mask = expression.evaluate(masks) if stored_mask is None else stored_mask
     classes, tissue = _classes_of(config, masks) if config.classes is not None else (None, None)
     if whole:
         mask = rechunk(mask, out_chunks)  # the output keeps the configured chunks
@@ -512,23 +524,18 @@ def _build_all(slide: Slide, config: Config) -> _Built:
     return _Built(mask, provenance, masks, classes, tissue)
 
 
-def _bits_dtype(count: int) -> np.dtype:
-    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
-        if count <= np.iinfo(dtype).bits:
-            return np.dtype(dtype)
-    raise MaskError(f"{count} masks: at most 64 can be stored together")
-
-
 def _staged(built: _Built, config: Config, folder: Path) -> _Built:
     """``built`` with every mask computed once and stored, one bit per mask, in
     ``folder/masks.zarr``; the output mask, the class map and the tissue are then cheap
     reads of that copy instead of each computing the masks again."""
     names = list(built.masks)
-    dtype = _bits_dtype(len(names))
-    bits = None
-    for i, name in enumerate(names):
-        plane = built.masks[name].astype(dtype) << dtype.type(i)
-        bits = plane if bits is None else bits | plane
+    dtype = bits_dtype(len(names))
+    # masks stored to scratch (_stored_masks) are read into each chunk's bits one at a time
+    bits = pack_stored([built.masks[name] for name in names], label="mask-bits")
+    if bits is None:
+        for i, name in enumerate(names):
+            plane = built.masks[name].astype(dtype) << dtype.type(i)
+            bits = plane if bits is None else bits | plane
     assert bits is not None
     path = folder / "masks.zarr"
     # the provenance's lazy values (glass estimates, Otsu thresholds) in the same pass: the
@@ -644,7 +651,7 @@ def _class_outputs(
     counted = class_counts(classes, built.tissue)
     if classes.shape[0] * classes.shape[1] <= LABELS_IN_MEMORY_PIXELS:
         whole, counts = staged.compute(classes, counted)
-        classes = da.from_array(np.asarray(whole), chunks=classes.chunks)
+        classes = literal_array(np.asarray(whole), classes.chunks, "slidemask-classes")
     else:
         (counts,) = staged.compute(counted)
     return ClassLabels(classes, values), class_areas(

@@ -941,3 +941,83 @@ def test_lookup_of_packed_masks_is_the_expression_for_any_chunking(texts, data, 
     expected = class_map_kernel(*[classes[n](planes) for n in order],
                                 values=[values[n] for n in order])
     np.testing.assert_array_equal(got, expected)
+
+
+def _stored(masks: dict[str, np.ndarray], chunks: tuple[int, int], folder: Path
+            ) -> dict[str, da.Array]:
+    """Each mask stored to scratch and read back, as the configuration runner stores them."""
+    from slidemask.ops.scratch import stored_reads, stores
+
+    out = {}
+    with dask.config.set({"temporary-directory": str(folder)}):
+        for name, value in masks.items():
+            lazy = da.from_array(value, chunks=chunks)
+            grid, scratch = stores(lazy, f"mask-{name}")
+            out[name] = stored_reads(scratch, grid, lazy, label=f"mask-{name}")
+    return out
+
+
+@SETTINGS
+@given(st.lists(_expressions(), min_size=1, max_size=2), grey_and_chunks())
+def test_stored_masks_read_one_at_a_time_give_the_expression_for_any_chunking(
+    tmp_path_factory, texts, data
+) -> None:
+    from slidemask.config import parse_expression
+    from slidemask.ops.packed import evaluate_stored, pack_stored
+
+    grey, rows, cols = data
+    names = ["a", "b", "c", "x"]
+    rng = np.random.default_rng(int(grey.sum()))
+    planes = {n: rng.random(grey.shape) < 0.5 for n in names}
+    stored = _stored(planes, (rows, cols), tmp_path_factory.mktemp("scratch"))
+    bits = pack_stored([stored[n] for n in names])
+    assert bits is not None and bits.dtype == np.uint8
+    expected_bits = sum(planes[n].astype(np.uint8) << np.uint8(i) for i, n in enumerate(names))
+    np.testing.assert_array_equal(bits.compute(), expected_bits)
+    for text in texts:
+        expr = parse_expression(text)
+        used = {n: stored[n] for n in names if n in expr.names()}
+        got = evaluate_stored(expr.evaluate, used)
+        if len(used) < 2:  # one mask is read as it is
+            assert got is None
+            continue
+        assert got is not None and got.chunks == stored["a"].chunks
+        np.testing.assert_array_equal(got.compute(), expr.evaluate(planes))
+    # masks not read back from scratch are left to dask
+    assert pack_stored([da.from_array(planes["a"])]) is None
+    assert evaluate_stored(lambda m: m["a"], {"a": da.from_array(planes["a"])}) is None
+
+
+def test_stored_masks_folded_hold_one_mask_chunk_at_a_time(tmp_path: Path) -> None:
+    """Eight stored masks combined per chunk: read one by one into the packed bits, a task
+    holds about three chunks' worth; as a dask expression, all eight chunks are read first."""
+    import tracemalloc
+
+    from slidemask.config import parse_expression
+    from slidemask.ops.packed import evaluate_stored
+    from slidemask.ops.scratch import release
+
+    names = [f"m{i}" for i in range(8)]
+    rng = np.random.default_rng(0)
+    planes = {n: rng.random((1024, 1024)) < 0.5 for n in names}
+    expr = parse_expression("m0 & ~(m1 | m2 | (m3 & ~m4) | ((m5 | m6) & ~m7))")
+    peaks = {}
+    # the first compute imports modules: not traced
+    once = _stored({"m": planes["m0"], "n": planes["m1"]}, (1024, 1024), tmp_path)
+    evaluate_stored(lambda m: m["m"] & m["n"], once).compute(  # type: ignore[union-attr]
+        scheduler="sync")
+    for folded in (True, False):
+        stored = _stored(planes, (1024, 1024), tmp_path)
+        lazy = evaluate_stored(expr.evaluate, stored) if folded else expr.evaluate(stored)
+        assert lazy is not None
+        tracemalloc.start()
+        try:
+            result = lazy.compute(scheduler="sync")
+            peaks[folded] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        np.testing.assert_array_equal(result, expr.evaluate(planes))
+        release(lazy)
+    chunk = 1024 * 1024  # bytes of one bool chunk
+    assert peaks[True] < 4.5 * chunk
+    assert peaks[False] > 8 * chunk

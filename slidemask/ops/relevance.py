@@ -28,6 +28,7 @@ import dask.array as da
 import numpy as np
 
 from slidemask.config.expression import Expr
+from slidemask.ops.packed import evaluate_stored
 
 __all__ = ["boolean_difference", "gate_arguments", "relevant_region", "step_reach"]
 
@@ -137,10 +138,16 @@ def relevant_region(
             return None
         first = next(iter(masks.values()))
         return da.zeros(first.shape, dtype=bool, chunks=first.chunks)
-    region = terms[0].evaluate(masks)
-    for term in terms[1:]:
-        region = region | term.evaluate(masks)
-    return region
+    def region_of(values: Mapping[str, Any]) -> Any:
+        region = terms[0].evaluate(values)
+        for term in terms[1:]:
+            region = region | term.evaluate(values)
+        return region
+
+    # masks read back from scratch are read one at a time per chunk, not all at once
+    read = [n for n in masks if any(n in term.names() for term in terms)]
+    stored = evaluate_stored(region_of, {n: masks[n] for n in read}, label="relevant-region")
+    return region_of(masks) if stored is None else stored
 
 
 def step_reach(step: str, kwargs: Mapping[str, Any]) -> int | None:

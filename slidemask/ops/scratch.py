@@ -43,7 +43,8 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-__all__ = ["ScratchFolder", "map_windows", "release", "scratch_root", "stored_reads", "stores"]
+__all__ = ["ScratchFolder", "fold_reads", "map_windows", "release", "scratch_root", "stored_reads",
+           "stores"]
 
 _LIVE: weakref.WeakValueDictionary[str, ScratchFolder] = weakref.WeakValueDictionary()
 """Scratch folders by the name of the graph layer that writes them (for :func:`release`)."""
@@ -468,7 +469,100 @@ def stored_reads(
                    dtype=out_dtype, meta=np.empty((0,) * (2 + len(tail)), out_dtype))
     if pointwise and apply is not None:
         setattr(out, READ_ATTR, StoredRead(folder, store_grid, like, gate, apply))
+    setattr(out, _SOURCE_ATTR, _Source(reader, waits))
     return out
+
+
+_SOURCE_ATTR = "_slidemask_read_source"
+"""Attribute of every :func:`stored_reads` result: its :class:`_Source` (:func:`fold_reads`)."""
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What a :func:`stored_reads` result's task for chunk (i, j) calls, and waits for."""
+
+    reader: _Read
+    waits: da.Array
+
+    def wait(self, i: int, j: int) -> tuple[Any, ...]:
+        return (self.waits.name,) if self.waits.ndim == 0 else (self.waits.name, i, j)
+
+
+class _Fold:
+    """Task: ``fold(acc, k, tile_k)`` over the stored arrays' chunk (i, j), read one at a time
+    (``acc`` is None for the first)."""
+
+    def __init__(
+        self, readers: tuple[_Read, ...], fold: Callable[[Any, int, np.ndarray], Any],
+        finish: Callable[[Any], np.ndarray] | None,
+    ) -> None:
+        self.readers, self.fold, self.finish = readers, fold, finish
+
+    def __call__(self, i: int, j: int, *gates: Any) -> Any:
+        acc = None
+        for k, (reader, gate) in enumerate(zip(self.readers, gates, strict=True)):
+            acc = self.fold(acc, k, reader(i, j, gate))  # the tile is dropped before the next
+        return acc if self.finish is None else self.finish(acc)
+
+
+def fold_reads(
+    arrays: list[da.Array],
+    fold: Callable[[Any, int, np.ndarray], Any],
+    *,
+    dtype: Any,
+    label: str,
+    finish: Callable[[Any], np.ndarray] | None = None,
+    token: Any = None,
+) -> da.Array | None:
+    """One task per chunk that reads the chunk of each of ``arrays`` in turn and folds it in.
+
+    Several arrays read back from scratch and combined pixel by pixel (a dask expression over
+    them) hold every input chunk of a task at once: dask computes a task's inputs before it
+    runs. Folded, a task holds the accumulator and one input chunk (the eight masks of
+    ``configs/qc.yaml`` packed into bits: two chunks' worth of memory instead of eight).
+
+    Parameters
+    ----------
+    arrays : list of dask.array.Array
+        2-D :func:`stored_reads` results with the same chunks.
+    fold : callable
+        ``fold(acc, k, tile) -> acc``: ``tile`` is the chunk of ``arrays[k]``, ``acc`` what the
+        previous call returned (None for ``k == 0``). The last result, through ``finish``
+        when given, is the chunk of the output, of the chunk's rows and cols.
+    dtype : numpy.dtype
+        The output's dtype.
+    label : str
+        Names the graph layer.
+    finish : callable, optional
+        ``finish(acc) -> tile``, applied to the last result.
+    token : optional
+        What, besides the arrays, ``fold`` and ``finish`` depend on (e.g. a lookup table),
+        for the layer's name; by default ``fold`` and ``finish`` themselves are tokenized.
+
+    Returns
+    -------
+    dask.array.Array or None
+        The folded array, lazy; None when an array is not a :func:`stored_reads` result or
+        the chunks differ (the caller then combines the arrays with dask).
+    """
+    sources = [getattr(a, _SOURCE_ATTR, None) for a in arrays]
+    if not arrays or any(s is None for s in sources) \
+            or any(a.ndim != 2 or a.chunks != arrays[0].chunks for a in arrays):
+        return None
+    sources_ = [s for s in sources if s is not None]
+    task = _Fold(tuple(s.reader for s in sources_), fold, finish)
+    out_dtype = np.dtype(dtype)
+    what = (fold, finish) if token is None else token
+    name = f"slidemask-{label}-{tokenize(*(a.name for a in arrays), what, str(out_dtype))}"
+    nbr, nbc = arrays[0].numblocks
+    dsk: dict[Any, Any] = {
+        (name, i, j): (task, i, j, *(s.wait(i, j) for s in sources_))
+        for i in range(nbr) for j in range(nbc)
+    }
+    waits = list({s.waits.name: s.waits for s in sources_}.values())
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=waits)  # type: ignore[arg-type]
+    return da.Array(graph, name, chunks=arrays[0].chunks, dtype=out_dtype,
+                    meta=np.empty((0, 0), out_dtype))
 
 
 READ_ATTR = "_slidemask_stored_read"

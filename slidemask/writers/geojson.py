@@ -29,6 +29,7 @@ from slidemask.kernels.polygons import join_pieces_all, label_polygons
 from slidemask.ops import staged
 from slidemask.ops.chunks import rechunk
 from slidemask.ops.components import check_mask, chunk_lut, label_merge
+from slidemask.ops.literal import held_array, literal_array
 from slidemask.writers.atomic import atomic_write
 from slidemask.writers.zarr import stored_copy
 
@@ -287,10 +288,13 @@ def write_class_geojson(
         out.write('{"type": "FeatureCollection", "features": [')
         if classes.size and classes.shape[0] * classes.shape[1] <= in_memory_pixels:
             # one pass over the class map, then every class traced in the same tasks
-            whole = np.asarray(staged.compute(classes)[0])
+            whole = held_array(classes)  # already in memory: not copied again
+            if whole is None:
+                whole = np.asarray(staged.compute(classes)[0])
+            chunks = da.core.normalize_chunks(trace_chunk, whole.shape)
             counts = _write_all_classes(
-                da.from_array(whole, chunks=trace_chunk), values, properties, out,
-                float(downsample),
+                literal_array(whole, chunks, "slidemask-traced-classes"), values, properties,
+                out, float(downsample),
             )
         elif classes.size:
             with stored_copy(rechunk(classes, trace_chunk)) as stored:

@@ -67,6 +67,7 @@ from dask.delayed import Delayed
 from slidemask.errors import MaskError
 from slidemask.ops import staged
 from slidemask.ops.chunks import rechunk
+from slidemask.ops.literal import held_array
 from slidemask.ops.resample import block_max, downsample_max, downsample_nearest
 from slidemask.ops.scratch import release
 from slidemask.writers.atomic import (
@@ -475,7 +476,11 @@ def write_ome_labels(
     if in_memory:
         # the mask, the class map and any lazy attribute values, computed in one pass
         try:
-            whole, class_whole, user_attrs = staged.compute(label, class_image, user_attrs)
+            class_whole = None if class_image is None else held_array(class_image)
+            whole, computed, user_attrs = staged.compute(
+                label, class_image if class_whole is None else None, user_attrs
+            )
+            class_whole = computed if class_whole is None else class_whole
         finally:
             release(mask)  # the mask's scratch copies, if it was built with global steps
         levels = _numpy_pyramid(np.asarray(whole), len(shapes), method)
