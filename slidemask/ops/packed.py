@@ -29,7 +29,7 @@ from slidemask.ops.literal import as_dask
 from slidemask.ops.scratch import fold_reads
 
 __all__ = ["MAX_PACKED_MASKS", "bits_dtype", "bits_table", "class_table", "evaluate_stored",
-           "lookup_bits", "pack_stored", "set_bit"]
+           "lookup_bits", "pack_stored"]
 
 MAX_PACKED_MASKS = 16
 """Masks a table can cover: 2**16 entries at most (a uint16 packed image)."""
@@ -142,7 +142,7 @@ def lookup_bits(bits: da.Array, table: np.ndarray) -> da.Array:
                          meta=np.empty((0,) * bits.ndim, dtype=table.dtype))
 
 
-def set_bit(bits: np.ndarray | None, k: int, mask: np.ndarray, *, dtype: Any) -> np.ndarray:
+def _set_bit(bits: np.ndarray | None, k: int, mask: np.ndarray, *, dtype: Any) -> np.ndarray:
     """``bits`` with bit ``k`` set where the bool ``mask`` is (a new array when ``bits`` is
     None); the ``fold`` of :func:`pack_stored`."""
     plane = mask.astype(dtype)
@@ -185,7 +185,7 @@ def pack_stored(masks: Sequence[da.Array], *, label: str = "packed-masks") -> da
         back from scratch (then combine them with dask).
     """
     dtype = bits_dtype(len(masks))
-    return fold_reads(list(masks), partial(set_bit, dtype=dtype), dtype=dtype, label=label,
+    return fold_reads(list(masks), partial(_set_bit, dtype=dtype), dtype=dtype, label=label,
                       token=str(dtype))
 
 
@@ -193,12 +193,11 @@ def evaluate_stored(
     function: Callable[[Mapping[str, Any]], Any],
     masks: Mapping[str, da.Array],
     *,
-    table: np.ndarray | None = None,
     label: str = "packed-expression",
 ) -> da.Array | None:
     """Lazy ``function(masks)`` of masks read back from scratch, per pixel, reading one mask at
     a time: each task packs the masks' chunks into bits (:func:`pack_stored`) and looks the
-    result up in :func:`bits_table` (``table`` when given), in one task.
+    result up in :func:`bits_table`, in one task.
 
     Parameters
     ----------
@@ -207,9 +206,6 @@ def evaluate_stored(
     masks : mapping of str to dask.array.Array
         The masks ``function`` reads (at most :data:`MAX_PACKED_MASKS`), 2-D bool
         :func:`slidemask.ops.scratch.stored_reads` results with the same chunks.
-    table : numpy.ndarray, optional
-        The table over ``masks``' names in their order, if already made
-        (:func:`bits_table` or :func:`class_table`).
     label : str
         Names the graph layer.
 
@@ -223,13 +219,12 @@ def evaluate_stored(
     names = list(masks)
     if not 2 <= len(names) <= MAX_PACKED_MASKS:  # one mask is read as it is
         return None
-    if table is None:
-        table = bits_table(names, function)
+    table = bits_table(names, function)
     dtype = bits_dtype(len(names))
     if dtype == np.uint8 and table.dtype.itemsize == 1 and len(table) < 256:
         # a 256-entry table of one byte goes through OpenCV's LUT (the packed values never
         # reach the padding)
         table = np.concatenate([table, np.zeros(256 - len(table), table.dtype)])
     table = np.ascontiguousarray(table)
-    return fold_reads([masks[n] for n in names], partial(set_bit, dtype=dtype), dtype=table.dtype,
+    return fold_reads([masks[n] for n in names], partial(_set_bit, dtype=dtype), dtype=table.dtype,
                       label=label, finish=_Lookup(table), token=(str(dtype), table.tobytes()))

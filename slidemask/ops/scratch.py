@@ -16,6 +16,9 @@ value that is needed twice lives: not in memory, but in a scratch folder on disk
   together with its edge strips (as wide as the chain's halo), and each output task waits
   only for the store tasks of the chunks its window touches, then reads the window from disk.
   Consecutive neighbourhood operations share one store and one window read (their halos add).
+* Several stored arrays **combined pixel by pixel** (:func:`fold_reads`: the masks of a
+  configuration packed into bits, or an expression of them) are read one at a time within a
+  task; as a dask expression, every input chunk of a task would be read before it runs.
 
 Scratch files are LZ4-compressed (``bool`` chunks bit-packed first): measured on 2 cores,
 about 1 ms to store and 0.7 ms to read a 2048² ``bool`` chunk, against 3.7 ms for writing
