@@ -682,9 +682,9 @@ def _write_with_extras(
     built_mask = folder / target.name
     built: dict[str, Path] = {key: folder / final.name for key, final in finals.items()}
     components: int | None = None
-    # The preview (mostly PNG encoding, which releases the GIL) is drawn in a thread while the
-    # other extras are computed; from the mask in memory (whole-image mode) it starts at once,
-    # beside the mask's write, else from the stored mask.
+    # The preview (mostly PNG encoding, which releases the GIL) is drawn in a thread beside
+    # the remaining work: a mask's from the stored mask at once, a class map's after its
+    # other writers.
     with ThreadPoolExecutor(max_workers=1) as pool:
         preview = None
 
@@ -700,13 +700,7 @@ def _write_with_extras(
         provenance, stats = written["provenance"], written["stats"]
         name = _label_name(config.expression)
         labels, areas = _class_outputs(qc, config, provenance["mpp"]) if qc else (None, None)
-        if "preview" in built and preview is None and labels is not None:
-            preview = pool.submit(
-                write_class_preview, slide, labels.image, built["preview"],
-                values=labels.values, mask_downsample=float(provenance["downsample"]),
-                areas=areas,
-            )
-        if "preview" in built and preview is None:
+        if "preview" in built and labels is None:
             preview = start_preview(stored)
         if "ome_zarr" in built:
             write_ome_labels(
@@ -724,6 +718,16 @@ def _write_with_extras(
             components = write_geojson(
                 stored, built["geojson"], downsample=float(provenance["downsample"]),
                 classification=name.capitalize(),
+            )
+        if "preview" in built and labels is not None:
+            # drawn once the class map's other writers are done, not beside them: they hold
+            # the class map, the mask and their pyramids in memory, and with the preview's
+            # thumbnail and canvas as well, QC on a 50000² slide peaked higher (211-225
+            # against 208-220 MiB in four alternating runs; about 0.05 s faster)
+            preview = pool.submit(
+                write_class_preview, slide, labels.image, built["preview"],
+                values=labels.values, mask_downsample=float(provenance["downsample"]),
+                areas=areas,
             )
         if (
             components is None and "summary" in built
