@@ -492,7 +492,8 @@ def _build_all(slide: Slide, config: Config) -> _Built:
     if not whole and len(masks) > 1 and set(masks) - stored:
         masks = _stored_masks(masks, stored)
     # masks read back from scratch are read one at a time per chunk, not all at once
-    read = {name: masks[name] for name in masks if name in expression.names()}
+    used = expression.names()
+    read = {name: masks[name] for name in masks if name in used}
     stored_mask = evaluate_stored(expression.evaluate, read, label="output")
     mask = expression.evaluate(masks) if stored_mask is None else stored_mask
     classes, tissue = _classes_of(config, masks) if config.classes is not None else (None, None)

@@ -145,7 +145,8 @@ def relevant_region(
         return region
 
     # masks read back from scratch are read one at a time per chunk, not all at once
-    read = [n for n in masks if any(n in term.names() for term in terms)]
+    used = set().union(*(term.names() for term in terms))
+    read = [n for n in masks if n in used]
     stored = evaluate_stored(region_of, {n: masks[n] for n in read}, label="relevant-region")
     return region_of(masks) if stored is None else stored
 
