@@ -572,9 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Exit as exc:
         return exc.status
     _setup_logging(args.verbose, args.quiet)
-    from slidemask.memory import limit_malloc_arenas
+    from slidemask.memory import tune_malloc
 
-    limit_malloc_arenas()  # before any computation (slidemask.memory)
+    tune_malloc()  # before any computation (slidemask.memory)
     try:
         return _COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -67,7 +67,7 @@ from slidemask.config import Resolution as ResolutionConfig
 from slidemask.errors import MaskError, SlidemaskError
 from slidemask.inputs import extra_paths_for, output_path_for
 from slidemask.io import Slide, open_slide
-from slidemask.memory import freeze_startup_objects, limit_malloc_arenas
+from slidemask.memory import freeze_startup_objects, tune_malloc
 from slidemask.ops import staged
 from slidemask.ops.artifacts import class_counts, class_map
 from slidemask.ops.chunks import rechunk
@@ -804,8 +804,8 @@ def run_slide(
 
     Memory: bounded whatever the slide's size (see :func:`build_mask`); the slide's scratch
     folder ``.<name>.zarr.scratch-<hex>`` beside the output is removed when it is done. The
-    first call caps glibc's malloc arenas (:func:`slidemask.memory.limit_malloc_arenas`)
-    unless ``MALLOC_ARENA_MAX`` is set, and moves the objects alive then (the imported
+    first call sets glibc's malloc for slide runs (arenas capped, freed blocks kept for reuse:
+    :func:`slidemask.memory.tune_malloc`) unless the user set it, and moves the objects alive then (the imported
     modules') out of the garbage collector's scans
     (:func:`slidemask.memory.freeze_startup_objects`).
 
@@ -833,7 +833,7 @@ def run_slide(
     ('failed', True)
     >>> tmp.cleanup()
     """
-    limit_malloc_arenas()  # before the first computation (slidemask.memory)
+    tune_malloc()  # before the first computation (slidemask.memory)
     freeze_startup_objects()  # the imported modules' objects: not scanned by every full GC
     started = time.perf_counter()
     digest = config_hash(config)

@@ -1,5 +1,6 @@
-"""glibc's malloc arena cap: set once by the slide runners, never over the user's choice; the
-imported modules' objects frozen out of the garbage collector's scans on the first run."""
+"""glibc's malloc arena cap and thresholds: set once by the slide runners and the first
+computation, never over the user's choice; the imported modules' objects frozen out of the
+garbage collector's scans on the first run."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ glibc = pytest.mark.skipif(
 )
 
 
+_MALLOC_VARIABLES = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                     "GLIBC_TUNABLES")
+
+
 def _run(code: str, **env: str) -> str:
-    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    environ = {k: v for k, v in os.environ.items() if k not in _MALLOC_VARIABLES}
     environ.update(env)
     done = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
                           text=True, check=True, timeout=120)
@@ -51,6 +56,63 @@ result = run_slide(path, config, {str(tmp_path / "out")!r})
 print(result.status, os.environ.get("MALLOC_ARENA_MAX"))
 """
     assert _run(code) == f"None done {(os.cpu_count() or 1) + 1}"
+
+
+@glibc
+def test_the_thresholds_are_set_once_and_passed_to_child_processes() -> None:
+    code = ("import os; from slidemask.memory import tune_malloc as f; "
+            "print(f(), f(), os.environ.get('MALLOC_MMAP_THRESHOLD_'), "
+            "os.environ.get('MALLOC_TRIM_THRESHOLD_'), os.environ.get('MALLOC_ARENA_MAX'))")
+    assert _run(code) == f"True True {2**25} {2**25} {(os.cpu_count() or 1) + 1}"
+
+
+@glibc
+@pytest.mark.parametrize("env", [{"MALLOC_MMAP_THRESHOLD_": "131072"},
+                                 {"MALLOC_TRIM_THRESHOLD_": "131072"},
+                                 {"GLIBC_TUNABLES": "glibc.malloc.perturb=0"}])
+def test_the_users_thresholds_win(env: dict[str, str]) -> None:
+    code = ("import os; from slidemask.memory import tune_malloc as f; "
+            "print(f(), os.environ.get('MALLOC_MMAP_THRESHOLD_'))")
+    assert _run(code, **env) == f"False {env.get('MALLOC_MMAP_THRESHOLD_')}"
+
+
+@glibc
+def test_freed_blocks_are_kept_for_reuse_once_tuned() -> None:
+    # blocks of 2 MiB allocated and freed: with glibc's defaults each one's pages are
+    # faulted in again (up to a raised threshold); tuned, they are reused
+    code = """
+import resource
+import numpy as np
+from slidemask.memory import tune_malloc
+def faults():
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(100):
+        block = np.ones((512, 512))
+        twice = block * 2
+        del block, twice
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+held = [np.ones(2**20) for _ in range(3)]  # never freed: glibc's threshold stays low
+before = faults()
+tune_malloc()
+print(before > 10000, faults() < 2000)
+"""
+    assert _run(code) == "True True"
+
+
+@glibc
+def test_the_first_computation_of_a_lazy_mask_tunes_malloc(tmp_path) -> None:
+    code = f"""
+import os
+import dask.array as da
+import numpy as np
+import slidemask as sm
+mask = sm.threshold(da.from_array(np.arange(256, dtype=np.uint8).reshape(16, 16), chunks=8),
+                    below=100)
+print(os.environ.get("MALLOC_MMAP_THRESHOLD_"), end=" ")
+sm.write_zarr(mask, {str(tmp_path / "m.zarr")!r})
+print(os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("MALLOC_ARENA_MAX"))
+"""
+    assert _run(code) == f"None {2**25} {(os.cpu_count() or 1) + 1}"
 
 
 def test_count_must_be_a_positive_integer() -> None:

@@ -35,6 +35,8 @@ from dask._task_spec import DataNode
 from dask.core import flatten
 from dask.optimization import cull
 
+from slidemask.memory import tune_malloc
+
 __all__ = ["BARRIER_PREFIXES", "STORED_MASKS_PREFIX", "compute"]
 
 STORED_MASKS_PREFIX = "slidemask-masks-stored-"
@@ -76,6 +78,12 @@ def compute(*collections: Any, **kwargs: Any) -> tuple[Any, ...]:
     tuple
         One computed value per collection, as :func:`dask.compute` returns them.
 
+    Notes
+    -----
+    The first call in a process sets glibc's malloc for slide runs
+    (:func:`slidemask.memory.tune_malloc`: arenas capped, freed blocks kept for reuse)
+    unless the user set it.
+
     Examples
     --------
     >>> import tempfile
@@ -96,6 +104,7 @@ def compute(*collections: Any, **kwargs: Any) -> tuple[Any, ...]:
     targets = [c for c in collections if dask.is_dask_collection(c)]
     if not targets:
         return tuple(collections)
+    tune_malloc()  # once per process, before the first computation (slidemask.memory)
     with _waiting_for_tasks(_scheduler_kwargs(kwargs, targets)) as kwargs:
         return _compute(collections, targets, kwargs)
 
