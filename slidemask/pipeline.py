@@ -805,8 +805,8 @@ def run_slide(
     Memory: bounded whatever the slide's size (see :func:`build_mask`); the slide's scratch
     folder ``.<name>.zarr.scratch-<hex>`` beside the output is removed when it is done. The
     first call sets glibc's malloc for slide runs (arenas capped, freed blocks kept for reuse:
-    :func:`slidemask.memory.tune_malloc`) unless the user set it, and moves the objects alive then (the imported
-    modules') out of the garbage collector's scans
+    :func:`slidemask.memory.tune_malloc`) unless the user set it, and moves the objects alive
+    then (the imported modules') out of the garbage collector's scans
     (:func:`slidemask.memory.freeze_startup_objects`).
 
     Examples
