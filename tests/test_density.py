@@ -394,3 +394,33 @@ def test_config_step_errors(step: str, message: str) -> None:
         config_from_yaml(
             f"masks:\n  t:\n    - optical_density: {step}\n    - threshold: {{above: 0.1}}\n"
         )
+
+
+def test_masks_that_start_alike_share_their_steps(synthetic_slide: Path) -> None:
+    """Masks whose first steps are the same on the same image share them (the same graph
+    keys, so dask computes them once): one glass estimate, recorded for each mask, one
+    small-object barrier, and each mask what it is alone."""
+    text = (
+        "resolution: {downsample: 4}\nmasks:\n"
+        "  a: [optical_density, {threshold: {above: 0.1}}, {remove_small_objects: {min_area: 4}}]\n"
+        "  b: [optical_density, {threshold: {above: 0.1}}, {remove_small_objects: {min_area: 4}},"
+        " {dilation: {radius: 1}}]\n"
+        "  c: [optical_density, {threshold: {below: 0.05}}]\n"
+        "output: a | b | c\n"
+    )
+    slide = open_slide(synthetic_slide, chunk_size=128)
+    with dask.config.set({"slidemask.whole-image-pixels": 0}):
+        mask, provenance = build_mask(slide, config_from_yaml(text))
+    layers = [name for name in mask.__dask_graph__().layers]
+    assert sum(name.startswith("slidemask-background-merge-") for name in layers) == 1
+    assert sum(name.startswith("slidemask-components-merge-") for name in layers) == 1
+    backgrounds = provenance["backgrounds"]
+    assert set(backgrounds) == {"a[0]", "b[0]", "c[0]"}
+    assert backgrounds["a[0]"] is backgrounds["b[0]"] is backgrounds["c[0]"]
+    got = mask.compute()
+    alone = {}
+    for name in "abc":
+        lines = [line for line in text.splitlines() if line.startswith(f"  {name}:")]
+        one = f"resolution: {{downsample: 4}}\nmasks:\n{lines[0]}\n"
+        alone[name], _ = build_mask(slide, config_from_yaml(one))
+    np.testing.assert_array_equal(got, (alone["a"] | alone["b"] | alone["c"]).compute())
