@@ -101,8 +101,8 @@ class ScratchFolder:
     first. A strip is read by seeking to it. One file per chunk, not five: creating a file
     is the costly part of a small write (0.4-1.3 ms on a local ext4 disk, often more on the
     shared filesystems of a cluster's scratch), and ``configs/qc.yaml`` wrote 400 strips
-    beside 270 chunks on a 50000² slide. Each file is written under a
-    temporary name and renamed, so a retried task never leaves half a chunk.
+    beside 270 chunks on a 50000² slide. Each file is written under a temporary name and
+    renamed, so a retried task never leaves half a chunk.
 
     Examples
     --------
