@@ -31,7 +31,9 @@ system time per run; on the 20000² noisy slide's fill-holes and small-object pa
 same job ran at two speeds. :data:`MMAP_THRESHOLD` and :data:`TRIM_THRESHOLD` (32 MiB each)
 keep such blocks in the process for reuse. Measured (2 cores, alternating, three runs each):
 the blur mask alone 1.84-2.25 s against 2.35-2.62 s (9 700 faults, 0.6-0.8 s system time);
-the noisy fill-holes and small-object pass 4.07-4.52 s against 4.64-5.08 s; peak RSS 3-6 MiB
+the noisy fill-holes and small-object pass 4.07-4.52 s against 4.64-5.08 s; the level-0
+threshold pass at 50000² 8.4-8.8 s against 9.1-9.5 s; the whole of ``configs/qc.yaml``, where
+glibc's threshold rises early on its own, unchanged within the noise; peak RSS 3-6 MiB
 higher. The cost: each arena may keep up to :data:`TRIM_THRESHOLD` of freed memory at its
 top instead of returning it (at most one arena per core plus one, see above). :func:`tune_malloc` sets both with the arena cap; ``MALLOC_MMAP_THRESHOLD_``,
 ``MALLOC_TRIM_THRESHOLD_`` or a ``glibc.malloc`` entry in ``GLIBC_TUNABLES``, when set, win.
