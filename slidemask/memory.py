@@ -35,7 +35,8 @@ the noisy fill-holes and small-object pass 4.07-4.52 s against 4.64-5.08 s; the 
 threshold pass at 50000² 8.4-8.8 s against 9.1-9.5 s; the whole of ``configs/qc.yaml``, where
 glibc's threshold rises early on its own, unchanged within the noise; peak RSS 3-6 MiB
 higher. The cost: each arena may keep up to :data:`TRIM_THRESHOLD` of freed memory at its
-top instead of returning it (at most one arena per core plus one, see above). :func:`tune_malloc` sets both with the arena cap; ``MALLOC_MMAP_THRESHOLD_``,
+top instead of returning it (at most one arena per core plus one, see above).
+:func:`tune_malloc` sets both with the arena cap; ``MALLOC_MMAP_THRESHOLD_``,
 ``MALLOC_TRIM_THRESHOLD_`` or a ``glibc.malloc`` entry in ``GLIBC_TUNABLES``, when set, win.
 
 :func:`slidemask.pipeline.run_slide`, :func:`slidemask.batch.run_batch`, the ``slidemask``
