@@ -58,6 +58,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
+from collections.abc import Callable
 
 __all__ = [
     "ARENAS",
@@ -83,8 +84,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt param
 _THRESHOLD_VARIABLES = {"MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD,
                         "MALLOC_TRIM_THRESHOLD_": TRIM_THRESHOLD}
 _LOCK = threading.Lock()
-_applied: bool | None = None
-_thresholds: bool | None = None
+_settings: dict[str, bool] = {}  # each setting's outcome, once applied in this process
 _frozen = False
 
 
@@ -113,14 +113,10 @@ def limit_malloc_arenas(count: int | None = None) -> bool:
     >>> isinstance(limit_malloc_arenas(), bool)
     True
     """
-    global _applied
     count = ARENAS if count is None else count
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"limit_malloc_arenas: count must be an integer >= 1, got {count!r}")
-    with _LOCK:
-        if _applied is None:
-            _applied = _apply(count)
-        return _applied
+    return _once("arenas", lambda: _apply(count))
 
 
 def tune_malloc() -> bool:
@@ -144,12 +140,16 @@ def tune_malloc() -> bool:
     >>> isinstance(tune_malloc(), bool)
     True
     """
-    global _thresholds
     limit_malloc_arenas()
+    return _once("thresholds", _apply_thresholds)
+
+
+def _once(name: str, apply: Callable[[], bool]) -> bool:
+    """``apply()`` on the first call for ``name`` in this process; its result ever after."""
     with _LOCK:
-        if _thresholds is None:
-            _thresholds = _apply_thresholds()
-        return _thresholds
+        if name not in _settings:
+            _settings[name] = apply()
+        return _settings[name]
 
 
 def _mallopt(param: int, value: int) -> bool:
