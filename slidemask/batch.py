@@ -55,7 +55,7 @@ from slidemask.distributed import (
 )
 from slidemask.errors import ConfigError
 from slidemask.inputs import expand_inputs, output_paths
-from slidemask.memory import tune_malloc
+from slidemask.memory import prepare_process
 from slidemask.pipeline import run_slide
 from slidemask.report import REPORT_JSON, SlideResult, write_report
 from slidemask.tiles.runner import tiles_count, tiles_up_to_date
@@ -563,7 +563,8 @@ def run_batch(
     Memory: this process holds one small record per slide; each slide's pixels stream
     through its own task (see :func:`slidemask.pipeline.run_slide`). glibc's malloc is set
     for slide runs here and in the workers started from here (arenas capped, freed blocks
-    kept for reuse: :func:`slidemask.memory.tune_malloc`) unless the user set it.
+    kept for reuse) unless the user set it, and the objects alive at the start are kept out of
+    the garbage collector's full scans (:func:`slidemask.memory.prepare_process`).
 
     Examples
     --------
@@ -588,7 +589,7 @@ def run_batch(
     ['skipped']
     >>> tmp.cleanup()
     """
-    tune_malloc()  # before any thread or worker process starts (slidemask.memory)
+    prepare_process()  # before any thread or worker process starts (slidemask.memory)
     started_at = datetime.now(UTC)
     execution = execution if execution is not None else config.execution
     progress = progress if progress is not None else LogProgress()

@@ -572,9 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Exit as exc:
         return exc.status
     _setup_logging(args.verbose, args.quiet)
-    from slidemask.memory import tune_malloc
+    from slidemask.memory import prepare_process
 
-    tune_malloc()  # before any computation (slidemask.memory)
+    prepare_process()  # before any computation (slidemask.memory)
     try:
         return _COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -67,7 +67,7 @@ from slidemask.config import Resolution as ResolutionConfig
 from slidemask.errors import MaskError, SlidemaskError
 from slidemask.inputs import extra_paths_for, output_path_for
 from slidemask.io import Slide, open_slide
-from slidemask.memory import freeze_startup_objects, tune_malloc
+from slidemask.memory import prepare_process
 from slidemask.ops import staged
 from slidemask.ops.artifacts import class_counts, class_map
 from slidemask.ops.chunks import rechunk
@@ -807,7 +807,7 @@ def run_slide(
     first call sets glibc's malloc for slide runs (arenas capped, freed blocks kept for reuse:
     :func:`slidemask.memory.tune_malloc`) unless the user set it, and moves the objects alive
     then (the imported modules') out of the garbage collector's scans
-    (:func:`slidemask.memory.freeze_startup_objects`).
+    (:func:`slidemask.memory.prepare_process`).
 
     Examples
     --------
@@ -833,8 +833,7 @@ def run_slide(
     ('failed', True)
     >>> tmp.cleanup()
     """
-    tune_malloc()  # before the first computation (slidemask.memory)
-    freeze_startup_objects()  # the imported modules' objects: not scanned by every full GC
+    prepare_process()  # malloc and the garbage collector, before the first computation
     started = time.perf_counter()
     digest = config_hash(config)
     target: Path | None = None

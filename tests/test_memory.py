@@ -102,17 +102,44 @@ print(before > 10000, faults() < 2000)
 @glibc
 def test_the_first_computation_of_a_lazy_mask_tunes_malloc(tmp_path) -> None:
     code = f"""
+import gc
 import os
 import dask.array as da
 import numpy as np
 import slidemask as sm
 mask = sm.threshold(da.from_array(np.arange(256, dtype=np.uint8).reshape(16, 16), chunks=8),
                     below=100)
-print(os.environ.get("MALLOC_MMAP_THRESHOLD_"), end=" ")
+print(os.environ.get("MALLOC_MMAP_THRESHOLD_"), gc.get_freeze_count() == 0, end=" ")
 sm.write_zarr(mask, {str(tmp_path / "m.zarr")!r})
-print(os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("MALLOC_ARENA_MAX"))
+print(os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("MALLOC_ARENA_MAX"),
+      gc.get_freeze_count() > 10000)
 """
-    assert _run(code) == f"None {2**25} {(os.cpu_count() or 1) + 1}"
+    # the public API runs as a configuration does: malloc tuned, the imported modules'
+    # objects out of the garbage collector's full scans (slidemask.memory.prepare_process)
+    assert _run(code) == f"None True {2**25} {(os.cpu_count() or 1) + 1} True"
+
+
+@pytest.mark.parametrize("writer", ["write_ome_labels", "write_geojson", "write_preview"])
+def test_every_public_writer_prepares_the_process(tmp_path, writer) -> None:
+    code = f"""
+import gc
+import dask.array as da
+import numpy as np
+import slidemask as sm
+slide = sm.open_slide(sm.write_synthetic_slide({str(tmp_path / "s.tif")!r}, 64, tile=32,
+                                               levels=1))
+mask = sm.threshold(sm.to_gray(slide.levels[0]), below=220)
+print(gc.get_freeze_count() == 0, end=" ")
+out = {str(tmp_path / "out")!r}
+if {writer!r} == "write_preview":
+    sm.write_preview(slide, mask, out + ".png", mask_downsample=1.0)
+elif {writer!r} == "write_ome_labels":
+    sm.write_ome_labels(mask, out + ".ome.zarr", mpp=0.5)
+else:
+    sm.write_geojson(mask, out + ".geojson")
+print(gc.get_freeze_count() > 10000)
+"""
+    assert _run(code) == "True True"
 
 
 def test_count_must_be_a_positive_integer() -> None:

@@ -35,7 +35,7 @@ from dask._task_spec import DataNode
 from dask.core import flatten
 from dask.optimization import cull
 
-from slidemask.memory import tune_malloc
+from slidemask.memory import prepare_process
 
 __all__ = ["BARRIER_PREFIXES", "STORED_MASKS_PREFIX", "compute"]
 
@@ -80,9 +80,9 @@ def compute(*collections: Any, **kwargs: Any) -> tuple[Any, ...]:
 
     Notes
     -----
-    The first call in a process sets glibc's malloc for slide runs
-    (:func:`slidemask.memory.tune_malloc`: arenas capped, freed blocks kept for reuse)
-    unless the user set it.
+    The first call in a process sets glibc's malloc for slide runs (arenas capped, freed
+    blocks kept for reuse) unless the user set it, and keeps the objects alive then out of
+    the garbage collector's full scans (:func:`slidemask.memory.prepare_process`).
 
     Examples
     --------
@@ -104,7 +104,7 @@ def compute(*collections: Any, **kwargs: Any) -> tuple[Any, ...]:
     targets = [c for c in collections if dask.is_dask_collection(c)]
     if not targets:
         return tuple(collections)
-    tune_malloc()  # once per process, before the first computation (slidemask.memory)
+    prepare_process()  # once per process, before the first computation (slidemask.memory)
     with _waiting_for_tasks(_scheduler_kwargs(kwargs, targets)) as kwargs:
         return _compute(collections, targets, kwargs)
 

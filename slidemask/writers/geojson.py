@@ -26,6 +26,7 @@ import numpy as np
 from slidemask.errors import MaskError
 from slidemask.kernels import labels as kl
 from slidemask.kernels.polygons import join_pieces_all, label_polygons
+from slidemask.memory import prepare_process
 from slidemask.ops import staged
 from slidemask.ops.chunks import rechunk
 from slidemask.ops.components import check_mask, chunk_lut, label_merge
@@ -158,6 +159,7 @@ def write_geojson(
     ((16.0, 16.0, 64.0, 48.0), 1536.0)
     >>> tmp.cleanup()
     """
+    prepare_process()  # malloc and the garbage collector, once per process
     what = "write_geojson"
     mask = check_mask(mask, what)
     if not (np.isfinite(downsample) and downsample > 0):
@@ -264,6 +266,7 @@ def write_class_geojson(
     2
     >>> tmp.cleanup()
     """
+    prepare_process()  # malloc and the garbage collector, once per process
     from slidemask.ops.artifacts import QC_COLORS
 
     what = "write_class_geojson"

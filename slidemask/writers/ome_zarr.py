@@ -65,6 +65,7 @@ import zarr
 from dask.delayed import Delayed
 
 from slidemask.errors import MaskError
+from slidemask.memory import prepare_process
 from slidemask.ops import staged
 from slidemask.ops.chunks import rechunk
 from slidemask.ops.literal import held_array
@@ -430,6 +431,7 @@ def write_ome_labels(
     (6, dtype('uint8'))
     >>> tmp.cleanup()
     """
+    prepare_process()  # malloc and the garbage collector, once per process
     label = _as_label_image(mask)
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise MaskError(

@@ -28,6 +28,7 @@ import zarr
 
 from slidemask.errors import MaskError, SlidemaskError
 from slidemask.io.tiff import Slide, open_slide
+from slidemask.memory import prepare_process
 from slidemask.ops import staged
 from slidemask.ops.resample import downsample_mean
 from slidemask.writers.atomic import atomic_write
@@ -288,6 +289,7 @@ def write_preview(
     ('s.png', True)
     >>> tmp.cleanup()
     """
+    prepare_process()  # malloc and the garbage collector, once per process
     image = render_preview(
         slide, mask, max_size=max_size, mask_downsample=mask_downsample, color=color,
         thickness=thickness, image=image,
@@ -480,6 +482,7 @@ def write_class_preview(
     ('s.png', (176, 394, 3))
     >>> tmp.cleanup()
     """
+    prepare_process()  # malloc and the garbage collector, once per process
     picture = render_class_preview(
         slide, classes, values=values, mask_downsample=mask_downsample, max_size=max_size,
         colors=colors, areas=areas, image=image,

@@ -56,6 +56,7 @@ from numcodecs import Blosc, Zstd
 from zarr.codecs import BloscCodec
 
 from slidemask.errors import SlidemaskError
+from slidemask.memory import prepare_process
 from slidemask.ops import staged
 from slidemask.ops.chunks import rechunk
 from slidemask.ops.scratch import release
@@ -430,6 +431,7 @@ def write_zarr(
     'l.zarr'
     >>> tmp.cleanup()
     """
+    prepare_process()  # malloc and the garbage collector, once per process
     if not isinstance(mask, da.Array):
         raise ValueError(f"write_zarr expects a dask array, got {type(mask).__name__}")
     if mask.ndim == 0:
