@@ -62,7 +62,13 @@ from slidemask.tiles.runner import tiles_count, tiles_up_to_date
 from slidemask.tiles.spec import TileSpec
 from slidemask.writers.atomic import leftovers, looks_like_zarr
 from slidemask.writers.html_report import write_html_report
-from slidemask.writers.zarr import is_complete, read_attrs, stored_config_hash, stored_stats
+from slidemask.writers.zarr import (
+    is_complete,
+    other_slide,
+    read_attrs,
+    stored_config_hash,
+    stored_stats,
+)
 
 __all__ = [
     "BatchProgress",
@@ -403,7 +409,8 @@ def _slide_task(
     with this config is then this slide's result (``done``, its stored statistics).
     """
     digest = config_hash(config)
-    if not overwrite and stored_config_hash(output) == digest:
+    if (not overwrite and stored_config_hash(output) == digest
+            and other_slide(Path(output), Path(path)) is None):
         stats = _done_stats(Path(output), digest, config.tiles)
         if stats is not None:
             return SlideResult(path=Path(path), output=Path(output), status="done",
@@ -478,6 +485,15 @@ def _plan(
             f"{output}: exists and is not a slidemask output (not a folder); move it away"
         )
     if is_complete(output):
+        other = other_slide(output, path)
+        if other is not None and not overwrite:
+            # two slides named alike (a/x.svs, b/x.tif) in runs into one folder: neither
+            # skipped as done with the other's mask, nor the other's mask replaced unasked
+            return fail(
+                f"{output}: holds the mask of another slide, {other}; slides with the same "
+                "name write to the same output: give this run another output folder, or "
+                "--overwrite to replace it"
+            )
         if not overwrite and stored_config_hash(output) == digest:
             stats = _done_stats(output, digest, tiles)
             if stats is None:
@@ -499,6 +515,19 @@ def _plan(
         f"{output}: exists and is not a slidemask output (a folder that is not a Zarr store); "
         "move it away"
     )
+
+
+def _check_output_folder(folder: Path, given: str | os.PathLike[str]) -> None:
+    """Create the output folder; a ConfigError (a usage error) when it cannot be one."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"output folder {os.fspath(given)!r} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"output folder {os.fspath(given)!r} cannot be created: "
+            f"{exc.strerror or type(exc).__name__}"
+        ) from exc
 
 
 def _outcome_result(outcome: TaskOutcome[Any], plan: _Plan, digest: str) -> SlideResult:
@@ -602,11 +631,11 @@ def run_batch(
     if not slides:
         raise ConfigError("no input slides")
     out_dir = Path(os.path.abspath(output_dir))
+    _check_output_folder(out_dir, output_dir)
     outputs = output_paths(slides, out_dir)
     digest = config_hash(config)
     total = len(slides)
     progress.begin(total, out_dir, digest)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     results: list[SlideResult | None] = [None] * total
     finished = 0

@@ -65,7 +65,7 @@ from slidemask import storage
 from slidemask.config import OTSU, Config, Expr, config_hash, parse_expression
 from slidemask.config import Resolution as ResolutionConfig
 from slidemask.errors import MaskError, SlidemaskError
-from slidemask.inputs import extra_paths_for, output_path_for
+from slidemask.inputs import EXTRA_SUFFIXES, extra_paths_for, output_path_for
 from slidemask.io import Slide, open_slide
 from slidemask.memory import prepare_process
 from slidemask.ops import staged
@@ -89,7 +89,7 @@ from slidemask.ops.relevance import gate_arguments
 from slidemask.ops.resample import Resolution, image_at, resample_mask, select_resolution
 from slidemask.report import SlideResult
 from slidemask.tiles.runner import write_slide_tiles
-from slidemask.writers.atomic import check_target, publish
+from slidemask.writers.atomic import check_target, looks_like_zarr, publish
 from slidemask.writers.geojson import write_class_geojson, write_geojson
 from slidemask.writers.ome_zarr import IN_MEMORY_PIXELS as LABELS_IN_MEMORY_PIXELS
 from slidemask.writers.ome_zarr import ClassLabels, write_ome_labels
@@ -628,6 +628,25 @@ def _check_extra_target(key: str, final: Path) -> None:
         raise FileExistsError(f"{final}: exists and is a folder; refusing to replace it")
 
 
+def _remove_stale_extras(target: Path, kept: list[str]) -> None:
+    """Remove the extra outputs beside a newly written mask ``target`` that its config does not
+    write (``kept``: the ones it does): an earlier run with other outputs left them, and they
+    would describe the old mask (its summary, its preview in the QC report)."""
+    for key, path in extra_paths_for(target, EXTRA_SUFFIXES).items():
+        if key in kept:
+            continue
+        if key == "ome_zarr" and path.is_dir() and not path.is_symlink():
+            if not looks_like_zarr(path):
+                continue  # not an output of slidemask's: left alone
+            shutil.rmtree(path)
+        elif path.is_file() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        log.info("removed %s, written beside %s by an earlier run with other outputs",
+                 path.name, target.name)
+
+
 def _install(built: Path, final: Path, aside: Path) -> None:
     """Move a finished output from the scratch folder to its final name (a rename within the
     output folder), replacing an older one; the old one goes into the scratch folder."""
@@ -880,6 +899,7 @@ def run_slide(
                 summary = _summary(written.get("stats", {}), written["provenance"], None)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+        _remove_stale_extras(target, config.outputs.extras)
         for warning in qc_warnings(summary):
             log.warning("slide %s: %s", path, warning)
         tiles = (

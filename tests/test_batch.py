@@ -199,6 +199,70 @@ def test_resume_skips_complete_outputs_with_the_same_config(
     assert _snapshot(out) != snapshot
 
 
+def test_a_slide_named_like_another_is_not_given_its_mask(
+    slides: list[Path], tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two slides with the same name (a/x, b/x) in two runs into one folder: the second is
+    neither skipped as done with the first one's mask nor written over it unasked."""
+    first, second = tmp_path / "a" / "x.ome.tif", tmp_path / "b" / "x.ome.tif"
+    for source, target in ((slides[0], first), (slides[1], second)):
+        target.parent.mkdir()
+        shutil.copyfile(source, target)
+    out = tmp_path / "out"
+    assert main(["run", str(config_file), "-i", str(first), "-o", str(out)]) == 0
+    snapshot = _snapshot(out)
+    capsys.readouterr()
+    assert main(["run", str(config_file), "-i", str(second), "-o", str(out)]) == 1
+    (row,) = _report(out)["slides"]
+    assert row["status"] == "failed" and "holds the mask of another slide" in row["error"]
+    assert str(first) in row["error"] and "--overwrite" in row["error"]
+    assert _snapshot(out) == snapshot
+    assert read_attrs(out / "x.zarr")["provenance"]["source"]["path"] == str(first)
+    # asked to: replaced, and the first slide is then the other one
+    assert main(["run", str(config_file), "-i", str(second), "-o", str(out), "--overwrite"]) == 0
+    assert read_attrs(out / "x.zarr")["provenance"]["source"]["path"] == str(second)
+    assert main(["run", str(config_file), "-i", str(first), "-o", str(out)]) == 1
+    # the same slide run again is still skipped
+    assert main(["run", str(config_file), "-i", str(second), "-o", str(out)]) == 0
+    assert _report(out)["slides"][0]["status"] == "skipped"
+
+
+def test_a_rerun_without_an_extra_output_removes_the_old_one(
+    slides: list[Path], tmp_path: Path, config_file: Path
+) -> None:
+    """A summary or preview left by an earlier config would describe the old mask (the QC
+    report shows the old preview): a run that writes a new mask without them removes them."""
+    out = tmp_path / "out"
+    argv = ["run", str(config_file), "-i", str(slides[0]), "-o", str(out)]
+    config_file.write_text(CONFIG + "outputs: {summary: true, preview: true, geojson: true}\n")
+    assert main(argv) == 0
+    extras = [out / f"s0{suffix}" for suffix in (".json", ".png", ".geojson")]
+    assert all(p.is_file() for p in extras)
+    assert "s0.png" in (out / "report.html").read_text()
+    (out / "s0.notes.txt").write_text("mine")  # not an output's name: kept
+    config_file.write_text(CONFIG.replace("below: 220", "below: 200")
+                           + "outputs: {summary: true}\n")
+    assert main(argv) == 0
+    assert extras[0].is_file() and not extras[1].exists() and not extras[2].exists()
+    summary = json.loads(extras[0].read_text())
+    assert summary["tissue_pixels"] == read_attrs(out / "s0.zarr")["stats"][
+        "foreground_pixels"]
+    assert (out / "s0.notes.txt").read_text() == "mine"
+    assert "s0.png" not in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_an_output_folder_that_cannot_be_one_is_a_usage_error(
+    slides: list[Path], tmp_path: Path, config_file: Path, where: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "taken").write_text("")
+    out = tmp_path / "taken" if where == "file" else tmp_path / "taken" / "sub"
+    assert main(["run", str(config_file), "-i", str(slides[0]), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "output folder" in err and str(out) in err and "Traceback" not in err
+
+
 def test_incomplete_outputs_are_removed_and_redone(
     slides: list[Path], tmp_path: Path, config_file: Path
 ) -> None:

@@ -148,7 +148,7 @@ def tile_slides(
     """
     from slidemask.inputs import expand_inputs, output_paths
     from slidemask.report import SlideResult
-    from slidemask.writers.zarr import is_complete, stored_config_hash
+    from slidemask.writers.zarr import is_complete, other_slide, stored_config_hash
 
     slides = expand_inputs(inputs)
     masks = output_paths(slides, Path(os.path.abspath(output_dir)))
@@ -159,6 +159,12 @@ def tile_slides(
         digest = stored_config_hash(mask)
         if not is_complete(mask):
             reason = f"{slide}: no complete mask at {mask}; run `slidemask run` first"
+            log.error("%s", reason)
+            results.append(SlideResult(path=slide, output=mask, status="failed", error=reason))
+            continue
+        other = other_slide(mask, slide)
+        if other is not None:
+            reason = f"{slide}: the mask at {mask} was made from another slide, {other}"
             log.error("%s", reason)
             results.append(SlideResult(path=slide, output=mask, status="failed", error=reason))
             continue

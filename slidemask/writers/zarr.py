@@ -78,7 +78,9 @@ __all__ = [
     "partial_outputs",
     "read_attrs",
     "read_mask",
+    "other_slide",
     "stored_config_hash",
+    "stored_source",
     "write_zarr",
 ]
 
@@ -565,6 +567,68 @@ def stored_config_hash(path: str | os.PathLike[str]) -> str | None:
     provenance = read_attrs(path).get("provenance")
     value = provenance.get("config_hash") if isinstance(provenance, dict) else None
     return value if isinstance(value, str) else None
+
+
+def stored_source(path: str | os.PathLike[str]) -> str | None:
+    """The slide a complete output was made from, as its provenance records it, or None.
+
+    The pipeline stores it as ``attributes["provenance"]["source"]["path"]``: the slide's
+    absolute path, or its URL. Two slides with the same name (``a/x.svs``, ``b/x.tif``) write
+    to the same output in one folder; a run that would skip a slide because the output is
+    complete checks this first.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An output directory.
+
+    Returns
+    -------
+    str or None
+        None when the output is incomplete, absent or records no source.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> out = write_zarr(da.zeros((4, 4), dtype=bool), os.path.join(tmp.name, "s.zarr"),
+    ...                  attrs={"provenance": {"source": {"path": "/slides/s.svs"}}})
+    >>> stored_source(out)
+    '/slides/s.svs'
+    >>> tmp.cleanup()
+    """
+    if not is_complete(path):
+        return None
+    provenance = read_attrs(path).get("provenance")
+    source = provenance.get("source") if isinstance(provenance, dict) else None
+    value = source.get("path") if isinstance(source, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def other_slide(path: str | os.PathLike[str], slide: str | os.PathLike[str]) -> str | None:
+    """The slide a complete output was made from, when it is not ``slide``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An output directory.
+    slide : str or os.PathLike
+        The slide about to be given this output (an absolute path, as the batch runner and
+        :func:`slidemask.run_slide` record it).
+
+    Returns
+    -------
+    str or None
+        The recorded slide when it differs from ``slide``; None when it is the same slide,
+        or the output is incomplete or records no source (:func:`stored_source`).
+    """
+    stored = stored_source(path)
+    if stored is None or os.path.normpath(stored) == os.path.normpath(os.fspath(slide)):
+        return None
+    return stored
 
 
 def stored_stats(attrs: dict[str, Any]) -> dict[str, Any]:
