@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import shutil
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -610,6 +611,13 @@ def test_cli_tiles_command(tmp_path: Path, synthetic_slide: Path,
     missing = ["tiles", str(config_path), "-i", str(synthetic_slide), "-o",
                str(tmp_path / "empty"), "-q"]
     assert main(missing) == 1
+    # a slide named like the one the mask was made from gets no tiles from that mask
+    other = tmp_path / "elsewhere" / synthetic_slide.name
+    other.parent.mkdir()
+    shutil.copyfile(synthetic_slide, other)
+    capsys.readouterr()
+    assert main(["tiles", str(config_path), "-i", str(other), "-o", str(out)]) == 1
+    assert "was made from another slide" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("module", ["grid", "fractions", "tiling", "spec", "writers"])
