@@ -110,6 +110,13 @@ def test_preview_from_plain_and_ome_outputs(synthetic_slide, tmp_path):
     zarr.open_group(tmp_path / "group.zarr", mode="w")
     with pytest.raises(SlidemaskError, match="label image"):
         preview_from_outputs(synthetic_slide, tmp_path / "group.zarr", tmp_path / "x.png")
+    # a mask made from another slide (its provenance records another level-0 size)
+    rows, cols = slide.levels[0].shape[:2]
+    other = write_zarr(mask, tmp_path / "other.zarr", attrs={"provenance": {
+        "downsample": res.downsample,
+        "source": {"path": "/slides/other.svs", "level0_shape": [rows + 1, cols]}}})
+    with pytest.raises(SlidemaskError, match="made from a slide of .*other.svs"):
+        preview_from_outputs(synthetic_slide, other, tmp_path / "x.png")
 
 
 @pytest.mark.parametrize("path", real_slide_params())

@@ -608,6 +608,24 @@ def open_stored_mask(path: str | os.PathLike[str]) -> tuple[da.Array, dict[str, 
     return da.from_zarr(array), attrs
 
 
+def _check_same_slide(slide: Slide, attrs: Any, mask_path: str | os.PathLike[str]) -> None:
+    """SlidemaskError when the mask's provenance records a level-0 size other than the
+    slide's: the mask was made from another slide, and its outline would be stretched."""
+    provenance = attrs.get("provenance") if isinstance(attrs, dict) else None
+    source = provenance.get("source") if isinstance(provenance, dict) else None
+    recorded = source.get("level0_shape") if isinstance(source, dict) else None
+    if not isinstance(source, dict) or not isinstance(recorded, list) or len(recorded) < 2:
+        return  # not recorded (a mask written from the API): nothing to compare
+    shape = [int(n) for n in slide.levels[0].shape[:2]]
+    if [int(n) for n in recorded[:2]] != shape:
+        made_from = source.get("path") or "another slide"
+        raise SlidemaskError(
+            f"{mask_path}: made from a slide of {recorded[0]} x {recorded[1]} pixels "
+            f"({made_from}), not from {slide.path} ({shape[0]} x {shape[1]}); give the slide "
+            "the mask was made from"
+        )
+
+
 def preview_from_outputs(
     slide_path: str | os.PathLike[str],
     mask_zarr_path: str | os.PathLike[str],
@@ -642,7 +660,8 @@ def preview_from_outputs(
     SlideError
         The slide cannot be opened.
     SlidemaskError
-        The mask is missing, not a stored mask, or not 2-D.
+        The mask is missing, not a stored mask, or not 2-D, or its attributes record that it
+        was made from a slide of another size.
 
     Examples
     --------
@@ -664,6 +683,7 @@ def preview_from_outputs(
     mask, attrs = open_stored_mask(mask_zarr_path)
     if mask.ndim != 2:
         raise SlidemaskError(f"{mask_zarr_path}: expected a 2-D mask, got shape {mask.shape}")
+    _check_same_slide(slide, attrs, mask_zarr_path)
     downsample = mask_downsample_from_attrs(attrs)
     if downsample is None:
         rows0, cols0 = slide.levels[0].shape[:2]
