@@ -14,12 +14,15 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import logging
 import os
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePath
 
 from slidemask.errors import ConfigError
+
+log = logging.getLogger("slidemask")
 
 __all__ = [
     "EXTRA_SUFFIXES",
@@ -209,6 +212,7 @@ def _expand_item(item: str, *, recursive: bool) -> list[Path]:
     path = _absolute(item)
     if path.is_dir():
         if is_dicom_folder(path):
+            _warn_unread_beside_dicom(path)
             return [path]  # a DICOM WSI: its instances are one slide
         return _scan_directory(path, item, recursive=recursive)
     if path.is_file():
@@ -222,6 +226,22 @@ def _expand_item(item: str, *, recursive: bool) -> list[Path]:
     return [path]
 
 
+def _warn_unread_beside_dicom(folder: Path) -> None:
+    """Log the slide files in a DICOM WSI folder: the folder is one slide, they are not read."""
+    try:
+        others = sorted(p.name for p in folder.iterdir()
+                        if not p.name.startswith(".") and is_slide_file(p.name) and p.is_file()
+                        and not p.name.lower().endswith(".dcm"))
+    except OSError:
+        return
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        log.warning(
+            "%s holds DICOM instances (.dcm) and is read as one DICOM slide; the other slide "
+            "files in it are not read: %s (give them as inputs of their own)", folder, shown,
+        )
+
+
 def _scan_directory(directory: Path, item: str, *, recursive: bool) -> list[Path]:
     walker: Iterable[Path] = directory.rglob("*") if recursive else directory.iterdir()
     found = sorted(
@@ -232,6 +252,9 @@ def _scan_directory(directory: Path, item: str, *, recursive: bool) -> list[Path
             or (p.is_dir() and is_dicom_folder(p))  # a DICOM WSI folder is one slide
         )
     )
+    for folder in found:
+        if folder.is_dir():
+            _warn_unread_beside_dicom(folder)
     if not found:
         where = "or its sub-folders " if recursive else ""
         raise ConfigError(

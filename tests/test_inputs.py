@@ -261,3 +261,27 @@ def test_extra_paths_sit_beside_the_mask() -> None:
     assert extra_paths_for("out/a.zarr", []) == {}
     with pytest.raises(ValueError, match="unknown extra output 'png'; known: ome_zarr, geojson"):
         extra_paths_for("out/a.zarr", ["png"])
+
+
+@pytest.mark.parametrize("given", ["folder", "parent"])
+def test_a_dicom_folder_is_one_slide_and_its_other_slides_are_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, given: str
+) -> None:
+    """A folder of DICOM instances is one slide; slide files beside them are not read, and
+    the run says so instead of dropping them silently."""
+    folder = tmp_path / "wsi"
+    touch(folder / "level0.dcm")
+    touch(folder / "level1.dcm")
+    touch(folder / "stray.svs")
+    touch(folder / "notes.txt")
+    with caplog.at_level("WARNING", logger="slidemask"):
+        found = expand_inputs([str(folder if given == "folder" else tmp_path)])
+    assert found == [folder]
+    (record,) = caplog.records
+    assert str(folder) in record.getMessage() and "stray.svs" in record.getMessage()
+    assert "notes.txt" not in record.getMessage()
+    caplog.clear()
+    (folder / "stray.svs").unlink()
+    with caplog.at_level("WARNING", logger="slidemask"):
+        assert expand_inputs([str(folder)]) == [folder]
+    assert not caplog.records
