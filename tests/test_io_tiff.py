@@ -16,7 +16,9 @@ from slidemask.io.synthetic import write_synthetic_slide
 from slidemask.kernels.color import rgb_to_gray
 from slidemask.kernels.threshold import threshold_mask
 from slidemask.ops.local import PixelChain, PixelStep
-from tests.conftest import real_slide_params
+from tests.conftest import SHARED_SLIDES, real_slide_params
+
+CMU_SMALL = SHARED_SLIDES / "CMU-1-Small-Region.svs"
 
 EXPECTED_MPP = {
     "CMU-1-Small-Region.svs": 0.499,
@@ -215,6 +217,24 @@ def test_truncated_file(tmp_path: Path, synthetic_slide: Path) -> None:
     with pytest.raises(SlideError, match="truncated|damaged|unreadable") as info:
         open_slide(path)
     assert "truncated.ome.tif" in str(info.value)
+
+
+@pytest.mark.skipif(not CMU_SMALL.exists(), reason="shared/slides not present")
+def test_a_file_cut_before_its_directory_says_truncated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An SVS whose first directory lies beyond the cut (Aperio writes it after the tiles):
+    tifffile finds no image and says why in a log line; the error carries it and names a
+    truncated file, and nothing is printed beside it."""
+    data = CMU_SMALL.read_bytes()
+    first = int.from_bytes(data[4:8], "little")
+    path = tmp_path / "cut.svs"
+    path.write_bytes(data[:first])
+    with pytest.raises(SlideError, match="cut.svs: .*looks truncated") as info:
+        open_slide(path)
+    assert "invalid offset" in str(info.value)
+    captured = capsys.readouterr()
+    assert "invalid offset" not in captured.err + captured.out
 
 
 def test_truncated_to_header_only(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ is not used because it cannot be pickled and decodes on one thread.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import struct
@@ -590,6 +591,50 @@ def _open_level_handle(
     )
 
 
+class _TiffWarnings(logging.Filter):
+    """tifffile's warnings (its ``tifffile`` logger), caught in this thread inside
+    :meth:`catch` so that they become part of slidemask's message instead of bare lines on
+    the console (``invalid offset to first page ...`` for a truncated file); elsewhere they
+    pass unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        caught: list[str] | None = getattr(self._local, "caught", None)
+        if caught is None:
+            return True
+        caught.append(record.getMessage())
+        return False
+
+    @contextlib.contextmanager
+    def catch(self) -> Any:
+        previous = getattr(self._local, "caught", None)
+        caught: list[str] = []
+        self._local.caught = caught
+        try:
+            yield caught
+        finally:
+            self._local.caught = previous
+
+
+_TIFF_WARNINGS = _TiffWarnings()
+logging.getLogger("tifffile").addFilter(_TIFF_WARNINGS)
+
+
+def _no_series_reason(path: str, caught: list[str]) -> str:
+    """Why a TIFF that opened holds no image: tifffile's own words, and a truncation named."""
+    reason = "the TIFF holds no image series"
+    if caught:
+        reason += f" (tifffile: {'; '.join(dict.fromkeys(caught))})"
+    if any("invalid offset" in message for message in caught):
+        with contextlib.suppress(OSError):
+            reason += (f"; the file ({os.path.getsize(path)} bytes) looks truncated or damaged: "
+                       "copy it again")
+    return reason
+
+
 def _open_tiff(path: str, storage_options: dict[str, Any] | None = None) -> tifffile.TiffFile:
     if "://" in path:
         return _open_remote_tiff(path, storage_options)
@@ -1102,7 +1147,9 @@ def open_slide(
         path_str = os.path.abspath(os.fspath(path))
         fingerprint = _fingerprint(path_str) if os.path.exists(path_str) else (0, 0)
     try:
-        tf = _open_tiff(path_str, options)
+        with _TIFF_WARNINGS.catch() as caught:
+            tf = _open_tiff(path_str, options)
+            has_series = bool(tf.series)
     except SlideError:
         if (
             backend == "auto" and remote is None
@@ -1113,8 +1160,8 @@ def open_slide(
             return open_openslide(path_str, chunk_size=chunk_size)
         raise
     try:
-        if not tf.series:
-            raise SlideError(path_str, "the TIFF holds no image series")
+        if not has_series:
+            raise SlideError(path_str, _no_series_reason(path_str, caught))
         series = tf.series[0]
         vendor = vendor_of(tf)
         if backend == "auto" and vendor in _OPENSLIDE_VENDORS and _openslide_reads(path_str):
