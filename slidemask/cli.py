@@ -102,8 +102,11 @@ def _build_parser() -> argparse.ArgumentParser:
             "OUTPUT/<slide name>.zarr (bool, rows x cols in the pixels of the config's "
             "resolution level; provenance in the Zarr attributes) and a run report, "
             "OUTPUT/report.json and report.csv. A slide that fails is reported and the others "
-            "still run. A slide whose output is complete and was made with the same config is "
-            "skipped, so running the same command again after an interruption resumes it."
+            "still run. A slide whose output is complete and was made from it with the same "
+            "config is skipped, so running the same command again after an interruption "
+            "resumes it; one made with another config is redone (extra outputs the new config "
+            "does not write are removed), and one made from another slide of the same name "
+            "fails that slide unless --overwrite."
         ),
         epilog="See configs/*.yaml for examples. OUTPUT/report.html shows the batch (previews, "
                "sortable table, outliers). On a terminal a progress line shows slides done, "
