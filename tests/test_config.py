@@ -145,12 +145,20 @@ def test_load_config_names_the_file(tmp_path: Path) -> None:
         ("masks: [a, b\n", "line 2, column 1: not valid YAML"),
         ("", "the configuration is empty"),
         ("- a\n", "the configuration must be a mapping of keys"),
-        ("masks: {}\n", "masks: Dictionary should have at least 1 item"),
+        ("masks: {}\n", "masks: at least one mask is needed"),
     ],
 )
 def test_errors_name_the_key_path(text: str, expected: str) -> None:
     message = _error(text, source="cfg.yaml")
     assert f"cfg.yaml: {expected}" in message, message
+
+
+def test_no_masks_is_one_problem() -> None:
+    """Without masks there is nothing to combine: no second line asks for an output."""
+    assert _error("masks: {}\n", source="cfg.yaml").splitlines() == [
+        "cfg.yaml: masks: at least one mask is needed, e.g. tissue: [gray, {threshold: "
+        "{below: 220}}]"
+    ]
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -124,6 +124,8 @@ def _describe(error: Mapping[str, Any]) -> str:
             f"{_location(loc[:-1])}: mask names are identifiers (letters, digits and _, not "
             "starting with a digit), so that output expressions can name them"
         )
+    if kind == "too_short" and loc == ("masks",):
+        return "masks: at least one mask is needed, e.g. tissue: [gray, {threshold: {below: 220}}]"
     if kind == "missing":
         if loc == ("output",):
             return (
@@ -181,7 +183,11 @@ def parse_config(data: Any, *, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        lines = list(dict.fromkeys(_describe(e) for e in exc.errors()))
+        errors = exc.errors()
+        if any(tuple(e.get("loc", ())) == ("masks",) for e in errors):
+            # no usable masks: that they are not combined by an output is no second problem
+            errors = [e for e in errors if tuple(e.get("loc", ())) != ("output",)]
+        lines = list(dict.fromkeys(_describe(e) for e in errors))
         raise ConfigError("\n".join(f"{source}: {line}" for line in lines)) from None
 
 
