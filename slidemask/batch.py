@@ -54,7 +54,7 @@ from slidemask.distributed import (
     worker_event_sender,
 )
 from slidemask.errors import ConfigError
-from slidemask.inputs import expand_inputs, output_paths
+from slidemask.inputs import expand_inputs, extra_paths_for, output_paths
 from slidemask.memory import prepare_process
 from slidemask.pipeline import run_slide
 from slidemask.report import REPORT_JSON, SlideResult, write_report
@@ -459,13 +459,15 @@ def _remove_tree(path: Path) -> None:
 
 
 def _plan(
-    path: Path, output: Path, digest: str, overwrite: bool, tiles: TileSpec | None = None
+    path: Path, output: Path, digest: str, overwrite: bool, tiles: TileSpec | None = None,
+    extras: Sequence[str] = (),
 ) -> _Plan:
     """Decide, before anything runs, whether and how a slide is (re)done.
 
     With ``tiles``, a complete mask under this config whose tiles are missing or were made
     with other settings is run again without ``overwrite``: run_slide keeps the mask and
-    writes the tiles only.
+    writes the tiles only. A complete mask under this config one of whose ``extras`` (keys of
+    :data:`slidemask.inputs.EXTRA_SUFFIXES`) is missing (deleted since) is redone.
     """
 
     def fail(reason: str) -> _Plan:
@@ -494,6 +496,11 @@ def _plan(
                 "name write to the same output: give this run another output folder, or "
                 "--overwrite to replace it"
             )
+        missing = [p.name for p in extra_paths_for(output, extras).values()
+                   if not p.exists() and not p.is_symlink()]
+        if not overwrite and stored_config_hash(output) == digest and missing:
+            log.info("redoing %s: %s missing", output, ", ".join(missing))
+            return _Plan(path, output, "run", overwrite=True)
         if not overwrite and stored_config_hash(output) == digest:
             stats = _done_stats(output, digest, tiles)
             if stats is None:
@@ -646,7 +653,8 @@ def run_batch(
         finished += 1
         progress.slide_finished(result, finished, total)
 
-    plans = [_plan(slide, outputs[slide], digest, overwrite, config.tiles) for slide in slides]
+    plans = [_plan(slide, outputs[slide], digest, overwrite, config.tiles, config.outputs.extras)
+             for slide in slides]
     to_run = [i for i, plan in enumerate(plans) if plan.action == "run"]
     for i, plan in enumerate(plans):
         if plan.result is not None:

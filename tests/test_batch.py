@@ -249,6 +249,12 @@ def test_a_rerun_without_an_extra_output_removes_the_old_one(
         "foreground_pixels"]
     assert (out / "s0.notes.txt").read_text() == "mine"
     assert "s0.png" not in (out / "report.html").read_text()
+    # an extra deleted since is written again by the same command (the slide is redone)
+    assert main(argv) == 0
+    assert _report(out)["slides"][0]["status"] == "skipped"
+    extras[0].unlink()
+    assert main(argv) == 0
+    assert _report(out)["slides"][0]["status"] == "done" and extras[0].is_file()
 
 
 @pytest.mark.parametrize("where", ["file", "under a file"])
