@@ -217,6 +217,18 @@ def _plan(
     target = str(output)
     attrs = _attrs(target)
     if _complete(attrs):
+        provenance = attrs.get("provenance") if isinstance(attrs, dict) else None
+        source = provenance.get("source") if isinstance(provenance, dict) else None
+        other = source.get("path") if isinstance(source, dict) else None
+        if not overwrite and isinstance(other, str) and other != str(slide):
+            # another slide of the same name (see slidemask.batch): not this slide's mask
+            reason = (f"{storage.display(target)}: holds the mask of another slide, "
+                      f"{storage.display(other)}; slides with the same name write to the same "
+                      "output: give this run another output folder, or --overwrite to "
+                      "replace it")
+            result = SlideResult(path=slide, output=output, status="failed", error=reason,
+                                 config_hash=digest)
+            return "known", result, False
         if not overwrite and _stored_hash(attrs) == digest:
             result = SlideResult(path=slide, output=output, status="skipped",
                                  stats=stored_stats(attrs), config_hash=digest)
