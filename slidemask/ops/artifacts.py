@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -573,15 +574,15 @@ def sharpness(
     if isinstance(glass, bool) or not isinstance(glass, int | np.integer) \
             or not 0 <= glass <= 256:
         raise MaskError(f"sharpness: glass must be an integer grey level 0-256, got {glass!r}")
-    cells_sigma = float(sigma) / c if isinstance(sigma, int | float) else sigma
+    cells_sigma = float(sigma) / c if _real(sigma) is not None else sigma
     depth = smoothing_depth(cells_sigma)  # validates sigma
     if grey.shape[0] < c or grey.shape[1] < c:
         raise MaskError(
             f"sharpness: cell {c} is larger than the image ({grey.shape[0]} x {grey.shape[1]})"
         )
-    if isinstance(min_detail, bool) or not isinstance(min_detail, int | float) \
-            or not min_detail >= 0:
-        raise MaskError(f"sharpness: min_detail must be a number >= 0, got {min_detail!r}")
+    detail = _real(min_detail)
+    if detail is None or not 0 <= detail < math.inf:
+        raise MaskError(f"sharpness: min_detail must be a finite number >= 0, got {min_detail!r}")
     if not isinstance(relative, bool | np.bool_):
         raise MaskError(f"sharpness: relative must be True or False, got {relative!r}")
     shape = (grey.shape[0] // c, grey.shape[1] // c)
@@ -614,6 +615,15 @@ def sharpness(
         setattr(joined, MERGED_ATTR, out)  # a threshold compares before the merge
         return joined
     return out
+
+
+
+def _real(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (Python's or numpy's, not bool), else
+    None (NaN stays NaN: the callers' range checks refuse it)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
 
 
 def flat(grey: da.Array, ksize: int, max_diff: float = 2.55) -> da.Array:
@@ -666,8 +676,9 @@ def flat(grey: da.Array, ksize: int, max_diff: float = 2.55) -> da.Array:
             f"flat expects 2-D uint8 or uint16 grey, got shape {grey.shape} dtype {grey.dtype}"
         )
     depth = flat_depth(ksize)
-    if isinstance(max_diff, bool) or not isinstance(max_diff, int | float) or max_diff <= 0:
-        raise MaskError(f"flat: max_diff must be a positive number, got {max_diff!r}")
+    diff = _real(max_diff)
+    if diff is None or not 0 < diff < math.inf:
+        raise MaskError(f"flat: max_diff must be a finite positive number, got {max_diff!r}")
     step = KernelStep(flat_kernel, depth, {"ksize": int(ksize), "max_diff": float(max_diff)})
     return _neighbourhood(grey, step, dtype=bool, label="flat")
 
@@ -923,7 +934,8 @@ def class_counts(classes: da.Array, tissue: da.Array | None = None) -> da.Array:
     Raises
     ------
     MaskError
-        ``classes`` is not a 2-D uint8 class map, or ``tissue`` has another shape.
+        ``classes`` is not a 2-D uint8 class map, or ``tissue`` is not a bool mask of its
+        shape.
 
     Examples
     --------
@@ -945,8 +957,12 @@ def class_counts(classes: da.Array, tissue: da.Array | None = None) -> da.Array:
         raise MaskError(f"class_counts expects a 2-D uint8 class map, got {classes.dtype}")
     args: list[Any] = [classes]
     if tissue is not None:
-        if tissue.shape != classes.shape:
-            raise MaskError("class_counts: tissue must have the class map's shape")
+        tissue = as_dask(tissue, "class_counts")
+        if tissue.shape != classes.shape or tissue.dtype != bool:
+            raise MaskError(
+                f"class_counts: tissue must be a bool mask of the class map's shape "
+                f"{classes.shape}, got {tissue.dtype} of shape {tissue.shape}"
+            )
         args.append(rechunk(tissue, classes.chunks))
     hists = da.map_blocks(
         _count_block, *args, chunks=((1,) * classes.numblocks[0], (1,) * classes.numblocks[1],

@@ -63,7 +63,7 @@ from slidemask.errors import MaskError
 from slidemask.kernels import labels as kl
 from slidemask.kernels.graph import graph_components
 from slidemask.ops.chunks import rechunk
-from slidemask.ops.literal import literal_array
+from slidemask.ops.literal import as_dask, literal_array
 
 __all__ = [
     "ComponentTable",
@@ -168,11 +168,14 @@ class ComponentTable(kl.Extents):
 
 
 def check_mask(mask: Any, what: str) -> da.Array:
-    """Return ``mask`` if it is a 2-D ``bool`` dask array without empty chunks.
+    """Return ``mask`` if it is a 2-D ``bool`` dask array without empty chunks (a numpy
+    array becomes one chunk).
 
     Empty chunks (possible after slicing) are merged away, since a face-to-face merge needs
     every chunk to have pixels.
     """
+    if isinstance(mask, np.ndarray):
+        mask = as_dask(mask, what)  # one chunk, as the public functions' docstrings say
     if not isinstance(mask, da.Array):
         raise MaskError(f"{what}: expected a dask array, got {type(mask).__name__}")
     if mask.ndim != 2:

@@ -71,6 +71,8 @@ def fill_holes_plan(*, max_hole_area: float | None = None) -> TwoPass | None:
     fills nothing (a limit below one pixel)."""
     what = "fill_holes"
     max_area = None if max_hole_area is None else check_area(max_hole_area, what)
+    if max_area is not None and max_area < 0:
+        raise MaskError(f"{what}: max_hole_area must be >= 0 pixels, got {max_hole_area!r}")
     if max_area is not None and max_area < 1:
         return None
     return TwoPass(

@@ -807,7 +807,9 @@ def binary_dilation(mask: da.Array, radius: int) -> da.Array:
     """Lazy dilation of a 2-D bool mask by a disk of ``radius`` pixels.
 
     Identical to ``skimage.morphology.dilation(mask, footprint=disk(radius))`` (scikit-image
-    0.26, default border mode) on the whole image.
+    0.26, default border mode) on the whole image; where an image side is under ``radius / 4``
+    pixels, identical to its ``mode="ignore"`` (the default mode is then wrong: see
+    :mod:`slidemask.kernels.morphology`).
 
     Parameters
     ----------
@@ -849,7 +851,9 @@ def binary_erosion(mask: da.Array, radius: int) -> da.Array:
     """Lazy erosion of a 2-D bool mask by a disk of ``radius`` pixels.
 
     Identical to ``skimage.morphology.erosion(mask, footprint=disk(radius))`` (scikit-image
-    0.26, default border mode: pixels outside the image never erode the mask).
+    0.26, default border mode: pixels outside the image never erode the mask); where an image
+    side is under ``radius / 4`` pixels, identical to its ``mode="ignore"`` (the default mode
+    is then wrong: see :mod:`slidemask.kernels.morphology`).
 
     Parameters
     ----------
@@ -890,7 +894,9 @@ def binary_opening(mask: da.Array, radius: int) -> da.Array:
     """Lazy opening (erosion, then dilation) of a 2-D bool mask by a disk of ``radius`` pixels.
 
     Identical to ``skimage.morphology.opening(mask, footprint=disk(radius))`` (scikit-image
-    0.26, default border mode). Removes foreground specks narrower than the disk.
+    0.26, default border mode); where an image side is under
+    ``radius / 4`` pixels, identical to its ``mode="ignore"`` (the default mode is then wrong:
+    see :mod:`slidemask.kernels.morphology`). Removes foreground specks narrower than the disk.
 
     Parameters
     ----------
@@ -935,7 +941,9 @@ def binary_closing(mask: da.Array, radius: int) -> da.Array:
     """Lazy closing (dilation, then erosion) of a 2-D bool mask by a disk of ``radius`` pixels.
 
     Identical to ``skimage.morphology.closing(mask, footprint=disk(radius))`` (scikit-image
-    0.26, default border mode). Fills background gaps narrower than the disk.
+    0.26, default border mode); where an image side is under
+    ``radius / 4`` pixels, identical to its ``mode="ignore"`` (the default mode is then wrong:
+    see :mod:`slidemask.kernels.morphology`). Fills background gaps narrower than the disk.
 
     Parameters
     ----------

@@ -121,16 +121,20 @@ def regular_chunks(arr: da.Array) -> da.Array:
     >>> import dask.array as da
     >>> regular_chunks(da.zeros((10, 10), chunks=((3, 4, 3), 5))).chunks
     ((3, 3, 3, 1), (5, 5))
+    >>> regular_chunks(da.zeros((4, 3), chunks=((4,), (0, 3)))).chunks
+    ((4,), (3,))
     """
     target: list[int | tuple[int, ...]] = []
     changed = False
     for sizes in arr.chunks:
         first = sizes[0] if sizes else 0
         regular = all(s == first for s in sizes[:-1]) and (not sizes or sizes[-1] <= first)
-        if regular:
+        if regular and (first or len(sizes) <= 1):
             target.append(sizes)
         else:
-            target.append(first)
+            # the first chunk's length, or the first non-empty one's (a sliced array may start
+            # with an empty chunk; an axis of length 0 keeps one chunk)
+            target.append(next((s for s in sizes if s), 1))
             changed = True
     return rechunk(arr, tuple(target)) if changed else arr
 
