@@ -89,3 +89,13 @@ def test_class_counts_takes_a_numpy_tissue_mask_and_refuses_another_dtype() -> N
     np.testing.assert_array_equal(sm.class_counts(classes, tissue).compute(), expected)
     with pytest.raises(MaskError, match="tissue must be a bool mask"):
         sm.class_counts(classes, tissue.astype(np.uint8))
+
+
+def test_label_and_area_arguments_are_checked() -> None:
+    mask = da.zeros((4, 4), dtype=bool, chunks=2)
+    with pytest.raises(MaskError, match="dtype must be int32 or int64, got 'bogus'"):
+        sm.label(mask, dtype="bogus")
+    for area, mpp in ((10.0, "x"), ("a", 0.5), (None, 0.5)):
+        with pytest.raises(MaskError, match="must be numbers"):
+            sm.area_to_pixels(area, mpp)
+    assert sm.area_to_pixels(np.float32(100), np.float32(0.5)) == 400.0

@@ -102,7 +102,7 @@ def area_to_pixels(area_um2: float, mpp: float) -> float:
     Raises
     ------
     MaskError
-        ``mpp`` is not positive.
+        ``mpp`` is not positive, or either is not a number.
 
     Examples
     --------
@@ -110,9 +110,16 @@ def area_to_pixels(area_um2: float, mpp: float) -> float:
     >>> area_to_pixels(10_000, 8.0)  # 0.01 mm² at 8 µm per pixel
     156.25
     """
-    if not mpp > 0:
+    try:
+        area, scale = float(area_um2), float(mpp)
+    except (TypeError, ValueError):
+        raise MaskError(
+            f"area_to_pixels: area and microns per pixel must be numbers, got {area_um2!r} "
+            f"and {mpp!r}"
+        ) from None
+    if not scale > 0:
         raise MaskError(f"microns per pixel must be positive, got {mpp!r}")
-    return float(area_um2) / (float(mpp) ** 2)
+    return area / scale**2
 
 
 @dataclass(frozen=True)
@@ -1119,7 +1126,10 @@ def label_table_plan(connectivity: int, dtype: np.dtype) -> TwoPass:
 
 
 def _label_dtype(dtype: Any, what: str) -> np.dtype:
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise MaskError(f"{what}: dtype must be int32 or int64, got {dtype!r}") from None
     if dt not in (np.dtype(np.int32), np.dtype(np.int64)):
         raise MaskError(f"{what}: dtype must be int32 or int64, got {dt}")
     return dt
