@@ -496,12 +496,12 @@ def _plan(
                 "name write to the same output: give this run another output folder, or "
                 "--overwrite to replace it"
             )
-        missing = [p.name for p in extra_paths_for(output, extras).values()
-                   if not p.exists() and not p.is_symlink()]
-        if not overwrite and stored_config_hash(output) == digest and missing:
-            log.info("redoing %s: %s missing", output, ", ".join(missing))
-            return _Plan(path, output, "run", overwrite=True)
         if not overwrite and stored_config_hash(output) == digest:
+            missing = [p.name for p in extra_paths_for(output, extras).values()
+                       if not p.exists() and not p.is_symlink()]
+            if missing:  # deleted since: the slide is redone, the mask stays until then
+                log.info("redoing %s: %s missing", output, ", ".join(missing))
+                return _Plan(path, output, "run", overwrite=True)
             stats = _done_stats(output, digest, tiles)
             if stats is None:
                 log.debug("writing the tiles of %s (missing or made with other settings)",

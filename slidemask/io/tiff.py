@@ -1149,7 +1149,6 @@ def open_slide(
     try:
         with _TIFF_WARNINGS.catch() as caught:
             tf = _open_tiff(path_str, options)
-            has_series = bool(tf.series)
     except SlideError:
         if (
             backend == "auto" and remote is None
@@ -1160,8 +1159,10 @@ def open_slide(
             return open_openslide(path_str, chunk_size=chunk_size)
         raise
     try:
+        with _TIFF_WARNINGS.catch() as parsing:
+            has_series = bool(tf.series)
         if not has_series:
-            raise SlideError(path_str, _no_series_reason(path_str, caught))
+            raise SlideError(path_str, _no_series_reason(path_str, caught + parsing))
         series = tf.series[0]
         vendor = vendor_of(tf)
         if backend == "auto" and vendor in _OPENSLIDE_VENDORS and _openslide_reads(path_str):
