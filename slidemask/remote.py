@@ -44,7 +44,7 @@ from slidemask.inputs import expand_locations, output_paths
 from slidemask.report import REPORT_CSV, REPORT_JSON, SlideResult, write_report
 from slidemask.storage import URLPath
 from slidemask.writers.html_report import REPORT_HTML, write_html_report
-from slidemask.writers.zarr import ATTRS_KEY, stored_stats
+from slidemask.writers.zarr import ATTRS_KEY, provenance_text, stored_stats
 
 __all__ = ["expand_remote", "is_remote_run", "publish", "run_remote_batch", "run_remote_slide"]
 
@@ -122,13 +122,6 @@ def _complete(attrs: dict[str, Any]) -> bool:
     return isinstance(own, dict) and own.get("complete") is True
 
 
-def _stored_hash(attrs: dict[str, Any]) -> str | None:
-    """The config hash an output's provenance records."""
-    provenance = attrs.get("provenance")
-    stored = provenance.get("config_hash") if isinstance(provenance, dict) else None
-    return stored if isinstance(stored, str) else None
-
-
 def publish(stage: Path, output: str, overwrite: bool) -> None:
     """Upload a slide's staged outputs beside ``output`` (``<prefix>/<name>.zarr``), the
     mask's ``zarr.json`` (its completion marker) last.
@@ -185,7 +178,7 @@ def run_remote_slide(
         # with this config; it is this slide's result.
         digest = config_hash(config)
         attrs = _attrs(output)
-        if _complete(attrs) and _stored_hash(attrs) == digest:
+        if _complete(attrs) and provenance_text(attrs, "config_hash") == digest:
             return SlideResult(path=storage.location(path), output=storage.location(output),
                                status="done", stats=stored_stats(attrs), config_hash=digest)
     name = output.rstrip("/").rsplit("/", 1)[-1]
@@ -217,10 +210,8 @@ def _plan(
     target = str(output)
     attrs = _attrs(target)
     if _complete(attrs):
-        provenance = attrs.get("provenance") if isinstance(attrs, dict) else None
-        source = provenance.get("source") if isinstance(provenance, dict) else None
-        other = source.get("path") if isinstance(source, dict) else None
-        if not overwrite and isinstance(other, str) and other != str(slide):
+        other = provenance_text(attrs, "source", "path")
+        if not overwrite and other is not None and other != str(slide):
             # another slide of the same name (see slidemask.batch): not this slide's mask
             reason = (f"{storage.display(target)}: holds the mask of another slide, "
                       f"{storage.display(other)}; slides with the same name write to the same "
@@ -229,7 +220,7 @@ def _plan(
             result = SlideResult(path=slide, output=output, status="failed", error=reason,
                                  config_hash=digest)
             return "known", result, False
-        if not overwrite and _stored_hash(attrs) == digest:
+        if not overwrite and provenance_text(attrs, "config_hash") == digest:
             result = SlideResult(path=slide, output=output, status="skipped",
                                  stats=stored_stats(attrs), config_hash=digest)
             return "known", result, False

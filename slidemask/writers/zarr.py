@@ -77,6 +77,7 @@ __all__ = [
     "is_complete",
     "other_slide",
     "partial_outputs",
+    "provenance_text",
     "read_attrs",
     "read_mask",
     "stored_config_hash",
@@ -566,11 +567,7 @@ def stored_config_hash(path: str | os.PathLike[str]) -> str | None:
     str or None
         None when the output is incomplete, absent or records no hash.
     """
-    if not is_complete(path):
-        return None
-    provenance = read_attrs(path).get("provenance")
-    value = provenance.get("config_hash") if isinstance(provenance, dict) else None
-    return value if isinstance(value, str) else None
+    return provenance_text(read_attrs(path), "config_hash") if is_complete(path) else None
 
 
 def stored_source(path: str | os.PathLike[str]) -> str | None:
@@ -604,11 +601,23 @@ def stored_source(path: str | os.PathLike[str]) -> str | None:
     '/slides/s.svs'
     >>> tmp.cleanup()
     """
-    if not is_complete(path):
-        return None
-    provenance = read_attrs(path).get("provenance")
-    source = provenance.get("source") if isinstance(provenance, dict) else None
-    value = source.get("path") if isinstance(source, dict) else None
+    return provenance_text(read_attrs(path), "source", "path") if is_complete(path) else None
+
+
+def provenance_text(attrs: Mapping[str, Any], *keys: str) -> str | None:
+    """The text at ``attrs["provenance"][keys[0]][keys[1]]...``, or None where a level is
+    missing or the value is not a string (the attributes of an output, however written).
+
+    Examples
+    --------
+    >>> provenance_text({"provenance": {"source": {"path": "/s.svs"}}}, "source", "path")
+    '/s.svs'
+    >>> provenance_text({"provenance": {"source": None}}, "source", "path") is None
+    True
+    """
+    value: Any = attrs.get("provenance")
+    for key in keys:
+        value = value.get(key) if isinstance(value, Mapping) else None
     return value if isinstance(value, str) else None
 
 
