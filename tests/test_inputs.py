@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -265,10 +266,12 @@ def test_extra_paths_sit_beside_the_mask() -> None:
 
 @pytest.mark.parametrize("given", ["folder", "parent"])
 def test_a_dicom_folder_is_one_slide_and_its_other_slides_are_named(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, given: str
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, given: str
 ) -> None:
     """A folder of DICOM instances is one slide; slide files beside them are not read, and
     the run says so instead of dropping them silently."""
+    # the CLI's tests may have set the package logger not to propagate (to caplog's handler)
+    monkeypatch.setattr(logging.getLogger("slidemask"), "propagate", True)
     folder = tmp_path / "wsi"
     touch(folder / "level0.dcm")
     touch(folder / "level1.dcm")
