@@ -977,7 +977,8 @@ def remove_small_objects(mask: da.Array, min_area: float, *, connectivity: int =
     Returns
     -------
     dask.array.Array
-        ``bool``, same shape and chunks; lazy.
+        ``bool``, same shape and chunks (empty chunks, which slicing can leave, merged
+        away); lazy.
 
     Raises
     ------
@@ -1047,7 +1048,8 @@ def keep_largest(mask: da.Array, n: int, *, connectivity: int = 8) -> da.Array:
     Returns
     -------
     dask.array.Array
-        ``bool``, same shape and chunks; lazy. Memory as :func:`remove_small_objects`.
+        ``bool``, same shape and chunks (empty chunks, which slicing can leave, merged
+        away); lazy. Memory as :func:`remove_small_objects`.
 
     Raises
     ------
@@ -1154,7 +1156,8 @@ def label(mask: da.Array, *, connectivity: int = 8, dtype: Any = np.int32) -> da
     Returns
     -------
     dask.array.Array
-        ``(rows, cols)`` of ``dtype``, same chunks; lazy.
+        ``(rows, cols)`` of ``dtype``, same chunks (empty chunks, which slicing can leave,
+        merged away); lazy.
 
     Raises
     ------

@@ -106,7 +106,8 @@ def fill_holes(mask: da.Array, *, max_hole_area: float | None = None) -> da.Arra
     Returns
     -------
     dask.array.Array
-        ``bool``, same shape and chunks. Lazy.
+        ``bool``, same shape and chunks (empty chunks, which slicing can leave, merged
+        away); lazy.
 
     Raises
     ------
@@ -174,7 +175,8 @@ def contour_fill(mask: da.Array) -> da.Array:
     Returns
     -------
     dask.array.Array
-        ``bool``, same shape and chunks; lazy. Memory as :func:`fill_holes`.
+        ``bool``, same shape and chunks (empty chunks, which slicing can leave, merged
+        away); lazy. Memory as :func:`fill_holes`.
 
     Raises
     ------
@@ -232,7 +234,8 @@ def keep_largest_holes(mask: da.Array, n: int) -> da.Array:
     Returns
     -------
     dask.array.Array
-        ``bool``, same shape and chunks; lazy. Memory as :func:`fill_holes` (two passes,
+        ``bool``, same shape and chunks (empty chunks, which slicing can leave, merged
+        away); lazy. Memory as :func:`fill_holes` (two passes,
         ``mask`` computed once and stored to scratch).
 
     Raises
