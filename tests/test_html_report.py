@@ -88,8 +88,10 @@ def _records(n: int, out: Path, *, classes: bool = True) -> dict[str, Any]:
                      "downsample": 16.0}
             if classes:
                 stats["classes"] = {
-                    "tumour": {"area_mm2": 64 * fraction * 0.4, "fraction": fraction * 0.4},
-                    "stroma": {"area_mm2": 6.4, "fraction": 0.1 + 0.01 * float(rng.random())},
+                    "tumour": {"area_mm2": 64 * fraction * 0.4,
+                               "fraction_of_tissue": fraction * 0.4},
+                    "stroma": {"area_mm2": 6.4,
+                               "fraction_of_tissue": 0.1 + 0.01 * float(rng.random())},
                 }
         slides.append({
             "path": f"/data/cohort/slide_{i:04d}.svs",
@@ -142,7 +144,7 @@ def test_links_and_summaries_come_from_the_outputs(tmp_path: Path) -> None:
     (out / "a b.png").write_bytes(b"png")
     (out / "a b.json").write_text(json.dumps({
         "tissue_area_mm2": 12.5, "components": 3, "warnings": ["empty mask: ..."],
-        "classes": {"tumour": {"area_mm2": 2.0, "fraction": 0.1}},
+        "classes": {"tumour": {"area_mm2": 2.0, "fraction_of_tissue": 0.1}},
     }))
     report = {"counts": {"done": 1, "total": 1}, "slides": [{
         "path": "/x/a b.svs", "output": str(out / "a b.zarr"), "status": "done",
@@ -279,3 +281,16 @@ def test_a_thousand_slides_load_fast(tmp_path: Path) -> None:
     print(f"report.html, 1000 slides: {size / 1e6:.2f} MB; script + layout {load_ms:.0f} ms; "
           f"ready {result['ready_ms']:.0f} ms after navigation; chromium run {wall:.1f} s")
     assert load_ms <= 2000 and result["ready_ms"] <= 2000
+
+
+def test_class_shares_are_read_as_the_summary_writes_them() -> None:
+    """The page's class columns and outliers read the key the summary writer uses."""
+    from slidemask.writers.html_report import _class_share
+    from slidemask.writers.summary import class_areas
+
+    counts = np.zeros((2, 256), dtype=np.int64)
+    counts[0, 0], counts[1, 1], counts[1, 2], counts[0, 2] = 60, 30, 10, 5
+    areas = class_areas(counts, {"tissue": 1, "pen": 2}, mpp=100.0)
+    share, area = _class_share(areas["pen"])
+    assert share == pytest.approx(areas["pen"]["fraction_of_tissue"]) and share is not None
+    assert area == pytest.approx(areas["pen"]["area_mm2"])

@@ -102,9 +102,12 @@ def _number(value: Any) -> float | None:
 
 
 def _class_share(value: Any) -> tuple[float | None, float | None]:
-    """``(fraction, area_mm2)`` of one entry of a summary's ``classes``."""
+    """``(share of tissue, area_mm2)`` of one entry of a summary's ``classes``
+    (:func:`slidemask.writers.summary.class_areas`: ``fraction_of_tissue``; ``fraction`` in
+    summaries written by other tools)."""
     if isinstance(value, Mapping):
-        return _number(value.get("fraction")), _number(value.get("area_mm2"))
+        share = value.get("fraction_of_tissue", value.get("fraction"))
+        return _number(share), _number(value.get("area_mm2"))
     return _number(value), None
 
 
