@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 import shutil
 import warnings
 from fractions import Fraction
@@ -631,3 +632,68 @@ def test_docstring_examples(module: str, tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     result = doctest.testmod(importlib.import_module(f"slidemask.tiles.{module}"))
     assert result.failed == 0 and result.attempted > 0
+
+
+_CLASS_TILES_CONFIG = """\
+masks:
+  tissue: [gray, {threshold: {below: 220}}]
+  dark: [gray, {threshold: {below: 150}}]
+output: tissue
+classes:
+  masks: {tissue: tissue, dark: dark}
+  precedence: [dark, tissue]
+  values: {dark: 7}
+outputs: {ome_zarr: true}
+chunk_size: 256
+"""
+
+
+def test_tiles_by_class_from_a_config_read_the_class_map(
+    tmp_path: Path, synthetic_slide: Path
+) -> None:
+    """``tiles: {classes: ...}`` in a config tiles the class map written beside the mask
+    (``<name>.ome.zarr/labels/classes``), not the bool mask: the same table as tiling that
+    class map with ``tile_grid``."""
+    from slidemask.batch import run_batch
+    from slidemask.config import config_from_yaml
+    from slidemask.tiles.runner import class_map_of
+
+    config = config_from_yaml(
+        _CLASS_TILES_CONFIG
+        + "tiles: {size: 64, classes: {dark: 7}, min_fraction: 0.2, formats: [csv]}\n"
+    )
+    (result,) = run_batch([synthetic_slide], config, tmp_path / "out")
+    assert result.status == "done", result.error
+    table = pcsv.read_csv(tmp_path / "out" / "synthetic.tiles.csv").to_pydict()
+    classes = class_map_of(tmp_path / "out" / "synthetic.zarr")
+    assert classes.dtype == np.uint8 and 7 in np.unique(classes.compute())
+    expected = tile_grid(classes, slide=open_slide(synthetic_slide), size=64,
+                         classes={"dark": 7}, min_fraction=0.2,
+                         downsample=_mask_downsample(tmp_path))
+    assert len(table["x"]) == len(expected) > 0
+    assert table["x"] == expected["x"].tolist() and table["y"] == expected["y"].tolist()
+    assert table["fraction_dark"] == pytest.approx(expected["fraction_dark"].tolist())
+
+
+def _mask_downsample(tmp_path: Path) -> float:
+    from slidemask.writers.zarr import read_attrs
+
+    return float(read_attrs(tmp_path / "out" / "synthetic.zarr")["provenance"]["downsample"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("outputs: {ome_zarr: false}\n", "classes: tiles by class read the class map"),
+        ("", "classes.dark: 3 is not a label value of the class map (dark 7, tissue 1)"),
+    ],
+)
+def test_tiles_by_class_need_the_class_map(extra: str, message: str) -> None:
+    from slidemask.config import config_from_yaml
+    from slidemask.errors import ConfigError
+
+    text = _CLASS_TILES_CONFIG.replace("outputs: {ome_zarr: true}\n", extra or
+                                       "outputs: {ome_zarr: true}\n")
+    dark = 3 if not extra else 7
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_yaml(text + f"tiles: {{size: 64, classes: {{dark: {dark}}}}}\n")

@@ -285,6 +285,27 @@ class Config(StrictModel):
                     )
         return classes
 
+    @field_validator("tiles")
+    @classmethod
+    def _tile_classes_in_the_class_map(cls, tiles: TileSpec | None, info: Any) -> TileSpec | None:
+        """Tiles by class read the class map, which ``classes:`` writes into the OME-Zarr."""
+        if tiles is None or not tiles.classes:
+            return tiles
+        classes, outputs = info.data.get("classes"), info.data.get("outputs")
+        if classes is None or outputs is None or not outputs.ome_zarr:
+            raise ValueError(
+                "classes: tiles by class read the class map <name>.ome.zarr/labels/classes: "
+                "give the config a classes: section and outputs: {ome_zarr: true}"
+            )
+        values = classes.label_values()
+        unknown = sorted(n for n, v in tiles.classes.items() if v not in values.values())
+        if unknown:
+            raise ValueError(
+                f"classes.{unknown[0]}: {tiles.classes[unknown[0]]} is not a label value of the "
+                f"class map ({', '.join(f'{n} {v}' for n, v in values.items())})"
+            )
+        return tiles
+
     @property
     def expression(self) -> Expr:
         """The parsed ``output`` expression."""

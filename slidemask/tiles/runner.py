@@ -19,12 +19,15 @@ from typing import TYPE_CHECKING, Any
 from slidemask.tiles.spec import TileSpec
 
 if TYPE_CHECKING:
+    import dask.array as da
+
     from slidemask.io.tiff import Slide
     from slidemask.report import SlideResult
     from slidemask.tiles.writers import TileOutputs
 
 __all__ = [
-    "tile_slides", "tiles_count", "tiles_stem", "tiles_up_to_date", "write_slide_tiles",
+    "class_map_of", "tile_slides", "tiles_count", "tiles_stem", "tiles_up_to_date",
+    "write_slide_tiles",
 ]
 
 log = logging.getLogger(__name__)
@@ -103,15 +106,59 @@ def write_slide_tiles(
     TileOutputs
         ``{format: path}``, with ``.manifest`` and ``.count``.
     """
+    from slidemask.inputs import extra_paths_for
     from slidemask.io.tiff import Slide, open_slide
+    from slidemask.tiles.frame import open_mask
     from slidemask.tiles.writers import write_tiles
 
     opened = open_slide(slide) if slide is not None and not isinstance(slide, Slide) else slide
     extra: dict[str, Any] = {"mask": str(mask_output)}
     if config_hash is not None:
         extra["config_hash"] = config_hash
+    if spec.classes:  # tiles by class: the class map beside the mask, on the mask's grid
+        source, frame = class_map_of(mask_output), open_mask(mask_output)[1]
+        extra["classes"] = str(extra_paths_for(mask_output, ["ome_zarr"])["ome_zarr"])
+        return write_tiles(source, tiles_stem(mask_output), slide=opened, spec=spec,
+                           downsample=frame.downsample, extra=extra)
     return write_tiles(mask_output, tiles_stem(mask_output), slide=opened, spec=spec,
                        extra=extra)
+
+
+def class_map_of(mask_output: str | os.PathLike[str]) -> da.Array:
+    """The class map written beside a mask (``<name>.ome.zarr/labels/classes``, full
+    resolution), lazily.
+
+    Parameters
+    ----------
+    mask_output : str or os.PathLike
+        ``DIR/<name>.zarr``.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(rows, cols)`` uint8 label values, on the mask's grid.
+
+    Raises
+    ------
+    SlidemaskError
+        No class map there (the config has no ``classes:``, or no ``outputs: {ome_zarr:
+        true}``).
+    """
+    import dask.array as da
+    import zarr
+
+    from slidemask.errors import SlidemaskError
+    from slidemask.inputs import extra_paths_for
+
+    labels = extra_paths_for(mask_output, ["ome_zarr"])["ome_zarr"] / "labels" / "classes" / "0"
+    try:
+        array = zarr.open_array(str(labels), mode="r")
+    except (FileNotFoundError, zarr.errors.BaseZarrError) as exc:
+        raise SlidemaskError(
+            f"{mask_output}: no class map at {labels} for tiles by class (the config needs a "
+            "classes: section and outputs: {ome_zarr: true})"
+        ) from exc
+    return da.from_zarr(array)
 
 
 def tile_slides(

@@ -37,7 +37,9 @@ class TileSpec(BaseModel):
     edge : {"drop", "flag"}
         Drop patches that run past the slide's edge, or keep and flag them.
     classes : dict of str to int, optional
-        ``{name: pixel value}`` of a class map.
+        ``{name: pixel value}`` of a class map. From a config, the class map written beside
+        the mask is tiled (``<name>.ome.zarr/labels/classes``: the config needs a
+        ``classes:`` section and ``outputs: {ome_zarr: true}``).
     formats : list of str
         Files :func:`slidemask.tiles.write_tiles` writes: ``clam``, ``trident``, ``csv``,
         ``parquet``, ``geojson``, ``preview`` (default: ``[clam]``).
