@@ -100,6 +100,10 @@ def test_output_validates_against_ome_zarr_models(tmp_path):
     assert image.labels is not None and image.labels.label_paths == ["tissue"]
     label = image.labels.get_image_labels_group("tissue")
     assert label.attributes.ome.image_label is not None
+    # the same property key as the class map's labels (labels/classes): name
+    names = {p.label_value: p.model_dump()["name"]
+             for p in label.attributes.ome.image_label.properties}
+    assert names == {0: "background", 1: "tissue"}
     axes = label.attributes.ome.multiscales[0].axes
     assert all(axis.unit is None for axis in axes)  # no mpp: no unit, scales are factors
     scales = [d.coordinateTransformations[0].scale

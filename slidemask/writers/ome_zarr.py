@@ -546,8 +546,8 @@ def write_ome_labels(
                             {"label-value": 1, "rgba": list(LABEL_RGBA)},
                         ],
                         "properties": [
-                            {"label-value": 0, "class": "background"},
-                            {"label-value": 1, "class": name},
+                            {"label-value": 0, "name": "background"},
+                            {"label-value": 1, "name": name},
                         ],
                         "source": {"image": "../../"},
                     },
