@@ -90,7 +90,7 @@ from slidemask.ops.resample import Resolution, image_at, resample_mask, select_r
 from slidemask.report import SlideResult
 from slidemask.tiles.runner import write_slide_tiles
 from slidemask.writers.atomic import check_target, looks_like_zarr, publish
-from slidemask.writers.geojson import write_class_geojson, write_geojson
+from slidemask.writers.geojson import qupath_name, write_class_geojson, write_geojson
 from slidemask.writers.ome_zarr import IN_MEMORY_PIXELS as LABELS_IN_MEMORY_PIXELS
 from slidemask.writers.ome_zarr import ClassLabels, write_ome_labels
 from slidemask.writers.preview import write_class_preview, write_preview
@@ -736,7 +736,7 @@ def _write_with_extras(
         elif "geojson" in built:
             components = write_geojson(
                 stored, built["geojson"], downsample=float(provenance["downsample"]),
-                classification=name.capitalize(),
+                classification=qupath_name(name),
             )
         if "preview" in built and labels is not None:
             # drawn once the class map's other writers are done, in this thread: they hold the

@@ -178,12 +178,13 @@ def test_class_map_in_memory_and_stored_give_the_same_features(tmp_path_factory,
     assert (folder / "memory.geojson").read_text() == (folder / "stored.geojson").read_text()
     features = json.loads((folder / "memory.geojson").read_text())["features"]
     assert [f["properties"]["classification"]["name"] for f in features] == [
-        name for name in values for _ in range(memory[name])
+        geojson.qupath_name(name) for name in values for _ in range(memory[name])
     ]
     for name, value in values.items():  # each class's features are its components
         (labels, count) = ndi.label(classes == value, structure=np.ones((3, 3)))
         assert memory[name] == count
-        mine = [f for f in features if f["properties"]["classification"]["name"] == name]
+        mine = [f for f in features
+                if f["properties"]["classification"]["name"] == geojson.qupath_name(name)]
         covered = np.zeros(classes.shape, int)
         for feature in mine:
             covered += rasterise(shapely.geometry.shape(feature["geometry"]), classes.shape,

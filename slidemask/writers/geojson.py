@@ -37,7 +37,7 @@ from slidemask.writers.zarr import stored_copy
 if TYPE_CHECKING:  # shapely itself is imported where used: only GeoJSON output needs it
     from shapely.geometry.base import BaseGeometry
 
-__all__ = ["write_class_geojson", "write_geojson"]
+__all__ = ["qupath_name", "write_class_geojson", "write_geojson"]
 
 
 TRACE_TILE = 512
@@ -194,6 +194,19 @@ pass of polygon tracing); a larger one is stored to scratch and traced class by 
 streaming its features. The features and their order are the same either way."""
 
 
+
+def qupath_name(name: str) -> str:
+    """A mask's or class's name as a QuPath classification: its first letter capitalized, as
+    QuPath's built-in classes are (``tissue`` -> ``Tissue``), the rest as given.
+
+    Examples
+    --------
+    >>> qupath_name("tissue"), qupath_name("blue_pen"), qupath_name("myMask")
+    ('Tissue', 'Blue_pen', 'MyMask')
+    """
+    return name[:1].upper() + name[1:]
+
+
 def write_class_geojson(
     classes: da.Array,
     path: str | Path,
@@ -214,7 +227,9 @@ def write_class_geojson(
         Output file, replaced atomically.
     values : mapping of str to int
         Class name -> label value; each class's 8-connected components become annotations
-        classified with that name (background, 0, is not written).
+        classified with that name, its first letter capitalized as QuPath's own classes are
+        (:func:`qupath_name`: ``tissue`` is QuPath's ``Tissue``); background, 0, is not
+        written.
     downsample : float
         Level-0 pixels per class-map pixel; coordinates are level-0 pixel edges, as
         :func:`write_geojson` writes them.
@@ -259,7 +274,7 @@ def write_class_geojson(
     >>> with open(path) as fh:
     ...     features = json.load(fh)["features"]
     >>> [f["properties"]["classification"]["name"] for f in features]
-    ['tissue', 'pen', 'pen']
+    ['Tissue', 'Pen', 'Pen']
     >>> features[0]["geometry"]["coordinates"][0]  # level-0 pixel edges
     [[16.0, 16.0], [64.0, 16.0], [64.0, 64.0], [16.0, 64.0], [16.0, 16.0]]
     >>> len(features[0]["geometry"]["coordinates"])  # the outline and the pen pixel's hole
@@ -280,7 +295,7 @@ def write_class_geojson(
         name: json.dumps({
             "objectType": "annotation",
             "classification": {
-                "name": str(name),
+                "name": qupath_name(str(name)),
                 "color": _check_color(palette.get(name, (128, 128, 128))),
             },
         })
