@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 import traceback as tb_module
 import uuid
@@ -331,20 +332,45 @@ def run_task(
     OpenCV's own thread pool is held to the same number of threads while the task runs, so a
     worker uses the cores it was given (by default OpenCV uses every core of the machine,
     which oversubscribes a node shared by several workers or jobs).
+
+    Both settings are the process's, and a worker with several threads runs several slides
+    at once: the first task to start applies them and the last to finish restores them (set
+    and restored by each task, two slides' interleaved restores left a worker on the
+    one-thread scheduler after the batch).
     """
+    with _task_settings(threads):
+        return func(*args, **kwargs)
+
+
+_TASKS_LOCK = threading.Lock()
+_TASKS: dict[str, Any] = {"running": 0}
+"""What :func:`_task_settings` applied in this process, and how many tasks run under it."""
+
+
+@contextmanager
+def _task_settings(threads: int | None) -> Iterator[None]:
+    """dask's threaded scheduler with ``threads`` workers and OpenCV's pool of ``threads``,
+    while any task of :func:`run_task` runs in this process (the first one's ``threads``)."""
     import cv2
     from dask.threaded import get as threaded_get
 
-    previous = cv2.getNumThreads()
-    if threads is not None:
-        cv2.setNumThreads(threads)
+    with _TASKS_LOCK:
+        if _TASKS["running"] == 0:
+            _TASKS["opencv"] = cv2.getNumThreads()
+            if threads is not None:
+                cv2.setNumThreads(threads)
+            # the scheduler function itself, not the name "threads": for a name, dask imports
+            # distributed on every compute to look for a client (0.3 s of each batch process)
+            _TASKS["config"] = dask.config.set(scheduler=threaded_get, num_workers=threads)
+        _TASKS["running"] += 1
     try:
-        # the scheduler function itself, not the name "threads": for a name, dask imports
-        # distributed on every compute to look for a client (0.3 s of each batch process)
-        with dask.config.set(scheduler=threaded_get, num_workers=threads):
-            return func(*args, **kwargs)
+        yield
     finally:
-        cv2.setNumThreads(previous)
+        with _TASKS_LOCK:
+            _TASKS["running"] -= 1
+            if _TASKS["running"] == 0:
+                _TASKS.pop("config").__exit__(None, None, None)
+                cv2.setNumThreads(_TASKS.pop("opencv"))
 
 
 def _keywords(

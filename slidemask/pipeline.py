@@ -29,7 +29,8 @@ chunk instead of each fusing its own; and several chunked masks are each stored 
 they are finished and read back behind one barrier, before they are combined or read by a
 later step (:func:`_stored_masks`), so that no finished chunk waits in memory for the other
 masks. The values are those of the plain calls. Scratch folders go beside the output
-(``.<name>.zarr.scratch-<hex>``, through dask's ``temporary-directory``) and are removed when
+(``.<name>.zarr.scratch-<hex>``, through :func:`slidemask.ops.scratch.scratch_in`, for the
+building thread only) and are removed when
 the slide is done, failed or interrupted.
 
 Outputs and resume. Without extra outputs the mask is written straight to ``<name>.zarr``
@@ -87,6 +88,7 @@ from slidemask.ops.packed import (
 )
 from slidemask.ops.relevance import gate_arguments
 from slidemask.ops.resample import Resolution, image_at, resample_mask, select_resolution
+from slidemask.ops.scratch import scratch_in
 from slidemask.report import SlideResult
 from slidemask.tiles.runner import write_slide_tiles
 from slidemask.writers.atomic import check_target, looks_like_zarr, publish
@@ -186,7 +188,8 @@ def build_mask(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
     -----
     Nothing is read or computed here. Memory when computed: bounded whatever the slide's
     size (chunk work plus scratch files on disk, see the module notes). Scratch folders go
-    under dask's ``temporary-directory``.
+    under :func:`slidemask.ops.scratch.scratch_root` (dask's ``temporary-directory`` unless
+    :func:`slidemask.ops.scratch.scratch_in` chose one).
 
     Examples
     --------
@@ -877,7 +880,7 @@ def run_slide(
         scratch = target.parent / f".{target.name}.scratch-{uuid.uuid4().hex[:12]}"
         try:
             # intermediates go to the slide's scratch folder, beside the output
-            with dask.config.set({"temporary-directory": str(scratch)}):
+            with scratch_in(scratch):  # this thread only (slides can share a process)
                 built = _build_all(slide, config)
                 if config.classes is not None and config.outputs.extras:
                     # the masks feed the mask and the class map: computed once, stored

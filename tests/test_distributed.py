@@ -428,3 +428,72 @@ def test_batch_survives_a_worker_killed_mid_slide(cluster: Executor, tmp_path: P
     # slidemask: over 30 s once on a busy 2-core machine); the cluster serves the other tests
     client.wait_for_workers(2, timeout=180)
     assert [o.value for o in cluster.map(tasks.square, [(7,)])] == [49]
+
+
+def test_tasks_sharing_a_worker_leave_its_settings_as_they_found_them() -> None:
+    """Two slides running at once in one worker process (a ``dask.distributed`` worker with
+    two threads): whichever finishes first, both run on the threaded scheduler with the
+    batch's threads, and the process's dask and OpenCV settings are restored after both."""
+    import threading
+
+    import cv2
+    from dask.threaded import get as threaded_get
+
+    from slidemask.distributed import run_task
+
+    before = (dask.config.get("scheduler", None), dask.config.get("num_workers", None),
+              cv2.getNumThreads())
+    for first_to_finish in ("a", "b"):
+        started = {name: threading.Event() for name in "ab"}
+        release = {name: threading.Event() for name in "ab"}
+        seen: dict[str, tuple[object, object, int]] = {}
+
+        def slide(name: str, started=started, release=release, seen=seen) -> None:
+            started[name].set()
+            release[name].wait(10)
+            seen[name] = (dask.config.get("scheduler", None),
+                          dask.config.get("num_workers", None), cv2.getNumThreads())
+
+        threads = [threading.Thread(target=run_task, args=(slide, (name,), {}, 1))
+                   for name in "ab"]
+        threads[0].start()
+        started["a"].wait(10)
+        threads[1].start()
+        started["b"].wait(10)
+        order = "ab" if first_to_finish == "a" else "ba"
+        for name in order:
+            release[name].set()
+            threads["ab".index(name)].join(10)
+        assert seen == {name: (threaded_get, 1, 1) for name in "ab"}
+        assert (dask.config.get("scheduler", None), dask.config.get("num_workers", None),
+                cv2.getNumThreads()) == before
+
+
+def test_scratch_roots_are_per_thread(tmp_path: Path) -> None:
+    """``scratch_in`` (what run_slide uses for a slide's scratch beside its output) changes
+    where graphs built in this thread put scratch, not dask's setting for the process."""
+    import threading
+
+    from slidemask.ops.scratch import scratch_in, scratch_root
+
+    default = scratch_root()
+    seen: dict[str, str] = {}
+    ready, done = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with scratch_in(tmp_path / "b"):
+            ready.set()
+            done.wait(10)
+            seen["b"] = scratch_root()
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    ready.wait(10)
+    with scratch_in(tmp_path / "a"):
+        seen["a"] = scratch_root()
+        assert dask.config.get("temporary-directory", None) is None or \
+            dask.config.get("temporary-directory") != str(tmp_path / "a")
+    done.set()
+    worker.join(10)
+    assert seen == {"a": str(tmp_path / "a"), "b": str(tmp_path / "b")}
+    assert scratch_root() == default

@@ -31,12 +31,14 @@ or the process exits.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import shutil
 import tempfile
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +48,8 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-__all__ = ["ScratchFolder", "fold_reads", "map_windows", "release", "scratch_root", "stored_reads",
-           "stores"]
+__all__ = ["ScratchFolder", "fold_reads", "map_windows", "release", "scratch_in", "scratch_root",
+           "stored_reads", "stores"]
 
 _LIVE: weakref.WeakValueDictionary[str, ScratchFolder] = weakref.WeakValueDictionary()
 """Scratch folders by the name of the graph layer that writes them (for :func:`release`)."""
@@ -55,9 +57,43 @@ _LIVE: weakref.WeakValueDictionary[str, ScratchFolder] = weakref.WeakValueDictio
 _OBJ_META = np.empty((0, 0), dtype=object)
 
 
+_ROOT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "slidemask_scratch", default=None
+)
+"""The scratch root :func:`scratch_in` chose for this thread (context), if any."""
+
+
+@contextlib.contextmanager
+def scratch_in(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Graphs built inside put their scratch folders in ``folder``, in this thread only.
+
+    Unlike ``dask.config.set({"temporary-directory": ...})``, which changes the setting for
+    the whole process, this leaves other threads alone: two slides built at once by the
+    threads of one ``dask.distributed`` worker each keep their own scratch (with dask's
+    setting, one slide's folder became the other's, and the last one to restore it left the
+    worker pointing into a finished slide's output folder).
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The scratch root (created by the first write).
+
+    Examples
+    --------
+    >>> with scratch_in("/scratch/slide-1"):
+    ...     scratch_root()
+    '/scratch/slide-1'
+    """
+    token = _ROOT.set(os.fspath(folder))
+    try:
+        yield
+    finally:
+        _ROOT.reset(token)
+
+
 def scratch_root() -> str:
-    """Where scratch folders go: dask's ``temporary-directory`` setting, else the system's
-    temporary folder.
+    """Where scratch folders go: the folder :func:`scratch_in` chose for this thread, else
+    dask's ``temporary-directory`` setting, else the system's temporary folder.
 
     Returns
     -------
@@ -72,6 +108,9 @@ def scratch_root() -> str:
     ...     scratch_root()
     '/scratch/me'
     """
+    own = _ROOT.get()
+    if own is not None:
+        return own
     configured = dask.config.get("temporary-directory", None)
     return str(configured) if configured else tempfile.gettempdir()
 
