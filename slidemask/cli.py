@@ -11,7 +11,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -301,6 +303,8 @@ def _batch_progress(quiet: bool) -> Iterator[BatchProgress]:
     try:
         yield bar or LogProgress()
     finally:
+        if bar is not None:  # also when interrupted: the error goes on a line of its own
+            bar.end((), Path())
         if console is not None:
             console.bar = None
             console.removeFilter(_not_run_slide_failure)
@@ -579,10 +583,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     prepare_process()  # before any computation (slidemask.memory)
     try:
-        return _COMMANDS[args.command](args)
+        with _terminate_as_interrupt():
+            return _COMMANDS[args.command](args)
+    except _Terminated:
+        _error("terminated (SIGTERM)")
+        return 143
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's time limit, ``timeout``, ``kill``), raised like Ctrl-C."""
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run as Ctrl-C does: the slides still running are reported as
+    interrupted, their scratch removed, and nothing incomplete looks complete (by default
+    SIGTERM ended the process at once: no report, scratch left behind). Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -475,6 +475,41 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_outputs(
     assert not list(out.glob(".*"))  # no partial folders, no temporary report files
 
 
+def test_sigterm_stops_a_run_as_ctrl_c_does(
+    slides: list[Path], tmp_path: Path, config_file: Path
+) -> None:
+    """SIGTERM (a job's time limit, ``timeout``) writes the report with the unfinished slides
+    interrupted, removes their scratch, exits 143; a rerun completes the batch."""
+    inputs = [str(p) for p in slides]
+    out = tmp_path / "out"
+    command = _cli("run", str(config_file), "-i", *inputs, "-o", str(out), "-q")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60  # once a slide is running, or after a deadline
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.is_dir() and list(out.glob(".*")):
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run finished before it could be stopped"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == 143, err
+    assert "terminated (SIGTERM)" in err
+    records = _report(out)["slides"]
+    assert any(r["error"] and r["error"].endswith("interrupted") for r in records)
+    assert all(is_complete(out / f"{Path(r['path']).name.split('.')[0]}.zarr")
+               for r in records if r["status"] == "done")
+    assert not list(out.glob(".*")), "scratch or partial folders left"
+    assert subprocess.run(command, env=env, timeout=120).returncode == 0
+    assert {r["status"] for r in _report(out)["slides"]} <= {"done", "skipped"}
+
+
 # --- progress and logs ------------------------------------------------------------------------
 
 
