@@ -174,6 +174,11 @@ class ExecutionConfig(BaseModel):
             raise ValueError(f"{value!r} is not a memory size such as '4GiB'") from exc
         if n <= 0:
             raise ValueError(f"{value!r} must be a positive memory size")
+        if n < MIN_WORKER_MEMORY:
+            raise ValueError(
+                f"{value!r} is too little for a worker process: its libraries alone take about "
+                f"200 MiB before any slide; give at least {MIN_WORKER_MEMORY // 2**20}MiB"
+            )
         return value
 
     @field_validator("walltime", mode="before")
@@ -515,6 +520,13 @@ def _collect(future: Future, index: int, submitted: float) -> TaskOutcome[Any]:
         )
 
 
+MIN_WORKER_MEMORY = 512 * 2**20
+"""The least ``memory_limit`` (and ``memory``) accepted, bytes. A worker process holds about
+200 MiB of libraries (dask, distributed, zarr, OpenCV, tifffile) before it reads a slide, and
+dask pauses a worker at 80 % of its limit: with ``--memory-limit 200MiB`` the first slide
+finished, the worker stayed paused, and the run never ended."""
+
+
 def default_workers(threads_per_worker: int = 1) -> int:
     """Worker processes for ``processes`` when ``workers`` is unset: CPUs // threads each."""
     return max(1, CPU_COUNT // threads_per_worker)
@@ -540,7 +552,8 @@ def _local_cluster(cfg: ExecutionConfig) -> Any:
             return LocalCluster(dashboard_address=None, **kwargs)
 
 
-WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                  "distributed.worker.memory.pause": False}
 """Dask configuration for the worker processes slidemask starts itself.
 
 ``dask.distributed`` starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, to hand freed
@@ -551,7 +564,12 @@ again. Measured on a 2-core machine, one 12000² slide (median 7, threshold, clo
 slidemask's memory is bounded by its chunking, not by returning freed pages, so its workers
 keep glibc's defaults: local ones through this configuration (``None`` removes the variable;
 one set in the environment of the process that starts the cluster is still passed on), SLURM
-and PBS ones through a line the job script exports (:func:`jobqueue_kwargs`)."""
+and PBS ones through a line the job script exports (:func:`jobqueue_kwargs`).
+
+Pausing is off too: dask pauses a worker whose memory passes 80 % of its limit until it falls
+again, and a slide task that is over it never falls while it waits; a worker over its limit is
+still restarted at 95 %, and its slide then fails (``KilledWorker``) instead of waiting for
+ever."""
 
 
 def _worker_config_export() -> str:

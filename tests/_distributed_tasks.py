@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 
@@ -65,3 +66,8 @@ def die(x: int) -> int:
 def malloc_trim_setting(_: int) -> str | None:
     """The worker process's ``MALLOC_TRIM_THRESHOLD_`` (None when unset)."""
     return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def memory_pause_setting(_: int) -> object:
+    """The worker's ``distributed.worker.memory.pause`` setting (False: never paused)."""
+    return dask.config.get("distributed.worker.memory.pause", None)

@@ -61,6 +61,7 @@ def test_scheduler_values(value: str, kind: str):
         ({"threads_per_worker": 0}, "greater than or equal to 1"),
         ({"memory_limit": "lots"}, "not a memory size"),
         ({"memory_limit": "0GiB"}, "positive"),
+        ({"memory_limit": "200MiB"}, "too little for a worker process"),
         ({"walltime": "two hours"}, "walltime"),
         ({"walltime": 14400}, "quoted"),
         ({"worker": 2}, "Extra inputs are not permitted"),
@@ -222,6 +223,14 @@ def test_local_workers_keep_glibc_malloc_defaults(cluster: Executor):
     expected = os.environ.get("MALLOC_TRIM_THRESHOLD_")  # one set by the user is passed on
     out = cluster.map(tasks.malloc_trim_setting, [(0,), (1,)])
     assert [o.value for o in out] == [expected, expected]
+
+
+@pytest.mark.timeout(90)
+def test_local_workers_are_never_paused(cluster: Executor):
+    """A worker over 80 % of its memory limit is not paused (a paused worker with a slide
+    over the limit waited for ever); over 95 % it is still restarted and the slide fails."""
+    out = cluster.map(tasks.memory_pause_setting, [(0,), (1,)])
+    assert [o.value for o in out] == [False, False]
 
 
 @pytest.mark.timeout(90)
