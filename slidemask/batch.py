@@ -37,7 +37,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -524,6 +524,31 @@ def _plan(
     )
 
 
+def _execution(
+    execution: ExecutionConfig | Mapping[str, Any] | None, config: Config
+) -> ExecutionConfig:
+    """``execution`` as an ExecutionConfig (a mapping is validated as the config's
+    ``execution:`` section is; a ConfigError names the key), else ``config.execution``."""
+    if execution is None:
+        return config.execution
+    if isinstance(execution, ExecutionConfig):
+        return execution
+    if not isinstance(execution, Mapping):
+        raise ConfigError(
+            f"execution: expected an ExecutionConfig or a mapping of its keys, got "
+            f"{type(execution).__name__}"
+        )
+    from pydantic import ValidationError
+
+    try:
+        return ExecutionConfig.model_validate(dict(execution))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"execution.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(problems) from None
+
+
 def _check_output_folder(folder: Path, given: str | os.PathLike[str]) -> None:
     """Create the output folder; a ConfigError (a usage error) when it cannot be one."""
     if folder.exists() and not folder.is_dir():
@@ -553,7 +578,7 @@ def run_batch(
     output_dir: str | os.PathLike[str],
     *,
     overwrite: bool = False,
-    execution: ExecutionConfig | None = None,
+    execution: ExecutionConfig | Mapping[str, Any] | None = None,
     progress: BatchProgress | None = None,
 ) -> list[SlideResult]:
     """Mask every slide named by ``inputs`` into ``output_dir`` and write the run report.
@@ -572,8 +597,10 @@ def run_batch(
     overwrite
         Redo every slide, even those with a complete output made with this config.
     execution
-        Where slides run; default ``config.execution``. A cluster is started only when at
-        least one slide needs computing, and shut down before returning.
+        Where slides run: an :class:`~slidemask.distributed.ExecutionConfig` or a mapping of
+        its keys (``{"scheduler": "processes", "workers": 2}``, as a config's ``execution:``
+        section); default ``config.execution``. A cluster is started only when at least one
+        slide needs computing, and shut down before returning.
     progress
         Receives start/finish events in this process; default :class:`LogProgress`.
 
@@ -627,7 +654,7 @@ def run_batch(
     """
     prepare_process()  # before any thread or worker process starts (slidemask.memory)
     started_at = datetime.now(UTC)
-    execution = execution if execution is not None else config.execution
+    execution = _execution(execution, config)
     progress = progress if progress is not None else LogProgress()
     from slidemask.remote import is_remote_run, run_remote_batch
 

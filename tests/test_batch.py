@@ -24,6 +24,7 @@ import tifffile
 from slidemask.batch import BatchProgress, TerminalProgress, run_batch
 from slidemask.cli import main
 from slidemask.config import config_from_yaml, config_hash, load_config
+from slidemask.errors import ConfigError
 from slidemask.io.synthetic import write_synthetic_slide
 from slidemask.report import SlideResult
 from slidemask.writers.zarr import ATTRS_KEY, is_complete, partial_outputs, read_attrs
@@ -609,3 +610,14 @@ def test_cluster_script_needs_a_job_queue(config_file: Path, capsys) -> None:
     assert "cluster-script needs execution.scheduler slurm or pbs" in err and "'threads'" in err
     assert main(["cluster-script", str(config_file.parent / "none.yaml")]) == 2
     assert "configuration file not found" in capsys.readouterr().err
+
+
+def test_execution_may_be_given_as_a_mapping(slides: list[Path], tmp_path: Path) -> None:
+    """``run_batch(..., execution={...})``: the keys of a config's ``execution:`` section."""
+    config = config_from_yaml(CONFIG)
+    (result,) = run_batch(slides[:1], config, tmp_path / "a", execution={"workers": 1})
+    assert result.status == "done"
+    with pytest.raises(ConfigError, match="execution.scheduler"):
+        run_batch(slides[:1], config, tmp_path / "b", execution={"scheduler": "lots"})
+    with pytest.raises(ConfigError, match="execution: expected an ExecutionConfig"):
+        run_batch(slides[:1], config, tmp_path / "c", execution=["threads"])  # type: ignore[arg-type]
