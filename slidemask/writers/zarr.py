@@ -404,8 +404,10 @@ def write_zarr(
     -----
     Memory: one chunk per worker thread at a time, plus what computing the mask needs. If
     computing fails or is interrupted, the temporary array is removed and nothing appears at
-    ``path``; either way the scratch folders of the mask's graph are removed afterwards
-    (:func:`slidemask.ops.scratch.release`).
+    ``path``; either way, with ``compute=True``, the scratch folders of the mask's graph are
+    removed afterwards (:func:`slidemask.ops.scratch.release`). With ``compute=False`` they
+    stay until ``release`` is called with the mask or the mask is garbage-collected, since
+    another computation of the same graph may still read them.
 
     Examples
     --------
