@@ -583,6 +583,13 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _named(reason: str, path: str | os.PathLike[str]) -> str:
+    """``reason`` starting with the slide, unless it names it already (a slide's own errors
+    do; a step's, such as an empty glass estimate, do not)."""
+    shown = str(_source(path))
+    return reason if shown in reason else f"{shown}: {reason}"
+
+
 def _label_name(expression: Expr) -> str:
     """A name for the mask in viewers: the leading positive mask of ``a & ~b``, else "mask"."""
     node = expression
@@ -921,7 +928,7 @@ def run_slide(
             **({"tiles": tiles.count} if tiles is not None else {}),
         }
     except Exception as exc:  # noqa: BLE001 - one bad slide must not stop a batch
-        reason = _reason(exc)
+        reason = _named(_reason(exc), path)
         log.error("slide %s failed: %s", path, reason)
         log.debug("traceback for %s", path, exc_info=True)
         return SlideResult(

@@ -201,3 +201,13 @@ def test_batch_resume_with_extras(tmp_path: Path, synthetic_slide: Path) -> None
     second = run_batch([synthetic_slide], config, out)
     assert [r.status for r in second] == ["skipped"]
     assert _names(out) == names
+
+
+def test_a_failed_slide_s_error_names_the_slide(tmp_path: Path, synthetic_slide: Path) -> None:
+    """Every failure reason starts from the slide, also a step's own error (which names the
+    step, not the slide), so a report row or log line says which slide failed."""
+    config = config_from_yaml("masks: {t: [gray, {threshold: {below: 300}}]}\n")
+    result = run_slide(synthetic_slide, config, tmp_path / "out")
+    assert result.status == "failed"
+    assert result.error is not None and result.error.startswith(f"{synthetic_slide}: ")
+    assert "below=300" in result.error and result.error.count(str(synthetic_slide)) == 1
