@@ -193,7 +193,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     "compression, pixel size (µm per pixel) and vendor. Reads no pixel data.",
     )
     info.add_argument("slide", metavar="SLIDE",
-                      help="slide file (SVS, NDPI, OME-TIFF, QPTIFF, TIFF)")
+                      help="slide file (SVS, NDPI, OME-TIFF, QPTIFF, TIFF; MRXS, a DICOM WSI "
+                           "folder and others through OpenSlide)")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _verbosity(info)
 

@@ -268,6 +268,9 @@ def _expand_glob(pattern: str) -> list[Path]:
     matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
     files = [m for m in matches if os.path.isfile(m)]
     slides = [_absolute(m) for m in files if is_slide_file(m)]
+    # DICOM instances (*.dcm) are parts of one slide: their folder, once
+    dicom = {_absolute(os.path.dirname(m) or ".") for m in files if m.lower().endswith(".dcm")}
+    slides += sorted(d for d in dicom if is_dicom_folder(d))
     if not slides:
         detail = (
             f"it matched {len(files)} file(s), none ending in {', '.join(SLIDE_SUFFIXES)}"

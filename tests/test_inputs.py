@@ -288,3 +288,13 @@ def test_a_dicom_folder_is_one_slide_and_its_other_slides_are_named(
     with caplog.at_level("WARNING", logger="slidemask"):
         assert expand_inputs([str(folder)]) == [folder]
     assert not caplog.records
+
+
+def test_a_glob_of_dicom_instances_is_their_slide(tmp_path: Path) -> None:
+    folder = tmp_path / "wsi"
+    touch(folder / "level0.dcm")
+    touch(folder / "level1.dcm")
+    touch(tmp_path / "other.svs")
+    assert expand_inputs([str(folder / "*.dcm")]) == [folder]
+    assert expand_inputs([str(tmp_path / "*" / "*.dcm"), str(tmp_path / "*.svs")]) == [
+        folder, tmp_path / "other.svs"]
