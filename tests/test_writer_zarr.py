@@ -351,3 +351,20 @@ def test_masks_written_bit_shuffled_are_still_read(tmp_path: Path) -> None:
             chunk.write_bytes((tmp_path / "old.zarr" / chunk.relative_to(out)).read_bytes())
     np.testing.assert_array_equal(read_mask(out).compute(), data)
     np.testing.assert_array_equal(zarr.open_array(out, mode="r")[:], data)
+
+
+def test_a_chunk_finished_after_its_write_was_abandoned_does_not_recreate_it(tmp_path) -> None:
+    """A worker thread that finishes a chunk after the partial array was removed (an error,
+    Ctrl-C or SIGTERM in the driving thread) fails instead of creating the folder again."""
+    import shutil
+
+    from slidemask.writers.zarr import _make_below
+
+    root = tmp_path / ".m.zarr.partial-1"
+    root.mkdir()
+    _make_below(str(root), str(root / "c" / "0"))
+    assert (root / "c" / "0").is_dir()
+    shutil.rmtree(root)
+    with pytest.raises(OSError, match="removed while its chunks were being written"):
+        _make_below(str(root), str(root / "c" / "1"))
+    assert not root.exists()

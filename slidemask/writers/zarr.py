@@ -187,10 +187,28 @@ class _ChunkWriter:
             block = full
         data = CHUNK_ENCODER.encode(np.ascontiguousarray(block, dtype=self.dtype))
         path = os.path.join(self.root, "c", *map(str, location))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _make_below(self.root, os.path.dirname(path))
         with open(path, "wb") as fh:
             fh.write(data)
         return np.full(ones, count, dtype=np.int64)
+
+
+def _make_below(root: str, folder: str) -> None:
+    """Create ``folder`` and its parents up to ``root``, which must exist: a chunk finished
+    by a worker thread after its write was abandoned (an error, Ctrl-C, SIGTERM) and the
+    partial array removed must not create the array's folder again."""
+    if os.path.isdir(folder):
+        return
+    parts = os.path.relpath(folder, root).split(os.sep)
+    current = root
+    for part in parts:
+        current = os.path.join(current, part)
+        try:
+            os.mkdir(current)
+        except FileExistsError:
+            pass
+        except FileNotFoundError as exc:
+            raise OSError(f"{root}: removed while its chunks were being written") from exc
 
 
 class StoredArray:
