@@ -108,6 +108,8 @@ def test_auto_prefers_tifffile_for_tiff_and_openslide_for_dicom() -> None:
     assert dicom.mpp == pytest.approx(0.499)  # from the DICOM pixel spacing
     assert dicom.levels[0].shape == (50, 50, 3)
     assert dicom.levels[0].dtype == np.uint8
+    # the transfer syntax by name, its UID beside it
+    assert dicom.compression == "none (explicit VR little endian) (1.2.840.10008.1.2.1)"
 
 
 def test_dicom_instance_set_and_folder_open_as_one_slide(tmp_path: Path) -> None:

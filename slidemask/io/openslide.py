@@ -414,11 +414,30 @@ def _properties(properties: Any, vendor: str) -> dict[str, Any]:
     return props
 
 
+_TRANSFER_SYNTAXES = {
+    "1.2.840.10008.1.2": "none (implicit VR little endian)",
+    "1.2.840.10008.1.2.1": "none (explicit VR little endian)",
+    "1.2.840.10008.1.2.4.50": "JPEG (baseline)",
+    "1.2.840.10008.1.2.4.51": "JPEG (extended)",
+    "1.2.840.10008.1.2.4.57": "JPEG lossless",
+    "1.2.840.10008.1.2.4.70": "JPEG lossless",
+    "1.2.840.10008.1.2.4.80": "JPEG-LS lossless",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS",
+    "1.2.840.10008.1.2.4.90": "JPEG 2000 lossless",
+    "1.2.840.10008.1.2.4.91": "JPEG 2000",
+    "1.2.840.10008.1.2.5": "RLE lossless",
+}
+"""Names of the DICOM transfer syntaxes whole-slide images use (DICOM PS3.5, section 10)."""
+
+
 def _compression(properties: Any, vendor: str) -> str:
-    for key in ("tiff.Compression", "dicom.TransferSyntaxUID"):
-        value = properties.get(key)
-        if value:
-            return str(value)
+    tiff = properties.get("tiff.Compression")
+    if tiff:
+        return str(tiff)
+    uid = properties.get("dicom.TransferSyntaxUID")
+    if uid:
+        name = _TRANSFER_SYNTAXES.get(str(uid))
+        return f"{name} ({uid})" if name else str(uid)
     return "unknown" if vendor != "mirax" else "JPEG"
 
 
