@@ -149,8 +149,10 @@ def class_map_of(mask_output: str | os.PathLike[str]) -> da.Array:
 
     from slidemask.errors import SlidemaskError
     from slidemask.inputs import extra_paths_for
+    from slidemask.writers.ome_zarr import CLASS_LABELS_NAME
 
-    labels = extra_paths_for(mask_output, ["ome_zarr"])["ome_zarr"] / "labels" / "classes" / "0"
+    labels = (extra_paths_for(mask_output, ["ome_zarr"])["ome_zarr"] / "labels"
+              / CLASS_LABELS_NAME / "0")
     try:
         array = zarr.open_array(str(labels), mode="r")
     except (FileNotFoundError, zarr.errors.BaseZarrError) as exc:
