@@ -547,10 +547,13 @@ def _staged(built: _Built, config: Config, folder: Path) -> _Built:
     write_zarr(bits, path, attrs={"provenance": built.provenance})
     stored = read_mask(path)
     provenance = read_attrs(path)["provenance"]
-    unpacked = {
-        name: ((stored >> dtype.type(i)) & dtype.type(1)).astype(bool)
-        for i, name in enumerate(names)
-    }
+    def unpacked() -> dict[str, da.Array]:
+        return {
+            name: ((stored >> dtype.type(i)) & dtype.type(1)).astype(bool)
+            for i, name in enumerate(names)
+        }
+
+    masks = built.masks
     if len(names) <= MAX_PACKED_MASKS:
         # the output mask, the class map and the tissue as one table lookup per pixel of the
         # packed bits (slidemask.ops.packed), instead of unpacking and combining every mask
@@ -563,13 +566,14 @@ def _staged(built: _Built, config: Config, folder: Path) -> _Built:
         tissue = (lookup_bits(stored, bits_table(names, chosen["tissue"]))
                   if "tissue" in chosen else None)
     else:
-        mask = config.expression.evaluate(unpacked)
-        classes, tissue = _classes_of(config, unpacked)
+        masks = unpacked()
+        mask = config.expression.evaluate(masks)
+        classes, tissue = _classes_of(config, masks)
     if mask.chunks != built.mask.chunks:
         mask = rechunk(mask, built.mask.chunks)
     if classes.chunks != mask.chunks:
         classes = rechunk(classes, mask.chunks)
-    return replace(built, mask=mask, masks=unpacked, classes=classes, tissue=tissue,
+    return replace(built, mask=mask, masks=masks, classes=classes, tissue=tissue,
                    provenance=provenance)
 
 
@@ -713,9 +717,12 @@ def _write_with_extras(
     built: dict[str, Path] = {key: folder / final.name for key, final in finals.items()}
     components: int | None = None
     # A mask's preview (mostly PNG encoding, which releases the GIL) is drawn in a thread
-    # beside the remaining work, from the stored mask; a class map's after its other writers.
+    # beside the remaining work, from the stored mask. A class map's labels and preview are
+    # written in that thread while this one traces its GeoJSON (Python and shapely, holding
+    # the GIL most of the time, where the others mostly encode and compress without it).
     with ThreadPoolExecutor(max_workers=1) as pool:
         preview = None
+        beside: list[Any] = []
 
         def start_preview(source: da.Array) -> Any:
             return pool.submit(
@@ -732,11 +739,22 @@ def _write_with_extras(
         if "preview" in built and labels is None:
             preview = start_preview(stored)
         if "ome_zarr" in built:
-            write_ome_labels(
+            write_labels = partial(
+                write_ome_labels,
                 stored, built["ome_zarr"], mpp=provenance["mpp"], name=name,
                 source_image_path=slide.path, attrs={"provenance": provenance},
                 classes=labels,
             )
+            if labels is None:
+                write_labels()
+            else:
+                beside.append(pool.submit(write_labels))
+        if "preview" in built and labels is not None:
+            beside.append(pool.submit(
+                write_class_preview, slide, labels.image, built["preview"],
+                values=labels.values, mask_downsample=float(provenance["downsample"]),
+                areas=areas,
+            ))
         if "geojson" in built and labels is not None and areas is not None:
             present = {n: v for n, v in labels.values.items() if areas[n]["pixels"]}
             write_class_geojson(  # classes without a pixel need no tracing
@@ -748,24 +766,14 @@ def _write_with_extras(
                 stored, built["geojson"], downsample=float(provenance["downsample"]),
                 classification=qupath_name(name),
             )
-        if "preview" in built and labels is not None:
-            # drawn once the class map's other writers are done, in this thread: they hold the
-            # class map, the mask and their pyramids in memory, and the preview's thumbnail
-            # and canvas then reuse that memory. Beside them in the pool's thread (another
-            # malloc arena) QC on a 50000² slide peaked at 208-223 MiB, here at 194-210 (four
-            # alternating runs each), in the same time
-            write_class_preview(
-                slide, labels.image, built["preview"], values=labels.values,
-                mask_downsample=float(provenance["downsample"]), areas=areas,
-            )
         if (
             components is None and "summary" in built
             and stored.size <= COMPONENT_COUNT_MAX_PIXELS
         ):
             (table,) = staged.compute(label_stats(stored))
             components = len(table)
-        if preview is not None:
-            preview.result()  # raises what the preview raised
+        for future in [*beside, *([preview] if preview is not None else [])]:
+            future.result()  # raises what the writer raised
     summary = _summary(stats, provenance, components)
     if areas is not None:
         summary["classes"] = areas
