@@ -66,6 +66,7 @@ from slidemask.writers.zarr import (
     is_complete,
     other_slide,
     read_attrs,
+    slide_changed,
     stored_config_hash,
     stored_stats,
 )
@@ -410,7 +411,8 @@ def _slide_task(
     """
     digest = config_hash(config)
     if (not overwrite and stored_config_hash(output) == digest
-            and other_slide(Path(output), Path(path)) is None):
+            and other_slide(Path(output), Path(path)) is None
+            and slide_changed(Path(output), Path(path)) is None):
         stats = _done_stats(Path(output), digest, config.tiles)
         if stats is not None:
             return SlideResult(path=Path(path), output=Path(output), status="done",
@@ -497,6 +499,10 @@ def _plan(
                 "--overwrite to replace it"
             )
         if not overwrite and stored_config_hash(output) == digest:
+            changed = slide_changed(output, path)
+            if changed:  # replaced or rewritten since: its mask is stale
+                log.info("redoing %s: %s", output, changed)
+                return _Plan(path, output, "run", overwrite=True)
             missing = [p.name for p in extra_paths_for(output, extras).values()
                        if not p.exists() and not p.is_symlink()]
             if missing:  # deleted since: the slide is redone, the mask stays until then

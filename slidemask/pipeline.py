@@ -103,8 +103,10 @@ from slidemask.writers.summary import (
     write_summary_json,
 )
 from slidemask.writers.zarr import (
+    file_version,
     read_attrs,
     read_mask,
+    slide_changed,
     stored_config_hash,
     write_zarr,
 )
@@ -166,7 +168,10 @@ def build_mask(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
         computed there and moved onto this grid (:func:`slidemask.ops.resample.resample_mask`:
         block maximum when finer) before ``output`` combines it.
     provenance : dict
-        Source slide, ``level``, ``factor``, µm per mask pixel (``mpp``, None when unknown),
+        Source slide (``source``: path, name, vendor, level-0 shape, µm per pixel, and for a
+        local file its ``version``, size and modification time:
+        :func:`slidemask.writers.zarr.file_version`), ``level``, ``factor``, µm per mask
+        pixel (``mpp``, None when unknown),
         ``downsample`` (level-0 pixels per mask pixel), the masks' steps with their parameters,
         ``thresholds`` (per threshold step ``"<mask>[<index>]"``, the bounds used, an Otsu
         value as a lazy 0-d dask array here), ``backgrounds`` (only when a step estimates
@@ -510,6 +515,7 @@ def _build_all(slide: Slide, config: Config) -> _Built:
             "vendor": slide.vendor,
             "level0_shape": list(slide.levels[0].shape[:2]),
             "mpp": slide.mpp,
+            **({"version": version} if (version := file_version(slide.path)) else {}),
         },
         **resolution.to_dict(),  # level, factor, mpp, downsample
         "resolution": canonical["resolution"],
@@ -875,7 +881,9 @@ def run_slide(
         slide = open_slide(path, chunk_size=config.chunk_size)
         if slide.mpp is None and config.default_mpp is not None:
             slide = dataclasses.replace(slide, mpp=config.default_mpp)  # the config's guess
-        if config.tiles is not None and not overwrite and stored_config_hash(target) == digest:
+        if (config.tiles is not None and not overwrite
+                and stored_config_hash(target) == digest
+                and slide_changed(target, path) is None):
             # the mask is complete with this config (a batch resumes): only its tiles are due
             provenance = read_attrs(target)["provenance"]
             only = write_slide_tiles(target, config.tiles, slide=slide, config_hash=digest)

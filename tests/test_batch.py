@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tifffile
 
@@ -27,7 +28,7 @@ from slidemask.config import config_from_yaml, config_hash, load_config
 from slidemask.errors import ConfigError
 from slidemask.io.synthetic import write_synthetic_slide
 from slidemask.report import SlideResult
-from slidemask.writers.zarr import ATTRS_KEY, is_complete, partial_outputs, read_attrs
+from slidemask.writers.zarr import ATTRS_KEY, is_complete, partial_outputs, read_attrs, read_mask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -198,6 +199,42 @@ def test_resume_skips_complete_outputs_with_the_same_config(
     assert changed["config_hash"] == new_hash != first["config_hash"]
     assert all(read_attrs(p)["provenance"]["config_hash"] == new_hash for p in out.glob("*.zarr"))
     assert _snapshot(out) != snapshot
+
+
+def test_a_slide_replaced_since_its_mask_was_made_is_made_again(
+    slides: list[Path], tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A complete mask records its slide file's size and modification time: a slide file
+    replaced since is made again, not skipped with the old mask; one that now fails, also with
+    --overwrite (which keeps the old mask until a new one is complete), fails on every rerun
+    instead of being skipped as done."""
+    slide = tmp_path / "in" / "x.ome.tif"
+    slide.parent.mkdir()
+    shutil.copyfile(slides[0], slide)
+    out = tmp_path / "out"
+    argv = ["run", str(config_file), "-i", str(slide), "-o", str(out)]
+    assert main(argv) == 0
+    recorded = read_attrs(out / "x.zarr")["provenance"]["source"]["version"]
+    assert recorded == f"{slide.stat().st_size}-{slide.stat().st_mtime_ns}"
+    assert main(argv) == 0 and _report(out)["counts"]["skipped"] == 1
+
+    shutil.copyfile(slides[1], slide)
+    stat = slide.stat()
+    os.utime(slide, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # whatever the clock
+    assert main(argv) == 0
+    (row,) = _report(out)["slides"]
+    assert row["status"] == "done"
+    expected = tmp_path / "expected"
+    assert main(["run", str(config_file), "-i", str(slides[1]), "-o", str(expected)]) == 0
+    np.testing.assert_array_equal(read_mask(out / "x.zarr").compute(),
+                                  read_mask(expected / f"{slides[1].name[:-8]}.zarr").compute())
+
+    slide.write_bytes(b"not a TIFF any more")
+    for extra in ([], ["--overwrite"], []):
+        capsys.readouterr()
+        assert main([*argv, *extra]) == 1
+        (row,) = _report(out)["slides"]
+        assert row["status"] == "failed" and str(slide) in row["error"]
 
 
 def test_a_slide_named_like_another_is_not_given_its_mask(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import re
 import shutil
@@ -619,6 +620,14 @@ def test_cli_tiles_command(tmp_path: Path, synthetic_slide: Path,
     capsys.readouterr()
     assert main(["tiles", str(config_path), "-i", str(other), "-o", str(out)]) == 1
     assert "was made from another slide" in capsys.readouterr().err
+    # nor from a mask of the slide file as it was before it was replaced
+    stat = synthetic_slide.stat()
+    try:
+        os.utime(synthetic_slide, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        assert main(args) == 1
+        assert "changed since its mask was made" in capsys.readouterr().err
+    finally:
+        os.utime(synthetic_slide, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 @pytest.mark.parametrize("module", ["grid", "fractions", "tiling", "spec", "writers"])

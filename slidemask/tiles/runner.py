@@ -197,7 +197,12 @@ def tile_slides(
     """
     from slidemask.inputs import expand_inputs, output_paths
     from slidemask.report import SlideResult
-    from slidemask.writers.zarr import is_complete, other_slide, stored_config_hash
+    from slidemask.writers.zarr import (
+        is_complete,
+        other_slide,
+        slide_changed,
+        stored_config_hash,
+    )
 
     slides = expand_inputs(inputs)
     masks = output_paths(slides, Path(os.path.abspath(output_dir)))
@@ -214,6 +219,12 @@ def tile_slides(
         other = other_slide(mask, slide)
         if other is not None:
             reason = f"{slide}: the mask at {mask} was made from another slide, {other}"
+            log.error("%s", reason)
+            results.append(SlideResult(path=slide, output=mask, status="failed", error=reason))
+            continue
+        changed = slide_changed(mask, slide)
+        if changed is not None:
+            reason = f"{changed}; make its mask again first (`slidemask run`)"
             log.error("%s", reason)
             results.append(SlideResult(path=slide, output=mask, status="failed", error=reason))
             continue

@@ -41,6 +41,7 @@ import copy
 import itertools
 import json
 import os
+import stat
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -662,6 +663,67 @@ def other_slide(path: str | os.PathLike[str], slide: str | os.PathLike[str]) -> 
     if stored is None or os.path.normpath(stored) == os.path.normpath(os.fspath(slide)):
         return None
     return stored
+
+
+def file_version(path: str | os.PathLike[str]) -> str | None:
+    """A local slide file's size and modification time as text, ``"<bytes>-<mtime in ns>"``;
+    None for a URL, a folder (a DICOM slide) or a file that cannot be read.
+
+    :func:`slidemask.build_mask` records it as ``provenance["source"]["version"]``, and a run
+    that would skip a slide because its output is complete compares it first
+    (:func:`slide_changed`). A copy that does not keep modification times (``cp`` without
+    ``-p``) counts as changed: the slide is then made again, never skipped with a stale mask.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "s.svs")
+    >>> with open(path, "wb") as fh:
+    ...     _ = fh.write(b"12345")
+    >>> file_version(path).startswith("5-")
+    True
+    >>> file_version(tmp.name) is None, file_version("s3://bucket/s.svs") is None
+    (True, True)
+    >>> tmp.cleanup()
+    """
+    text = os.fspath(path)
+    if "://" in text:
+        return None
+    try:
+        st = os.stat(text)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def slide_changed(path: str | os.PathLike[str], slide: str | os.PathLike[str]) -> str | None:
+    """Why a complete output is out of date with its slide file, or None when it is not.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An output directory.
+    slide : str or os.PathLike
+        The slide file the output was made from.
+
+    Returns
+    -------
+    str or None
+        A reason (the file's size or modification time differs from what the output
+        records, :func:`file_version`); None when they agree, or the output is incomplete,
+        records no version (older outputs, URLs, DICOM folders), or the file cannot be read.
+    """
+    stored = provenance_text(read_attrs(path), "source", "version") if is_complete(path) \
+        else None
+    current = file_version(slide)
+    if stored is None or current is None or stored == current:
+        return None
+    return (f"{slide} changed since its mask was made (size and modification time "
+            f"{stored.replace('-', ' bytes, ')} ns, now {current.replace('-', ' bytes, ')} ns)")
 
 
 def stored_stats(attrs: dict[str, Any]) -> dict[str, Any]:
