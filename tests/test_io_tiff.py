@@ -237,6 +237,29 @@ def test_a_file_cut_before_its_directory_says_truncated(
     assert "invalid offset" not in captured.err + captured.out
 
 
+@pytest.mark.skipif(not CMU_SMALL.exists(), reason="shared/slides not present")
+def test_a_file_cut_at_its_end_opens_with_a_warning_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SVS missing its last 10 KB still opens (its level 0 is whole) but loses the images
+    whose directories were there: a warning names the file and says so, and tifffile's own
+    line is not printed bare."""
+    data = CMU_SMALL.read_bytes()
+    path = tmp_path / "short.svs"
+    path.write_bytes(data[: len(data) - 10_000])
+    with caplog.at_level("WARNING", logger="slidemask"):
+        slide = open_slide(path)
+    assert slide.levels[0].shape == open_slide(CMU_SMALL).levels[0].shape
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "slidemask"]
+    assert str(path) in message and "truncated" in message and "invalid page offset" in message
+    captured = capsys.readouterr()
+    assert "invalid page offset" not in captured.err + captured.out
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="slidemask"):
+        open_slide(CMU_SMALL)
+    assert not [r for r in caplog.records if r.name == "slidemask"]
+
+
 def test_truncated_to_header_only(tmp_path: Path) -> None:
     path = tmp_path / "tiny.tif"
     tifffile.imwrite(path, np.zeros((64, 64, 3), np.uint8), photometric="rgb", tile=(16, 16))

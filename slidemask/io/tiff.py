@@ -619,8 +619,24 @@ class _TiffWarnings(logging.Filter):
             self._local.caught = previous
 
 
+log = logging.getLogger("slidemask")
+
 _TIFF_WARNINGS = _TiffWarnings()
 logging.getLogger("tifffile").addFilter(_TIFF_WARNINGS)
+
+
+def _warn_damaged(path: str, caught: list[str]) -> None:
+    """Log what tifffile found wrong in a file that still opened (a file cut short loses the
+    pyramid levels or images whose directories were at its end), naming the file."""
+    if not caught:
+        return
+    size = ""
+    with contextlib.suppress(OSError):
+        size = f" ({os.path.getsize(path)} bytes)"
+    log.warning(
+        "%s%s may be truncated or damaged, levels or images may be missing (tifffile: %s); "
+        "copy it again", _shown(path), size, "; ".join(dict.fromkeys(caught)),
+    )
 
 
 def _no_series_reason(path: str, caught: list[str]) -> str:
@@ -1163,7 +1179,10 @@ def open_slide(
             has_series = bool(tf.series)
         if not has_series:
             raise SlideError(path_str, _no_series_reason(path_str, caught + parsing))
-        series = tf.series[0]
+        with _TIFF_WARNINGS.catch() as listing:
+            series = tf.series[0]
+            series_levels = list(series.levels)
+        _warn_damaged(path_str, caught + parsing + listing)
         vendor = vendor_of(tf)
         if backend == "auto" and vendor in _OPENSLIDE_VENDORS and _openslide_reads(path_str):
             from slidemask.io.openslide import open_openslide
@@ -1185,7 +1204,7 @@ def open_slide(
         readers: list[LevelReader] = []
         shapes: list[tuple[int, int, int]] = []
         geometries: list[LevelGeometry] = []
-        for index, lv in enumerate(series.levels):
+        for index, lv in enumerate(series_levels):
             geometry, _ = _describe_level(path_str, tf, lv, index)
             geometries.append(geometry)
             shapes.append(geometry.shape)
