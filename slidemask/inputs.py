@@ -96,7 +96,9 @@ def expand_inputs(
         Each item is tried in this order:
 
         * an existing **directory**: its slide files (:data:`SLIDE_SUFFIXES`, hidden files
-          skipped), sorted by path; sub-directories only when ``recursive`` is true;
+          skipped), sorted by path; sub-directories only when ``recursive`` is true. Entries
+          named like slides that are not files (a link to a missing file; without
+          ``recursive``, a folder) are kept too, so that the run reports them as failed;
         * an existing **manifest** (:data:`MANIFEST_SUFFIXES`): ``.txt``/``.lst`` list one path
           per line (blank lines and lines starting with ``#`` ignored), ``.csv`` has a column
           named ``path``; relative entries are relative to the manifest's folder and entries are
@@ -248,8 +250,10 @@ def _scan_directory(directory: Path, item: str, *, recursive: bool) -> list[Path
         p for p in walker
         if not p.name.startswith(".")
         and (
-            (is_slide_file(p.name) and p.is_file())
-            or (p.is_dir() and is_dicom_folder(p))  # a DICOM WSI folder is one slide
+            (p.is_dir() and is_dicom_folder(p))  # a DICOM WSI folder is one slide
+            # a slide's name on what is not a file (a link to a missing file; without
+            # recursive, a folder): kept, so the run reports it instead of dropping it
+            or (is_slide_file(p.name) and not (recursive and p.is_dir()))
         )
     )
     for folder in found:

@@ -237,6 +237,23 @@ def test_a_slide_replaced_since_its_mask_was_made_is_made_again(
         assert row["status"] == "failed" and str(slide) in row["error"]
 
 
+def test_a_folder_reports_links_to_missing_slides_and_slide_named_folders(
+    slides: list[Path], tmp_path: Path, config_file: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copyfile(slides[0], folder / "a.ome.tif")
+    (folder / "gone.svs").symlink_to(tmp_path / "nowhere.svs")
+    (folder / "odd.tif").mkdir()
+    out = tmp_path / "out"
+    assert main(["run", str(config_file), "-i", str(folder), "-o", str(out), "-q"]) == 1
+    rows = {Path(r["path"]).name: r for r in _report(out)["slides"]}
+    assert rows["a.ome.tif"]["status"] == "done"
+    for name in ("gone.svs", "odd.tif"):
+        assert rows[name]["status"] == "failed" and name in rows[name]["error"]
+    assert sorted(p.name for p in out.glob("*.zarr")) == ["a.zarr"]
+
+
 def test_a_slide_named_like_another_is_not_given_its_mask(
     slides: list[Path], tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -57,6 +57,17 @@ def test_directory_recursive(tree: Path):
     ]
 
 
+def test_directory_keeps_slide_names_that_are_not_files(tree: Path):
+    """A link to a missing slide, and (without recursive) a folder named like a slide, are
+    kept so that the run reports them as failed instead of dropping them silently."""
+    (tree / "slides" / "gone.svs").symlink_to(tree / "nowhere.svs")
+    (tree / "slides" / "odd.tif").mkdir()
+    got = expand_inputs([tree / "slides"])
+    assert [p.name for p in got] == ["a.ome.tif", "b.svs", "c.NDPI", "gone.svs", "odd.tif"]
+    recursive = [p.name for p in expand_inputs([tree / "slides"], recursive=True)]
+    assert "gone.svs" in recursive and "odd.tif" not in recursive
+
+
 def test_empty_directory_raises_naming_it(tree: Path):
     with pytest.raises(ConfigError, match="empty"):
         expand_inputs([tree / "empty"])
