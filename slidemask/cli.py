@@ -479,6 +479,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         slide = open_slide(args.slide)
     except SlidemaskError as exc:
         _error(str(exc))
+        log.debug("traceback for %s", args.slide, exc_info=True)  # shown with -v
         return EXIT_FAILED
     info = slide.info()
     if args.json:

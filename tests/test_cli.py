@@ -170,6 +170,16 @@ def test_help_states_units(capsys) -> None:
     assert "pixels" in capsys.readouterr().out
 
 
+def test_info_shows_the_traceback_of_a_failure_with_v_only(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "text.svs"
+    bad.write_text("not a slide")
+    assert main(["info", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "text.svs: not a TIFF" in err and "Traceback" not in err
+    assert main(["info", "-v", str(bad)]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
 def test_info_table_and_json(synthetic_slide: Path, capsys) -> None:
     assert main(["info", str(synthetic_slide)]) == 0
     text = capsys.readouterr().out
