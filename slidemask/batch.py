@@ -667,14 +667,14 @@ def run_batch(
     if is_remote_run(inputs, output_dir):  # object storage: no rename; the marker goes last
         return run_remote_batch(inputs, config, output_dir, overwrite=overwrite,
                                 execution=execution, progress=progress)
-    slides = expand_inputs(inputs)
+    slides, found_nothing = _expand(inputs)
     if not slides:
         raise ConfigError("no input slides")
     out_dir = Path(os.path.abspath(output_dir))
     _check_output_folder(out_dir, output_dir)
     outputs = output_paths(slides, out_dir)
     digest = config_hash(config)
-    total = len(slides)
+    total = len(slides) + len(found_nothing)
     progress.begin(total, out_dir, digest)
 
     results: list[SlideResult | None] = [None] * total
@@ -688,6 +688,11 @@ def run_batch(
 
     plans = [_plan(slide, outputs[slide], digest, overwrite, config.tiles, config.outputs.extras)
              for slide in slides]
+    for item, reason in found_nothing:  # reported as failed, among the slides that run
+        log.error("%s", reason)
+        path = Path(os.path.abspath(os.path.expanduser(item)))
+        plans.append(_Plan(path, out_dir, "known", result=SlideResult(
+            path=path, output=None, status="failed", error=reason, config_hash=digest)))
     to_run = [i for i, plan in enumerate(plans) if plan.action == "run"]
     for i, plan in enumerate(plans):
         if plan.result is not None:
@@ -710,6 +715,29 @@ def run_batch(
     final = _finish_report(results, plans, digest, out_dir, started_at, extra, None)
     progress.end(final, out_dir / REPORT_JSON)
     return final
+
+
+def _expand(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The slides of ``inputs`` (:func:`slidemask.inputs.expand_inputs`), and among several
+    inputs, each one that finds none (a folder without slide files, a pattern that matches
+    none) with the reason: it fails on its own, and the other inputs' slides still run. With
+    one input, or when no input finds a slide, the ``ConfigError`` is raised."""
+    if len(inputs) < 2:
+        return expand_inputs(inputs), []
+    slides: list[Path] = []
+    seen: set[Path] = set()
+    found_nothing: list[tuple[str, str]] = []
+    for item in inputs:
+        try:
+            found = expand_inputs([item])
+        except ConfigError as exc:
+            found_nothing.append((os.fspath(item), str(exc)))
+            continue
+        slides += [slide for slide in found if slide not in seen]
+        seen.update(found)
+    if not slides and found_nothing:
+        raise ConfigError(found_nothing[0][1])
+    return slides, found_nothing
 
 
 def _execute(

@@ -254,6 +254,23 @@ def test_a_folder_reports_links_to_missing_slides_and_slide_named_folders(
     assert sorted(p.name for p in out.glob("*.zarr")) == ["a.zarr"]
 
 
+def test_an_input_that_finds_no_slide_fails_alone_among_others(
+    slides: list[Path], tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    argv = ["run", str(config_file), "-o", str(out), "-q", "-i", str(slides[0]), str(empty),
+            str(tmp_path / "none-*.svs")]
+    assert main(argv) == 1
+    rows = _report(out)["slides"]
+    assert [r["status"] for r in rows] == ["done", "failed", "failed"]
+    assert "holds no slide files" in rows[1]["error"] and str(empty) in rows[1]["error"]
+    assert "none-*.svs" in rows[2]["error"]
+    # alone, it is a usage error, as before
+    assert main(["run", str(config_file), "-o", str(out), "-i", str(empty)]) == 2
+
+
 def test_a_slide_named_like_another_is_not_given_its_mask(
     slides: list[Path], tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
