@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import shutil
 from pathlib import Path
@@ -222,3 +223,25 @@ def test_direct_and_image_reads_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backend, "_direct_reads", lambda: False)
     through_image = open_slide(path, backend="openslide", chunk_size=100).levels[0].compute()
     np.testing.assert_array_equal(direct, through_image)
+
+
+def test_a_dicom_folder_with_two_series_names_the_instances_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenSlide reads one series of a DICOM folder: instances of another series (another
+    slide) are named in a warning instead of being dropped silently."""
+    # the CLI's tests may have set the package logger not to propagate (to caplog's handler)
+    monkeypatch.setattr(logging.getLogger("slidemask"), "propagate", True)
+    names = ("boxes_0.dcm", "boxes_1.dcm", "sm_image.dcm")
+    for name in names:
+        shutil.copyfile(_need(FORMATS / name), tmp_path / name)
+    with caplog.at_level("WARNING", logger="slidemask"):
+        slide = open_slide(tmp_path)
+    assert slide.levels[0].shape == open_slide(FORMATS / "boxes_0.dcm").levels[0].shape
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "slidemask"]
+    assert str(tmp_path) in message and "sm_image.dcm" in message and "boxes" not in message
+    (tmp_path / "sm_image.dcm").unlink()  # one series: nothing to say
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="slidemask"):
+        open_slide(tmp_path)
+    assert not [r for r in caplog.records if r.name == "slidemask"]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import math
 import os
 import sys
@@ -56,6 +57,8 @@ from slidemask.io.tiff import (
     level_chunks,
     slide_name,
 )
+
+log = logging.getLogger("slidemask")
 
 __all__ = [
     "DICOM_SUFFIX",
@@ -111,6 +114,36 @@ def dicom_instances(path: str | os.PathLike[str]) -> list[str]:
         str(c.absolute()) for c in p.iterdir()
         if c.name.lower().endswith(DICOM_SUFFIX) and not c.name.startswith(".") and c.is_file()
     )
+
+
+def series_of(file: str) -> str | None:
+    """The SeriesInstanceUID of a DICOM instance (its header only), None when unreadable."""
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(file, stop_before_pixels=True,
+                                 specific_tags=[pydicom.tag.Tag(0x0020, 0x000E)])
+    except Exception:  # noqa: BLE001 - an unreadable instance is OpenSlide's to report
+        return None
+    uid = header.get("SeriesInstanceUID")
+    return str(uid) if uid else None
+
+
+def _warn_other_series(folder: str, opened: str | None) -> None:
+    """Log the instances of a DICOM folder that belong to another series than the slide
+    OpenSlide opened (it reads one series; the others are other slides)."""
+    instances = dicom_instances(folder)
+    if opened is None or len(instances) < 2:
+        return
+    others = [os.path.basename(f) for f in instances if series_of(f) not in (opened, None)]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5
+                                         else "")
+        log.warning(
+            "%s: holds DICOM instances of more than one series; series %s is read as the "
+            "slide, these instances of other series are not read: %s (give each series a "
+            "folder of its own)", folder, opened, shown,
+        )
 
 
 def detect_format(path: str) -> str | None:
@@ -481,6 +514,9 @@ def open_openslide(
     osr = _open(file)
     try:
         props = osr.properties
+        if isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
+            _warn_other_series(os.path.abspath(os.fspath(path)),
+                               props.get("dicom.SeriesInstanceUID"))
         vendor = str(props.get("openslide.vendor") or detect_format(file) or "unknown")
         levels: list[da.Array] = []
         readers: list[LevelReader] = []
