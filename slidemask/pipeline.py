@@ -164,9 +164,13 @@ def build_mask(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
     mask : dask.array.Array
         ``(rows, cols)`` bool in the pixels of the working resolution: the configured level,
         or for ``mpp``/``downsample`` the nearest finer level area-averaged by an integer
-        ``factor`` (:func:`working_resolution`). A mask with its own ``resolution:`` is
-        computed there and moved onto this grid (:func:`slidemask.ops.resample.resample_mask`:
-        block maximum when finer) before ``output`` combines it.
+        ``factor`` (:func:`working_resolution`): ``level rows // factor`` by ``level cols //
+        factor`` pixels, so the last ``rows % factor`` rows and ``cols % factor`` columns of
+        the level, which do not fill a mask pixel, are left out (mask pixel ``(i, j)`` covers
+        level pixels ``[i f, (i + 1) f) x [j f, (j + 1) f)``). A mask with its own
+        ``resolution:`` is computed there and moved onto this grid
+        (:func:`slidemask.ops.resample.resample_mask`: block maximum when finer) before
+        ``output`` combines it.
     provenance : dict
         Source slide (``source``: path, name, vendor, level-0 shape, µm per pixel, and for a
         local file its ``version``, size and modification time:
