@@ -722,8 +722,19 @@ def slide_changed(path: str | os.PathLike[str], slide: str | os.PathLike[str]) -
     current = file_version(slide)
     if stored is None or current is None or stored == current:
         return None
-    return (f"{slide} changed since its mask was made (size and modification time "
-            f"{stored.replace('-', ' bytes, ')} ns, now {current.replace('-', ' bytes, ')} ns)")
+    return f"{slide} changed since its mask was made ({_shown(stored)}; now {_shown(current)})"
+
+
+def _shown(version: str) -> str:
+    """A :func:`file_version` for people: ``"1234 bytes, modified 2026-01-31 12:00:00.000 UTC"``."""
+    import datetime
+
+    size, _, mtime = version.partition("-")
+    try:
+        when = datetime.datetime.fromtimestamp(int(mtime) / 1e9, datetime.UTC)
+    except (ValueError, OverflowError, OSError):
+        return version
+    return f"{size} bytes, modified {when:%Y-%m-%d %H:%M:%S.%f}"[:-3] + " UTC"
 
 
 def stored_stats(attrs: dict[str, Any]) -> dict[str, Any]:
