@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
         remove_small_objects,
     )
     from slidemask.ops.density import background_estimate, optical_density, white_balance
-    from slidemask.ops.holes import contour_fill, fill_holes, keep_largest_holes
+    from slidemask.ops.holes import contour_fill, fill_holes, holes, keep_largest_holes
     from slidemask.ops.local import (
         binary_closing,
         binary_dilation,
@@ -100,7 +100,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
         "remove_small_objects",
     ),
     "slidemask.ops.density": ("background_estimate", "optical_density", "white_balance"),
-    "slidemask.ops.holes": ("contour_fill", "fill_holes", "keep_largest_holes"),
+    "slidemask.ops.holes": ("contour_fill", "fill_holes", "holes", "keep_largest_holes"),
     "slidemask.ops.local": (
         "binary_closing",
         "binary_dilation",
@@ -164,6 +164,7 @@ __all__ = [
     "downsample_mean",
     "fill_holes",
     "flat",
+    "holes",
     "hsv_range",
     "image_at",
     "is_complete",

@@ -31,7 +31,7 @@ from slidemask.ops.components import (
     label_with_stats,
     remove_small_objects,
 )
-from slidemask.ops.holes import fill_holes, keep_largest_holes
+from slidemask.ops.holes import fill_holes, holes, keep_largest_holes
 
 
 @pytest.fixture(autouse=True)
@@ -299,6 +299,15 @@ def test_fill_holes_matches_scipy(data):
     out = fill_holes(d)
     assert out.dtype == bool and out.chunks == d.chunks
     np.testing.assert_array_equal(out.compute(), ndi.binary_fill_holes(m))
+
+
+@SETTINGS
+@given(masks())
+def test_holes_match_scipy(data):
+    m, d = data
+    out = holes(d)
+    assert out.dtype == bool and out.shape == m.shape
+    np.testing.assert_array_equal(out.compute(), ndi.binary_fill_holes(m) & ~m)
 
 
 @SETTINGS

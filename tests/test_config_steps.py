@@ -268,7 +268,7 @@ def test_micrometres_become_pixels() -> None:
 
 def test_registry_scopes() -> None:
     global_steps = {n for n, s in STEPS.items() if s.scope == "global"}
-    assert global_steps == {"fill_holes", "contour_fill", "remove_small_objects",
+    assert global_steps == {"fill_holes", "contour_fill", "holes", "remove_small_objects",
                             "keep_largest", "keep_largest_holes", "optical_density",
                             "touching_edge", "white_balance"}
     assert STEPS["square_opening"].scope == STEPS["mean_blur"].scope == "neighbourhood"

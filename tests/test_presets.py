@@ -115,7 +115,8 @@ def pathml_reference(rgb: np.ndarray, config: Config, mpp: float | None) -> np.n
     closing = _params(config, "tissue", "square_closing")["size"]
     assert opening == closing == 19  # PathML: morph_k_size 7, morph_n_iter 3
     min_region = _params(config, "tissue", "remove_small_objects")["min_area"]
-    max_hole = _params(config, "tissue", "fill_holes")["max_hole_area"]
+    # holes are cut out from one pixel more than PathML's max_hole_size
+    max_hole = _params(config, "large_holes", "remove_small_objects")["min_area"] - 1
 
     blurred = cv2.medianBlur(_saturation(rgb), blur)
     _, thresholded = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
@@ -153,7 +154,7 @@ def qupath_reference(rgb: np.ndarray, config: Config, mpp: float | None) -> np.n
     assert mpp is not None
     below = _params(config, "tissue", "threshold")["below"]
     min_area = _params(config, "tissue", "remove_small_objects")["min_area_um2"] / mpp**2
-    max_hole = _params(config, "tissue", "fill_holes")["max_hole_area_um2"] / mpp**2
+    max_hole = _params(config, "large_holes", "remove_small_objects")["min_area_um2"] / mpp**2
 
     w = 1.0 / 3.0
     rgb = rgb.astype(np.float64)
@@ -161,7 +162,16 @@ def qupath_reference(rgb: np.ndarray, config: Config, mpp: float | None) -> np.n
     binary = np.where(_imagej_smooth(grey) < below, 255, 0).astype(np.uint8)
     binary = cv2.medianBlur(binary, 3) > 0  # RankFilters radius 1: 3x3, edges repeated
     out = np.zeros(binary.shape, bool)
-    for region in measure.regionprops(measure.label(binary, connectivity=1)):
+    labels = measure.label(binary, connectivity=1)
+    regions = measure.regionprops(labels)
+    # a region traced marks its whole filled polygon done: a region inside another's hole
+    # (an island) is never traced, and goes with that hole when the hole stays open
+    covered = np.zeros(binary.shape, np.int32)
+    for region in regions:
+        covered[region.slice][region.image_filled & ~region.image] += 1
+    for region in regions:
+        if covered[labels == region.label].any():
+            continue
         if region.area_filled < min_area:
             continue
         filled = region.image_filled
@@ -267,9 +277,10 @@ def _clam_finer(data: dict[str, Any]) -> None:
 
 def _qupath_brighter(data: dict[str, Any]) -> None:
     # QuPath users raise the threshold for pale stains (220-240 in published scripts)
-    for step in data["masks"]["tissue"]:
-        if "threshold" in step:
-            step["threshold"]["below"] = 220
+    for steps in data["masks"].values():
+        for step in steps:
+            if "threshold" in step:
+                step["threshold"]["below"] = 220
 
 
 CASES: list[Any] = [

@@ -439,6 +439,10 @@ class ContourFillParams(StrictModel):
     """``contour_fill(mask)``: no parameters."""
 
 
+class HolesParams(StrictModel):
+    """``holes(mask)``: no parameters."""
+
+
 class GlassParams(StrictModel):
     """The glass colour of a step measured against it: given, or estimated slide-wide.
 

@@ -24,6 +24,7 @@ from slidemask.config.params import (
     FillHolesParams,
     FlatParams,
     GrayParams,
+    HolesParams,
     HsvRangeParams,
     KeepLargestHolesParams,
     KeepLargestParams,
@@ -59,6 +60,7 @@ from slidemask.ops.density import optical_density, white_balance
 from slidemask.ops.holes import (
     contour_fill,
     fill_holes,
+    holes,
     keep_largest_holes,
 )
 from slidemask.ops.local import (
@@ -175,6 +177,8 @@ STEPS: dict[str, StepSpec] = {
     "contour_fill": StepSpec(ContourFillParams, contour_fill, _MASK, "mask",
                              "contour_fill: findContours + drawContours(FILLED) = fill_holes",
                              "global"),
+    "holes": StepSpec(HolesParams, holes, _MASK, "mask",
+                      "holes: the background regions enclosed by the mask", "global"),
     "remove_small_objects": StepSpec(RemoveSmallObjectsParams, remove_small_objects, _MASK,
                                      "mask", "remove_small_objects: drop components smaller "
                                      "than min_area", "global"),

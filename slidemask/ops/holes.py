@@ -17,6 +17,7 @@ import numpy as np
 
 from slidemask.errors import MaskError
 from slidemask.kernels import labels as kl
+from slidemask.ops.chunks import rechunk
 from slidemask.ops.components import (
     ComponentTable,
     LayerMerge,
@@ -29,6 +30,7 @@ from slidemask.ops.components import (
 __all__ = [
     "contour_fill",
     "fill_holes",
+    "holes",
     "fill_holes_plan",
     "keep_largest_holes",
     "keep_largest_holes_plan",
@@ -144,6 +146,59 @@ def fill_holes(mask: da.Array, *, max_hole_area: float | None = None) -> da.Arra
     mask = check_mask(mask, "fill_holes")
     plan = fill_holes_plan(max_hole_area=max_hole_area)
     return mask if plan is None or mask.size == 0 else plan.run(mask)
+
+
+def holes(mask: da.Array) -> da.Array:
+    """The holes of a mask: its background regions enclosed by foreground.
+
+    ``fill_holes(mask) & ~mask``: equal to ``scipy.ndimage.binary_fill_holes(mask) & ~mask``
+    on the whole image, for any chunking. Followed by :func:`fill_holes` (the islands inside
+    each hole filled in) and an area filter, it gives the large holes with everything inside
+    them, which PathML and QuPath cut out of their tissue (``configs/pathml.yaml``).
+
+    Parameters
+    ----------
+    mask : dask.array.Array
+        2-D ``bool`` ``(rows, cols)`` in the pixels of its level (a numpy array is taken as
+        one chunk).
+
+    Returns
+    -------
+    dask.array.Array
+        ``bool``, same shape and chunks (empty chunks, which slicing can leave, merged
+        away); lazy. Memory as :func:`fill_holes`.
+
+    Raises
+    ------
+    MaskError
+        Not a 2-D bool mask.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import holes
+    >>> mask = np.array([[1, 1, 1, 1, 1, 0],
+    ...                  [1, 0, 0, 0, 1, 0],   # a hole with an island in it
+    ...                  [1, 0, 1, 0, 1, 0],   # the right edge's background is no hole
+    ...                  [1, 0, 0, 0, 1, 0],
+    ...                  [1, 1, 1, 1, 1, 0]], dtype=bool)
+    >>> holes(da.from_array(mask, chunks=(2, 3))).compute().astype(int)
+    array([[0, 0, 0, 0, 0, 0],
+           [0, 1, 1, 1, 0, 0],
+           [0, 1, 0, 1, 0, 0],
+           [0, 1, 1, 1, 0, 0],
+           [0, 0, 0, 0, 0, 0]])
+    """
+    mask = check_mask(mask, "holes")
+    if mask.numblocks != (1, 1):
+        # stored once and read back by both uses, so the steps before it are not run twice
+        from slidemask.ops.scratch import stored_reads, stores
+
+        grid, folder = stores(mask, "holes")
+        mask = stored_reads(folder, grid, mask, label="holes")
+    filled = fill_holes(mask)
+    return filled & ~rechunk(mask, filled.chunks)
 
 
 def contour_fill(mask: da.Array) -> da.Array:
