@@ -191,12 +191,6 @@ def holes(mask: da.Array) -> da.Array:
            [0, 0, 0, 0, 0, 0]])
     """
     mask = check_mask(mask, "holes")
-    if mask.numblocks != (1, 1):
-        # stored once and read back by both uses, so the steps before it are not run twice
-        from slidemask.ops.scratch import stored_reads, stores
-
-        grid, folder = stores(mask, "holes")
-        mask = stored_reads(folder, grid, mask, label="holes")
     filled = fill_holes(mask)
     return filled & ~rechunk(mask, filled.chunks)
 
