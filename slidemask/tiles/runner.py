@@ -163,6 +163,22 @@ def class_map_of(mask_output: str | os.PathLike[str]) -> da.Array:
     return da.from_zarr(array)
 
 
+def _unusable_mask(mask: Path, slide: Path) -> str | None:
+    """Why the mask at ``mask`` cannot be tiled for ``slide`` (none yet, another slide's, or
+    made before the slide file changed), or None when it can."""
+    from slidemask.writers.zarr import is_complete, other_slide, slide_changed
+
+    if not is_complete(mask):
+        return f"{slide}: no complete mask at {mask}; run `slidemask run` first"
+    other = other_slide(mask, slide)
+    if other is not None:
+        return f"{slide}: the mask at {mask} was made from another slide, {other}"
+    changed = slide_changed(mask, slide)
+    if changed is not None:
+        return f"{changed}; make its mask again first (`slidemask run`)"
+    return None
+
+
 def tile_slides(
     inputs: Sequence[str | os.PathLike[str]],
     spec: TileSpec,
@@ -197,12 +213,7 @@ def tile_slides(
     """
     from slidemask.inputs import expand_inputs, output_paths
     from slidemask.report import SlideResult
-    from slidemask.writers.zarr import (
-        is_complete,
-        other_slide,
-        slide_changed,
-        stored_config_hash,
-    )
+    from slidemask.writers.zarr import stored_config_hash
 
     slides = expand_inputs(inputs)
     masks = output_paths(slides, Path(os.path.abspath(output_dir)))
@@ -211,20 +222,8 @@ def tile_slides(
         mask = masks[slide]
         started = time.perf_counter()
         digest = stored_config_hash(mask)
-        if not is_complete(mask):
-            reason = f"{slide}: no complete mask at {mask}; run `slidemask run` first"
-            log.error("%s", reason)
-            results.append(SlideResult(path=slide, output=mask, status="failed", error=reason))
-            continue
-        other = other_slide(mask, slide)
-        if other is not None:
-            reason = f"{slide}: the mask at {mask} was made from another slide, {other}"
-            log.error("%s", reason)
-            results.append(SlideResult(path=slide, output=mask, status="failed", error=reason))
-            continue
-        changed = slide_changed(mask, slide)
-        if changed is not None:
-            reason = f"{changed}; make its mask again first (`slidemask run`)"
+        reason = _unusable_mask(mask, slide)
+        if reason is not None:
             log.error("%s", reason)
             results.append(SlideResult(path=slide, output=mask, status="failed", error=reason))
             continue
