@@ -35,6 +35,7 @@ memory) has its task re-run on another worker by the scheduler, up to
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import threading
 import time
@@ -691,6 +692,13 @@ def execution_context(cfg: ExecutionConfig) -> Iterator[Executor]:
                 ) from exc
             description = f"Dask scheduler at {cfg.scheduler}"
         else:
+            submit = "sbatch" if kind == "slurm" else "qsub"
+            if shutil.which(submit) is None:  # else dask-jobqueue fails in a thread and waits
+                raise ConfigError(
+                    f"execution.scheduler: {kind} submits jobs with `{submit}`, which is not "
+                    "on this machine's PATH: run on the cluster's login node, or choose "
+                    "scheduler: threads (or local) here"
+                )
             cluster = _jobqueue_class(cfg)(**jobqueue_kwargs(cfg))
             stack.callback(cluster.close)
             if cfg.workers is not None:

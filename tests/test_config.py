@@ -100,7 +100,7 @@ def test_load_config_names_the_file(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("masks:\n  t:\n    - gray: {}\n    - tresh: {below: 3}\n",
-         "masks.t[1].tresh: unknown step 'tresh'; known steps: gray"),
+         "masks.t[1].tresh: unknown step 'tresh'; did you mean 'threshold'; known steps: gray"),
         ("masks:\n  t:\n    - gray: {}\n      threshold: {below: 3}\n",
          "masks.t[0]: a step is a one-key mapping, got 2 keys"),
         ("masks:\n  t:\n    - threshold: {below: 3}\n",
@@ -382,3 +382,53 @@ def test_color_yaml_is_the_seed_corrected_on_a_real_slide() -> None:
     expected = cv2.inRange(hsv, np.array([110, 50, 50]), np.array([130, 255, 255])) > 0
     np.testing.assert_array_equal(mask.compute(), expected)
     assert expected.any()
+
+
+def test_numbers_with_an_exponent_are_numbers() -> None:
+    """YAML 1.1 reads 1e4 as text; here it is the number, as in YAML 1.2, JSON and Python."""
+    config = config_from_yaml(
+        "resolution: {mpp: 8}\n"
+        "masks:\n  t: [gray, {threshold: {below: 2.2e2}},"
+        " {remove_small_objects: {min_area_um2: 1e4}}]\n"
+    )
+    assert config.masks["t"][1].kwargs()["below"] == 220.0
+    assert config.masks["t"][2].kwargs()["min_area_um2"] == 10000.0
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("masks:\n  t: [gray, {threshold: {below: .nan}}]\n",
+     "masks.t[1].threshold.below: Input should be a finite number or 'otsu' (got nan)"),
+    ("resolution: {mpp: .inf}\nmasks:\n  t: [gray, {threshold: {below: 9}}]\n",
+     "resolution.mpp: Input should be a finite number"),
+    ("masks:\n  t: [gray, {median_blurr: {ksize: 3}}]\n", "did you mean 'median_blur'"),
+    ("mask:\n  t: [gray]\n", "mask: unknown key (allowed: resolution, masks"),
+    ("masks:\n  t: [gray, {threshold: {below: 9}}]\ntiles: {size: 256, min_fracton: 0.5}\n",
+     "tiles.min_fracton: unknown key (allowed: size"),
+])
+def test_the_check_catches_it_before_any_slide(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_yaml(text)
+    assert expected in str(info.value)
+
+
+def test_a_mask_no_output_uses_is_named_in_a_warning(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    # the CLI's tests may have set the package logger not to propagate (to caplog's handler)
+    monkeypatch.setattr(logging.getLogger("slidemask"), "propagate", True)
+    text = ("masks:\n  t: [gray, {threshold: {below: 9}}]\n"
+            "  u: [gray, {threshold: {below: 8}}]\noutput: t\n")
+    with caplog.at_level("WARNING", logger="slidemask"):
+        config_from_yaml(text)
+    assert any("masks u are named by neither output nor classes" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_wrong_precedence_names_the_entries() -> None:
+    text = (Path(__file__).resolve().parents[1] / "configs" / "qc.yaml").read_text()
+    text = text.replace("precedence: [border, pen, fold, bubble, blur, tissue]",
+                        "precedence: [border, pen, fold, bubble, blur, tissue, ink, pen]")
+    with pytest.raises(ConfigError, match="'ink' is not a class; 'pen' is named twice"):
+        config_from_yaml(text)

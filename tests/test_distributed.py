@@ -313,6 +313,18 @@ exit 0
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(shutil.which("setsid") is None, reason="needs setsid (util-linux)")
+@pytest.mark.parametrize(("scheduler", "command"), [("slurm", "sbatch"), ("pbs", "qsub")])
+def test_a_cluster_scheduler_without_its_submit_command_is_a_usage_error(
+    scheduler: str, command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off the cluster, dask-jobqueue fails inside a thread and the run waits: refused first."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no qsub
+    cfg = ExecutionConfig(scheduler=scheduler, cores=2, memory="2GiB", walltime="00:10:00")
+    with pytest.raises(ConfigError, match=f"execution.scheduler: .*`{command}`.*not on"):
+        with execution_context(cfg):
+            pass
+
+
 def test_slurm_run_with_a_stand_in_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # The real SLURM code path (cluster, scale, job script, worker resources) with sbatch
     # replaced by a script that runs the job on this machine.

@@ -13,18 +13,24 @@ green pen ink), and :func:`default_config` its validated form.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from slidemask.config.expression import parse_expression
 from slidemask.config.models import Classes, Config, MaskSpec, Outputs, Resolution
 from slidemask.config.steps import STEPS
 from slidemask.distributed import ExecutionConfig
 from slidemask.errors import ConfigError
+
+log = logging.getLogger("slidemask")
 
 __all__ = [
     "DEFAULT_CONFIG_YAML",
@@ -62,6 +68,14 @@ _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
 )
 
+# YAML 1.1 (PyYAML) reads 1e4 and 1.5e3 as text: its floats need a dot and a signed exponent.
+# Numbers written as in YAML 1.2, Python and JSON are numbers here too.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
 
 def _location(loc: tuple[Any, ...]) -> str:
     out = ""
@@ -84,6 +98,10 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
         return list(ExecutionConfig.model_fields)
     if loc[0] == "classes" and len(loc) == 2:
         return list(Classes.model_fields)
+    if loc[0] == "tiles" and len(loc) == 2:
+        from slidemask.tiles.spec import TileSpec
+
+        return list(TileSpec.model_fields)
     if loc[0] == "masks" and len(loc) == 3:
         return list(MaskSpec.model_fields)
     if loc[0] == "masks" and len(loc) == 4 and loc[2] == "resolution":
@@ -109,16 +127,24 @@ def _step_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return loc
 
 
+def _did_you_mean(name: Any, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the known name closest to a misspelled ``name``."""
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}" if close else ""
+
+
 def _describe(error: Mapping[str, Any]) -> str:
     loc = _without_union_tags(tuple(error.get("loc", ())))
     kind = error.get("type", "")
     if kind == "extra_forbidden":
         step = _step_path(loc)
         if step[:1] == ("masks",) and len(step) == 4 and isinstance(step[2], int):
-            return f"{_location(loc)}: unknown step {loc[-1]!r}; known steps: " + ", ".join(STEPS)
+            return (f"{_location(loc)}: unknown step {loc[-1]!r}{_did_you_mean(loc[-1], STEPS)}; "
+                    "known steps: " + ", ".join(STEPS))
         allowed = _allowed_keys(loc)
         extra = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        return f"{_location(loc)}: unknown key{extra}"
+        hint = _did_you_mean(loc[-1], allowed or [])
+        return f"{_location(loc)}: unknown key{extra}{hint}"
     if loc[-1:] == ("[key]",) and loc[:1] == ("masks",):
         return (
             f"{_location(loc[:-1])}: mask names are identifiers (letters, digits and _, not "
@@ -181,7 +207,7 @@ def parse_config(data: Any, *, source: str = "<config>") -> Config:
             f"{type(data).__name__}"
         )
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
         if any(tuple(e.get("loc", ())) == ("masks",) for e in errors):
@@ -189,6 +215,15 @@ def parse_config(data: Any, *, source: str = "<config>") -> Config:
             errors = [e for e in errors if tuple(e.get("loc", ())) != ("output",)]
         lines = list(dict.fromkeys(_describe(e) for e in errors))
         raise ConfigError("\n".join(f"{source}: {line}" for line in lines)) from None
+    used = set(config.expression.names())
+    if config.classes is not None:
+        for text in config.classes.masks.values():
+            used |= parse_expression(text).names()
+    unused = [name for name in config.masks if name not in used]
+    if unused:
+        log.warning("%s: masks %s are named by neither output nor classes, so they are not "
+                    "computed", source, ", ".join(unused))
+    return config
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

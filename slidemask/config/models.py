@@ -129,8 +129,14 @@ class Classes(StrictModel):
                     f"({', '.join(unknown)})"
                 )
         elif sorted(order) != sorted(self.masks) or len(set(order)) != len(order):
+            problems = [
+                *(f"{n!r} is not a class" for n in dict.fromkeys(order) if n not in self.masks),
+                *(f"{n!r} is missing" for n in self.masks if n not in order),
+                *(f"{n!r} is named twice" for n in dict.fromkeys(order) if order.count(n) > 1),
+            ]
             raise ValueError(
-                f"precedence must name every class once (classes: {', '.join(self.masks)})"
+                f"precedence must name every class once: {'; '.join(problems)} (classes: "
+                f"{', '.join(self.masks)})"
             )
         try:
             class_values(order, self.values)

@@ -54,8 +54,9 @@ __all__ = [
 class StrictModel(BaseModel):
     """Base of every configuration model: strict types, no unknown keys, immutable."""
 
-    # strict: YAML "7" is not silently the number 7, true is not 1
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # strict: YAML "7" is not silently the number 7, true is not 1; .nan and .inf are no
+    # sizes, thresholds or pixel sizes
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     # Optional keys added after the format was first released: left out of the canonical
     # form (and so of the config hash) while unset, so older configs keep their hash.
@@ -123,6 +124,13 @@ class ThresholdParams(StrictModel):
 
     above: float | str | None = Field(None, description="keep pixels > above (or 'otsu')")
     below: float | str | None = Field(None, description="keep pixels < below (or 'otsu')")
+
+    @field_validator("above", "below", mode="before")
+    @classmethod
+    def _finite(cls, v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"Input should be a finite number or {OTSU!r} (got {v})")
+        return v
 
     @field_validator("above", "below")
     @classmethod
