@@ -797,6 +797,11 @@ def _morphology(mask: da.Array, op: MorphologyOp, radius: int) -> da.Array:
             f"binary_{op} expects a 2-D bool mask, got shape {mask.shape} dtype {mask.dtype}; "
             "make one with threshold() or `image != 0`"
         )
+    if radius > max(mask.shape):  # its disk could not be held, and means nothing here
+        raise MaskError(
+            f"binary_{op}: radius {radius} pixels is larger than the mask "
+            f"({mask.shape[0]} x {mask.shape[1]} pixels)"
+        )
     step = KernelStep(
         binary_morphology, morphology_depth(op, radius), {"op": op, "radius": int(radius)}
     )
@@ -828,7 +833,8 @@ def binary_dilation(mask: da.Array, radius: int) -> da.Array:
     Raises
     ------
     MaskError
-        Not a 2-D bool mask, or a negative or non-integer radius.
+        Not a 2-D bool mask; a negative or non-integer radius, or one larger than the
+        mask.
 
     Examples
     --------
@@ -871,7 +877,8 @@ def binary_erosion(mask: da.Array, radius: int) -> da.Array:
     Raises
     ------
     MaskError
-        Not a 2-D bool mask, or a negative or non-integer radius.
+        Not a 2-D bool mask; a negative or non-integer radius, or one larger than the
+        mask.
 
     Examples
     --------
@@ -914,7 +921,8 @@ def binary_opening(mask: da.Array, radius: int) -> da.Array:
     Raises
     ------
     MaskError
-        Not a 2-D bool mask, or a negative or non-integer radius.
+        Not a 2-D bool mask; a negative or non-integer radius, or one larger than the
+        mask.
 
     Examples
     --------
@@ -961,7 +969,8 @@ def binary_closing(mask: da.Array, radius: int) -> da.Array:
     Raises
     ------
     MaskError
-        Not a 2-D bool mask, or a negative or non-integer radius.
+        Not a 2-D bool mask; a negative or non-integer radius, or one larger than the
+        mask.
 
     Examples
     --------
