@@ -108,7 +108,8 @@ class ConfigError(SlidemaskError):
     ...     config_from_yaml("masks: {tissue: [{threshold: {abve: 3}}]}", source="t.yaml")
     ... except ConfigError as error:
     ...     print(error)
-    t.yaml: masks.tissue[0].threshold.abve: unknown key (allowed: above, below); did you mean 'above'
+    t.yaml: masks.tissue[0].threshold.abve: unknown key (allowed: above, below);
+    did you mean 'above'
     """
 
 

@@ -99,3 +99,12 @@ def test_label_and_area_arguments_are_checked() -> None:
         with pytest.raises(MaskError, match="must be numbers"):
             sm.area_to_pixels(area, mpp)
     assert sm.area_to_pixels(np.float32(100), np.float32(0.5)) == 400.0
+
+
+def test_a_huge_morphology_radius_is_refused_naming_it() -> None:
+    import dask.array as da
+
+    from slidemask import binary_closing
+
+    with pytest.raises(MaskError, match="radius 1000000000 pixels is too large"):
+        binary_closing(da.zeros((10, 10), dtype=bool), 10**9)

@@ -314,7 +314,8 @@ def config_from_yaml(text: str, *, source: str = "<string>") -> Config:
     ...     config_from_yaml("masks: {tissue: [{threshold: {abve: 3}}]}", source="t.yaml")
     ... except ConfigError as error:
     ...     print(error)
-    t.yaml: masks.tissue[0].threshold.abve: unknown key (allowed: above, below); did you mean 'above'
+    t.yaml: masks.tissue[0].threshold.abve: unknown key (allowed: above, below);
+    did you mean 'above'
     """
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass

@@ -789,6 +789,11 @@ def mean_blur(image: da.Array, ksize: int) -> da.Array:
     return _neighbourhood(image, step, dtype=image.dtype, label="mean")
 
 
+MAX_RADIUS = 16383
+"""Largest disk radius (pixels) of the morphology operations: the disk's footprint, one byte
+per pixel, stays within 1 GiB."""
+
+
 def _morphology(mask: da.Array, op: MorphologyOp, radius: int) -> da.Array:
     mask = _as_dask(mask, f"binary_{op}")
     check_radius(radius)
@@ -797,10 +802,11 @@ def _morphology(mask: da.Array, op: MorphologyOp, radius: int) -> da.Array:
             f"binary_{op} expects a 2-D bool mask, got shape {mask.shape} dtype {mask.dtype}; "
             "make one with threshold() or `image != 0`"
         )
-    if radius > max(mask.shape):  # its disk could not be held, and means nothing here
+    if radius > MAX_RADIUS:
         raise MaskError(
-            f"binary_{op}: radius {radius} pixels is larger than the mask "
-            f"({mask.shape[0]} x {mask.shape[1]} pixels)"
+            f"binary_{op}: radius {radius} pixels is too large (at most {MAX_RADIUS}: its "
+            f"disk would take {(2 * radius + 1) ** 2 / 2**30:.3g} GiB); the mask is "
+            f"{mask.shape[0]} x {mask.shape[1]} pixels"
         )
     step = KernelStep(
         binary_morphology, morphology_depth(op, radius), {"op": op, "radius": int(radius)}
@@ -833,8 +839,8 @@ def binary_dilation(mask: da.Array, radius: int) -> da.Array:
     Raises
     ------
     MaskError
-        Not a 2-D bool mask; a negative or non-integer radius, or one larger than the
-        mask.
+        Not a 2-D bool mask; a negative or non-integer radius, or one over
+        :data:`MAX_RADIUS`.
 
     Examples
     --------
@@ -877,8 +883,8 @@ def binary_erosion(mask: da.Array, radius: int) -> da.Array:
     Raises
     ------
     MaskError
-        Not a 2-D bool mask; a negative or non-integer radius, or one larger than the
-        mask.
+        Not a 2-D bool mask; a negative or non-integer radius, or one over
+        :data:`MAX_RADIUS`.
 
     Examples
     --------
@@ -921,8 +927,8 @@ def binary_opening(mask: da.Array, radius: int) -> da.Array:
     Raises
     ------
     MaskError
-        Not a 2-D bool mask; a negative or non-integer radius, or one larger than the
-        mask.
+        Not a 2-D bool mask; a negative or non-integer radius, or one over
+        :data:`MAX_RADIUS`.
 
     Examples
     --------
@@ -969,8 +975,8 @@ def binary_closing(mask: da.Array, radius: int) -> da.Array:
     Raises
     ------
     MaskError
-        Not a 2-D bool mask; a negative or non-integer radius, or one larger than the
-        mask.
+        Not a 2-D bool mask; a negative or non-integer radius, or one over
+        :data:`MAX_RADIUS`.
 
     Examples
     --------
