@@ -475,6 +475,12 @@ def _build_all(slide: Slide, config: Config) -> _Built:
             key = f"{name}[{index}]"
             try:
                 kwargs = step.arguments(mpp)
+                if kwargs.get("radius") == 0 and getattr(step.params, "radius_um", None):
+                    log.warning(
+                        "%s: masks.%s.%s: radius_um %s is under half a pixel at %.3g um per "
+                        "pixel, so the step changes nothing", slide.path, key, step.name,
+                        step.params.radius_um, mpp,
+                    )
                 # where the step may leave out work no output reads (blur off tissue, glass)
                 gate_for = partial(
                     gate_arguments, config, name, index, kwargs, image_shape=value.shape,

@@ -432,3 +432,20 @@ def test_a_wrong_precedence_names_the_entries() -> None:
                         "precedence: [border, pen, fold, bubble, blur, tissue, ink, pen]")
     with pytest.raises(ConfigError, match="'ink' is not a class; 'pen' is named twice"):
         config_from_yaml(text)
+
+
+def test_a_radius_under_half_a_pixel_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from slidemask import write_synthetic_slide
+
+    monkeypatch.setattr(logging.getLogger("slidemask"), "propagate", True)
+    path = write_synthetic_slide(tmp_path / "s.tif", 512, tile=128, levels=3)
+    config = config_from_yaml("resolution: {mpp: 8}\nmasks:\n  t: [gray, {threshold: {below: "
+                              "220}}, {closing: {radius_um: 3}}]\n")
+    with caplog.at_level("WARNING", logger="slidemask"):
+        build_mask(open_slide(path), config)
+    assert any("masks.t[2].closing: radius_um 3.0 is under half a pixel" in r.getMessage()
+               for r in caplog.records)
