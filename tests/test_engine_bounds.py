@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import slidemask as sm
+from slidemask.ops.scratch import held_bytes, release
 
 MASK_SOURCE = textwrap.dedent(
     """
@@ -144,12 +145,20 @@ def _fails_at_block(block: np.ndarray, block_info: dict | None = None) -> np.nda
     return block
 
 
-def test_error_mid_write_leaves_no_scratch_and_no_output(tmp_path: Path) -> None:
+@pytest.mark.parametrize("memory", [0, None], ids=["files", "held"])
+def test_error_mid_write_leaves_no_scratch_and_no_output(
+    tmp_path: Path, memory: int | None
+) -> None:
+    """With every scratch chunk in files, and with the small ones held in memory (the
+    default): after the error, neither files nor held chunks are left."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     rng = np.random.default_rng(0)
     base = da.from_array(rng.random((300, 300)) < 0.4, chunks=60)
-    with dask.config.set({"temporary-directory": str(scratch)}):
+    settings = {"temporary-directory": str(scratch)}
+    if memory is not None:
+        settings["slidemask.scratch-memory"] = memory
+    with dask.config.set(settings):
         broken = base.map_blocks(_fails_at_block, dtype=bool)
         mask = sm.remove_small_objects(sm.binary_closing(sm.fill_holes(broken), 1), 5)
         with pytest.raises(Boom):
@@ -157,5 +166,59 @@ def test_error_mid_write_leaves_no_scratch_and_no_output(tmp_path: Path) -> None
                 sm.write_zarr(mask, tmp_path / "m.zarr")
         time.sleep(0.5)  # a tile task still running when the error came would have stored by now
     assert list(scratch.iterdir()) == []
+    assert held_bytes() == 0
     assert not (tmp_path / "m.zarr").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["scratch"]
+
+
+def _noisy(shape: tuple[int, int], chunks: int) -> da.Array:
+    rng = np.random.default_rng(1)
+    return da.from_array(rng.random(shape) < 0.5, chunks=chunks)
+
+
+def test_small_intermediates_are_held_in_memory_and_released(tmp_path: Path) -> None:
+    """A global operation on a small mask keeps its scratch chunks in memory (no file is
+    created), gives the same result as with files, and holds nothing once written."""
+    mask = _noisy((500, 700), 128)
+    results = {}
+    for memory in (0, None):
+        seen: list[int] = []
+        scratch = tmp_path / f"scratch-{memory}"
+        scratch.mkdir()
+        settings: dict[str, object] = {"temporary-directory": str(scratch)}
+        if memory is not None:
+            settings["slidemask.scratch-memory"] = memory
+        with dask.config.set(settings):
+            out = sm.remove_small_objects(sm.binary_closing(sm.fill_holes(mask), 1), 5)
+            watched = out.map_blocks(
+                lambda b, seen=seen: (seen.append(held_bytes()), b)[1], dtype=bool
+            )
+            sm.write_zarr(watched, tmp_path / f"m-{memory}.zarr")
+        files = [p for p in scratch.rglob("*") if p.is_file()]
+        results[memory] = (sm.read_mask(tmp_path / f"m-{memory}.zarr").compute(), max(seen))
+        assert held_bytes() == 0
+        assert list(scratch.iterdir()) == []
+        assert not files
+    np.testing.assert_array_equal(results[0][0], results[None][0])
+    assert results[0][1] == 0 and results[None][1] > 0
+
+
+def test_scratch_past_the_memory_budget_goes_to_files(tmp_path: Path) -> None:
+    """With a budget for about two chunks, the rest are written as files during the run,
+    and the result is the same as the reference."""
+    import scipy.ndimage as ndi
+
+    base = np.random.default_rng(2).random((600, 600)) < 0.45
+    mask = da.from_array(base, chunks=100)
+    made: list[int] = []
+    with dask.config.set({"temporary-directory": str(tmp_path), "slidemask.scratch-memory": 3000}):
+        out = sm.fill_holes(mask)
+        probe = out.map_blocks(
+            lambda b: (made.append(sum(1 for p in tmp_path.rglob("*") if p.is_file())), b)[1],
+            dtype=bool,
+        )
+        got = probe.compute(scheduler="threads")
+    release(out)
+    np.testing.assert_array_equal(got, ndi.binary_fill_holes(base))
+    assert max(made) > 0, "no chunk went to a file"
+    assert held_bytes() == 0
