@@ -225,8 +225,9 @@ def test_select_resolution_example_from_the_docs():
     ("target", "level", "factor", "mpp"),
     [
         (8.0, 2, 2, 8.0),  # level 2 is 4 µm: x2
-        (5.0, 2, 1, 4.0),  # 5 / 4 = 1.25 -> 1
-        (6.0, 2, 2, 8.0),  # 6 / 4 = 1.5 -> 2 (halves round up)
+        (5.0, 1, 5, 5.0),  # 4 µm x 1 misses 5 by 20 %: level 1 (1 µm) x 5
+        (6.0, 1, 6, 6.0),  # 4 µm x 2 (halves round up) misses by 33 %: 1 µm x 6
+        (4.4, 2, 1, 4.0),  # 4 µm x 1 is within 10 % of 4.4: kept
         (3.9, 1, 4, 4.0),  # level 2 (4 µm) is coarser than 3.9: level 1, 3.9 -> 4
         (0.1, 0, 1, 0.25),  # finer than the scan: level 0, no upsampling
         (0.25, 0, 1, 0.25),
@@ -239,7 +240,28 @@ def test_select_resolution_by_mpp(target, level, factor, mpp):
     assert (res.level, res.factor) == (level, factor)
     assert res.mpp == pytest.approx(mpp)
     assert res.downsample == pytest.approx(slide.downsamples[level] * factor)
-    assert abs(res.mpp - max(target, 0.25)) <= slide.level_mpp(level) / 2 + 1e-9 or target < 0.25
+    assert abs(res.mpp - target) <= 0.1 * target or target < 0.25
+
+
+@pytest.mark.parametrize(
+    ("base", "step", "target", "level", "factor"),
+    [
+        (0.5, 2, 20.0, 3, 5),  # halvings: 16 µm x 1 and 8 µm x 3 miss 20 by 20 %: 4 µm x 5
+        (0.5, 2, 8.0, 4, 1),
+        (0.499, 4, 20.0, 1, 10),  # Aperio quarters: 7.98 x 3 misses by 20 %: 1.996 x 10
+        (0.499, 4, 8.0, 2, 1),
+        (0.2265, 4, 8.0, 2, 2),  # NDPI-like: 3.62 x 2 = 7.25 is within 10 %; 0.906 x 9 not read
+        (0.2265, 4, 20.0, 2, 6),  # 14.5 x 1 misses by 27 %; 3.62 x 6 = 21.7 (9 %)
+    ],
+)
+def test_select_resolution_prefers_a_closer_pixel_size_from_a_finer_level(
+    base: float, step: int, target: float, level: int, factor: int
+) -> None:
+    shapes = [(2**16 // step**i, 2**16 // step**i) for i in range(5 if step == 2 else 4)]
+    slide = fake_slide(shapes, base)
+    res = select_resolution(slide, mpp=target)
+    assert (res.level, res.factor) == (level, factor)
+    assert res.mpp == pytest.approx(base * step**level * factor)
 
 
 def test_select_resolution_by_level_and_errors():
@@ -267,8 +289,9 @@ def test_select_resolution_by_level_and_errors():
         (1, 0, 1),
         (3, 0, 3),  # level 1 (4) is coarser than 3: level 0, x3
         (4, 1, 1),
-        (5.9, 1, 1),  # 5.9 / 4 = 1.475 -> 1
-        (6, 1, 2),  # 6 / 4 = 1.5 -> 2 (halves round up)
+        (5.9, 0, 6),  # 4 x 1 misses 5.9 by 32 %: level 0 x 6
+        (6, 0, 6),  # 4 x 2 (halves round up) misses by 33 %: level 0 x 6
+        (4.3, 1, 1),  # 4 is within 10 % of 4.3
         (16, 2, 1),
         (64, 2, 4),  # CLAM's 64 on downsamples 1, 4, 16: level 2, 4 x 4 blocks
         (100.0, 2, 6),  # 100 / 16 = 6.25 -> 6

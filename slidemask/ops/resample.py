@@ -634,17 +634,23 @@ def select_resolution(
 
     ``mpp=X`` (micrometres per pixel): the coarsest level whose pixels are not coarser than
     X (``slide.level_for_mpp``), then the integer factor ``floor(X / level_mpp + 0.5)``
-    (nearest integer, halves up, at least 1). The effective mpp ``level_mpp * factor`` is
-    therefore within half a level pixel of the target (``|effective - X| <= level_mpp / 2``),
-    finer or coarser: e.g. level mpp 0.499 and target 8 give factor 16 and 7.984 µm. A target
+    (nearest integer, halves up, at least 1): e.g. level mpp 0.499 and target 8 give factor
+    16 and 7.984 µm. When that misses X by more than 10 % (:data:`SIZE_TOLERANCE`), finer
+    levels are tried, coarsest first, with factors up to 16 (:data:`MAX_FINER_FACTOR`): the
+    first within 10 % is used, else the nearest of them (the coarser on ties). E.g. 20 µm on
+    a pyramid of halvings from 0.5 µm: level 16 µm would give 16 µm, level 8 µm 24 µm;
+    level 4 µm by a factor 5 gives 20 µm and is used (on quarters from 0.499 µm, 1.996 µm by
+    10). 8 µm on an NDPI-like pyramid of quarters from 0.226 µm stays at 3.62 µm by 2
+    (7.25 µm, within 10 %), which reads 16 times fewer pixels than 0.906 µm by 9. A target
     finer than level 0 gives level 0 at factor 1 (no upsampling); ``Resolution.mpp`` always
     states the pixel size actually used.
 
     ``downsample=D`` (level-0 pixels per result pixel, e.g. CLAM's 64): the same choice by
     downsample, so the slide need not state its pixel size: the coarsest level whose
     downsample is at most D, then the factor ``floor(D / level downsample + 0.5)`` (at least
-    1). E.g. 64 on a pyramid with downsamples 1, 4, 16 reads level 2 and averages 4 x 4
-    blocks. ``Resolution.mpp`` is None when the slide does not state its pixel size.
+    1), finer levels tried as for ``mpp`` when that misses D by more than 10 %. E.g. 64 on
+    a pyramid with downsamples 1, 4, 16 reads level 2 and averages 4 x 4 blocks.
+    ``Resolution.mpp`` is None when the slide does not state its pixel size.
 
     Examples
     --------
@@ -699,10 +705,11 @@ def select_resolution(
             "config, or dataclasses.replace(slide, mpp=UM) in Python) or choose a pyramid level "
             "instead (resolution: {level: N})",
         )
-    chosen = slide.level_for_mpp(float(mpp))
-    level_mpp = slide.level_mpp(chosen)
+    level_mpps = [slide.level_mpp(i) for i in range(n_levels)]
+    assert all(m is not None for m in level_mpps)
+    chosen, factor = _nearest(float(mpp), slide.level_for_mpp(float(mpp)), level_mpps)  # type: ignore[arg-type]
+    level_mpp = level_mpps[chosen]
     assert level_mpp is not None
-    factor = max(1, math.floor(float(mpp) / level_mpp + 0.5))
     rows, cols = slide.levels[chosen].shape[:2]
     if rows // factor == 0 or cols // factor == 0:
         raise MaskError(
@@ -713,6 +720,37 @@ def select_resolution(
         level=chosen, factor=factor, mpp=level_mpp * factor,
         downsample=float(slide.downsamples[chosen]) * factor,
     )
+
+
+SIZE_TOLERANCE = 0.1
+"""A working pixel within this fraction of the target size (µm or downsample) is taken as it
+is; a coarser miss makes :func:`select_resolution` look at finer levels."""
+
+MAX_FINER_FACTOR = 16
+"""The largest integer factor a finer level may need to be chosen for a closer pixel size."""
+
+
+def _nearest(target: float, coarsest: int, sizes: list[float]) -> tuple[int, int]:
+    """The level and integer factor whose pixel size (``sizes[level] * factor``) meets
+    ``target``: ``coarsest`` with the nearest factor when that is within
+    :data:`SIZE_TOLERANCE`; else the coarsest finer level that is, with a factor up to
+    :data:`MAX_FINER_FACTOR`; else, of those, the one nearest the target (coarser on ties)."""
+
+    def factor_of(level: int) -> int:
+        return max(1, math.floor(target / sizes[level] + 0.5))
+
+    def miss(level: int) -> float:
+        return abs(sizes[level] * factor_of(level) - target) / target
+
+    best = coarsest
+    for level in range(coarsest, -1, -1):
+        if level != coarsest and factor_of(level) > MAX_FINER_FACTOR:
+            break
+        if miss(level) <= SIZE_TOLERANCE:
+            return level, factor_of(level)
+        if miss(level) < miss(best) - 1e-12:
+            best = level
+    return best, factor_of(best)
 
 
 def _by_downsample(slide: _SlideLike, downsample: float) -> Resolution:
@@ -728,8 +766,8 @@ def _by_downsample(slide: _SlideLike, downsample: float) -> Resolution:
     # a level whose downsample is the target but for rounding (4.000000001) still qualifies
     candidates = [i for i, d in enumerate(slide.downsamples) if d <= target * (1 + 1e-9)]
     level = max(candidates, key=lambda i: slide.downsamples[i]) if candidates else 0
+    level, factor = _nearest(target, level, [float(d) for d in slide.downsamples])
     level_downsample = float(slide.downsamples[level])
-    factor = max(1, math.floor(target / level_downsample + 0.5))
     rows, cols = slide.levels[level].shape[:2]
     if rows // factor == 0 or cols // factor == 0:
         raise MaskError(
