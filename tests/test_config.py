@@ -104,11 +104,11 @@ def test_load_config_names_the_file(tmp_path: Path) -> None:
         ("masks:\n  t:\n    - gray: {}\n      threshold: {below: 3}\n",
          "masks.t[0]: a step is a one-key mapping, got 2 keys"),
         ("masks:\n  t:\n    - threshold: {below: 3}\n",
-         "masks.t: step [0] threshold needs a single-channel (grey) image but gets the slide's "
+         "masks.t[0]: threshold needs a single-channel (grey) image but gets the slide's "
          "colour image (add `- gray: {}` before it)"),
         ("masks:\n  t:\n    - gray: {}\n", "masks.t: ends with a single-channel (grey) image"),
         ("masks:\n  t:\n    - gray: {}\n    - closing: {radius: 2}\n",
-         "masks.t: step [1] closing needs a bool mask"),
+         "masks.t[1]: closing needs a bool mask"),
         ("masks:\n  t: []\n", "masks.t: a mask needs at least one step"),
         ("masks:\n  t:\n    - gray: {}\n    - threshold: {below: '200'}\n",
          "masks.t[1].threshold.below: Input should be a valid number (got '200')"),

@@ -197,15 +197,25 @@ def test_step_parameter_errors(step: str, expected: str) -> None:
 
 
 def test_step_kinds_chain() -> None:
-    assert "step [2] mean_blur needs a single-channel (grey) image but gets a bool mask" in _error(
-        MASK + "    - mean_blur: {ksize: 3}\n")
-    assert "step [0] fill_holes needs a bool mask but gets the slide's colour image" in _error(
+    assert "masks.t[2]: mean_blur needs a single-channel (grey) image but gets a bool mask" \
+        in _error(MASK + "    - mean_blur: {ksize: 3}\n")
+    assert "masks.t[0]: fill_holes needs a bool mask but gets the slide's colour image" in _error(
         "masks:\n  t:\n    - fill_holes: {}\n")
-    assert "step [0] threshold needs a single-channel (grey) image but gets the slide's colour " \
-        "image (add `- gray: {}` before it)" in _error(
+    assert "masks.t[0]: threshold needs a single-channel (grey) image but gets the slide's " \
+        "colour image (add `- gray: {}` before it)" in _error(
             "masks:\n  t:\n    - threshold: {above: otsu}\n")
     config = config_from_yaml("masks:\n  t: [saturation, {threshold: {above: 9}}]\n")
     assert [s.name for s in config.masks["t"]] == ["saturation", "threshold"]
+    assert "masks.t.steps[1]: closing needs a bool mask" in _error(
+        "masks:\n  t:\n    resolution: {mpp: 2}\n    steps: [gray, {closing: {radius: 1}}]\n")
+
+
+def test_class_values_errors_name_the_classes() -> None:
+    head = "masks:\n  t: [gray, {threshold: {below: 9}}]\nclasses:\n  masks: {tissue: t, pen: t}\n"
+    assert "classes.values: label values must be distinct integers 1-255: pen is 300" in _error(
+        head + "  values: {tissue: 1, pen: 300}\n")
+    assert "classes.values: label values must be distinct integers 1-255: pen and tissue are " \
+        "both 1" in _error(head + "  values: {tissue: 1, pen: 1}\n")
 
 
 def test_threshold_otsu_parameters() -> None:
@@ -309,7 +319,8 @@ def test_micrometres_on_a_slide_without_pixel_size_name_the_key(tmp_path: Path) 
 
 def test_resolution_by_downsample(synthetic_slide: Path) -> None:
     slide = open_slide(synthetic_slide)  # 1536 x 2048, levels at 1, 2, 4, ...
-    for target, level, factor in ((1, 0, 1), (3, 1, 2), (4, 2, 1), (64, len(slide.levels) - 1,
+    # 3: level 1 (2) by 2 would give 4, a third off: level 0 by 3
+    for target, level, factor in ((1, 0, 1), (3, 0, 3), (4, 2, 1), (64, len(slide.levels) - 1,
                                                                      None)):
         config = config_from_yaml(f"resolution: {{downsample: {target}}}\n" + MASK)
         resolution = working_resolution(slide, config.resolution)

@@ -141,7 +141,10 @@ class Classes(StrictModel):
         try:
             class_values(order, self.values)
         except MaskError as exc:
-            raise ValueError(str(exc).removeprefix("class_map: ")) from None
+            message = str(exc).removeprefix("class_map: ")
+            # the values' own key when they were given (the numbers are theirs)
+            where = "values: " if self.values and "label values" in message else ""
+            raise ValueError(where + message) from None
         return self
 
     @property

@@ -802,9 +802,16 @@ def class_values(
                 f"class_map: class {name!r} needs a label value (values={{{name!r}: N}}); "
                 f"the built-in classes are {', '.join(QC_CLASSES[1:])}"
             )
-    used = list(out.values())
-    if any(not 1 <= v <= 255 for v in used) or len(set(used)) != len(used):
-        raise MaskError(f"class_map: label values must be distinct integers 1-255, got {out}")
+    problems = [f"{name} is {value}" for name, value in out.items() if not 1 <= value <= 255]
+    by_value: dict[int, list[str]] = {}
+    for name, value in out.items():
+        by_value.setdefault(value, []).append(name)
+    problems += [f"{' and '.join(names)} are {'both' if len(names) == 2 else 'all'} {value}"
+                 for value, names in by_value.items() if len(names) > 1]
+    if problems:
+        raise MaskError(
+            f"class_map: label values must be distinct integers 1-255: {'; '.join(problems)}"
+        )
     return out
 
 
