@@ -170,9 +170,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     key = re.match(r"(values|precedence): ", message)
     if key and loc == ("classes",):  # a check of several keys that names the one at fault
         loc, message = ("classes", key.group(1)), message[key.end() :]
-    step = re.match(r"step \[(\d+)\] ", message)
-    if step and loc[:1] == ("masks",):  # a chain's message names its step: masks.t[1]: ...
-        loc, message = (*_step_path(loc), int(step.group(1))), message[step.end() :]
+    numbered = re.match(r"step \[(\d+)\] ", message)
+    if numbered and loc[:1] == ("masks",):  # a chain's message names its step: masks.t[1]: ...
+        loc, message = (*_step_path(loc), int(numbered.group(1))), message[numbered.end() :]
     return f"{_location(loc)}: {message}"
 
 
