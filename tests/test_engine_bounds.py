@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import slidemask as sm
-from slidemask.ops.scratch import held_bytes, release
+from slidemask.ops.scratch import held_bytes, release, scratch_memory
 
 MASK_SOURCE = textwrap.dedent(
     """
@@ -222,3 +222,52 @@ def test_scratch_past_the_memory_budget_goes_to_files(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got, ndi.binary_fill_holes(base))
     assert max(made) > 0, "no chunk went to a file"
     assert held_bytes() == 0
+
+
+def test_scratch_memory_setting_takes_sizes_and_refuses_nonsense() -> None:
+    mask = _noisy((64, 64), 32)
+    with dask.config.set({"slidemask.scratch-memory": "1 MiB"}):
+        assert scratch_memory() == 2**20
+        out = sm.fill_holes(mask)
+    release(out)
+    with dask.config.set({"slidemask.scratch-memory": "lots"}):
+        with pytest.raises(ValueError, match="slidemask.scratch-memory: 'lots'"):
+            sm.fill_holes(~mask)  # at graph construction, not in a task
+
+
+@pytest.mark.parametrize("memory", [0, None], ids=["files", "held"])
+def test_writers_in_threads_sharing_a_step_keep_its_scratch(
+    tmp_path: Path, memory: int | None
+) -> None:
+    """Eight threads write masks that share ``fill_holes`` of one input (one scratch folder):
+    the first writer to finish does not remove it under the others' reads."""
+    import threading
+
+    import scipy.ndimage as ndi
+
+    base = np.random.default_rng(3).random((600, 800)) < 0.45
+    expected = ndi.binary_fill_holes(base)
+    errors: list[BaseException] = []
+    settings: dict[str, object] = {"temporary-directory": str(tmp_path)}
+    if memory is not None:
+        settings["slidemask.scratch-memory"] = memory
+
+    def job(k: int, round_: int) -> None:
+        try:
+            source = da.from_array(base, chunks=(120, 160), name="shared-input")
+            mask = sm.fill_holes(source)
+            path = sm.write_zarr(mask if k % 2 else mask | False, tmp_path / f"m{k}-{round_}.zarr")
+            np.testing.assert_array_equal(sm.read_mask(path).compute(), expected)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    with dask.config.set(settings):
+        for round_ in range(2):
+            threads = [threading.Thread(target=job, args=(k, round_)) for k in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    assert not errors, errors[:3]
+    assert held_bytes() == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("slidemask-scratch")]

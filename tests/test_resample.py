@@ -252,12 +252,15 @@ def test_select_resolution_by_mpp(target, level, factor, mpp):
         (0.499, 4, 8.0, 2, 1),
         (0.2265, 4, 8.0, 2, 2),  # NDPI-like: 3.62 x 2 = 7.25 is within 10 %; 0.906 x 9 not read
         (0.2265, 4, 20.0, 2, 6),  # 14.5 x 1 misses by 27 %; 3.62 x 6 = 21.7 (9 %)
+        (0.5, 2, 9.0, 4, 1),  # 8 misses by 11 %, but only 0.5 x 18 (64x the pixels) meets it
+        (0.5, 3, 16.0, 2, 4),  # thirds: 13.5 (16 % off); 4.5 x 4 = 18 is nearer; 1.5 is 81x
     ],
 )
 def test_select_resolution_prefers_a_closer_pixel_size_from_a_finer_level(
     base: float, step: int, target: float, level: int, factor: int
 ) -> None:
-    shapes = [(2**16 // step**i, 2**16 // step**i) for i in range(5 if step == 2 else 4)]
+    shapes = [(3**10 // step**i, 3**10 // step**i) if step == 3 else
+              (2**16 // step**i, 2**16 // step**i) for i in range(5 if step == 2 else 4)]
     slide = fake_slide(shapes, base)
     res = select_resolution(slide, mpp=target)
     assert (res.level, res.factor) == (level, factor)

@@ -636,12 +636,13 @@ def select_resolution(
     X (``slide.level_for_mpp``), then the integer factor ``floor(X / level_mpp + 0.5)``
     (nearest integer, halves up, at least 1): e.g. level mpp 0.499 and target 8 give factor
     16 and 7.984 µm. When that misses X by more than 10 % (:data:`SIZE_TOLERANCE`), finer
-    levels are tried, coarsest first, with factors up to 16 (:data:`MAX_FINER_FACTOR`): the
-    first within 10 % is used, else the nearest of them (the coarser on ties). E.g. 20 µm on
-    a pyramid of halvings from 0.5 µm: level 16 µm would give 16 µm, level 8 µm 24 µm;
-    level 4 µm by a factor 5 gives 20 µm and is used (on quarters from 0.499 µm, 1.996 µm by
-    10). 8 µm on an NDPI-like pyramid of quarters from 0.226 µm stays at 3.62 µm by 2
-    (7.25 µm, within 10 %), which reads 16 times fewer pixels than 0.906 µm by 9. A target
+    levels are tried, coarsest first, up to 4 times finer along each side (16 times the
+    pixels, :data:`MAX_FINER_PIXELS`): the first within 10 % is used, else the nearest of
+    them (the coarser on ties). E.g. 20 µm on a pyramid of halvings from 0.5 µm: level 16 µm
+    would give 16 µm, level 8 µm 24 µm; level 4 µm by a factor 5 gives 20 µm and is used (on
+    quarters from 0.499 µm, 1.996 µm by 10). 9 µm on the halvings stays at 8 µm (11 % off),
+    as only level 0.5 µm (64 times the pixels) meets it. 8 µm on an NDPI-like pyramid of
+    quarters from 0.226 µm stays at 3.62 µm by 2 (7.25 µm, within 10 %). A target
     finer than level 0 gives level 0 at factor 1 (no upsampling); ``Resolution.mpp`` always
     states the pixel size actually used.
 
@@ -726,15 +727,17 @@ SIZE_TOLERANCE = 0.1
 """A working pixel within this fraction of the target size (µm or downsample) is taken as it
 is; a coarser miss makes :func:`select_resolution` look at finer levels."""
 
-MAX_FINER_FACTOR = 16
-"""The largest integer factor a finer level may need to be chosen for a closer pixel size."""
+MAX_FINER_PIXELS = 16
+"""A finer level is read for a closer pixel size only if it has at most this many times the
+pixels of the coarsest level that could serve (a level up to 4 times finer along each side)."""
 
 
 def _nearest(target: float, coarsest: int, sizes: list[float]) -> tuple[int, int]:
     """The level and integer factor whose pixel size (``sizes[level] * factor``) meets
     ``target``: ``coarsest`` with the nearest factor when that is within
-    :data:`SIZE_TOLERANCE`; else the coarsest finer level that is, with a factor up to
-    :data:`MAX_FINER_FACTOR`; else, of those, the one nearest the target (coarser on ties)."""
+    :data:`SIZE_TOLERANCE`; else the coarsest finer level that is, among those with at most
+    :data:`MAX_FINER_PIXELS` times its pixels; else, of those, the one nearest the target
+    (coarser on ties)."""
 
     def factor_of(level: int) -> int:
         return max(1, math.floor(target / sizes[level] + 0.5))
@@ -744,7 +747,7 @@ def _nearest(target: float, coarsest: int, sizes: list[float]) -> tuple[int, int
 
     best = coarsest
     for level in range(coarsest, -1, -1):
-        if level != coarsest and factor_of(level) > MAX_FINER_FACTOR:
+        if (sizes[coarsest] / sizes[level]) ** 2 > MAX_FINER_PIXELS * (1 + 1e-6):
             break
         if miss(level) <= SIZE_TOLERANCE:
             return level, factor_of(level)

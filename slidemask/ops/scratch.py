@@ -61,9 +61,10 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
+from dask.utils import parse_bytes
 
-__all__ = ["ScratchFolder", "fold_reads", "held_bytes", "map_windows", "release", "scratch_in",
-           "scratch_root", "stored_reads", "stores"]
+__all__ = ["ScratchFolder", "fold_reads", "held_bytes", "in_use", "map_windows", "release",
+           "scratch_in", "scratch_memory", "scratch_root", "stored_reads", "stores"]
 
 _LIVE: weakref.WeakValueDictionary[str, ScratchFolder] = weakref.WeakValueDictionary()
 """Scratch folders by the name of the graph layer that writes them (for :func:`release`)."""
@@ -144,6 +145,42 @@ def scratch_root() -> str:
         return own
     configured = dask.config.get("temporary-directory", None)
     return str(configured) if configured else tempfile.gettempdir()
+
+
+def scratch_memory() -> int:
+    """The dask setting ``slidemask.scratch-memory`` in bytes (a number, or a size such as
+    ``"64 MiB"``; :data:`SCRATCH_MEMORY` when unset or None).
+
+    Returns
+    -------
+    int
+        The most bytes of compressed scratch chunks this process holds in memory.
+
+    Raises
+    ------
+    ValueError
+        The setting is neither a number of bytes nor a size dask can read.
+
+    Examples
+    --------
+    >>> import dask
+    >>> with dask.config.set({"slidemask.scratch-memory": "64 MiB"}):
+    ...     scratch_memory()
+    67108864
+    """
+    value = dask.config.get("slidemask.scratch-memory", None)
+    if value is None:
+        return SCRATCH_MEMORY
+    try:
+        size = parse_bytes(value) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        size = -1
+    if size < 0:
+        raise ValueError(
+            f"dask setting slidemask.scratch-memory: {value!r} is not a size in bytes "
+            "(e.g. 33554432, '32 MiB', or 0 to write every scratch chunk to a file)"
+        )
+    return size
 
 
 def held_bytes() -> int:
@@ -287,7 +324,7 @@ class ScratchFolder:
         size = sum(len(part) for part in parts)
         if size > HELD_CHUNK_BYTES:
             return False
-        budget = int(dask.config.get("slidemask.scratch-memory", SCRATCH_MEMORY))
+        budget = scratch_memory()
         with _HELD_LOCK:
             chunks = _HELD.setdefault(self.path, {})
             before = sum(len(part) for part in chunks.get((i, j), ()))
@@ -400,7 +437,8 @@ def _decode(data: bytes | bytearray, shape: tuple[int, ...], dtype: np.dtype) ->
 
 
 def release(*collections: Any) -> None:
-    """Remove the scratch folders that the graphs of ``collections`` write.
+    """Remove the scratch folders that the graphs of ``collections`` write, except those a
+    computation inside :func:`in_use` (another writer, in another thread) still reads.
 
     The writers call this when they are done (also on error or Ctrl-C); a later computation
     of the same graph writes the folders again.
@@ -431,13 +469,67 @@ def release(*collections: Any) -> None:
     []
     >>> tmp.cleanup()
     """
+    with _HELD_LOCK:
+        idle = [f for f in _folders_of(collections) if not _USERS.get(f.path)]
+    for folder in idle:
+        folder.remove()
+
+
+def _folders_of(collections: tuple[Any, ...]) -> list[ScratchFolder]:
+    """The live scratch folders that the graphs of ``collections`` write."""
+    found: dict[str, ScratchFolder] = {}
     for collection in collections:
         graph = getattr(collection, "__dask_graph__", lambda: None)()
         layers = getattr(graph, "layers", {})
         for name in layers:
             folder = _LIVE.get(name) if isinstance(name, str) else None
             if folder is not None:
-                folder.remove()
+                found[folder.path] = folder
+    return list(found.values())
+
+
+_USERS: dict[str, int] = {}
+"""Computations inside :func:`in_use` now reading each scratch folder (by path)."""
+
+
+@contextlib.contextmanager
+def in_use(*collections: Any) -> Iterator[None]:
+    """Compute ``collections`` inside: :func:`release` leaves their scratch folders alone until
+    the block ends, and at its end they are released (when no other block still uses them).
+
+    Two writers in two threads whose masks share a step (the same input and operation: one
+    scratch folder) would otherwise remove it under each other's reads.
+
+    Parameters
+    ----------
+    *collections : dask collection
+        Results of slidemask's operations (dask arrays); other objects are ignored.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from slidemask import fill_holes
+    >>> mask = fill_holes(da.from_array(np.eye(4, dtype=bool), chunks=2))
+    >>> with in_use(mask):
+    ...     int(mask.sum().compute())
+    4
+    >>> held_bytes()
+    0
+    """
+    folders = _folders_of(collections)
+    with _HELD_LOCK:
+        for folder in folders:
+            _USERS[folder.path] = _USERS.get(folder.path, 0) + 1
+    try:
+        yield
+    finally:
+        with _HELD_LOCK:
+            for folder in folders:
+                _USERS[folder.path] -= 1
+                if not _USERS[folder.path]:
+                    del _USERS[folder.path]
+        release(*collections)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -529,7 +621,10 @@ def stores(
     # read from a folder that the one store task they share never wrote
     folder = _LIVE.get(name)
     if folder is None or os.path.dirname(folder.path) != scratch_root():
-        folder = ScratchFolder.new(label, hold=value.nbytes <= HELD_ARRAY_BYTES)
+        # (the setting read now too: a bad value fails here, not in a task)
+        folder = ScratchFolder.new(
+            label, hold=value.nbytes <= HELD_ARRAY_BYTES and scratch_memory() > 0
+        )
     trailing = tuple(range(2, value.ndim))
     grid = da.map_blocks(
         _Store(folder, depth, summarize), value,

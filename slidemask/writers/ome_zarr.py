@@ -70,7 +70,7 @@ from slidemask.ops import staged
 from slidemask.ops.chunks import rechunk
 from slidemask.ops.literal import held_array
 from slidemask.ops.resample import block_max, downsample_max, downsample_nearest
-from slidemask.ops.scratch import release
+from slidemask.ops.scratch import in_use
 from slidemask.writers.atomic import (
     check_attrs,
     check_target,
@@ -477,14 +477,12 @@ def write_ome_labels(
     class_levels: list[Any] = []
     if in_memory:
         # the mask, the class map and any lazy attribute values, computed in one pass
-        try:
+        with in_use(mask):  # then the mask's scratch copies, if it was built with global steps
             class_whole = None if class_image is None else held_array(class_image)
             whole, computed, user_attrs = staged.compute(
                 label, class_image if class_whole is None else None, user_attrs
             )
             class_whole = computed if class_whole is None else class_whole
-        finally:
-            release(mask)  # the mask's scratch copies, if it was built with global steps
         levels = _numpy_pyramid(np.asarray(whole), len(shapes), method)
         if class_whole is not None:
             class_levels = _numpy_pyramid(np.asarray(class_whole), len(shapes), "nearest")
@@ -602,10 +600,9 @@ def write_ome_labels(
     if not compute:
         return task
     try:
-        (done,) = staged.compute(task)
+        with in_use(mask):  # then the mask's scratch copies, if it was built with global steps
+            (done,) = staged.compute(task)
     except BaseException:
         remove(partial)
         raise
-    finally:
-        release(mask)  # the mask's scratch copies, if it was built with global steps
     return Path(done)

@@ -60,7 +60,7 @@ from slidemask.errors import SlidemaskError
 from slidemask.memory import prepare_process
 from slidemask.ops import staged
 from slidemask.ops.chunks import rechunk
-from slidemask.ops.scratch import release
+from slidemask.ops.scratch import in_use
 from slidemask.writers.atomic import (
     check_attrs,
     check_target,
@@ -499,12 +499,11 @@ def write_zarr(
     if not compute:
         return task
     try:
-        (written,) = staged.compute(task)
+        with in_use(mask):  # then the mask's scratch copies (global and neighbourhood steps)
+            (written,) = staged.compute(task)
     except BaseException:
         remove(partial)
         raise
-    finally:
-        release(mask)  # the mask's scratch copies (global and neighbourhood steps)
     return Path(written)
 
 
