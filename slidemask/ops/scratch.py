@@ -212,6 +212,9 @@ def _remove(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+_CAN_APPEND = hasattr(os, "pwritev") and hasattr(os, "pread")
+"""Positioned writes and reads exist (POSIX); elsewhere every chunk is a file."""
+
 LOG_NAME = "chunks.log"
 """The file in a scratch folder to which this process's threads append its chunks."""
 
@@ -342,8 +345,9 @@ class ScratchFolder:
         if self.owner and not _in_other_process():
             if self.hold and self._held(i, j, parts):
                 return
-            self._logged(i, j, parts)
-            return
+            if _CAN_APPEND:
+                self._logged(i, j, parts)
+                return
         try:
             _save(self._file(i, j), parts)
         except FileNotFoundError:  # the first file (a mkdir per write costs as much as one)
