@@ -144,6 +144,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="threads: threads per slide; processes: worker processes (one slide each at a "
              "time); slurm/pbs: worker processes in all",
     )
+    execution.add_argument(
+        "--threads-per-worker", metavar="N", type=int,
+        help="processes, tcp://, slurm/pbs: threads each worker process gives its slide "
+             "(default 1: with --workers 1 one slide gets one core)",
+    )
     execution.add_argument("--memory-limit", metavar="SIZE",
                            help="processes: memory limit per worker process, e.g. 4GiB")
     _verbosity(run)
@@ -335,6 +340,8 @@ def _execution(config: Config, args: argparse.Namespace) -> ExecutionConfig:
         overrides["scheduler"] = args.scheduler
     if args.workers is not None:
         overrides["workers"] = args.workers
+    if args.threads_per_worker is not None:
+        overrides["threads_per_worker"] = args.threads_per_worker
     if args.memory_limit is not None:
         overrides["memory_limit"] = args.memory_limit
     if not overrides:

@@ -227,6 +227,17 @@ def test_execution_flags_override_the_config(tmp_path: Path, config: Path) -> No
     assert report["executor"] == "this process, 3 threads per slide"
 
 
+@pytest.mark.timeout(120)
+def test_threads_per_worker_flag(tmp_path: Path, config: Path) -> None:
+    """One worker process given two threads for its slide (the config's default is one)."""
+    slide, _ = _slide(tmp_path, "s.tif", 12)
+    out = tmp_path / "out"
+    assert main(["run", str(config), "-i", str(slide), "-o", str(out), "--scheduler",
+                 "processes", "--workers", "1", "--threads-per-worker", "2", "-q"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["executor"].startswith("LocalCluster, 1 worker processes x 2 threads"), report
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -236,6 +247,8 @@ def test_execution_flags_override_the_config(tmp_path: Path, config: Path) -> No
          "execution.scheduler: scheduler address 'tcp://nohost' must look like tcp://host:port"),
         (["--memory-limit", "lots"], "execution.memory_limit: 'lots' is not a memory size"),
         (["--workers", "0"], "execution.workers: Input should be greater than or equal to 1"),
+        (["--threads-per-worker", "0"],
+         "execution.threads_per_worker: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_execution_flags_exit_2(
