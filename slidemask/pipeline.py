@@ -153,7 +153,9 @@ def build_mask(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
     Parameters
     ----------
     slide : Slide
-        An open slide (:func:`slidemask.open_slide`).
+        An open slide (:func:`slidemask.open_slide`). Its chunking is used as it is: open it
+        with ``chunk_size=config.chunk_size`` for the chunks :func:`run_slide` (which opens
+        the slide so) gives; the mask's pixels are the same for any chunking.
     config : slidemask.config.Config
         A validated configuration (:func:`slidemask.load_config`); its steps are applied in
         order through the public functions named in :data:`slidemask.config.STEPS`, then
