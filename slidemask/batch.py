@@ -144,11 +144,32 @@ def _failure_text(result: SlideResult) -> str:
 
 
 class LogProgress(BatchProgress):
-    """Concise log lines on the ``slidemask.batch`` logger, one per slide start and finish.
+    """Concise log lines on the ``slidemask.batch`` logger, one per slide start and finish,
+    and for a slide computing longer than ``interval`` seconds a line at most every
+    ``interval`` seconds with the share of its current graph's tasks done (a batch job's
+    log, not a terminal, shows that a large slide is moving).
 
     Finished slides are logged at INFO (``done``, ``skipped``) or ERROR (``FAILED`` with the
     reason), so a logger at ERROR level (``-q``) shows only failures.
     """
+
+    def __init__(self, *, interval: float = 30.0) -> None:
+        self.log_interval = interval
+        self._lock = threading.RLock()
+        self._logged: dict[str, tuple[str, float, float]] = {}  # path: name, start, last line
+
+    def slide_tasks(self, done: int, total: int, path: Path | None = None) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            key = str(path) if path is not None else next(reversed(self._logged), None)
+            if key is None or key not in self._logged or not total:
+                return
+            name, started, last = self._logged[key]
+            if now - last < self.log_interval:
+                return
+            self._logged[key] = (name, started, now)
+        log.info("running %s: %d %% of its current step's tasks, %s so far",
+                 name, int(100 * done / total), _clock(now - started))
 
     def begin(self, total: int, output_dir: Path, config_hash: str) -> None:
         log.info("%d slide(s) -> %s (config hash %s)", total, output_dir, config_hash[:12])
@@ -159,9 +180,15 @@ class LogProgress(BatchProgress):
             log.info("dashboard: %s", dashboard_link)
 
     def slide_started(self, path: Path) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            self._logged.pop(str(path), None)
+            self._logged[str(path)] = (str(path), now, now)
         log.info("start   %s", path)
 
     def slide_finished(self, result: SlideResult, finished: int, total: int) -> None:
+        with self._lock:
+            self._logged.pop(str(result.path), None)
         width = len(str(total))
         where = f"[{finished:>{width}}/{total}]"
         if result.status == "failed":
@@ -187,6 +214,7 @@ class TerminalProgress(LogProgress):
     """
 
     def __init__(self, stream: TextIO | None = None, *, interval: float = 0.1) -> None:
+        super().__init__()
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
         self._lock = threading.RLock()
@@ -281,17 +309,27 @@ class TerminalProgress(LogProgress):
             counts = self._counts
             bar = "#" * filled + "-" * (bar_width - filled)
             eta = self.eta()
-            text = (
-                f"{self._finished}/{self._total} slides [{bar}]"
-                f" {int(100 * fraction):3d}%  {counts['done']} done, {counts['skipped']} skipped,"
+            head = f"{self._finished}/{self._total} slides [{bar}] {int(100 * fraction):3d}%"
+            statuses = (
+                f"  {counts['done']} done, {counts['skipped']} skipped,"
                 f" {counts['failed']} failed, {self._total - self._finished} remaining"
-                f"  {_clock(elapsed)}{'' if eta is None else ' ETA ' + _clock(eta)}"
             )
+            clock = f"  {_clock(elapsed)}{'' if eta is None else ' ETA ' + _clock(eta)}"
+            running = ""
             if self._running:
                 name, done, tasks = next(reversed(self._running.values()))
                 share = f" {int(100 * done / tasks):3d}%" if tasks else ""
                 others = len(self._running) - 1
-                text += f" | {name}{share}{f' +{others} running' if others else ''}"
+                running = f" | {name}{share}{f' +{others} running' if others else ''}"
+                # on a narrow terminal the running slide's share stays: the counts per status
+                # go first, then the start of its name
+                if len(head + statuses + clock + running) > width - 1:
+                    statuses = ""
+                    room = width - 1 - len(head + clock + running) + len(name)
+                    if room < len(name):
+                        name = "..." + name[len(name) - max(room - 3, 4):]
+                        running = f" | {name}{share}{f' +{others} running' if others else ''}"
+            text = head + statuses + clock + running
         return text[: max(width - 1, 10)]
 
     def _clear(self) -> None:

@@ -112,8 +112,10 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
         epilog="See configs/*.yaml for examples. OUTPUT/report.html shows the batch (previews, "
                "sortable table, outliers). On a terminal a progress line shows slides done, "
-               "failed and remaining with an ETA (SLIDEMASK_PROGRESS=1 or 0 forces it on or "
-               "off; -q hides it). Exit status: 0 all done, 1 a slide failed, "
+               "failed and remaining with an ETA and the running slide's share of tasks "
+               "(SLIDEMASK_PROGRESS=1 or 0 forces it on or off; -q hides it); in a log, a "
+               "slide still running logs its share every 30 s. Exit status: 0 all done, "
+               "1 a slide failed, "
                "2 usage or config error.",
     )
     run.add_argument("config", metavar="CONFIG", help="YAML mask configuration file")

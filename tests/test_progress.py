@@ -5,6 +5,7 @@ terminal (SLIDEMASK_PROGRESS=1 stands in for a terminal here)."""
 from __future__ import annotations
 
 import io
+import logging
 import re
 import threading
 from pathlib import Path
@@ -68,7 +69,13 @@ def test_line_counts_remaining_and_estimates_the_time_left(
     assert bar.line(200).endswith("| z.svs  50% +1 running")
     bar.slide_finished(SlideResult(Path("/b/z.svs"), None, "failed"), 3, 4)
     assert bar.line(200).endswith("| y.svs  25%")
-    assert len(bar.line(80)) == 79  # a narrow terminal: a shorter bar, then cut
+    assert len(bar.line(80)) <= 79  # a narrow terminal: a shorter bar, then cut
+    bar.slide_started(Path("/c/" + "a-very-long-slide-name-" * 3 + "end.ome.tif"))
+    bar.slide_tasks(1, 2)
+    narrow = bar.line(80)
+    # the running slide's share is kept: the counts per status and the name's start go
+    assert len(narrow) <= 79 and narrow.endswith("end.ome.tif  50% +1 running"), narrow
+    assert "done," not in narrow and narrow.startswith("3/4 slides [")
 
 
 def test_terminal_progress_through_the_cli(
@@ -135,3 +142,23 @@ def test_progress_from_distributed_workers(slides: list[Path], tmp_path: Path) -
     assert all(0 <= done <= total for _, done, total in recorder.tasks)
     assert any(done == total > 0 for _, done, total in recorder.tasks)  # a graph completed
     assert threading.get_ident() not in recorder.threads  # delivered by the client's loop
+
+
+def test_log_progress_reports_a_long_slide_in_the_log(
+    slides: list[Path], tmp_path: Path, config_file: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Off a terminal (a batch job's log), a slide computing longer than the interval gets
+    lines with the share of its tasks done."""
+    from slidemask.batch import LogProgress, run_batch
+    from slidemask.config import load_config
+
+    monkeypatch.setattr(logging.getLogger("slidemask"), "propagate", True)  # the CLI's tests
+
+    with caplog.at_level(logging.INFO, logger="slidemask"):
+        results = run_batch([str(slides[0])], load_config(config_file), tmp_path / "out",
+                            progress=LogProgress(interval=0.0))
+    assert results[0].status == "done"
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("running ")]
+    assert any(slides[0].name in line and "% of its current step's tasks" in line
+               for line in lines), lines
