@@ -182,7 +182,8 @@ def run_remote_slide(
             return SlideResult(path=storage.location(path), output=storage.location(output),
                                status="done", stats=stored_stats(attrs), config_hash=digest)
     name = output.rstrip("/").rsplit("/", 1)[-1]
-    stage = Path(tempfile.mkdtemp(prefix="slidemask-stage-"))
+    _remove_dead_stages()
+    stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-"))
     try:
         result = run_slide(path, config, stage, overwrite=False, output=stage / name)
         if result.status == "done":
@@ -201,6 +202,28 @@ def run_remote_slide(
             result.error.replace(str(stage / name), storage.display(output))
         )
     return result
+
+
+STAGE_PREFIX = "slidemask-stage-"
+"""A slide's local stage: ``<temporary folder>/slidemask-stage-<pid>-<random>``."""
+
+
+def _remove_dead_stages() -> None:
+    """Remove the stages that processes which no longer run left in this machine's temporary
+    folder (a job killed by its time limit or for memory never cleans up; a level-0 stage can
+    be gigabytes)."""
+    root = Path(tempfile.gettempdir())
+    for stage in root.glob(f"{STAGE_PREFIX}*-*"):
+        pid = stage.name[len(STAGE_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            log.info("removing %s, left by process %s, which no longer runs", stage, pid)
+            shutil.rmtree(stage, ignore_errors=True)
+        except OSError:  # another user's process (PermissionError): alive
+            continue
 
 
 def _plan(

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -333,7 +334,7 @@ def test_cli_run_from_bucket_to_bucket(
 
 
 def test_kill_9_then_rerun_on_the_bucket(
-    s3: _Proxy, local_slides: list[Path], tmp_path: Path
+    s3: _Proxy, local_slides: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     more = [write_synthetic_slide(tmp_path / f"k{i}.ome.tif", 2048, tile=256, levels=1, seed=i)
             for i in range(4)]
@@ -348,8 +349,10 @@ def test_kill_9_then_rerun_on_the_bucket(
         f"config = Config.model_validate({CONFIG!r})\n"
         f"run_batch(['s3://{BUCKET}/kill/'], config, {out!r})\n"
     )
+    stages = tmp_path / "tmp"  # the killed run's local stage is left here
+    stages.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=dict(os.environ))
+                            stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(stages)})
     fs = _fs()
     try:
         deadline = time.monotonic() + 90
@@ -370,7 +373,11 @@ def test_kill_9_then_rerun_on_the_bucket(
     assert not is_complete(f"{out}/k{missing}.zarr")
     assert stored_config_hash(f"{out}/k{missing}.zarr") is None
 
+    left = list(stages.glob("slidemask-stage-*"))
+    assert left, "the killed run left no stage"
+    monkeypatch.setattr(tempfile, "tempdir", str(stages))
     results = run_batch([f"s3://{BUCKET}/kill/"], _config(), out)
+    assert list(stages.iterdir()) == []  # the dead process's stage is removed by the next run
     statuses = [r.status for r in results]
     assert statuses.count("skipped") == len(complete), statuses
     assert statuses.count("done") == 4 - len(complete)
