@@ -361,9 +361,12 @@ class ScratchFolder:
             if log is None:
                 os.makedirs(self.path, exist_ok=True)
                 log = _LOGS[self.path] = _Log(os.path.join(self.path, LOG_NAME))
+            size = sum(len(part) for part in parts)
             offset = log.end
-            log.end += sum(len(part) for part in parts)
-        os.pwritev(log.fd, parts, offset)
+            log.end += size
+        written = os.pwritev(log.fd, parts, offset)
+        if written != size:  # a full disk
+            raise OSError(f"{log.path}: wrote {written} of {size} bytes of chunk {i}.{j}")
         with _HELD_LOCK:  # readable once written whole (a retried task's copy replaces it)
             log.index[(i, j)] = (offset, [len(part) for part in parts])
 
