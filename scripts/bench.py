@@ -37,6 +37,8 @@ Cases:
     api_threshold   threshold as public API calls on the lazy level: write_zarr(threshold(
                     to_gray(level0), below=...)) (the config cases go through run_slide)
     api_global      the same with fill_holes and remove_small_objects(--min-area)
+    keep_largest    threshold -> keep_largest(n=3) -> Zarr (every object of every chunk measured)
+    api_label       write_zarr(label(threshold(to_gray(level0), below=...))): int32 labels
     tissue_mpp8     configs/tissue.yaml (8 µm per pixel, from the pyramid) -> Zarr, PNG, JSON
     qc              configs/qc.yaml: tissue and every artifact (blur at 2 µm per pixel, the rest
                     at 8) -> mask, class map (OME-Zarr labels), GeoJSON, legend PNG, JSON
@@ -84,6 +86,8 @@ ALL_CASES = [
     "global",
     "api_threshold",
     "api_global",
+    "keep_largest",
+    "api_label",
     "tissue_mpp8",
     "qc",
     "cli_threshold",
@@ -228,13 +232,15 @@ def run_case(
                     meta=np.empty((0, 0, 0), np.uint8),
                 )
                 blocks.sum().compute()
-            elif case in ("api_threshold", "api_global"):
+            elif case in ("api_threshold", "api_global", "api_label"):
                 # the same jobs written as public API calls on the lazy level, as a user would
                 import slidemask as sm
 
                 mask = sm.threshold(sm.to_gray(level0), below=below)
                 if case == "api_global":
                     mask = sm.remove_small_objects(sm.fill_holes(mask), min_area)
+                if case == "api_label":
+                    mask = sm.label(mask)
                 sm.write_zarr(mask, out, overwrite=True)
             else:
                 from slidemask.config import config_from_yaml
@@ -287,6 +293,7 @@ CASE_CONFIGS = {
     "hsv": "masks: {tissue: [{hsv_range: {lower: [120, 20, 50], upper: [179, 255, 235]}}]}",
     "median_closing": "masks: {tissue: [gray, {median_blur: {ksize: 7}}, "
     "{threshold: {below: 220}}, {closing: {radius: 4}}]}",
+    "keep_largest": "masks: {tissue: [gray, {threshold: {below: 220}}, {keep_largest: {n: 3}}]}",
     "global": "masks: {tissue: [gray, {threshold: {below: 220}}, fill_holes, "
     "{remove_small_objects: {min_area: 5000}}]}",
 }
@@ -302,7 +309,7 @@ def case_config(case: str, below: int = 220, min_area: int = 5000) -> str:
     of this run (the defaults give :data:`CASE_CONFIGS`)."""
     case = SOURCE_CASES.get(case, case)
     text = CASE_CONFIGS[case]
-    if case in ("threshold", "median_closing", "global"):
+    if case in ("threshold", "median_closing", "global", "keep_largest"):
         text = text.replace("below: 220", f"below: {below}")
     if case == "global":
         text = text.replace("min_area: 5000", f"min_area: {min_area}")
