@@ -156,7 +156,7 @@ class LogProgress(BatchProgress):
     def __init__(self, *, interval: float = 30.0) -> None:
         self.log_interval = interval
         self._lock = threading.RLock()
-        self._logged: dict[str, tuple[str, float, float]] = {}  # path: name, start, last line
+        self._logged: dict[str, tuple[float, float]] = {}  # path: started, last line
 
     def slide_tasks(self, done: int, total: int, path: Path | None = None) -> None:
         now = time.perf_counter()
@@ -164,12 +164,12 @@ class LogProgress(BatchProgress):
             key = str(path) if path is not None else next(reversed(self._logged), None)
             if key is None or key not in self._logged or not total:
                 return
-            name, started, last = self._logged[key]
+            started, last = self._logged[key]
             if now - last < self.log_interval:
                 return
-            self._logged[key] = (name, started, now)
+            self._logged[key] = (started, now)
         log.info("running %s: %d %% of its current step's tasks, %s so far",
-                 name, int(100 * done / total), _clock(now - started))
+                 key, int(100 * done / total), _clock(now - started))
 
     def begin(self, total: int, output_dir: Path, config_hash: str) -> None:
         log.info("%d slide(s) -> %s (config hash %s)", total, output_dir, config_hash[:12])
@@ -183,7 +183,7 @@ class LogProgress(BatchProgress):
         now = time.perf_counter()
         with self._lock:
             self._logged.pop(str(path), None)
-            self._logged[str(path)] = (str(path), now, now)
+            self._logged[str(path)] = (now, now)
         log.info("start   %s", path)
 
     def slide_finished(self, result: SlideResult, finished: int, total: int) -> None:
@@ -214,10 +214,9 @@ class TerminalProgress(LogProgress):
     """
 
     def __init__(self, stream: TextIO | None = None, *, interval: float = 0.1) -> None:
-        super().__init__()
+        super().__init__()  # its lock guards this bar's state too
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
-        self._lock = threading.RLock()
         self._shown = False
         self._last_line = ""
         self._last_draw = 0.0
@@ -315,20 +314,20 @@ class TerminalProgress(LogProgress):
                 f" {counts['failed']} failed, {self._total - self._finished} remaining"
             )
             clock = f"  {_clock(elapsed)}{'' if eta is None else ' ETA ' + _clock(eta)}"
-            running = ""
+            name = tail = ""
             if self._running:
                 name, done, tasks = next(reversed(self._running.values()))
-                share = f" {int(100 * done / tasks):3d}%" if tasks else ""
                 others = len(self._running) - 1
-                running = f" | {name}{share}{f' +{others} running' if others else ''}"
+                tail = (f" {int(100 * done / tasks):3d}%" if tasks else "") + (
+                    f" +{others} running" if others else "")
                 # on a narrow terminal the running slide's share stays: the counts per status
                 # go first, then the start of its name
-                if len(head + statuses + clock + running) > width - 1:
+                room = width - 1 - len(head + clock + " | " + tail)
+                if len(statuses) + len(name) > room:
                     statuses = ""
-                    room = width - 1 - len(head + clock + running) + len(name)
-                    if room < len(name):
+                    if len(name) > room:
                         name = "..." + name[len(name) - max(room - 3, 4):]
-                        running = f" | {name}{share}{f' +{others} running' if others else ''}"
+            running = f" | {name}{tail}" if self._running else ""
             text = head + statuses + clock + running
         return text[: max(width - 1, 10)]
 

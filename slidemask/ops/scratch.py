@@ -583,12 +583,15 @@ def in_use(*collections: Any) -> Iterator[None]:
     try:
         yield
     finally:
+        idle = []
         with _HELD_LOCK:
             for folder in folders:
                 _USERS[folder.path] -= 1
                 if not _USERS[folder.path]:
                     del _USERS[folder.path]
-        release(*collections)
+                    idle.append(folder)
+        for folder in idle:  # as release() would, without walking the graphs again
+            folder.remove()
 
 
 # ----------------------------------------------------------------------------------------------
