@@ -174,6 +174,20 @@ def test_traced_components_equal_labelled(data, connectivity, value):
         np.testing.assert_array_equal(getattr(faces, name), getattr(ref_faces, name))
 
 
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_traced_areas_of_specks_equal_labelled(connectivity):
+    """Specks of noise (boxes one pixel wide or 2×2, measured from the box) and the larger
+    components among them (flooded) have the areas labelling gives."""
+    rng = np.random.default_rng(5)
+    m = rng.random((300, 300)) < 0.02
+    m[100:200, 50:250] = rng.random((100, 200)) > 0.02  # a pinholed object among the specks
+    traced = kl.traced_components(m, connectivity=connectivity, estimate=False)
+    assert traced is not None
+    ref = kl.local_components(m, connectivity=connectivity)
+    assert traced[0].count == ref.count > 1000
+    np.testing.assert_array_equal(traced[0].area, ref.area)
+
+
 def test_traced_components_give_way_to_labelling_when_many():
     m = np.zeros((128, 128), bool)
     m[::2, ::2] = True  # 4096 objects: more than border following is used for
