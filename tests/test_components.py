@@ -175,6 +175,27 @@ def test_traced_components_equal_labelled(data, connectivity, value):
 
 
 @pytest.mark.parametrize("connectivity", [4, 8])
+def test_local_components_of_tissue_riddled_with_pinholes(connectivity):
+    """Tiles with thousands of pinholes are labelled with them filled: labels, areas, boxes
+    and first pixels still equal scikit-image's, pinholes on and beside the faces included."""
+    rng = np.random.default_rng(connectivity)
+    m = rng.random((700, 650)) > 0.03  # tissue riddled with pinholes, specks in the glass
+    m[200:400, 100:500] = rng.random((200, 400)) < 0.03
+    m[450:460, 300:310] = False  # a larger hole with an island
+    m[455, 305] = True
+    ref = ref_label(m, connectivity)
+    comps = kl.local_components(m, connectivity=connectivity)
+    np.testing.assert_array_equal(comps.labels, ref)
+    np.testing.assert_array_equal(comps.area[1:], np.bincount(ref.ravel())[1:])
+    for k, sl in enumerate(ndi.find_objects(ref), start=1):
+        assert (comps.top[k], comps.bottom[k], comps.left[k], comps.right[k]) == (
+            sl[0].start, sl[0].stop, sl[1].start, sl[1].stop)
+    _, first = np.unique(ref.ravel(), return_index=True)
+    np.testing.assert_array_equal(comps.first_row[1:] * m.shape[1] + comps.first_col[1:],
+                                  first[1:])
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
 def test_traced_areas_of_specks_equal_labelled(connectivity):
     """Specks of noise (boxes one pixel wide or 2×2, measured from the box) and the larger
     components among them (flooded) have the areas labelling gives."""

@@ -117,6 +117,9 @@ def cases(draw: st.DrawFn, max_side: int = 200) -> tuple[np.ndarray, tuple, dict
         "BAND": draw(st.sampled_from([kl.BAND, 1, 2, 5])),
         "_MARKERS": draw(st.sampled_from([kl._MARKERS, kl._MARKERS, 1])),
         "SPARSE_LIMIT": draw(st.sampled_from([kl.SPARSE_LIMIT, 0])),
+        "TRACE_LIMIT": draw(st.sampled_from([kl.TRACE_LIMIT, kl.TRACE_LIMIT, 3])),
+        "ERASE_BOX": draw(st.sampled_from([kl.ERASE_BOX, 0, 3, 8])),
+        "ERASE_FLOODS": draw(st.sampled_from([kl.ERASE_FLOODS, 0, 2])),
     }
     return m, chunks, limits
 
@@ -229,7 +232,7 @@ def test_remove_small_objects(case, connectivity, min_area):
 def test_keep_largest(case, connectivity, n):
     m, chunks, limits = case
     plan = keep_largest_plan(n, connectivity=connectivity)
-    assert plan is not None and not plan.decides_locally
+    assert plan is not None and plan.decides_locally
     np.testing.assert_array_equal(run_engine(plan, m, chunks, limits),
                                   ref_keep_largest(m, n, connectivity))
 
@@ -274,6 +277,54 @@ def test_stored_tile_has_the_interior_decisions_applied():
     assert summary.ids.tolist() == [1]  # only the face speck is reported
     assert (summary.first_row[0], summary.first_col[0]) == (40, 50)
     assert summary.area[0] == 1
+
+
+def speckled_tile(seed: int) -> np.ndarray:
+    """Two large objects among specks of every small shape, a ring round a large object, and
+    a few objects with boxes between 2×2 and :data:`~slidemask.kernels.labels.ERASE_BOX`."""
+    rng = np.random.default_rng(seed)
+    m = rng.random((120, 150)) < 0.04  # specks
+    m[10:60, 10:70] = rng.random((50, 60)) > 0.05  # a pinholed object
+    m[70:110, 20:60] = False
+    m[70:110, 20:60] |= ndi.binary_dilation(np.pad(np.ones((36, 36), bool), 2)) ^ np.pad(
+        np.ones((38, 38), bool), 1)  # a one-pixel ring (small area, large box) ...
+    m[80:100, 30:50] = True  # ... round a larger object
+    m[75:78, 100:103] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]  # a plus
+    m[90, 100:110] = True  # a run
+    return m
+
+
+@pytest.mark.parametrize("limits", [{}, {"ERASE_FLOODS": 0}, {"ERASE_FLOODS": 0, "TRACE_LIMIT": 1},
+                                    {"ERASE_BOX": 0}])
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_keep_largest_stores_only_reported_objects(connectivity, limits):
+    """``keep_largest`` stores the chunk less the interior objects that cannot win and are
+    cheap to erase (flood fills, or one lookup over the labels), and reports every object it
+    leaves; pass 2 then equals the whole-image operation for any chunking."""
+    plan = keep_largest_plan(2, connectivity=connectivity)
+    assert plan is not None
+    for seed in range(3):
+        m = speckled_tile(seed)
+        ref_lab = sk_label(m, connectivity=connectivity // 4)
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in limits.items():
+                patch.setattr(kl, name, value)
+            record, stored = plan.pass1_chunk(m, (0, 0))
+        assert not (stored & ~m).any()  # only ever erases
+        kept_labels = np.unique(ref_lab[stored])
+        kept_labels = kept_labels[kept_labels > 0]
+        for k in kept_labels:  # objects are erased whole or not at all
+            assert stored[ref_lab == k].all()
+        summary = record[0]["fg"]
+        assert len(summary.ids) == len(kept_labels)  # every object left is reported
+        np.testing.assert_array_equal(
+            np.sort(ref_lab[summary.first_row, summary.first_col]), kept_labels)
+        if limits.get("ERASE_BOX") != 0:
+            assert len(kept_labels) < 0.2 * ref_lab.max()  # the specks are gone
+        for size in ((120, 150), (37, 41), (64, 23)):
+            chunks = da.core.normalize_chunks(size, m.shape)
+            np.testing.assert_array_equal(
+                run_engine(plan, m, chunks, limits), ref_keep_largest(m, 2, connectivity))
 
 
 def test_pass1_on_uniform_and_empty_tiles():

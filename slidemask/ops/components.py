@@ -727,7 +727,8 @@ class TwoPass:
 
         Where :attr:`decides_locally`, the stored tile already has every decision that is the
         chunk's alone applied (``remove_small_objects``: small objects not touching a chunk
-        face removed; ``fill_holes``: holes not touching one filled), so pass 2 only changes the
+        face removed; ``fill_holes``: holes not touching one filled; ``keep_largest``: small
+        interior objects outside the chunk's n largest removed), so pass 2 only changes the
         few face-touching components; otherwise it is ``tile`` itself, unchanged. Either way
         ``tile`` is never written, and the records differ from :meth:`summarize_chunk`'s only
         in what pass 2 needs (seeds on the faces; areas above a limit may be lower bounds), so
@@ -1027,6 +1028,7 @@ def keep_largest_plan(n: int, *, connectivity: int = 8) -> TwoPass | None:
         apply=kl.filter_objects, apply_kwargs={"connectivity": connectivity, "min_area": None},
         local=kl.largest_pass1, local_kwargs={"connectivity": connectivity, "n": n},
         finish=kl.keep_stored, finish_kwargs={"connectivity": connectivity},
+        decides_locally=True,
     )
 
 
