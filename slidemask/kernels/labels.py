@@ -648,6 +648,10 @@ def _ids_only(count: int, include: np.ndarray) -> LayerSummary:
 def _top_interior(comps: LocalComponents, face: np.ndarray, n: int) -> np.ndarray:
     """Labels not on a face whose (area desc, first pixel) rank in the chunk is below n."""
     idx = np.flatnonzero(~face[1:]) + 1
+    if len(idx) > n:  # only those at least as large as the n-th largest can rank below n
+        area = comps.area[idx]
+        nth = np.partition(area, len(idx) - n)[len(idx) - n]
+        idx = idx[area >= nth]
     rank = rank_in_groups(
         np.zeros(len(idx), np.int64), comps.area[idx], comps.first_row[idx], comps.first_col[idx]
     )
