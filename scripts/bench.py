@@ -18,6 +18,9 @@ light tissue and dusty glass: the level-0 ``grey < 200`` mask has thousands of s
 The threshold is ``--below`` (default 220 on smooth slides, 200 on noisy ones). ``--stain``
 colours the smooth tissue: ``he`` (default), ``dab`` (IHC: DAB brown and pale haematoxylin
 counterstain) or ``faint`` (pale, low-contrast), e.g. to time ``tissue_mpp8`` on each.
+``--texture mosaic --mosaic-from SLIDE ...`` cuts level 0 (only) from small real scans instead,
+2048² blocks of them, e.g. ``--mosaic-from CMU-1-Small-Region.svs tcga-cr-7395-01a-01-ts1.svs``:
+the texture of thresholded real tissue, for the level-0 cases.
 
 Cases:
     decode          every level-0 tile read and decoded to RGB with tifffile, N threads (the floor)
@@ -96,6 +99,48 @@ ALL_CASES = [
 DEFAULT_CASES = ["decode", "read", "threshold", "hsv"]
 
 
+MOSAIC_BLOCK = 2048
+"""Edge of the blocks of a mosaic slide: each is one source scan's level 0, read from its own
+offset and mirrored in every other block, so that no two neighbouring blocks repeat."""
+
+
+def write_mosaic_slide(
+    path: Path, size: int, sources: list[Path], *, tile: int = 512, quality: int = 85
+) -> Path:
+    """A ``size``² JPEG-tiled OME-TIFF (level 0 only, 0.5 µm per pixel) whose pixels are real
+    scans: blocks of :data:`MOSAIC_BLOCK` pixels, each cut from one of ``sources`` (their
+    level 0, read whole: small scans such as CMU-1-Small-Region) at an offset of its own and
+    mirrored in every other block. Thresholded, its level-0 mask has real tissue's texture
+    (specks, pinholes, ragged edges), which no synthetic texture was tuned to."""
+    import numpy as np
+    import tifffile
+
+    from slidemask import open_slide
+
+    images = [np.asarray(open_slide(p).levels[0]) for p in sources]
+    for p, image in zip(sources, images, strict=True):
+        if min(image.shape[:2]) <= tile:
+            raise SystemExit(f"{p}: level 0 of {image.shape[:2]} is too small for {tile}² tiles")
+
+    def tiles() -> Iterator[np.ndarray]:
+        for ty in range(0, size, tile):
+            for tx in range(0, size, tile):
+                by, bx = ty // MOSAIC_BLOCK, tx // MOSAIC_BLOCK
+                image = images[(by * 13 + bx * 7) % len(images)]
+                h, w = image.shape[:2]
+                y0 = (by * 701 + ty % MOSAIC_BLOCK) % (h - tile)
+                x0 = (bx * 503 + tx % MOSAIC_BLOCK) % (w - tile)
+                crop = image[y0:y0 + tile, x0:x0 + tile, :3]
+                yield np.ascontiguousarray(crop[:, ::-1] if (by + bx) % 2 else crop)
+
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tw:
+        tw.write(tiles(), shape=(size, size, 3), dtype=np.uint8, tile=(tile, tile),
+                 photometric="rgb", compression="jpeg", compressionargs={"level": quality},
+                 metadata={"PhysicalSizeX": 0.5, "PhysicalSizeXUnit": "µm",
+                           "PhysicalSizeY": 0.5, "PhysicalSizeYUnit": "µm"})
+    return path
+
+
 def slide_path(
     data_dir: Path, size: int, tile: int, quality: int, texture: str = "smooth", stain: str = "he",
     layout: str = "ome",
@@ -107,19 +152,27 @@ def slide_path(
 
 def ensure_slide(
     data_dir: Path, size: int, tile: int, quality: int, texture: str = "smooth", stain: str = "he",
-    layout: str = "ome",
+    layout: str = "ome", mosaic_from: list[Path] | None = None,
 ) -> Path:
     from slidemask.io.synthetic import write_synthetic_slide
 
     path = slide_path(data_dir, size, tile, quality, texture, stain, layout)
+    if texture == "mosaic":
+        if not mosaic_from:
+            raise SystemExit("--texture mosaic needs --mosaic-from SLIDE [SLIDE ...]")
+        tag = "-".join(p.name.split(".")[0] for p in mosaic_from)
+        path = path.with_name(path.name.replace("-mosaic", f"-mosaic-{tag}"))
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
         t0 = time.perf_counter()
-        write_synthetic_slide(
-            partial, size, tile=tile, quality=quality, texture=texture, stain=stain,
-            aperio=layout == "svs",
-        )
+        if texture == "mosaic":
+            write_mosaic_slide(partial, size, mosaic_from or [], tile=tile, quality=quality)
+        else:
+            write_synthetic_slide(
+                partial, size, tile=tile, quality=quality, texture=texture, stain=stain,
+                aperio=layout == "svs",
+            )
         partial.rename(path)
         print(
             f"# wrote {path.name} ({path.stat().st_size / 2**20:.0f} MiB) "
@@ -486,9 +539,14 @@ def main(argv: list[str] | None = None) -> int:
         "each further slide of a batch)",
     )
     parser.add_argument(
-        "--texture", choices=["smooth", "noisy", "both"], default="smooth",
+        "--texture", choices=["smooth", "noisy", "both", "mosaic"], default="smooth",
         help="synthetic slide: smooth tissue (default), noisy (speckled level-0 mask like "
-        "thresholded real H&E), or both (one table each)",
+        "thresholded real H&E), both (one table each), or mosaic (level 0 only, cut from "
+        "the real scans given by --mosaic-from: for the level-0 cases)",
+    )
+    parser.add_argument(
+        "--mosaic-from", type=Path, nargs="+", metavar="SLIDE",
+        help="--texture mosaic: small real scans whose level 0 the mosaic is cut from",
     )
     parser.add_argument(
         "--layout", choices=["ome", "svs"], default="ome",
@@ -722,7 +780,7 @@ def bench_slide(
 ) -> dict[str, dict[str, Any]]:
     """Every case on the synthetic slide of this texture; print the table, return the rows."""
     path = ensure_slide(args.data_dir, args.size, args.tile, args.quality, texture, args.stain,
-                        args.layout)
+                        args.layout, args.mosaic_from)
     megapixels = args.size * args.size / 1e6
     ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     results: dict[str, dict[str, Any]] = {}

@@ -21,8 +21,9 @@ How it works (two passes and one merge)
 When the engine stores each chunk between the passes (:meth:`TwoPass.pass1_chunk`,
 :meth:`TwoPass.apply_stored`), pass 1 already applies those local decisions to the tile it
 stores (``remove_small_objects``: interior small objects erased; ``fill_holes``: interior
-holes filled), so pass 2 only changes the few face-touching components, found again from one
-face pixel each, without labelling the chunk again.
+holes filled; ``keep_largest``: the interior objects that cannot be among the n largest
+erased where that is cheap, the others reported), so pass 2 only changes the few components
+the chunk reports, found again from one pixel each, without labelling the chunk again.
 
 Memory: the merge holds a few ``int64`` per *reported* label (labels on chunk faces, plus all
 labels for :func:`label_stats`), not per pixel; each chunk task holds a few ``int32`` arrays

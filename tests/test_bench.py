@@ -1,0 +1,54 @@
+"""scripts/bench.py's mosaic slide: level 0 cut from real scans, and a case timed on it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slidemask import open_slide
+from tests.conftest import SHARED_SLIDES
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+CMU1 = SHARED_SLIDES / "CMU-1-Small-Region.svs"
+pytestmark = pytest.mark.skipif(not CMU1.exists(), reason="shared/slides not present")
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mosaic_slide_is_cut_from_the_real_scan(tmp_path):
+    bench = load_bench()
+    path = bench.write_mosaic_slide(tmp_path / "m.ome.tif", 2304, [CMU1], tile=256, quality=95)
+    slide = open_slide(path)
+    assert slide.levels[0].shape == (2304, 2304, 3) and slide.mpp == 0.5
+    mosaic = np.asarray(slide.levels[0]).astype(int)
+    source = np.asarray(open_slide(CMU1).levels[0]).astype(int)
+    h, w = source.shape[:2]
+    # block (0, 0): tile (0, 0) unmirrored from the source's origin; block (0, 1) mirrored
+    assert np.abs(mosaic[:256, :256] - source[:256, :256]).mean() < 4  # JPEG, no more
+    x0 = 503 % (w - 256)
+    mirrored = source[:256, x0:x0 + 256][:, ::-1]
+    assert np.abs(mosaic[:256, 2048:2304] - mirrored).mean() < 4
+    assert h > 256
+
+
+def test_bench_times_a_case_on_the_mosaic(tmp_path, capsys):
+    bench = load_bench()
+    code = bench.main(["--size", "1024", "--texture", "mosaic", "--mosaic-from", str(CMU1),
+                       "--cases", "threshold", "--repeat", "1", "--data-dir", str(tmp_path),
+                       "--json", str(tmp_path / "out.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert "texture mosaic" in capsys.readouterr().out
+    assert report["results"]["threshold"]["wall_s"] > 0
