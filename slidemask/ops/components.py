@@ -555,11 +555,21 @@ def chunk_lut(merged: Merged, i: int, j: int) -> kl.ChunkLut:
     return out
 
 
-def _lut_block(
-    _dummy: np.ndarray, merged: Merged, *, block_id: tuple[int, int] | None = None
-) -> np.ndarray:
-    i, j = block_id  # type: ignore[misc]
+def _lut_at(merged: Merged, i: int, j: int) -> np.ndarray:
     return _one(chunk_lut(merged, i, j))
+
+
+def _luts(merged: Delayed, numblocks: tuple[int, int], name: str) -> da.Array:
+    """One task per chunk, each taking its chunk's lookup table from the merge: an object
+    array with one element per chunk. (Tasks of their own, depending on the merge alone: made
+    by ``map_blocks`` over ``da.zeros``, each also waited for a task that makes a 1 x 1 array
+    of zeros, 100 more tasks for the scheduler per 100 chunks and global step.)"""
+    nbr, nbc = numblocks
+    dsk: dict[Any, Any] = {
+        (name, i, j): (_lut_at, merged.key, i, j) for i in range(nbr) for j in range(nbc)
+    }
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[merged])  # type: ignore[list-item]
+    return da.Array(graph, name, chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META)
 
 
 def _pass2_block(
@@ -667,10 +677,7 @@ def apply_merge(
         luts = literal_array(table, ((1,) * nbr, (1,) * nbc), f"slidemask-{op}-lut-{token}")
         again = mask
     else:
-        luts = da.zeros((nbr, nbc), chunks=1, dtype=np.uint8).map_blocks(
-            _lut_block, merged, dtype=object, meta=_OBJ_META,
-            name=f"slidemask-{op}-lut-{token}",
-        )
+        luts = _luts(merged, (nbr, nbc), f"slidemask-{op}-lut-{token}")
         again = bind(mask, merged, omit=_inner_merges(mask), seed=token)
     dtype = np.dtype(dtype)
     return da.map_blocks(
@@ -812,10 +819,7 @@ class TwoPass:
         merged = merge_records(grid, op=self.op, layers=self.layers, decide=self.decide,
                                shape=mask.shape, token=token)
         nbr, nbc = mask.numblocks
-        luts = da.zeros((nbr, nbc), chunks=1, dtype=np.uint8).map_blocks(
-            _lut_block, merged, dtype=object, meta=_OBJ_META,
-            name=f"slidemask-{self.op}-lut-{token}",
-        )
+        luts = _luts(merged, (nbr, nbc), f"slidemask-{self.op}-lut-{token}")
         out = stored_reads(folder, grid, mask, gate=luts, apply=self._apply_gate,
                            dtype=self.dtype, label=self.op)
         return out, merged
