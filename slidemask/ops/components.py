@@ -274,6 +274,21 @@ def _corner_edges(upper: Faces, lower: Faces, layers: dict[str, int], *, anti: b
     return out
 
 
+def _row_pair_task(
+    row: list[np.ndarray], below: list[np.ndarray] | None, *, layers: dict[str, int]
+) -> list[np.ndarray]:
+    """:func:`_pair_task` for each chunk of a row of chunks, with the row ``below`` (None for
+    the last row)."""
+    n = len(row)
+    return [
+        _pair_task(
+            row[j], None if below is None else below[j], row[j + 1] if j + 1 < n else None,
+            None if below is None or j + 1 >= n else below[j + 1], layers=layers,
+        )
+        for j in range(n)
+    ]
+
+
 def _pair_task(
     record: np.ndarray,
     below: np.ndarray | None,
@@ -482,7 +497,8 @@ def merge_summaries(
 
 
 def merge_blocks(blocks: list[list[np.ndarray]], **kwargs: Any) -> Merged:
-    """The merge task: :func:`merge_summaries` on the nested list of pair-task blocks."""
+    """The merge task: :func:`merge_summaries` on the pair tasks' results, row by row (each
+    chunk's a 1 x 1 object array)."""
     nbr, nbc = len(blocks), len(blocks[0])
     items = [[blocks[i][j][0, 0] for j in range(nbc)] for i in range(nbr)]
 
@@ -626,28 +642,27 @@ def merge_records(
     """The pair tasks and the merge task on pass-1 ``records`` (one per chunk of a mask of
     ``shape``), as one lazy ``Delayed`` of :class:`Merged`."""
     nbr, nbc = records.numblocks
-    # One task per chunk pairs it with its neighbours below, right and diagonal. It is a plain
+    # One task per row of chunks pairs each chunk with its neighbours below, right and
+    # diagonal (a task per chunk measured slower: the scheduler's work per task, in the
+    # driving thread, competes with the chunk tasks for the GIL). It is a plain
     # (non-blockwise) layer so that dask cannot fuse pass 1 into it and run pass 1 once per
     # neighbour.
     name = f"slidemask-{op}-pairs-{token}"
-    pair = partial(_pair_task, layers=layers)
-
+    pair = partial(_row_pair_task, layers=layers)
     rname = records.name
 
-    def rec(i: int, j: int) -> tuple[str, int, int] | None:
-        return (rname, i, j) if i < nbr and j < nbc else None
+    def row(i: int) -> list[tuple[str, int, int]] | None:
+        return [(rname, i, j) for j in range(nbc)] if i < nbr else None
 
-    dsk: dict[Any, Any] = {
-        (name, i, j): (pair, rec(i, j), rec(i + 1, j), rec(i, j + 1), rec(i + 1, j + 1))
-        for i in range(nbr) for j in range(nbc)
-    }
+    dsk: dict[Any, Any] = {(name, i): (pair, row(i), row(i + 1)) for i in range(nbr)}
     graph = HighLevelGraph.from_collections(
         name, dsk, dependencies=[records]  # type: ignore[list-item]
     )
-    pairs = da.Array(graph, name, chunks=records.chunks, dtype=object, meta=_OBJ_META)
+    pairs = da.Array(graph, name, chunks=((1,) * nbr,), dtype=object,
+                     meta=np.empty((0,), dtype=object))
     merge_key = f"{_MERGE_PREFIX}{op}-{token}"
     merge = partial(merge_blocks, layers=layers, shape=tuple(shape), decide=decide)
-    task = (merge, [[(name, i, j) for j in range(nbc)] for i in range(nbr)])
+    task = (merge, [(name, i) for i in range(nbr)])
     graph = HighLevelGraph.from_collections(
         merge_key, {merge_key: task}, dependencies=[pairs]  # type: ignore[list-item]
     )
