@@ -232,9 +232,9 @@ def _pinholes(
     tile: np.ndarray, *, connectivity: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The tile with its pinholes filled (0/1 ``uint8``) and their flat indices, when it has
-    at least :data:`PINHOLE_MIN`. Pinholes are pixels
-    off the faces that are not target pixels and whose neighbours of the other connectivity
-    (4 for 8-connected targets, 8 for 4-connected) all are. A pinhole's neighbours of the
+    at least :data:`PINHOLE_MIN`. Pinholes are pixels off the faces that are not target
+    pixels and whose neighbours of the other connectivity (4 for 8-connected targets, 8 for
+    4-connected) all are. A pinhole's neighbours of the
     target connectivity are all one component (any two are neighbours, or both neighbours of
     a third), so filling it joins nothing and moves no box or first pixel; it only adds one
     pixel to that component's area. Thresholded light tissue is riddled with them (the

@@ -576,10 +576,10 @@ def _lut_at(merged: Merged, i: int, j: int) -> np.ndarray:
 
 
 def _luts(merged: Delayed, numblocks: tuple[int, int], name: str) -> da.Array:
-    """One task per chunk, each taking its chunk's lookup table from the merge: an object
-    array with one element per chunk. (Tasks of their own, depending on the merge alone: made
-    by ``map_blocks`` over ``da.zeros``, each also waited for a task that makes a 1 x 1 array
-    of zeros, 100 more tasks for the scheduler per 100 chunks and global step.)"""
+    """The chunks' lookup tables from the merge, lazily: an object array with one element per
+    chunk, each a task that depends on the merge alone (made by ``map_blocks`` over
+    ``da.zeros``, each would also wait for a task making a 1 x 1 array of zeros: 100 more
+    tasks to schedule per 100 chunks and global step)."""
     nbr, nbc = numblocks
     dsk: dict[Any, Any] = {
         (name, i, j): (_lut_at, merged.key, i, j) for i in range(nbr) for j in range(nbc)
@@ -752,7 +752,7 @@ class TwoPass:
         chunk's alone applied (``remove_small_objects``: small objects not touching a chunk
         face removed; ``fill_holes``: holes not touching one filled; ``keep_largest``: small
         interior objects outside the chunk's n largest removed), so pass 2 only changes the
-        few face-touching components; otherwise it is ``tile`` itself, unchanged. Either way
+        few components the chunk reports; otherwise it is ``tile`` itself, unchanged. Either way
         ``tile`` is never written, and the records differ from :meth:`summarize_chunk`'s only
         in what pass 2 needs (seeds on the faces; areas above a limit may be lower bounds), so
         the two must not be mixed within one run. For any chunking, :meth:`apply_stored` of
