@@ -285,10 +285,9 @@ def speckled_tile(seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     m = rng.random((120, 150)) < 0.04  # specks
     m[10:60, 10:70] = rng.random((50, 60)) > 0.05  # a pinholed object
-    m[70:110, 20:60] = False
-    m[70:110, 20:60] |= ndi.binary_dilation(np.pad(np.ones((36, 36), bool), 2)) ^ np.pad(
-        np.ones((38, 38), bool), 1)  # a one-pixel ring (small area, large box) ...
-    m[80:100, 30:50] = True  # ... round a larger object
+    m[70:110, 20:60] = np.pad(np.ones((38, 38), bool), 1) ^ np.pad(np.ones((36, 36), bool), 2)
+    # a one-pixel ring (148 pixels in a 38² box) round a larger object (400 pixels)
+    m[80:100, 30:50] = True
     m[75:78, 100:103] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]  # a plus
     m[90, 100:110] = True  # a run
     return m
@@ -321,6 +320,7 @@ def test_keep_largest_stores_only_reported_objects(connectivity, limits):
             np.sort(ref_lab[summary.first_row, summary.first_col]), kept_labels)
         if limits.get("ERASE_BOX") != 0:
             assert len(kept_labels) < 0.2 * ref_lab.max()  # the specks are gone
+        assert stored[80:100, 30:50].all()  # among the 2 largest, inside a ring that is not
         for size in ((120, 150), (37, 41), (64, 23)):
             chunks = da.core.normalize_chunks(size, m.shape)
             np.testing.assert_array_equal(
