@@ -1434,12 +1434,17 @@ def _stats(img: np.ndarray, *, connectivity: int) -> LocalComponents:
 def _stats_record(
     layer: str, st: LocalComponents, ids: np.ndarray, faces: Faces, offset: tuple[int, ...]
 ) -> Record:
+    """The record of labels ``ids``, each seeded by a face pixel, or by its first pixel when it
+    touches no face."""
     seed_r, seed_c = _face_seeds(faces, st.count)
+    seed_r, seed_c = seed_r[ids], seed_c[ids]
+    inside = seed_r < 0
+    seed_r[inside], seed_c[inside] = st.first_row[ids][inside], st.first_col[ids][inside]
     return _record(
         layer, count=st.count, ids=ids, area=st.area[ids],
         box=(st.top[ids], st.left[ids], st.bottom[ids], st.right[ids]),
         first=(st.first_row[ids], st.first_col[ids]),
-        seed=(seed_r[ids], seed_c[ids]), faces=faces, offset=offset,
+        seed=(seed_r, seed_c), faces=faces, offset=offset,
     )
 
 
@@ -1779,17 +1784,7 @@ def largest_pass1(
     stored, left = _erase_small(img, comps, ~report, connectivity=connectivity)
     report |= left
     report[0] = False
-    ids = np.flatnonzero(report)
-    seed_r, seed_c = _face_seeds(faces, comps.count)
-    seed_r, seed_c = seed_r[ids], seed_c[ids]
-    inside = seed_r < 0
-    seed_r[inside], seed_c[inside] = comps.first_row[ids][inside], comps.first_col[ids][inside]
-    return _record(
-        "fg", count=comps.count, ids=ids, area=comps.area[ids],
-        box=(comps.top[ids], comps.left[ids], comps.bottom[ids], comps.right[ids]),
-        first=(comps.first_row[ids], comps.first_col[ids]), seed=(seed_r, seed_c),
-        faces=faces, offset=offset,
-    ), stored.view(bool)
+    return _stats_record("fg", comps, np.flatnonzero(report), faces, offset), stored.view(bool)
 
 
 ERASE_BOX = 4096
