@@ -96,7 +96,7 @@ from slidemask.kernels.artifacts import (
     straight_band_kernel,
 )
 from slidemask.kernels.color import check_hsv_input
-from slidemask.ops.chunks import rechunk
+from slidemask.ops.chunks import map_located, rechunk
 from slidemask.ops.literal import as_dask
 from slidemask.ops.local import (
     MERGED_ATTR,
@@ -338,11 +338,13 @@ def _spans(start: int, stop: int, tile: int, cell: int) -> list[tuple[int, int]]
 
 
 def _gated_block(
-    needed: np.ndarray, *, reader: _SlideCells, block_info: Any = None
+    needed: np.ndarray, *, reader: _SlideCells, location: tuple[int, ...],
+    offset: tuple[int, ...],
 ) -> np.ndarray:
-    """The packed cells of one block of the cell grid (located by ``block_info``)."""
-    (r0, r1), (c0, c1) = block_info[0]["array-location"]
-    return reader.cells(r0, r1, c0, c1, needed)
+    """The packed cells of one block of the cell grid (at ``offset``, from
+    :func:`map_located`)."""
+    r0, c0 = offset[:2]
+    return reader.cells(r0, r0 + needed.shape[0], c0, c0 + needed.shape[1], needed)
 
 
 def _block_chunks(chunks: tuple[int, ...], size: int, cell: int) -> tuple[int, ...]:
@@ -396,7 +398,7 @@ def _packed_cells(
         if needed is None:
             return da.from_array(cells, chunks=chunks, asarray=False, lock=False, fancy=False,
                                  meta=meta, name=f"slidemask-sharpness-cells-{token}")
-        return da.map_blocks(_gated_block, _on_disk(needed, chunks, "sharpness-needed"),
+        return map_located(_gated_block, _on_disk(needed, chunks, "sharpness-needed"),
                              reader=cells, dtype=dtype,
                              meta=meta, token=f"slidemask-sharpness-cells-{token}")
     grey = grey[: rows * c, : cols * c]

@@ -63,7 +63,7 @@ from dask.highlevelgraph import HighLevelGraph
 from slidemask.errors import MaskError
 from slidemask.kernels import labels as kl
 from slidemask.kernels.graph import graph_components
-from slidemask.ops.chunks import rechunk
+from slidemask.ops.chunks import map_located, rechunk
 from slidemask.ops.literal import as_dask, literal_array
 
 __all__ = [
@@ -225,10 +225,9 @@ def _one(value: Any) -> np.ndarray:
 
 def _pass1_block(
     tile: np.ndarray, *, kernel: Callable[..., kl.Record], kwargs: dict[str, Any],
-    block_info: dict | None = None,
+    location: tuple[int, ...], offset: tuple[int, ...],
 ) -> np.ndarray:
-    (r0, _), (c0, _) = block_info[0]["array-location"]  # type: ignore[index]
-    return _one(kernel(tile, offset=(r0, c0), **kwargs))
+    return _one(kernel(tile, offset=offset[:2], **kwargs))
 
 
 Faces = dict[str, kl.Faces]
@@ -624,7 +623,7 @@ def _pass1(
 ) -> da.Array:
     """Pass 1, lazily: an object array with one record per chunk of ``mask``."""
     nbr, nbc = mask.numblocks
-    return da.map_blocks(
+    return map_located(
         _pass1_block, mask, kernel=summarize, kwargs=kwargs,
         chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META, name=name,
     )

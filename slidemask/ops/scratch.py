@@ -67,6 +67,8 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import parse_bytes
 
+from slidemask.ops.chunks import map_located
+
 __all__ = ["ScratchFolder", "fold_reads", "held_bytes", "in_use", "map_windows", "release",
            "scratch_in", "scratch_memory", "scratch_root", "stored_reads", "stores"]
 
@@ -613,13 +615,13 @@ class _Store:
         self.depth = depth
         self.summarize = summarize
 
-    def __call__(self, tile: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
-        assert block_info is not None
-        i, j = block_info[0]["chunk-location"][:2]
+    def __call__(
+        self, tile: np.ndarray, *, location: tuple[int, ...], offset: tuple[int, ...]
+    ) -> np.ndarray:
+        i, j = location[:2]
         out = np.empty((1, 1), dtype=object)
         if self.summarize is not None:
-            offset = tuple(start for start, _ in block_info[0]["array-location"][:2])
-            out[0, 0], tile = self.summarize(tile, offset)  # type: ignore[arg-type]
+            out[0, 0], tile = self.summarize(tile, offset[:2])  # type: ignore[arg-type]
         self.folder.write(i, j, tile, depth=self.depth)
         return out
 
@@ -688,7 +690,7 @@ def stores(
             label, hold=value.nbytes <= HELD_ARRAY_BYTES and scratch_memory() > 0
         )
     trailing = tuple(range(2, value.ndim))
-    grid = da.map_blocks(
+    grid = map_located(
         _Store(folder, depth, summarize), value,
         chunks=((1,) * nbr, (1,) * nbc), dtype=object, meta=_OBJ_META, name=name,
         **({"drop_axis": trailing} if trailing else {}),

@@ -34,6 +34,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from slidemask.ops.chunks import map_located
 from slidemask.tiles.grid import TileGrid, axis_origins, axis_weights
 
 __all__ = ["Runs", "axis_runs", "chunk_areas", "tile_areas"]
@@ -188,10 +189,11 @@ class _ChunkAreas:
             runs = self._cache[key] = axis_runs(weights)  # a race only computes it twice
         return runs
 
-    def __call__(self, block: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
-        assert block_info is not None
-        ci, cj = block_info[0]["chunk-location"]
-        (r0, r1), (c0, c1) = block_info[0]["array-location"]
+    def __call__(
+        self, block: np.ndarray, *, location: tuple[int, ...], offset: tuple[int, ...]
+    ) -> np.ndarray:
+        (ci, cj), (r0, c0) = location, offset
+        r1, c1 = r0 + block.shape[0], c0 + block.shape[1]
         return _areas(block, self._runs(0, ci, r0, r1), self._runs(1, cj, c0, c1), self.values)
 
 
@@ -274,7 +276,7 @@ def tile_areas(
     kinds = 1 if values is None else len(values)
     vals = None if values is None else tuple(int(v) for v in values)
     task = _ChunkAreas(grid, float(downsample), row_ranges, col_ranges, vals)
-    parts = da.map_blocks(
+    parts = map_located(
         task,
         mask,
         new_axis=0,
@@ -289,6 +291,6 @@ def tile_areas(
     name = f"slidemask-tile-areas-{tokenize(parts.name)}"
     keys = [(parts.name, 0, i, j) for i in range(len(row_ranges)) for j in range(len(col_ranges))]
     layer: dict[Any, Any] = {(name, 0, 0, 0): (_assemble, keys, row_ranges, col_ranges, shape)}
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[parts])
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[parts])  # type: ignore[list-item]
     return da.Array(graph, name, chunks=tuple((n,) for n in shape), dtype=np.float64,
                     meta=np.empty((0, 0, 0), np.float64))

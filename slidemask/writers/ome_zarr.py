@@ -67,7 +67,7 @@ from dask.delayed import Delayed
 from slidemask.errors import MaskError
 from slidemask.memory import prepare_process
 from slidemask.ops import staged
-from slidemask.ops.chunks import rechunk
+from slidemask.ops.chunks import map_located, rechunk
 from slidemask.ops.literal import held_array
 from slidemask.ops.resample import block_max, downsample_max, downsample_nearest
 from slidemask.ops.scratch import in_use
@@ -268,11 +268,13 @@ def _target(array: zarr.Array) -> _Target:
     return _Target(os.path.join(str(root), array.path), (chunks[0], chunks[1]))
 
 
-def _store_chunk(block: np.ndarray, *, target: _Target, block_info: Any = None) -> np.ndarray:
-    """Write one dask block as its zarr chunk (blocks match the chunks); return a 1x1 token."""
-    if block_info is not None and block.size:
-        (r0, _), (c0, _) = block_info[0]["array-location"]
-        target.write((r0 // target.chunks[0], c0 // target.chunks[1]), block)
+def _store_chunk(
+    block: np.ndarray, *, target: _Target, location: tuple[int, ...], offset: tuple[int, ...]
+) -> np.ndarray:
+    """Write one dask block as its zarr chunk (blocks match the chunks, so the block's
+    ``location`` from :func:`map_located` is the chunk's); return a 1x1 token."""
+    if block.size:
+        target.write((location[0], location[1]), block)
     return np.zeros((1, 1), dtype=np.uint8)
 
 
@@ -284,7 +286,7 @@ def _store(level: da.Array, target: _Target) -> da.Array:
     another writer's result built the same way shares the mask's tasks when computed in one
     ``dask.compute`` call instead of computing the mask again.
     """
-    return da.map_blocks(
+    return map_located(
         _store_chunk,
         level,
         target=target,

@@ -59,7 +59,7 @@ from zarr.codecs import BloscCodec
 from slidemask.errors import SlidemaskError
 from slidemask.memory import prepare_process
 from slidemask.ops import staged
-from slidemask.ops.chunks import rechunk
+from slidemask.ops.chunks import map_located, rechunk
 from slidemask.ops.scratch import in_use
 from slidemask.writers.atomic import (
     check_attrs,
@@ -168,10 +168,12 @@ class _ChunkWriter:
         args = (self.root, self.chunks, self.dtype, self.fill_value)
         return (_ChunkWriter, args)
 
-    def __call__(self, block: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
-        """Write the block; return its nonzero count."""
-        assert block_info is not None
-        return self._write(block, block_info[0]["chunk-location"])
+    def __call__(
+        self, block: np.ndarray, *, location: tuple[int, ...], offset: tuple[int, ...]
+    ) -> np.ndarray:
+        """Write the block (chunk ``location``, from :func:`map_located`); return its nonzero
+        count."""
+        return self._write(block, location)
 
     def _write(self, block: np.ndarray, location: tuple[int, ...]) -> np.ndarray:
         ones = (1,) * block.ndim
@@ -480,7 +482,7 @@ def write_zarr(
     target = _create(partial, mask)
     try:
         writer = _ChunkWriter(str(partial), target.chunks, mask.dtype, target.fill_value)
-        counts = da.map_blocks(
+        counts = map_located(
             writer,
             mask,
             chunks=tuple((1,) * len(sizes) for sizes in mask.chunks),
