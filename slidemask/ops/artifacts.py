@@ -399,8 +399,8 @@ def _packed_cells(
             return da.from_array(cells, chunks=chunks, asarray=False, lock=False, fancy=False,
                                  meta=meta, name=f"slidemask-sharpness-cells-{token}")
         return map_located(_gated_block, _on_disk(needed, chunks, "sharpness-needed"),
-                             reader=cells, dtype=dtype,
-                             meta=meta, token=f"slidemask-sharpness-cells-{token}")
+                           reader=cells, dtype=dtype,
+                           meta=meta, token=f"slidemask-sharpness-cells-{token}")
     grey = grey[: rows * c, : cols * c]
     pixel_chunks = tuple(tuple(n * c for n in axis) for axis in chunks)
     if grey.chunks != pixel_chunks:
