@@ -71,9 +71,6 @@ class _Located:
     def __dask_tokenize__(self) -> str:
         return tokenize(self.func, self.starts, self.new_axis)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_Located, (self.func, self.starts, self.new_axis))
-
 
 def map_located(func: Callable[..., Any], *arrays: da.Array, **kwargs: Any) -> da.Array:
     """:func:`dask.array.map_blocks` of ``func(*blocks, location=(i, j, ...), offset=(r0,
