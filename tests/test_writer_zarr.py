@@ -263,21 +263,51 @@ def _zarr_own(path: Path, data: np.ndarray, shuffle: str) -> None:
 
 
 def test_chunk_files_equal_zarr_own(tmp_path: Path) -> None:
-    """The writer's chunk files are byte-identical to those zarr writes itself."""
+    """The writer's chunk files are byte-identical to those zarr writes itself: unshuffled
+    LZ4 for smooth chunks, bit-shuffled LZ4 for speckled ones (chosen per chunk)."""
     rng = np.random.default_rng(5)
-    data = rng.random((70, 45)) < 0.3
-    data[:32, :32] = False  # one all-false chunk: not stored by either
+    data = np.zeros((70, 45), dtype=bool)
+    data[32:64, 3:40] = True  # smooth chunks (1, 0) and (1, 1)
+    speckled = rng.random((70, 45)) < 0.3
+    data[:32, 32:] = speckled[:32, 32:]  # chunk (0, 1): speckled
+    data[64:] = speckled[64:]  # chunks (2, 0) and (2, 1): speckled edge chunks
+    # chunk (0, 0): all false, stored by neither
     ours = write_zarr(da.from_array(data, chunks=(32, 32)), tmp_path / "ours.zarr")
-    _zarr_own(tmp_path / "theirs.zarr", data, "noshuffle")
+    _zarr_own(tmp_path / "plain.zarr", data, "noshuffle")
+    _zarr_own(tmp_path / "shuffled.zarr", data, "bitshuffle")
     files = sorted(p.relative_to(ours) for p in Path(ours, "c").rglob("*") if p.is_file())
     assert files == sorted(
-        p.relative_to(tmp_path / "theirs.zarr")
-        for p in (tmp_path / "theirs.zarr" / "c").rglob("*")
+        p.relative_to(tmp_path / "plain.zarr")
+        for p in (tmp_path / "plain.zarr" / "c").rglob("*")
         if p.is_file()
     )
     assert len(files) == 2 * 3 - 1
     for name in files:
-        assert (Path(ours) / name).read_bytes() == (tmp_path / "theirs.zarr" / name).read_bytes()
+        theirs = "shuffled.zarr" if name.parts[1] == "2" or name.parts[1:] == ("0", "1") else (
+            "plain.zarr")
+        assert (Path(ours) / name).read_bytes() == (tmp_path / theirs / name).read_bytes(), name
+    np.testing.assert_array_equal(zarr.open_array(ours, mode="r")[:], data)
+
+
+def test_encode_chunk_shuffles_speckled_chunks_only() -> None:
+    """encode_chunk bit-shuffles a speckled mask chunk (smaller), not a smooth one, and both
+    decode to the chunk."""
+    from numcodecs import Blosc
+
+    from slidemask.writers.zarr import encode_chunk
+
+    rng = np.random.default_rng(0)
+    smooth = np.zeros((256, 256), dtype=bool)
+    smooth[40:200, 30:180] = True
+    speckled = rng.random((256, 256)) < 0.9
+    plain = Blosc(cname="lz4", clevel=5, shuffle=Blosc.NOSHUFFLE)
+    assert encode_chunk(smooth) == plain.encode(smooth)
+    assert len(encode_chunk(speckled)) < len(plain.encode(speckled))
+    for chunk in (smooth, speckled):
+        decoded = np.frombuffer(Blosc().decode(encode_chunk(chunk)), dtype=bool)
+        np.testing.assert_array_equal(decoded.reshape(chunk.shape), chunk)
+    wide = np.arange(64, dtype=np.uint16).reshape(8, 8)  # not one byte: never shuffled
+    assert encode_chunk(wide) == plain.encode(wide)
 
 
 def test_count_into_records_nonzero_pixels(tmp_path: Path) -> None:

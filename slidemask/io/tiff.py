@@ -382,7 +382,9 @@ class _LevelHandle:
         shape: tuple[int, ...],
     ) -> np.ndarray:
         geo = self.geometry
-        out = np.zeros(shape, dtype=dtype)
+        # every pixel is written below (a tile's pixels, or the fill where a tile is missing
+        # or short), so the chunk is not zeroed first: 0.4 ms per 2048² bool chunk
+        out = np.empty(shape, dtype=dtype)
         if out.size == 0:
             return out
         page = self.pages[0]
@@ -393,16 +395,18 @@ class _LevelHandle:
             for tx in range(x0 // sw, (x1 - 1) // sw + 1):
                 ty0, tx0 = ty * sh, tx * sw
                 tile = self._decode(page, ty * page.segments_x + tx, ty0, tx0)
-                if tile is None:
+                ry0, rx0 = max(y0, ty0), max(x0, tx0)
+                ey1, ex1 = min(y1, ty0 + sh, geo.shape[0]), min(x1, tx0 + sw, geo.shape[1])
+                if tile is None or tile.shape[0] < ey1 - ty0 or tile.shape[1] < ex1 - tx0:
+                    # a sparse tile, or one shorter than the grid: zero pixels, as read()
                     if fill is None:
                         zero = np.zeros((1, 1, geo.shape[2]), dtype=np.dtype(geo.dtype))
                         fill = np.asarray(function(zero))[0, 0]
-                    ry0, ry1 = max(y0, ty0), min(y1, ty0 + sh, geo.shape[0])
-                    rx0, rx1 = max(x0, tx0), min(x1, tx0 + sw, geo.shape[1])
-                    out[ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0] = fill
-                    continue
-                ry0, ry1 = max(y0, ty0), min(y1, ty0 + tile.shape[0], geo.shape[0])
-                rx0, rx1 = max(x0, tx0), min(x1, tx0 + tile.shape[1], geo.shape[1])
+                    out[ry0 - y0 : ey1 - y0, rx0 - x0 : ex1 - x0] = fill
+                    if tile is None:
+                        continue
+                ry1 = min(ey1, ty0 + tile.shape[0])
+                rx1 = min(ex1, tx0 + tile.shape[1])
                 if ry0 >= ry1 or rx0 >= rx1:
                     continue
                 block = tile[ry0 - ty0 : ry1 - ty0, rx0 - tx0 : rx1 - tx0]
