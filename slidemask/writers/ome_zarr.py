@@ -231,9 +231,10 @@ def _multiscales(
 @dataclass(frozen=True)
 class _Target:
     """A uint8 zarr v3 array on disk, written chunk file by chunk file with the codec of
-    :func:`slidemask.write_zarr` (:func:`~slidemask.writers.zarr.encode_chunk`) but without zarr's per-call machinery (8
-    times faster on a 3125² label image), in the layout zarr reads (``<array>/c/<row>/<col>``,
-    full-size edge chunks, no file for an all-zero chunk: it reads as the fill value 0)."""
+    :func:`slidemask.write_zarr` (:func:`~slidemask.writers.zarr.encode_chunk`) but without
+    zarr's per-call machinery (8 times faster on a 3125² label image), in the layout zarr
+    reads (``<array>/c/<row>/<col>``, full-size edge chunks, no file for an all-zero chunk:
+    it reads as the fill value 0)."""
 
     path: str
     chunks: tuple[int, int]
