@@ -46,9 +46,13 @@ def test_mosaic_slide_is_cut_from_the_real_scan(tmp_path):
 def test_bench_times_a_case_on_the_mosaic(tmp_path, capsys):
     bench = load_bench()
     code = bench.main(["--size", "1024", "--texture", "mosaic", "--mosaic-from", str(CMU1),
-                       "--cases", "threshold", "--repeat", "1", "--data-dir", str(tmp_path),
-                       "--json", str(tmp_path / "out.json")])
+                       "--cases", "decode", "threshold", "--repeat", "1",
+                       "--data-dir", str(tmp_path), "--json", str(tmp_path / "out.json")])
     assert code == 0
     report = json.loads((tmp_path / "out.json").read_text())
-    assert "texture mosaic" in capsys.readouterr().out
-    assert report["results"]["threshold"]["wall_s"] > 0
+    out = capsys.readouterr().out
+    assert "texture mosaic" in out
+    threshold = report["results"]["threshold"]
+    assert threshold["wall_s"] > 0 and threshold["cpu_s"] > 0
+    assert threshold["cpu_ratio_to_decode"] > 0  # CPU time against the decode floor's
+    assert "cpu x dec" in out
