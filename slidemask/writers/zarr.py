@@ -3,11 +3,12 @@
 Layout of one output (``<slide name>.zarr``, a directory): a single Zarr v3 array at the root,
 ``(rows, cols)`` in the pixels of the level the mask was computed at (the provenance says
 which level and its downsample to level 0), ``bool``, zarr chunks equal to the dask chunks,
-each chunk compressed by ``blosc`` (LZ4, no shuffle). Chunks that are entirely ``False`` are
-not stored (zarr's fill value), so background costs nothing. Read it with
+each chunk compressed by ``blosc`` (LZ4; bit-shuffled first where the chunk is speckled, see
+:func:`encode_chunk`). Chunks that are entirely ``False`` are not stored (zarr's fill value), so background costs nothing. Read it with
 ``zarr.open_array(path)`` or :func:`read_mask`.
 
-Why this encoding. Each chunk is ``blosc`` (LZ4, no shuffle). Measured on a 2-core machine
+Why this encoding. Each chunk is ``blosc`` (LZ4, unshuffled unless speckled). Measured on a
+2-core machine
 on four 2048² chunks of the level-0 ``grey < t`` masks of the synthetic slides (noisy: specks
 and pinholes, as thresholded real H&E gives; smooth: solid tissue), mean per chunk on one
 thread (best of 5; ``Blosc.encode``):
@@ -20,11 +21,13 @@ bool + blosc (lz4 5, bitshuffle) (before)  2.34, 0.26         3.10, 0.04
 bool + blosc (zstd 1, bitshuffle)          5.49, 0.14         4.88, 0.02
 =========================================  =================  ==================
 
-Decoding one 2048² chunk's JPEG tiles takes about 16 ms of one core, so bit-shuffling cost
-4-15 % of a threshold pass for a smaller file only on noisy level-0 masks; tissue masks
-compress alike either way. blosc is a Zarr v3 core codec that every reader opens (a reader
-takes the shuffle from each chunk's own header, so masks written with bit-shuffling, or with
-``zstd`` by earlier versions, are still read).
+Decoding one 2048² chunk's JPEG tiles takes about 16 ms of one core, so bit-shuffling every
+chunk cost 4-15 % of a threshold pass for a smaller file only on noisy level-0 masks; tissue
+masks compress alike either way. Per chunk, though, the noisiest chunks (tissue riddled with
+pinholes) encode faster bit-shuffled, so :func:`encode_chunk` shuffles those alone. blosc is a
+Zarr v3 core codec that every reader opens (a reader takes the shuffle from each chunk's own
+header, so chunks written either way, and masks written with ``zstd`` by earlier versions,
+are read alike).
 
 Atomicity: the array is written under a hidden sibling name ``.<name>.partial-<hex>``; the
 provenance attributes and the completion marker (``attributes["slidemask"]["complete"] =
