@@ -4,8 +4,9 @@ Layout of one output (``<slide name>.zarr``, a directory): a single Zarr v3 arra
 ``(rows, cols)`` in the pixels of the level the mask was computed at (the provenance says
 which level and its downsample to level 0), ``bool``, zarr chunks equal to the dask chunks,
 each chunk compressed by ``blosc`` (LZ4; bit-shuffled first where the chunk is speckled, see
-:func:`encode_chunk`). Chunks that are entirely ``False`` are not stored (zarr's fill value), so background costs nothing. Read it with
-``zarr.open_array(path)`` or :func:`read_mask`.
+:func:`encode_chunk`). Chunks that are entirely ``False`` are not stored (zarr's fill
+value), so background costs nothing. Read it with ``zarr.open_array(path)`` or
+:func:`read_mask`.
 
 Why this encoding. Each chunk is ``blosc`` (LZ4, unshuffled unless speckled). Measured on a
 2-core machine
