@@ -398,3 +398,15 @@ def test_a_chunk_finished_after_its_write_was_abandoned_does_not_recreate_it(tmp
     with pytest.raises(OSError, match="removed while its chunks were being written"):
         _make_below(str(root), str(root / "c" / "1"))
     assert not root.exists()
+
+
+def test_nonzero_count_equals_numpy_on_views() -> None:
+    """nonzero_count (OpenCV for 2-D one-byte blocks) counts as numpy does, on any view."""
+    from slidemask.writers.zarr import nonzero_count
+
+    rng = np.random.default_rng(1)
+    a = rng.random((300, 200)) < 0.3
+    views = [a, a[::-1], a[::3], a[5:100, 7:150], a.T, a[:, ::2], np.zeros((0, 5), bool),
+             a.astype(np.int8), a.astype(np.uint16), a[0]]
+    for view in views:
+        assert nonzero_count(view) == np.count_nonzero(view)
