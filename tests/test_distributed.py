@@ -379,7 +379,7 @@ def test_engine_runs_on_the_distributed_scheduler(
     np.testing.assert_array_equal(got, expected.compute())
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)  # above the 180 s the restarted worker is given at the end
 def test_batch_survives_a_worker_killed_mid_slide(cluster: Executor, tmp_path: Path):
     """A batch of slides on the LocalCluster: one worker process is killed (SIGKILL, as the
     OOM killer does) while it runs a slide. The scheduler runs that slide again elsewhere,
@@ -446,7 +446,9 @@ def test_batch_survives_a_worker_killed_mid_slide(cluster: Executor, tmp_path: P
         np.testing.assert_array_equal(read_mask(tmp_path / "out" / name).compute(),
                                       read_mask(tmp_path / "clean" / name).compute())
     # the nanny restarts the killed worker (a fresh process importing distributed and
-    # slidemask: over 30 s once on a busy 2-core machine); the cluster serves the other tests
+    # slidemask: over 30 s once on a busy 2-core machine, and past the test's former 120 s
+    # limit once on a machine losing its cores to steal time); the cluster serves the other
+    # tests
     client.wait_for_workers(2, timeout=180)
     assert [o.value for o in cluster.map(tasks.square, [(7,)])] == [49]
 
