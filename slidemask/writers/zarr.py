@@ -9,18 +9,17 @@ value), so background costs nothing. Read it with ``zarr.open_array(path)`` or
 :func:`read_mask`.
 
 Why this encoding. Each chunk is ``blosc`` (LZ4, unshuffled unless speckled). Measured on a
-2-core machine
-on four 2048² chunks of the level-0 ``grey < t`` masks of the synthetic slides (noisy: specks
-and pinholes, as thresholded real H&E gives; smooth: solid tissue), mean per chunk on one
-thread (best of 5; ``Blosc.encode``):
+2-core machine on four 2048² chunks of the level-0 ``grey < t`` masks of the synthetic
+slides (noisy: specks and pinholes, as thresholded real H&E gives; smooth: solid tissue),
+mean per chunk on one thread (best of 5; ``Blosc.encode``):
 
-=========================================  =================  ==================
-encoding                                   noisy ms, bits/px  smooth ms, bits/px
-=========================================  =================  ==================
-bool + blosc (lz4 5, no shuffle) (chosen)  1.65, 0.49         0.81, 0.05
-bool + blosc (lz4 5, bitshuffle) (before)  2.34, 0.26         3.10, 0.04
-bool + blosc (zstd 1, bitshuffle)          5.49, 0.14         4.88, 0.02
-=========================================  =================  ==================
+==============================================  =================  ==================
+encoding                                        noisy ms, bits/px  smooth ms, bits/px
+==============================================  =================  ==================
+bool + blosc (lz4 5, no shuffle) (most chunks)  1.65, 0.49         0.81, 0.05
+bool + blosc (lz4 5, bitshuffle) (speckled)     2.34, 0.26         3.10, 0.04
+bool + blosc (zstd 1, bitshuffle)               5.49, 0.14         4.88, 0.02
+==============================================  =================  ==================
 
 Decoding one 2048² chunk's JPEG tiles takes about 16 ms of one core, so bit-shuffling every
 chunk cost 4-15 % of a threshold pass for a smaller file only on noisy level-0 masks; tissue
