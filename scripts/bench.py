@@ -2,7 +2,11 @@
 """Benchmark slidemask against pure decoding on a synthetic slide of any size.
 
 Each case runs in its own Python process, so the peak RSS reported is that case's alone.
-Wall time is the median of ``--repeat`` runs; ratios compare cases measured in this run.
+Wall time is the median of ``--repeat`` runs. The cases take turns, round after round, and
+each ratio (``x decode``, ``x thresh``, ``cpu x dec``) is the median over rounds of the ratio
+between two runs of the same round, which shared the machine's load. ``steal %`` is the
+median share of the machine's CPU time that its host took away during the case's runs
+(virtual machines; ``/proc/stat``): ratios measured while it is high are in doubt.
 ``cpu s`` is the case's CPU time (user + system, all threads; the command's process for
 ``cli_threshold``), and ``cpu x dec`` its ratio to the decode floor's: on a shared virtual
 machine whose host takes cores away (steal time), wall times swing by 2x from hour to hour
@@ -761,12 +765,37 @@ def run_once(
         str(args.min_area),
         *(["--steady"] if args.steady else []),
     ]
+    before = cpu_ticks()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    after = cpu_ticks()
     if proc.returncode != 0:
         print(f"# {case} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
         return None
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if before is not None and after is not None and after[1] > before[1]:
+        result["steal_pct"] = 100 * (after[0] - before[0]) / (after[1] - before[1])
     return result
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """The machine's (stolen, total) CPU ticks so far, from ``/proc/stat`` (Linux); None
+    elsewhere. Steal is the time a virtual machine's host gave its cores to other guests."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already in user]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def paired_ratio(runs: list[dict[str, Any]], bases: list[dict[str, Any]], key: str) -> float:
+    """Median over rounds of ``key`` of a case's run over that of the run it is compared
+    with in the same round (the cases take turns, so a round's runs share the machine's
+    load); the ratio of the medians where the rounds do not pair up (a failed run)."""
+    if len(runs) == len(bases) and all(b[key] > 0 for b in bases):
+        return statistics.median(r[key] / b[key] for r, b in zip(runs, bases, strict=True))
+    return statistics.median(r[key] for r in runs) / statistics.median(b[key] for b in bases)
 
 
 def summarise(runs: list[dict[str, Any]], megapixels: float) -> dict[str, Any]:
@@ -774,11 +803,13 @@ def summarise(runs: list[dict[str, Any]], megapixels: float) -> dict[str, Any]:
     wall = statistics.median(r["wall_s"] for r in runs)
     cpu = statistics.median(r.get("cpu_s", 0.0) for r in runs)
     steadies = [r["steady_s"] for r in runs if "steady_s" in r]
+    steals = [r["steal_pct"] for r in runs if "steal_pct" in r]
     return {
         **runs[-1],
         "wall_s": round(wall, 3),
         "walls": [round(r["wall_s"], 3) for r in runs],
         "cpu_s": round(cpu, 3),
+        "steal_pct": round(statistics.median(steals), 1) if steals else None,
         **(
             {"steady_s": round(statistics.median(steadies), 3),
              "steadies": [round(x, 3) for x in steadies]}
@@ -826,8 +857,7 @@ def bench_slide(
     for case in runnable:
         if case not in failed:
             results[case] = summarise(runs[case], megapixels)
-    floor = results.get("decode", {}).get("wall_s")
-    floor_cpu = results.get("decode", {}).get("cpu_s")
+    floor = runs["decode"] if "decode" in results else None
     print(
         f"slide {path.name}: {args.size}x{args.size} ({megapixels:.0f} MP), "
         f"{path.stat().st_size / 2**20:.0f} MiB, tiles {args.tile}, chunks {args.chunk}, "
@@ -835,23 +865,31 @@ def bench_slide(
         + ("" if args.stain == "he" else f", stain {args.stain}")
         + (f", min_area {args.min_area}" if "global" in cases else "")
     )
-    base = results.get("threshold", {}).get("wall_s")
     head = f"{'case':<20}{'wall s':>9}{'MP/s':>9}{'peak MiB':>10}{'x decode':>10}{'x thresh':>10}"
-    print(head + f"{'cpu s':>9}{'cpu x dec':>11}" + (f"{'steady s':>10}" if args.steady else ""))
+    print(head + f"{'cpu s':>9}{'cpu x dec':>11}{'steal %':>9}"
+          + (f"{'steady s':>10}" if args.steady else ""))
     for case, r in results.items():
-        ratio = f"{r['wall_s'] / floor:.2f}" if floor else "-"
-        r["ratio_to_decode"] = float(ratio) if floor else None
         # API cases compare with the API threshold pass, config cases with the config one
-        reference = results.get("api_threshold", {}).get("wall_s") if case.startswith(
-            "api_") else base
-        to_threshold = f"{r['wall_s'] / reference:.2f}" if reference else "-"
-        r["ratio_to_threshold"] = float(to_threshold) if reference else None
-        cpu_ratio = f"{r['cpu_s'] / floor_cpu:.2f}" if floor_cpu else "-"
-        r["cpu_ratio_to_decode"] = float(cpu_ratio) if floor_cpu else None
+        reference = "api_threshold" if case.startswith("api_") else "threshold"
+        base = runs[reference] if reference in results else None
+        r["ratio_to_decode"] = (
+            round(paired_ratio(runs[case], floor, "wall_s"), 3) if floor else None
+        )
+        r["ratio_to_threshold"] = (
+            round(paired_ratio(runs[case], base, "wall_s"), 3) if base else None
+        )
+        r["cpu_ratio_to_decode"] = (
+            round(paired_ratio(runs[case], floor, "cpu_s"), 3) if floor else None
+        )
+        cells = [
+            f"{r[key]:.2f}" if r[key] is not None else "-"
+            for key in ("ratio_to_decode", "ratio_to_threshold", "cpu_ratio_to_decode")
+        ]
+        steal = f"{r['steal_pct']:.0f}" if r["steal_pct"] is not None else "-"
         steady = f"{r['steady_s']:>10.2f}" if "steady_s" in r else ""
         print(
             f"{case:<20}{r['wall_s']:>9.2f}{r['mp_per_s']:>9.0f}{r['peak_rss_mib']:>10.0f}"
-            f"{ratio:>10}{to_threshold:>10}{r['cpu_s']:>9.2f}{cpu_ratio:>11}{steady}"
+            f"{cells[0]:>10}{cells[1]:>10}{r['cpu_s']:>9.2f}{cells[2]:>11}{steal:>9}{steady}"
         )
     return results
 

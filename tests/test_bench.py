@@ -1,9 +1,11 @@
-"""scripts/bench.py's mosaic slide: level 0 cut from real scans, and a case timed on it."""
+"""scripts/bench.py: its mosaic slide (level 0 cut from real scans), a case timed on it, and
+how it compares runs measured on a machine whose load changes."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,3 +58,24 @@ def test_bench_times_a_case_on_the_mosaic(tmp_path, capsys):
     assert threshold["wall_s"] > 0 and threshold["cpu_s"] > 0
     assert threshold["cpu_ratio_to_decode"] > 0  # CPU time against the decode floor's
     assert "cpu x dec" in out
+
+
+def test_ratios_pair_the_runs_of_a_round():
+    bench = load_bench()
+    # the machine slows down 2x in the second round: each round's ratio is 1.2
+    runs = [{"wall_s": 1.2}, {"wall_s": 2.4}, {"wall_s": 1.2}]
+    floor = [{"wall_s": 1.0}, {"wall_s": 2.0}, {"wall_s": 1.0}]
+    assert bench.paired_ratio(runs, floor, "wall_s") == pytest.approx(1.2)
+    # a failed run leaves rounds unpaired: the ratio of the medians
+    assert bench.paired_ratio(runs[:2], floor, "wall_s") == pytest.approx(1.8 / 1.0)
+
+
+def test_steal_share_is_read_where_the_machine_reports_it():
+    bench = load_bench()
+    ticks = bench.cpu_ticks()
+    if not os.path.exists("/proc/stat"):
+        assert ticks is None
+        return
+    assert ticks is not None
+    steal, total = ticks
+    assert 0 <= steal <= total and total > 0
