@@ -735,7 +735,9 @@ def _write_with_extras(
     built: dict[str, Path] = {key: folder / final.name for key, final in finals.items()}
     components: int | None = None
     # A mask's preview (mostly PNG encoding, which releases the GIL) is drawn in a thread
-    # beside the remaining work, from the stored mask; a class map's after its other writers.
+    # beside the remaining work, from the stored mask; a class map's GeoJSON is traced there
+    # while the OME-Zarr labels are written (QC on a 50000² slide: 0.2 s of its 3.5 s, four
+    # alternating runs each), and its preview is drawn after both.
     with ThreadPoolExecutor(max_workers=1) as pool:
         preview = None
 
@@ -753,18 +755,21 @@ def _write_with_extras(
         labels, areas = _class_outputs(qc, config, provenance["mpp"]) if qc else (None, None)
         if "preview" in built and labels is None:
             preview = start_preview(stored)
+        traced = None  # the class map's GeoJSON, traced in the pool's thread
+        if "geojson" in built and labels is not None and areas is not None:
+            present = {n: v for n, v in labels.values.items() if areas[n]["pixels"]}
+            traced = pool.submit(  # classes without a pixel need no tracing
+                write_class_geojson, labels.image, built["geojson"], present,
+                downsample=float(provenance["downsample"]),
+            )
         if "ome_zarr" in built:
             write_ome_labels(
                 stored, built["ome_zarr"], mpp=provenance["mpp"], name=name,
                 source_image_path=slide.path, attrs={"provenance": provenance},
                 classes=labels,
             )
-        if "geojson" in built and labels is not None and areas is not None:
-            present = {n: v for n, v in labels.values.items() if areas[n]["pixels"]}
-            write_class_geojson(  # classes without a pixel need no tracing
-                labels.image, built["geojson"], present,
-                downsample=float(provenance["downsample"]),
-            )
+        if traced is not None:
+            traced.result()
         elif "geojson" in built:
             components = write_geojson(
                 stored, built["geojson"], downsample=float(provenance["downsample"]),
