@@ -35,6 +35,12 @@ Cases:
     decode          every level-0 tile read and decoded to RGB with tifffile, N threads (the floor)
     read            the same through slidemask's lazy reader (dask, N threads)
     threshold       grey < below at level 0 -> Zarr
+    kernel_floor    the least work an exact threshold -> Zarr pass does, with no framework: N
+                    threads each take 2048² chunks and, tile by tile, read and decode (the same
+                    decoder as decode, into a reused buffer), make grey and compare into the
+                    chunk, then count it, encode it as the Zarr writer does and write the file
+                    (no dask, no Zarr metadata): its ratio to decode is the floor of the
+                    threshold cases' ratios
     threshold_s3    the same, the slide read from a local S3 server (moto on 127.0.0.1, started
                     by the bench; its process is not the case's) by s3:// URL, output on disk;
                     moto made to read only the requested bytes of a range request, as S3 does
@@ -91,6 +97,7 @@ ALL_CASES = [
     "decode",
     "read",
     "threshold",
+    "kernel_floor",
     "threshold_s3",
     "threshold_openslide",
     "hsv",
@@ -271,6 +278,8 @@ def run_case(
             assert page is not None
             for segment, _index, _shape in page.segments(maxworkers=threads):
                 del segment
+    elif case == "kernel_floor":
+        extra["fraction"] = kernel_floor(Path(path), threads, chunk, below, out)
     elif case == "naive":
         import cv2
         import tifffile
@@ -344,6 +353,68 @@ def run_case(
         shutil.rmtree(out)
     return {"case": case, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": peak_kib / 1024,
             **extra}
+
+
+def kernel_floor(path: Path, threads: int, chunk: int, below: int, out: Path) -> float:
+    """The ``kernel_floor`` case: level 0 of a tiled 8-bit RGB JPEG slide thresholded
+    (``grey < below``, exactly as slidemask computes it) into LZ4 chunk files in ``out``, in
+    ``threads`` threads with nothing but the kernels; returns the mask's foreground fraction."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+    import imagecodecs
+    import numpy as np
+    import tifffile
+
+    from slidemask.writers.zarr import encode_chunk, nonzero_count
+
+    cv2.setNumThreads(1)
+    with tifffile.TiffFile(path) as tf:
+        page = tf.series[0].levels[0].pages[0]
+        assert isinstance(page, tifffile.TiffPage) and page.is_tiled and page.compression == 7
+        offsets, counts = page.dataoffsets, page.databytecounts
+        tables, (height, width) = page.jpegtables, page.shape[:2]
+        th, tw = page.tilelength, page.tilewidth
+        colorspace, outcolorspace = tifffile.tifffile.jpeg_decode_colorspace(
+            page.photometric, page.planarconfig, page.extrasamples, page.is_jfif
+        )
+    across = -(-width // tw)
+    local = threading.local()
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY)
+
+    def one(origin: tuple[int, int]) -> int:
+        if not hasattr(local, "rgb"):
+            local.rgb = np.empty((th, tw, 3), np.uint8)
+            local.grey = np.empty((th, tw), np.uint8)
+        y0, x0 = origin
+        y1, x1 = min(height, y0 + chunk), min(width, x0 + chunk)
+        mask = np.empty((y1 - y0, x1 - x0), np.uint8)
+        for ty in range(y0 // th, (y1 - 1) // th + 1):
+            for tx in range(x0 // tw, (x1 - 1) // tw + 1):
+                index = ty * across + tx
+                data = os.pread(fd, int(counts[index]), int(offsets[index]))
+                rgb = imagecodecs.jpeg_decode(
+                    data, tables=tables, colorspace=colorspace, outcolorspace=outcolorspace,
+                    shape=(th, tw), out=local.rgb,
+                )
+                r0, c0 = ty * th - y0, tx * tw - x0
+                h, w = min(th, y1 - y0 - r0), min(tw, x1 - x0 - c0)
+                grey = cv2.cvtColor(rgb[:h, :w], cv2.COLOR_RGB2GRAY, dst=local.grey[:h, :w])
+                cv2.threshold(grey, below - 1, 1, cv2.THRESH_BINARY_INV,
+                              dst=mask[r0:r0 + h, c0:c0 + w])
+        count = nonzero_count(mask)
+        (out / f"{y0}.{x0}").write_bytes(encode_chunk(mask))
+        return count
+
+    origins = [(y, x) for y in range(0, height, chunk) for x in range(0, width, chunk)]
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            foreground = sum(pool.map(one, origins))
+    finally:
+        os.close(fd)
+    return foreground / (height * width)
 
 
 def _children_cpu() -> float:

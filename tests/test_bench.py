@@ -79,3 +79,15 @@ def test_steal_share_is_read_where_the_machine_reports_it():
     assert ticks is not None
     steal, total = ticks
     assert 0 <= steal <= total and total > 0
+
+
+def test_kernel_floor_makes_the_threshold_cases_mask(tmp_path):
+    bench = load_bench()
+    code = bench.main(["--size", "1500", "--texture", "noisy", "--cases", "threshold",
+                       "kernel_floor", "--repeat", "1", "--data-dir", str(tmp_path),
+                       "--json", str(tmp_path / "out.json")])
+    assert code == 0
+    results = json.loads((tmp_path / "out.json").read_text())["results"]
+    # the same pixels in the mask: the floor does the threshold case's work, not less
+    assert 0 < results["kernel_floor"]["fraction"] < 1
+    assert results["kernel_floor"]["fraction"] == results["threshold"]["fraction"]
