@@ -1021,3 +1021,43 @@ def test_stored_masks_folded_hold_one_mask_chunk_at_a_time(tmp_path: Path) -> No
     chunk = 1024 * 1024  # bytes of one bool chunk
     assert peaks[True] < 4.5 * chunk
     assert peaks[False] > 8 * chunk
+
+
+@pytest.mark.parametrize("failing", ["write_class_geojson", "write_ome_labels"])
+def test_a_class_map_output_that_fails_leaves_nothing_complete(tmp_path, monkeypatch,
+                                                                failing) -> None:
+    """The class map's GeoJSON is traced in a thread beside the OME-Zarr labels: either
+    failing fails the slide, with no output at a final name and no scratch left."""
+    import slidemask.pipeline as pipeline
+    from slidemask.config import config_from_yaml
+
+    rgb = np.full((600, 700, 3), 240, np.uint8)
+    rgb[100:400, 150:500] = (150, 60, 120)  # tissue
+    rgb[200:260, 200:300] = (20, 20, 20)  # dark: a second class
+    slide = tmp_path / "slide.tif"
+    tifffile.imwrite(slide, rgb, tile=(256, 256), photometric="rgb",
+                     resolution=(1e4 / 2.0, 1e4 / 2.0), resolutionunit="CENTIMETER")
+    config = config_from_yaml(
+        "masks:\n  tissue: [gray, {threshold: {below: 200}}]\n"
+        "  fold: [gray, {threshold: {below: 60}}]\n"
+        "output: tissue & ~fold\n"
+        "classes: {masks: {tissue: tissue, fold: fold}}\n"
+        "outputs: {ome_zarr: true, geojson: true, preview: true, summary: true}\n"
+    )
+    done = run_slide(slide, config, tmp_path / "ok")
+    assert done.status == "done", done.error
+    assert {p.name for p in (tmp_path / "ok").iterdir()} >= {
+        "slide.zarr", "slide.ome.zarr", "slide.geojson", "slide.png", "slide.json"}
+    features = json.loads((tmp_path / "ok" / "slide.geojson").read_text())["features"]
+    assert {f["properties"]["classification"]["name"] for f in features} >= {"Tissue"}
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"{failing} failed")
+
+    monkeypatch.setattr(pipeline, failing, boom)
+    out = tmp_path / "failed"
+    result = run_slide(slide, config, out)
+    assert result.status == "failed"
+    assert f"{failing} failed" in str(result.error)
+    # nothing at a final name, no scratch folder (hidden) left beside them
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
