@@ -211,3 +211,27 @@ def test_a_failed_slide_s_error_names_the_slide(tmp_path: Path, synthetic_slide:
     assert result.status == "failed"
     assert result.error is not None and result.error.startswith(f"{synthetic_slide}: ")
     assert "below=300" in result.error and result.error.count(str(synthetic_slide)) == 1
+
+
+def test_slides_with_outputs_leave_no_thread_pools_behind(tmp_path: Path,
+                                                         synthetic_slide: Path) -> None:
+    """The outputs' thread computes (the preview here), so dask makes a thread pool for it; the
+    pool goes when the thread is done, or a batch would keep one per slide."""
+    import gc
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dask import threaded
+
+    config = config_from_yaml(ALL)
+
+    def executors() -> int:
+        gc.collect()
+        return sum(isinstance(o, ThreadPoolExecutor) for o in gc.get_objects())
+
+    for _ in range(2):
+        assert run_slide(synthetic_slide, config, tmp_path, overwrite=True).status == "done"
+    before = executors()
+    for _ in range(4):
+        assert run_slide(synthetic_slide, config, tmp_path, overwrite=True).status == "done"
+    assert executors() <= before
+    assert all(thread.is_alive() for thread in list(threaded.pools))
