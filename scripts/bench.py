@@ -573,7 +573,7 @@ def batch_bench(args: argparse.Namespace) -> int:
             "--data-dir",
             str(args.data_dir),
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=child_env())
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(f"# {mode} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
@@ -723,7 +723,7 @@ def import_seconds(repeat: int = 5) -> float:
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import slidemask"], check=True, env=child_env())
+        subprocess.run([sys.executable, "-c", "import slidemask"], check=True)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -818,21 +818,16 @@ def s3_server(path: Path, ranged: bool = True) -> Iterator[tuple[str, dict[str, 
         server.stop()
 
 
-BYTECODE_ENV: dict[str, str | None] = {}
-"""Environment changes for the processes this bench starts (:func:`with_bytecode`); None
-removes a variable."""
-
-
 def with_bytecode() -> None:
     """Let the processes this bench starts (cases, the import timing) load slidemask from
     compiled bytecode, as an installed package's are, where the environment turns bytecode
     off (``PYTHONDONTWRITEBYTECODE``): slidemask is compiled once (``__pycache__`` beside its
-    modules, as Python does by default) and the cases run without the variable. Without it
-    each process compiles every slidemask module it imports, also those first imported inside
-    a timed run (0.1 s of a 2 s threshold case, measured). Only from the command line."""
+    modules, as Python does by default) and the variable is dropped from this process's
+    environment, which they inherit. Without it each process compiles every slidemask module
+    it imports, also those first imported inside a timed run (0.1 s of a 2 s threshold case,
+    measured). Only from the command line, not for a test calling :func:`main`."""
     import compileall
 
-    BYTECODE_ENV.clear()
     if not (sys.flags.dont_write_bytecode or os.environ.get("PYTHONDONTWRITEBYTECODE")):
         return
     before = sys.dont_write_bytecode
@@ -841,21 +836,7 @@ def with_bytecode() -> None:
         compileall.compile_dir(str(ROOT / "slidemask"), quiet=1)
     finally:
         sys.dont_write_bytecode = before
-    BYTECODE_ENV["PYTHONDONTWRITEBYTECODE"] = None
-
-
-def child_env(env: dict[str, str] | None = None) -> dict[str, str] | None:
-    """``env`` (default: this process's environment) with :data:`BYTECODE_ENV` applied; None
-    (inherit) where there is nothing to change."""
-    if not BYTECODE_ENV:
-        return env
-    merged = dict(os.environ if env is None else env)
-    for key, value in BYTECODE_ENV.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    return merged
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 def run_once(
@@ -881,8 +862,7 @@ def run_once(
         *(["--steady"] if args.steady else []),
     ]
     before = cpu_ticks()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          env=child_env(env))
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     after = cpu_ticks()
     if proc.returncode != 0:
         print(f"# {case} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
