@@ -292,14 +292,17 @@ def _apply_step(
 @dataclass(frozen=True)
 class _Built:
     """What :func:`_build_all` builds: the output mask, its provenance, every mask in use on
-    the working grid, and (with ``classes:``) the class map and the tissue it is measured
-    against (the ``tissue`` class's expression, None without one)."""
+    the working grid, and (with ``classes:``) the class map, the tissue it is measured
+    against (the ``tissue`` class's expression, None without one) and the class whose pixels
+    the output mask is exactly, where one is (``mask_class``: known from the tables of a
+    staged build, else None)."""
 
     mask: da.Array
     provenance: dict[str, Any]
     masks: dict[str, da.Array]
     classes: da.Array | None = None
     tissue: da.Array | None = None
+    mask_class: str | None = None
 
 
 def _build(slide: Slide, config: Config) -> tuple[da.Array, dict[str, Any]]:
@@ -580,22 +583,29 @@ def _staged(built: _Built, config: Config, folder: Path) -> _Built:
         # packed bits (slidemask.ops.packed), instead of unpacking and combining every mask
         assert config.classes is not None
         chosen = {name: expr.evaluate for name, expr in _class_expressions(config).items()}
-        mask = lookup_bits(stored, bits_table(names, config.expression.evaluate))
-        classes = lookup_bits(stored, class_table(
-            names, chosen, config.classes.order, config.classes.label_values()
-        ))
+        mask_table = bits_table(names, config.expression.evaluate)
+        values = config.classes.label_values()
+        class_values = class_table(names, chosen, config.classes.order, values)
+        mask = lookup_bits(stored, mask_table)
+        classes = lookup_bits(stored, class_values)
+        # the output mask is one class's pixels where their tables agree on every packed value
+        # (configs/qc.yaml: usable tissue is the class map's tissue); that class's GeoJSON
+        # features are then the mask's 8-connected components, counted without labelling it
+        mask_class = next((n for n, v in values.items()
+                           if np.array_equal(mask_table, class_values == v)), None)
         tissue = (lookup_bits(stored, bits_table(names, chosen["tissue"]))
                   if "tissue" in chosen else None)
     else:
         masks = unpacked()
         mask = config.expression.evaluate(masks)
         classes, tissue = _classes_of(config, masks)
+        mask_class = None
     if mask.chunks != built.mask.chunks:
         mask = rechunk(mask, built.mask.chunks)
     if classes.chunks != mask.chunks:
         classes = rechunk(classes, mask.chunks)
     return replace(built, mask=mask, masks=masks, classes=classes, tissue=tissue,
-                   provenance=provenance)
+                   provenance=provenance, mask_class=mask_class)
 
 
 # --- outputs ----------------------------------------------------------------------------------
@@ -785,7 +795,10 @@ def _write_with_extras(
                 classes=labels,
             )
         if traced is not None:
-            traced.result()
+            counts = traced.result()
+            if qc is not None and qc.mask_class is not None:
+                # the output mask is this class's pixels: its components are the features
+                components = counts.get(qc.mask_class, 0)
         elif "geojson" in built:
             components = write_geojson(
                 stored, built["geojson"], downsample=float(provenance["downsample"]),

@@ -27,6 +27,7 @@ import tifffile
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scipy import ndimage
 
 from slidemask.config import config_hash, load_config
 from slidemask.errors import ConfigError, MaskError
@@ -720,6 +721,12 @@ def test_qc_outputs(qc_run: QcRun) -> None:
         assert summary[name]["area_mm2"] == pytest.approx(pixels * mpp**2 / 1e6)
     shares = [summary[n]["fraction_of_tissue"] for n in QC_CLASSES]
     assert sum(shares) == pytest.approx(1.0) and shares[QC_CLASSES.index("pen")] > 0.01
+    # the mask's 8-connected components: counted from the class map's tissue features
+    components = json.loads((out / "planted.json").read_text())["components"]
+    assert components == ndimage.label(mask, structure=np.ones((3, 3)))[1] > 1
+    tissue_features = [f for f in features
+                       if f["properties"]["classification"]["name"] == "Tissue"]
+    assert components == len(tissue_features)
     # preview: the slide at 1024 pixels on its longest side, class colours, a legend
     preview = cv2.imread(str(out / "planted.png"))
     assert preview is not None

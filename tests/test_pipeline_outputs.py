@@ -10,6 +10,7 @@ from pathlib import Path
 import dask
 import numpy as np
 import pytest
+import zarr
 from skimage import measure
 
 from slidemask.batch import run_batch
@@ -235,3 +236,40 @@ def test_slides_with_outputs_leave_no_thread_pools_behind(tmp_path: Path,
         assert run_slide(synthetic_slide, config, tmp_path, overwrite=True).status == "done"
     assert executors() <= before
     assert all(thread.is_alive() for thread in list(threaded.pools))
+
+
+CLASSES = """
+resolution: {level: 1}
+chunk_size: 200
+masks:
+  tissue: [saturation, {threshold: {above: otsu}}]
+  dark: [gray, {threshold: {below: 150}}]
+output: "%s"
+classes: {masks: {tissue: tissue, fold: dark}, precedence: [fold, tissue]}
+outputs: {ome_zarr: true, geojson: true, summary: true}
+"""
+
+
+@pytest.mark.parametrize("output", ["tissue", "tissue & ~dark"])
+def test_the_summary_counts_the_masks_components_with_a_class_map(
+    tmp_path: Path, synthetic_slide: Path, output: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the output mask is one class's pixels (``tissue & ~dark`` here) its components
+    are that class's GeoJSON features, not labelled again; otherwise the mask is labelled:
+    the same count."""
+    import slidemask.pipeline
+
+    def not_labelled(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the mask was labelled again")
+
+    if output != "tissue":
+        monkeypatch.setattr(slidemask.pipeline, "label_stats", not_labelled)
+    result = run_slide(synthetic_slide, config_from_yaml(CLASSES % output), tmp_path)
+    assert result.status == "done", result.error
+    mask = read_mask(tmp_path / "synthetic.zarr").compute()
+    classes = zarr.open_array(tmp_path / "synthetic.ome.zarr" / "labels" / "classes" / "0",
+                              mode="r")[:]
+    assert (mask == (classes == 1)).all() == (output != "tissue")
+    summary = json.loads((tmp_path / "synthetic.json").read_text())
+    components = int(measure.label(mask, connectivity=2).max())
+    assert components > 1 and summary["components"] == components
