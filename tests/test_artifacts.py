@@ -50,6 +50,7 @@ from slidemask.ops.artifacts import (
     pen_ink,
     sharpness,
     straight_bands,
+    touching_edge,
 )
 from slidemask.ops.local import threshold
 from slidemask.ops.resample import resample_mask
@@ -163,6 +164,20 @@ def test_straight_bands_are_exact_for_any_chunking(data, length, width, level) -
     whole = straight_band_kernel(mask, length=length, width=width)
     got = straight_bands(da.from_array(mask, chunks=(rows, cols)), length, width).compute()
     np.testing.assert_array_equal(got, whole)
+
+
+@SETTINGS
+@given(grey_and_chunks(), st.integers(40, 220))
+def test_touching_edge_is_exact_for_any_chunking(data, level) -> None:
+    """The 4-connected components of the mask that touch the image's edge, by scipy's
+    labelling of the whole mask."""
+    grey, rows, cols = data
+    mask = grey < level
+    labels, _ = ndimage.label(mask)  # 4-connected
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    expected = np.isin(labels, edge[edge > 0])
+    got = touching_edge(da.from_array(mask, chunks=(rows, cols))).compute()
+    np.testing.assert_array_equal(got, expected)
 
 
 def _sharpness_reference(

@@ -743,9 +743,12 @@ def touching_edge(mask: da.Array) -> da.Array:
     """Lazy: the 4-connected components of ``mask`` that touch the image's edge (scan
     borders do; ink strokes and folds inside the slide do not).
 
-    ``mask & ~fill_holes(~mask)``: the components that do not touch the edge are exactly the
-    holes of the complement (:func:`slidemask.ops.holes.fill_holes`, exact and out of core:
-    two passes over chunk summaries).
+    ``~fill_holes(~mask)``: the components that do not touch the edge are exactly the holes
+    of the complement (:func:`slidemask.ops.holes.fill_holes`, exact and out of core: two
+    passes over chunk summaries), and what the filled complement leaves out is the rest of
+    ``mask``. ``mask`` is read once: its second pass reads the copy the first one stored (as
+    ``mask & ~fill_holes(~mask)``, ``mask`` was computed again, which for a scan border's
+    straight dark bands meant decoding the slide level a second time).
 
     Parameters
     ----------
@@ -784,7 +787,7 @@ def touching_edge(mask: da.Array) -> da.Array:
         raise MaskError(
             f"touching_edge expects a 2-D bool mask, got shape {mask.shape} dtype {mask.dtype}"
         )
-    return mask & ~fill_holes(~mask)
+    return ~fill_holes(~mask)
 
 
 def class_values(
