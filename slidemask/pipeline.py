@@ -585,14 +585,14 @@ def _staged(built: _Built, config: Config, folder: Path) -> _Built:
         chosen = {name: expr.evaluate for name, expr in _class_expressions(config).items()}
         mask_table = bits_table(names, config.expression.evaluate)
         values = config.classes.label_values()
-        class_values = class_table(names, chosen, config.classes.order, values)
+        class_lookup = class_table(names, chosen, config.classes.order, values)
         mask = lookup_bits(stored, mask_table)
-        classes = lookup_bits(stored, class_values)
+        classes = lookup_bits(stored, class_lookup)
         # the output mask is one class's pixels where their tables agree on every packed value
         # (configs/qc.yaml: usable tissue is the class map's tissue); that class's GeoJSON
         # features are then the mask's 8-connected components, counted without labelling it
         mask_class = next((n for n, v in values.items()
-                           if np.array_equal(mask_table, class_values == v)), None)
+                           if np.array_equal(mask_table, class_lookup == v)), None)
         tissue = (lookup_bits(stored, bits_table(names, chosen["tissue"]))
                   if "tissue" in chosen else None)
     else:
