@@ -41,6 +41,14 @@ Cases:
                     chunk, then count it, encode it as the Zarr writer does and write the file
                     (no dask, no Zarr metadata): its ratio to decode is the floor of the
                     threshold cases' ratios
+    qc_floor        the least work configs/qc.yaml does, with no framework: N threads decode the
+                    8 µm level whole into memory, run each mask's steps once on the whole
+                    array (slidemask's kernels; OpenCV morphology and labelling for the global
+                    steps), decode and measure only the 2 µm tiles blur is judged on (those
+                    within reach of tissue that is not glass, ink, border or bubble), make the
+                    class map, trace each class's contours with OpenCV and encode a 1024-px PNG
+                    (no Zarr, GeoJSON or summary files: a floor, not the job): its ratio to
+                    threshold is the floor of qc's
     threshold_s3    the same, the slide read from a local S3 server (moto on 127.0.0.1, started
                     by the bench; its process is not the case's) by s3:// URL, output on disk;
                     moto made to read only the requested bytes of a range request, as S3 does
@@ -98,6 +106,7 @@ ALL_CASES = [
     "read",
     "threshold",
     "kernel_floor",
+    "qc_floor",
     "threshold_s3",
     "threshold_openslide",
     "hsv",
@@ -280,6 +289,8 @@ def run_case(
                 del segment
     elif case == "kernel_floor":
         extra["fraction"] = kernel_floor(Path(path), threads, chunk, below, out)
+    elif case == "qc_floor":
+        extra.update(qc_floor(Path(path), threads))
     elif case == "naive":
         import cv2
         import tifffile
@@ -415,6 +426,157 @@ def kernel_floor(path: Path, threads: int, chunk: int, below: int, out: Path) ->
     finally:
         os.close(fd)
     return foreground / (height * width)
+
+
+def qc_floor(path: Path, threads: int) -> dict[str, Any]:
+    """The ``qc_floor`` case: the work of ``configs/qc.yaml`` on a slide whose pyramid has
+    levels at 8 and 2 µm per pixel, done once on whole in-memory arrays in ``threads`` threads
+    with no framework. Returns the class map's tissue share (label 1), the number of 2 µm
+    tiles decoded, and the seconds of each part (decode at 8 µm, the 8 µm masks, blur, the
+    class map's outputs)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+    import numpy as np
+
+    from slidemask.io import open_slide
+    from slidemask.kernels import artifacts as ka
+    from slidemask.kernels import color as kc
+    from slidemask.kernels import density as kd
+    from slidemask.kernels.morphology import disk_footprint
+
+    def morph(mask: Any, op: int, radius: int) -> Any:
+        return cv2.morphologyEx(mask.view(np.uint8), op, disk_footprint(radius)).view(bool)
+
+    def grow(mask: Any, radius: int) -> Any:
+        return morph(mask, cv2.MORPH_DILATE, radius)
+
+    def big(mask: Any, min_um2: float) -> Any:  # remove_small_objects
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8),
+                                                                connectivity=8)
+        keep = stats[:, cv2.CC_STAT_AREA] >= min_um2 / 64
+        keep[0] = False
+        return keep[labels]
+
+    def edge_labels(labels: Any, count: int) -> Any:
+        edge = np.zeros(count, bool)
+        for side in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+            edge[side] = True
+        return edge
+
+    def fill(mask: Any, max_um2: float) -> Any:  # fill_holes
+        count, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).view(np.uint8),
+                                                                   connectivity=4)
+        hole = (stats[:, cv2.CC_STAT_AREA] <= max_um2 / 64) & ~edge_labels(labels, count)
+        hole[0] = False
+        return mask | hole[labels]
+
+    def touching_edge(mask: Any) -> Any:
+        count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
+        keep = edge_labels(labels, count)
+        keep[0] = False
+        return keep[labels]
+
+    slide = open_slide(path)
+    level8, level2 = slide.level_for_mpp(8.0), slide.level_for_mpp(2.0)
+    if slide.level_mpp(level8) != 8.0 or slide.level_mpp(level2) != 2.0:
+        raise ValueError(f"qc_floor needs pyramid levels at 8 and 2 um per pixel: {path}")
+    reader8, reader2 = slide.readers[level8], slide.readers[level2]
+    height, width = reader8.geometry.shape[:2]
+    tile = reader8.geometry.segment_rows
+    cv2.setNumThreads(1)
+    pool = ThreadPoolExecutor(threads)
+    t0 = time.perf_counter()
+    rgb = np.empty((height, width, 3), np.uint8)
+
+    def decode8(origin: tuple[int, int]) -> None:
+        y, x = origin
+        rgb[y:y + tile, x:x + tile] = reader8[y:min(height, y + tile), x:min(width, x + tile)]
+
+    list(pool.map(decode8, [(y, x) for y in range(0, height, tile)
+                            for x in range(0, width, tile)]))
+    t1 = time.perf_counter()
+    background = kd.background_from_histograms(
+        kd.channel_histograms(rgb), dtype=np.dtype(np.uint8), percentile=99.0, floor=None
+    )
+
+    def density_masks() -> tuple[Any, ...]:
+        density = kd.optical_density_kernel(rgb, background=background)
+        tissue = fill(big(morph(density > 0.1, cv2.MORPH_CLOSE, 2), 10000), 100000)
+        glass = density < 0.1
+        fold = morph(morph(density > 2.5, cv2.MORPH_CLOSE, 4), cv2.MORPH_OPEN, 3)
+        fold = grow(fill(big(fold, 5000), 20000), 1)
+        return tissue, glass, grow(glass, 1), fold
+
+    def colour_masks() -> tuple[Any, ...]:
+        ink = big(ka.pen_ink_kernel(kd.white_balance_kernel(rgb, background=background),
+                                    colors=("blue", "green", "red", "black")), 5000)
+        flat = ka.flat_kernel(kc.rgb_to_gray(rgb), ksize=11, max_diff=2.55)
+        flat = grow(fill(big(morph(flat, cv2.MORPH_OPEN, 2), 32000), 32000), 4)
+        black = ka.black_kernel(rgb, max_value=60, max_chroma=25, max_saturation=150)
+        border = grow(touching_edge(ka.straight_band_kernel(black, length=125, width=2)), 1)
+        return grow(ink, 1), grow(ink, 4), flat, border
+
+    first, second = pool.submit(density_masks), pool.submit(colour_masks)
+    (tissue, glass, glass_rim, fold), (pen, pen_rim, flat, border) = (first.result(),
+                                                                      second.result())
+    t2 = time.perf_counter()
+    # blur: judged where the output can use it (slidemask.ops.relevance: tissue that is not
+    # glass and no class above blur), widened by the opening's reach; measured there and
+    # within the average's reach of it, on only the 2 um tiles that hold such cells
+    depth = ka.smoothing_depth(2.0)
+    where = tissue & ~glass & ~(border | pen | (fold & ~pen_rim) | (flat & ~glass_rim))
+    kept = ka.square_dilate_kernel(where, reach=4)
+    needed = ka.square_dilate_kernel(kept, reach=depth)
+    rows2, cols2 = reader2.geometry.shape[:2]
+    tile2 = reader2.geometry.segment_rows
+    cells = np.zeros((height, width), ka.packed_dtype(4))
+    wanted = [(y, x) for y in range(0, rows2, tile2) for x in range(0, cols2, tile2)
+              if needed[y // 4:(y + tile2) // 4, x // 4:(x + tile2) // 4].any()]
+
+    def measure(origin: tuple[int, int]) -> None:
+        y, x = origin
+        grey = kc.rgb_to_gray(reader2[y:min(rows2, y + tile2), x:min(cols2, x + tile2)])
+        block = ka.sharpness_cells_kernel(grey, factor=4, glass=ka.GLASS_GREY)
+        cells[y // 4:y // 4 + block.shape[0], x // 4:x // 4 + block.shape[1]] = block
+
+    list(pool.map(measure, wanted))
+    cells[~needed] = 0
+
+    def ratio(span: tuple[int, int]) -> Any:
+        a, b = span
+        top, bottom = max(0, a - depth), min(height, b + depth)
+        out = ka.sharpness_ratio_kernel(cells[top:bottom], floor=32, sigma=2.0, cell=4)
+        return out[a - top:a - top + b - a]
+
+    halves = [(k * height // threads, (k + 1) * height // threads) for k in range(threads)]
+    sharpness = np.concatenate(list(pool.map(ratio, halves)))
+    sharpness[~kept] = 0
+    blur = morph(sharpness < 1.2, cv2.MORPH_OPEN, 4)
+    t3 = time.perf_counter()
+    classes = ka.class_map_kernel(
+        border, pen, fold & tissue & ~pen_rim, flat & tissue & ~glass_rim,
+        blur & tissue & ~glass, tissue, values=[6, 2, 4, 5, 3, 1],
+    )
+
+    def trace(value: int) -> int:
+        found = cv2.findContours((classes == value).view(np.uint8), cv2.RETR_CCOMP,
+                                 cv2.CHAIN_APPROX_SIMPLE)[0]
+        return len(found)
+
+    list(pool.map(trace, range(1, 7)))
+    scale = 1024 / max(height, width)  # the preview's longest side: 1024 pixels
+    preview = cv2.resize(rgb, (round(width * scale), round(height * scale)),
+                         interpolation=cv2.INTER_AREA)
+    cv2.imencode(".png", preview)
+    t4 = time.perf_counter()
+    pool.shutdown()
+    return {
+        "fraction": float((classes == 1).mean()),
+        "blur_tiles": len(wanted),
+        "parts_s": {"decode_8um": round(t1 - t0, 3), "masks_8um": round(t2 - t1, 3),
+                    "blur_2um": round(t3 - t2, 3), "outputs": round(t4 - t3, 3)},
+    }
 
 
 def _children_cpu() -> float:

@@ -91,3 +91,19 @@ def test_kernel_floor_makes_the_threshold_cases_mask(tmp_path):
     # the same pixels in the mask: the floor does the threshold case's work, not less
     assert 0 < results["kernel_floor"]["fraction"] < 1
     assert results["kernel_floor"]["fraction"] == results["threshold"]["fraction"]
+
+
+def test_qc_floor_makes_the_qc_cases_class_map(tmp_path):
+    from slidemask.config import config_from_yaml
+    from slidemask.io.synthetic import write_synthetic_slide
+    from slidemask.pipeline import run_slide
+
+    bench = load_bench()
+    # levels down to 8 um per pixel (256²), as the floor reads them
+    path = write_synthetic_slide(tmp_path / "s.ome.tif", 4096, tile=256, levels=5)
+    floor = bench.qc_floor(path, 2)
+    result = run_slide(path, config_from_yaml(bench.CASE_CONFIGS["qc"]), tmp_path / "out")
+    assert result.status == "done", result.error
+    # the same usable tissue: the floor does the qc case's work, not less
+    assert 0 < floor["fraction"] < 1 and floor["blur_tiles"] > 0
+    assert floor["fraction"] == result.stats["fraction"]
