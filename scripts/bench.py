@@ -45,10 +45,11 @@ Cases:
                     8 µm level whole into memory, run each mask's steps once on the whole
                     array (slidemask's kernels; OpenCV morphology and labelling for the global
                     steps), decode and measure only the 2 µm tiles blur is judged on (those
-                    within reach of tissue that is not glass, ink, border or bubble), make the
-                    class map, trace each class's contours with OpenCV and encode a 1024-px PNG
-                    (no Zarr, GeoJSON or summary files: a floor, not the job): its ratio to
-                    threshold is the floor of qc's
+                    within reach of tissue the output can still use: not glass, ink, border,
+                    fold or bubble), make the class map, trace each class's contours with
+                    OpenCV and encode a 1024-px PNG (no Zarr, GeoJSON or summary files: a
+                    floor, not the job); its steps are those of configs/qc.yaml as shipped,
+                    in 8 µm pixels. Its ratio to threshold is the floor of qc's
     threshold_s3    the same, the slide read from a local S3 server (moto on 127.0.0.1, started
                     by the bench; its process is not the case's) by s3:// URL, output on disk;
                     moto made to read only the requested bytes of a range request, as S3 does
