@@ -452,10 +452,12 @@ def qc_floor(path: Path, threads: int) -> dict[str, Any]:
     def grow(mask: Any, radius: int) -> Any:
         return morph(mask, cv2.MORPH_DILATE, radius)
 
+    pixel_um2 = 64.0  # the area of one 8 um pixel
+
     def big(mask: Any, min_um2: float) -> Any:  # remove_small_objects
         _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8),
                                                                 connectivity=8)
-        keep = stats[:, cv2.CC_STAT_AREA] >= min_um2 / 64
+        keep = stats[:, cv2.CC_STAT_AREA] >= min_um2 / pixel_um2
         keep[0] = False
         return keep[labels]
 
@@ -468,7 +470,7 @@ def qc_floor(path: Path, threads: int) -> dict[str, Any]:
     def fill(mask: Any, max_um2: float) -> Any:  # fill_holes
         count, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).view(np.uint8),
                                                                    connectivity=4)
-        hole = (stats[:, cv2.CC_STAT_AREA] <= max_um2 / 64) & ~edge_labels(labels, count)
+        hole = (stats[:, cv2.CC_STAT_AREA] <= max_um2 / pixel_um2) & ~edge_labels(labels, count)
         hole[0] = False
         return mask | hole[labels]
 
@@ -547,6 +549,8 @@ def qc_floor(path: Path, threads: int) -> dict[str, Any]:
     def ratio(span: tuple[int, int]) -> Any:
         a, b = span
         top, bottom = max(0, a - depth), min(height, b + depth)
+        # floor: sharpness's min_detail (2 grey levels) over a 4-pixel cell's 2 * 4 * 2
+        # second differences, as slidemask.ops.artifacts.sharpness sets it
         out = ka.sharpness_ratio_kernel(cells[top:bottom], floor=32, sigma=2.0, cell=4)
         return out[a - top:a - top + b - a]
 
